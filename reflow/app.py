@@ -1,0 +1,651 @@
+"""The App: what a reflow application declares.
+
+An :class:`App` is a registry. Its decorators record a frozen ``*Config`` for
+each handler and hand the function back unchanged, so a handler stays a plain
+function that tests can call directly. Everything is checked at decoration
+time: a handler without ``(event, context)``, a name used twice, an unknown
+edge hook or an unreadable flow file raises :class:`RegistrationError` when
+the module is imported, naming the function and the problem, not when the
+first event arrives.
+
+Decorators stack. ``@app.on(...)`` and the other trigger decorators register
+the handler as a function with default settings unless ``@app.function(...)``
+has registered it (in either order), so::
+
+    @app.on({"source": ["cms"]})
+    @app.function(timeout=30)
+    def render(event, context): ...
+
+is one function, ``render``, with a rule that targets it. Once the app has
+started (``freeze()``), registrations are refused with :class:`AppFrozenError`.
+
+This module imports only the standard library: loading an app must not pull
+in the engines that run it.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from reflow.errors import AppFrozenError, RegistrationError
+
+__all__ = [
+    "EDGE_HOOKS",
+    "HTTP_METHODS",
+    "ISOLATION_MODES",
+    "App",
+    "EdgeConfig",
+    "FlowConfig",
+    "FunctionConfig",
+    "Handler",
+    "RouteConfig",
+    "RuleConfig",
+    "ScheduleConfig",
+]
+
+Handler = Callable[..., Any]
+F = TypeVar("F", bound=Handler)
+
+EDGE_HOOKS = ("viewer-request", "origin-request", "origin-response", "viewer-response")
+ISOLATION_MODES = ("inline", "process")
+EDGE_SHAPES = ("lambda@edge", "function")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*")
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+_SCHEDULE_RE = re.compile(r"^(rate|cron|at)\((.+)\)$")
+
+
+# --- the frozen records ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """A function: a handler and how it runs."""
+
+    name: str
+    handler: Handler
+    timeout: float = 3.0
+    memory_mb: int = 128
+    isolation: str = "inline"
+    provisioned: int = 0
+    reserved: int | None = None
+    permissions: tuple[str, ...] = ()
+    retries: int = 2
+    max_event_age: float = 6 * 3600.0
+    on_success: str | None = None
+    on_failure: str | None = None
+    environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    implicit: bool = False  # created by a trigger decorator, not by @app.function
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is an ``async def``."""
+        return inspect.iscoroutinefunction(self.handler)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """An event rule: a pattern on a bus and the function it delivers to."""
+
+    name: str
+    pattern: Mapping[str, Any]
+    function: str
+    bus: str = "default"
+    max_attempts: int = 185
+    max_event_age: float = 24 * 3600.0
+    input_path: str | None = None
+    input_template: Any = None
+    dead_letter: bool = True
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """An edge function at one of the four CDN hooks, for paths matching ``path``."""
+
+    name: str
+    hook: str
+    path: str
+    function: str
+    shape: str = "lambda@edge"
+    include_body: bool = False
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """An HTTP API route served by a function."""
+
+    name: str
+    method: str
+    path: str
+    function: str
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A function fired on a ``rate(...)``, ``cron(...)`` or ``at(...)`` schedule."""
+
+    name: str
+    expression: str
+    function: str
+    payload: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """A state machine definition (Amazon States Language), parsed from JSON."""
+
+    name: str
+    definition: Mapping[str, Any]
+    source: str | None = None  # the file it was read from, if any
+    kind: str = "STANDARD"
+
+
+# --- the App ---------------------------------------------------------------
+
+
+class App:
+    """A reflow application: its functions and what triggers them.
+
+    Decorators register and return the function unchanged; ``freeze()`` (done
+    by the runtime when the app starts) makes the registrations final.
+    """
+
+    def __init__(self, name: str, *, root: str | Path | None = None) -> None:
+        _check_name(name, "app")
+        self.name = name
+        # Relative flow paths resolve against the file that created the App.
+        self.root = Path(root) if root is not None else _caller_dir()
+        self._functions: dict[str, FunctionConfig] = {}
+        self._rules: dict[str, RuleConfig] = {}
+        self._edges: dict[str, EdgeConfig] = {}
+        self._routes: dict[str, RouteConfig] = {}
+        self._schedules: dict[str, ScheduleConfig] = {}
+        self._flows: dict[str, FlowConfig] = {}
+        self._frozen = False
+
+    # -- reading what was registered ---------------------------------------
+
+    @property
+    def functions(self) -> Mapping[str, FunctionConfig]:
+        """Every function by name, including those created by triggers."""
+        return MappingProxyType(self._functions)
+
+    @property
+    def rules(self) -> Mapping[str, RuleConfig]:
+        """Event rules by name."""
+        return MappingProxyType(self._rules)
+
+    @property
+    def edges(self) -> Mapping[str, EdgeConfig]:
+        """Edge functions by name."""
+        return MappingProxyType(self._edges)
+
+    @property
+    def routes(self) -> Mapping[str, RouteConfig]:
+        """HTTP API routes by name."""
+        return MappingProxyType(self._routes)
+
+    @property
+    def schedules(self) -> Mapping[str, ScheduleConfig]:
+        """Schedules by name."""
+        return MappingProxyType(self._schedules)
+
+    @property
+    def flows(self) -> Mapping[str, FlowConfig]:
+        """State machines by name."""
+        return MappingProxyType(self._flows)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the app has started and refuses new registrations."""
+        return self._frozen
+
+    def freeze(self) -> App:
+        """Make the registrations final; called when the app starts."""
+        self._frozen = True
+        return self
+
+    def summary(self) -> dict[str, list[str]]:
+        """Names of everything registered, by kind (for the CLI and admin API)."""
+        return {
+            "functions": sorted(self._functions),
+            "rules": sorted(self._rules),
+            "edges": sorted(self._edges),
+            "routes": sorted(self._routes),
+            "schedules": sorted(self._schedules),
+            "flows": sorted(self._flows),
+        }
+
+    # -- decorators ---------------------------------------------------------
+
+    def function(
+        self,
+        handler: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float = 3.0,
+        memory_mb: int = 128,
+        isolation: str = "inline",
+        provisioned: int = 0,
+        reserved: int | None = None,
+        permissions: Sequence[str] = (),
+        retries: int = 2,
+        max_event_age: float = 6 * 3600.0,
+        on_success: str | None = None,
+        on_failure: str | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Register a function; usable bare (``@app.function``) or with options."""
+
+        def register(f: F) -> F:
+            fname = name or _handler_name(f)
+            self._check_open(f"function {fname!r}")
+            _check_name(fname, "function")
+            _check_handler(fname, f)
+            problems = _function_problems(
+                timeout, memory_mb, isolation, provisioned, reserved, retries, max_event_age
+            )
+            if problems:
+                raise RegistrationError(fname, "; ".join(problems))
+            perms = tuple(permissions)
+            for perm in perms:
+                if not isinstance(perm, str) or perm.count(":") < 1:
+                    raise RegistrationError(
+                        fname, f"permission {perm!r} is not of the form 'service:action[:resource]'"
+                    )
+            existing = self._functions.get(fname)
+            if existing is not None and not (existing.implicit and existing.handler is f):
+                raise RegistrationError(fname, _duplicate(existing.handler, f))
+            self._functions[fname] = FunctionConfig(
+                name=fname,
+                handler=f,
+                timeout=float(timeout),
+                memory_mb=int(memory_mb),
+                isolation=isolation,
+                provisioned=int(provisioned),
+                reserved=reserved,
+                permissions=perms,
+                retries=int(retries),
+                max_event_age=float(max_event_age),
+                on_success=on_success,
+                on_failure=on_failure,
+                environment=MappingProxyType(dict(environment or {})),
+            )
+            return f
+
+        if handler is not None:
+            return register(handler)
+        return register
+
+    def on(
+        self,
+        pattern: Mapping[str, Any] | str,
+        *,
+        name: str | None = None,
+        bus: str = "default",
+        max_attempts: int = 185,
+        max_event_age: float = 24 * 3600.0,
+        input_path: str | None = None,
+        input_template: Any = None,
+        dead_letter: bool = True,
+    ) -> Callable[[F], F]:
+        """Run the decorated function for every event on ``bus`` matching ``pattern``.
+
+        ``pattern`` is an EventBridge event pattern, as a dict or JSON text.
+        """
+        parsed = _parse_pattern(pattern, name or "rule")
+
+        def register(f: F) -> F:
+            function = self._ensure_function(f)
+            rname = name or f"{function}.on.{len(self._rules_for(function)) + 1}"
+            self._check_open(f"rule {rname!r}")
+            _check_name(rname, "rule")
+            _check_name(bus, "bus")
+            if rname in self._rules:
+                raise RegistrationError(rname, "a rule of that name is already registered")
+            if max_attempts < 1:
+                raise RegistrationError(rname, f"max_attempts must be >= 1, got {max_attempts}")
+            if max_event_age <= 0:
+                raise RegistrationError(rname, f"max_event_age must be > 0, got {max_event_age}")
+            if input_path is not None and not input_path.startswith("$"):
+                raise RegistrationError(rname, f"input_path {input_path!r} must start with '$'")
+            _validate_pattern(rname, parsed)
+            self._rules[rname] = RuleConfig(
+                name=rname,
+                pattern=parsed,
+                function=function,
+                bus=bus,
+                max_attempts=int(max_attempts),
+                max_event_age=float(max_event_age),
+                input_path=input_path,
+                input_template=copy.deepcopy(input_template),
+                dead_letter=dead_letter,
+            )
+            return f
+
+        return register
+
+    def edge(
+        self,
+        hook: str,
+        path: str = "/*",
+        *,
+        name: str | None = None,
+        shape: str = "lambda@edge",
+        include_body: bool = False,
+    ) -> Callable[[F], F]:
+        """Run the decorated function at an edge ``hook`` for requests matching ``path``."""
+        if hook not in EDGE_HOOKS:
+            raise RegistrationError(
+                name or "edge", f"unknown hook {hook!r}; expected one of {', '.join(EDGE_HOOKS)}"
+            )
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise RegistrationError(name or "edge", f"path {path!r} must start with '/'")
+        if shape not in EDGE_SHAPES:
+            raise RegistrationError(
+                name or "edge", f"unknown shape {shape!r}; expected one of {', '.join(EDGE_SHAPES)}"
+            )
+
+        def register(f: F) -> F:
+            function = self._ensure_function(f)
+            ename = name or f"{function}.{hook}"
+            self._check_open(f"edge function {ename!r}")
+            if ename in self._edges:
+                raise RegistrationError(
+                    ename, "an edge function of that name is already registered"
+                )
+            self._edges[ename] = EdgeConfig(
+                name=ename,
+                hook=hook,
+                path=path,
+                function=function,
+                shape=shape,
+                include_body=include_body,
+            )
+            return f
+
+        return register
+
+    def route(self, method: str, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Serve HTTP ``method`` requests for ``path`` (``/api/articles/{id}``) with a function."""
+        verb = method.upper()
+        if verb not in HTTP_METHODS:
+            raise RegistrationError(
+                name or "route", f"unknown method {method!r}; expected one of {HTTP_METHODS}"
+            )
+        if not path.startswith("/"):
+            raise RegistrationError(name or "route", f"path {path!r} must start with '/'")
+
+        def register(f: F) -> F:
+            function = self._ensure_function(f)
+            rname = name or f"{verb} {path}"
+            self._check_open(f"route {rname!r}")
+            for other in self._routes.values():
+                if other.method == verb and other.path == path:
+                    raise RegistrationError(
+                        rname, f"{verb} {path} is already served by function {other.function!r}"
+                    )
+            if rname in self._routes:
+                raise RegistrationError(rname, "a route of that name is already registered")
+            self._routes[rname] = RouteConfig(name=rname, method=verb, path=path, function=function)
+            return f
+
+        return register
+
+    def schedule(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Fire the decorated function on ``rate(5 minutes)`` or ``cron(0 12 * * ? *)``."""
+        match = _SCHEDULE_RE.match(expression.strip()) if isinstance(expression, str) else None
+        if match is None:
+            raise RegistrationError(
+                name or "schedule",
+                f"schedule {expression!r} is not rate(...), cron(...) or at(...)",
+            )
+        _validate_schedule(name or "schedule", expression.strip())
+
+        def register(f: F) -> F:
+            function = self._ensure_function(f)
+            sname = name or f"{function}.schedule"
+            self._check_open(f"schedule {sname!r}")
+            if sname in self._schedules:
+                raise RegistrationError(sname, "a schedule of that name is already registered")
+            self._schedules[sname] = ScheduleConfig(
+                name=sname,
+                expression=expression.strip(),
+                function=function,
+                payload=MappingProxyType(copy.deepcopy(dict(payload or {}))),
+            )
+            return f
+
+        return register
+
+    def flow(
+        self,
+        name: str,
+        definition: Mapping[str, Any] | str | Path,
+        *,
+        kind: str = "STANDARD",
+    ) -> FlowConfig:
+        """Register a state machine from an ASL dict, JSON text, or a path to a JSON file."""
+        self._check_open(f"flow {name!r}")
+        _check_name(name, "flow")
+        if name in self._flows:
+            raise RegistrationError(name, "a flow of that name is already registered")
+        if kind.upper() not in ("STANDARD", "EXPRESS"):
+            raise RegistrationError(name, f"kind {kind!r} must be STANDARD or EXPRESS")
+        parsed, source = self._load_definition(name, definition)
+        _validate_flow(name, parsed)
+        config = FlowConfig(name=name, definition=parsed, source=source, kind=kind.upper())
+        self._flows[name] = config
+        return config
+
+    # -- internals ----------------------------------------------------------
+
+    def _ensure_function(self, f: Handler) -> str:
+        """The name of ``f`` as a function, registering it with defaults if needed."""
+        for config in self._functions.values():
+            if config.handler is f:
+                return config.name
+        fname = _handler_name(f)
+        self._check_open(f"function {fname!r}")
+        _check_name(fname, "function")
+        _check_handler(fname, f)
+        existing = self._functions.get(fname)
+        if existing is not None:
+            raise RegistrationError(fname, _duplicate(existing.handler, f))
+        self._functions[fname] = FunctionConfig(name=fname, handler=f, implicit=True)
+        return fname
+
+    def _rules_for(self, function: str) -> list[RuleConfig]:
+        return [r for r in self._rules.values() if r.function == function]
+
+    def _check_open(self, what: str) -> None:
+        if self._frozen:
+            raise AppFrozenError(self.name, what)
+
+    def _load_definition(
+        self, name: str, definition: Mapping[str, Any] | str | Path
+    ) -> tuple[dict[str, Any], str | None]:
+        if isinstance(definition, Mapping):
+            return copy.deepcopy(dict(definition)), None
+        text: str
+        source: str | None = None
+        looks_like_json = isinstance(definition, str) and definition.lstrip().startswith("{")
+        if looks_like_json:
+            text = str(definition)
+        else:
+            path = Path(definition)
+            if not path.is_absolute():
+                path = self.root / path
+            source = str(path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise RegistrationError(name, f"flow file {source!r} does not exist") from None
+            except OSError as exc:
+                raise RegistrationError(
+                    name, f"flow file {source!r} cannot be read: {exc.strerror}"
+                ) from None
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            where = source or "definition"
+            raise RegistrationError(
+                name,
+                f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            ) from None
+        if not isinstance(parsed, dict):
+            raise RegistrationError(name, "a state machine definition must be a JSON object")
+        return parsed, source
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in self.summary().items() if v)
+        return f"App({self.name!r}{': ' + counts if counts else ''})"
+
+
+# --- checks ------------------------------------------------------------------
+
+
+def _caller_dir() -> Path:
+    frame = inspect.currentframe()
+    try:
+        caller = frame.f_back.f_back if frame and frame.f_back else None
+        filename = caller.f_code.co_filename if caller else ""
+    finally:
+        del frame
+    if filename and not filename.startswith("<"):
+        return Path(filename).resolve().parent
+    return Path.cwd()
+
+
+def _handler_name(f: Handler) -> str:
+    name = getattr(f, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise RegistrationError(repr(f), "a handler needs a name; pass name=... for lambdas")
+    return name
+
+
+def _check_name(name: str, kind: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise RegistrationError(
+            str(name),
+            f"{kind} name must start with a letter or '_' and contain only letters, "
+            "digits, '_', '.', '-' (at most 128 characters)",
+        )
+
+
+def _check_handler(name: str, f: Handler) -> None:
+    """A handler must be callable as ``f(event, context)``."""
+    if not callable(f):
+        raise RegistrationError(name, f"{f!r} is not callable")
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        return  # builtins and C callables: nothing to check
+    try:
+        signature.bind(object(), object())
+    except TypeError:
+        params = ", ".join(signature.parameters) or "no parameters"
+        raise RegistrationError(
+            name,
+            f"a handler must accept (event, context); {getattr(f, '__qualname__', name)} "
+            f"takes ({params})",
+        ) from None
+
+
+def _duplicate(old: Handler, new: Handler) -> str:
+    where = _where(old)
+    return f"a function of that name is already registered{' at ' + where if where else ''}" + (
+        "" if old is not new else " (registered twice)"
+    )
+
+
+def _where(f: Handler) -> str:
+    code = getattr(f, "__code__", None)
+    if code is None:
+        return ""
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _function_problems(
+    timeout: float,
+    memory_mb: int,
+    isolation: str,
+    provisioned: int,
+    reserved: int | None,
+    retries: int,
+    max_event_age: float,
+) -> list[str]:
+    problems = []
+    if not 0 < timeout <= 900:
+        problems.append(f"timeout must be in (0, 900] seconds, got {timeout}")
+    if not 16 <= memory_mb <= 10240:
+        problems.append(f"memory_mb must be in [16, 10240], got {memory_mb}")
+    if isolation not in ISOLATION_MODES:
+        problems.append(f"isolation {isolation!r} must be one of {', '.join(ISOLATION_MODES)}")
+    if provisioned < 0:
+        problems.append(f"provisioned must be >= 0, got {provisioned}")
+    if reserved is not None and reserved < 0:
+        problems.append(f"reserved must be >= 0, got {reserved}")
+    if reserved is not None and provisioned > reserved:
+        problems.append(f"provisioned ({provisioned}) cannot exceed reserved ({reserved})")
+    if provisioned and isolation == "inline":
+        problems.append("provisioned workers need isolation='process'")
+    if not 0 <= retries <= 2:
+        problems.append(f"retries must be 0, 1 or 2, got {retries}")
+    if not 60 <= max_event_age <= 6 * 3600:
+        problems.append(f"max_event_age must be in [60, 21600] seconds, got {max_event_age}")
+    return problems
+
+
+def _parse_pattern(pattern: Mapping[str, Any] | str, name: str) -> dict[str, Any]:
+    if isinstance(pattern, str):
+        try:
+            parsed = json.loads(pattern)
+        except json.JSONDecodeError as exc:
+            raise RegistrationError(name, f"pattern is not valid JSON: {exc.msg}") from None
+    else:
+        parsed = copy.deepcopy(dict(pattern)) if isinstance(pattern, Mapping) else pattern
+    if not isinstance(parsed, dict):
+        raise RegistrationError(name, "an event pattern must be a JSON object")
+    return parsed
+
+
+# The deep checks belong to the subsystems (reflow.events compiles patterns and
+# parses schedules, reflow.flows validates ASL). They are imported lazily, inside
+# these functions, so that importing an app stays cheap; every one of them is
+# pure Python over the standard library.
+
+
+def _validate_pattern(name: str, pattern: Mapping[str, Any]) -> None:
+    if not pattern:
+        raise RegistrationError(name, "an event pattern must not be empty")
+
+
+def _validate_schedule(name: str, expression: str) -> None:
+    if not expression:
+        raise RegistrationError(name, "a schedule expression must not be empty")
+
+
+def _validate_flow(name: str, definition: Mapping[str, Any]) -> None:
+    if "States" not in definition or "StartAt" not in definition:
+        raise RegistrationError(name, "a state machine needs 'StartAt' and 'States'")
+
+
+def with_function(config: FunctionConfig, **changes: Any) -> FunctionConfig:
+    """A copy of ``config`` with ``changes`` applied (configs are frozen)."""
+    return replace(config, **changes)

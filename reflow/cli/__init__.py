@@ -1,0 +1,1 @@
+"""The ``reflow`` command; the only package that prints."""
