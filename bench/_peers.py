@@ -1,0 +1,71 @@
+"""Peers that live outside reflow's dependencies, each in a virtual environment of its own.
+
+LocalStack's EventBridge matcher and ASL interpreter are the peers for the
+pattern and flow benchmarks; they must never enter reflow's own environment,
+so they are installed under ``bench/.venv-peers`` on first use (BENCHMARKS.md:
+its Step Functions modules import only on Python >= 3.13). Benchmarks drive a
+peer through a small adapter script run with that environment's interpreter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS_VENV = HERE / ".venv-peers"
+LOCALSTACK = "localstack-core"
+
+
+def find_python(minimum: tuple[int, int] = (3, 13)) -> str:
+    """An interpreter of at least ``minimum``: python3.13 on PATH, or a pyenv version."""
+    candidates = [
+        f"python{minimum[0]}.{minor}" for minor in range(minimum[1] + 2, minimum[1] - 1, -1)
+    ]
+    for name in candidates:
+        found = shutil.which(name)
+        if found and _version_of(found) >= minimum:
+            return found
+    pyenv = Path.home() / ".pyenv" / "versions"
+    if pyenv.is_dir():
+        for version in sorted(pyenv.iterdir(), reverse=True):
+            python = version / "bin" / "python3"
+            if python.exists() and _version_of(str(python)) >= minimum:
+                return str(python)
+    if sys.version_info[:2] >= minimum:
+        return sys.executable
+    raise RuntimeError(f"no Python >= {minimum[0]}.{minimum[1]} found for the peer environment")
+
+
+def _version_of(python: str) -> tuple[int, int]:
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return (0, 0)
+    major, minor = out.stdout.split()
+    return int(major), int(minor)
+
+
+def peer_python(packages: tuple[str, ...] = (LOCALSTACK,)) -> str:
+    """The interpreter of ``bench/.venv-peers``, created and filled on first use."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / (".installed-" + "-".join(sorted(packages)).replace("/", "_"))
+    if python.exists() and stamp.exists():
+        return str(python)
+    if not python.exists():
+        print(f"creating {PEERS_VENV} for the peers", file=sys.stderr, flush=True)
+        subprocess.run([find_python(), "-m", "venv", str(PEERS_VENV)], check=True)
+    print(f"installing {', '.join(packages)} into {PEERS_VENV}", file=sys.stderr, flush=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", *packages],
+        check=True,
+    )
+    stamp.touch()
+    return str(python)
