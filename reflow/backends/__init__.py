@@ -108,4 +108,12 @@ async def open_backend(
     parsed = url if isinstance(url, BackendURL) else parse_backend_url(url, data_dir=data_dir)
     if parsed.kind == "memory":
         return memory_backend(clock)
-    raise NotImplementedError(parsed.kind)
+    # The engines are imported only when asked for: an embedded app never
+    # loads redis-py, and a Redis deployment never opens SQLite.
+    if parsed.kind == "sqlite":
+        from reflow.backends.sqlite import open_sqlite
+
+        return await open_sqlite(parsed, data_dir=data_dir, clock=clock)
+    from reflow.backends.redis import open_redis
+
+    return await open_redis(parsed, data_dir=data_dir, clock=clock)

@@ -1,20 +1,39 @@
-"""The backend fixture: every contract test runs once per implementation."""
+"""The backend fixture: every contract test runs once per implementation.
+
+``memory`` and ``sqlite`` always run; ``redis`` runs against the real server
+(``REFLOW_TEST_REDIS`` or 127.0.0.1:6379), skips with a reason when it is
+unreachable, and fails instead under ``CI=true``. Each Redis test gets a
+namespace of its own (``?prefix=``), so tests never see each other's keys.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from reflow.backends import Backend, open_backend
+from tests.conftest import REDIS_URL, require_server
 
-KINDS = ["memory"]
+KINDS = ["memory"]  # the sqlite and redis engines add themselves here as they land
+
+
+def backend_url(kind: str, tmp_path: Path) -> str:
+    """The URL of a fresh, empty backend of ``kind``."""
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'contract.db'}"
+    require_server(REDIS_URL, "the Redis server")
+    separator = "&" if "?" in REDIS_URL else "?"
+    return f"{REDIS_URL}{separator}prefix=test-{uuid.uuid4().hex[:12]}:"
 
 
 @pytest.fixture(params=KINDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    opened = await open_backend("memory://", data_dir=tmp_path)
+    opened = await open_backend(backend_url(request.param, tmp_path), data_dir=tmp_path)
     try:
         yield opened
     finally:
