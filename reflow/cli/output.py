@@ -20,7 +20,8 @@ errors = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``."""
-    errors.print(f"[bold red]error:[/] {escape(message)}")
+    # soft_wrap: an error stays one line, whatever the terminal width, so it greps.
+    errors.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
