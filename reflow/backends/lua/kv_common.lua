@@ -1,0 +1,52 @@
+-- Shared by every KV script: Python prepends this file to each when loading it.
+--
+-- A key lives in a hash with three fields: v (the value), ver (its version)
+-- and exp (when it expires, seconds since the epoch on the caller's clock;
+-- absent when it never does). A delete or an expiry removes v and exp but
+-- keeps ver, so a re-created key carries on from its old version and never
+-- hands out one a reader may still hold. Two sorted sets sit beside the
+-- hashes: the index (every live key, scored 0, so ZRANGEBYLEX walks keys in
+-- byte order for scans) and the expiring set (keys with a TTL, scored by
+-- their expiry, so writes can reap a few expired keys each).
+
+local function state(hash, now)
+  local f = redis.call('HMGET', hash, 'v', 'ver', 'exp')
+  local ver = tonumber(f[2]) or 0
+  local live = f[1] ~= false and (f[3] == false or tonumber(f[3]) > now)
+  return live, ver, f[1], f[3]
+end
+
+local function clear(hash, name, index, expiring)
+  redis.call('HDEL', hash, 'v', 'exp')
+  redis.call('ZREM', index, name)
+  redis.call('ZREM', expiring, name)
+end
+
+local function store(hash, name, value, ver, exp, index, expiring)
+  redis.call('HSET', hash, 'v', value, 'ver', ver)
+  if exp then
+    redis.call('HSET', hash, 'exp', exp)
+    redis.call('ZADD', expiring, exp, name)
+  else
+    redis.call('HDEL', hash, 'exp')
+    redis.call('ZREM', expiring, name)
+  end
+  redis.call('ZADD', index, 0, name)
+end
+
+-- Free the values of a few keys whose TTL has passed, so that keys nobody
+-- reads again do not hold memory forever. The hash of each is named from the
+-- namespace's prefix, which is why this needs a standalone (non-cluster) server.
+local function reap(index, expiring, hash_prefix, now)
+  local due = redis.call('ZRANGEBYSCORE', expiring, '-inf', now, 'LIMIT', 0, 8)
+  for _, name in ipairs(due) do
+    local hash = hash_prefix .. name
+    local live = state(hash, now)
+    if not live then clear(hash, name, index, expiring) end
+  end
+end
+
+local function optional(text)
+  if text == '' then return nil end
+  return text
+end

@@ -1,0 +1,219 @@
+"""The scaled-out engine: every primitive on one shared Redis server.
+
+Point every process at the same ``REFLOW_BACKEND=redis://HOST:PORT/DB`` and
+they share one Log (Streams, ``redis_log.py``), one KV (hashes + Lua,
+``redis_kv.py``) and one PubSub (Redis pub/sub, below). Blobs live on a
+directory every process can reach (``?blobs=/shared/path``, default
+``<data dir>/blobs``), through the files engine.
+
+URL options:
+
+* ``prefix`` — put before every key and channel, so several deployments or
+  test runs share a server in isolation (``redis://h:6379/0?prefix=site-a:``).
+* ``blobs`` — the shared directory for Blobs.
+
+Clocks: stream leases and trimming by age use the Redis server's clock; KV
+TTLs use the injected clock (see each module's docstring for why).
+
+The engine needs a standalone server (or a single primary): some scripts
+name keys they compute from the prefix, which Redis Cluster would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub as RedisPubSubConnection
+from redis.exceptions import RedisError
+
+from reflow.backends import Backend
+from reflow.backends.protocols import Blobs, Message
+from reflow.backends.redis_keys import Namespace
+from reflow.backends.redis_kv import RedisKV
+from reflow.backends.redis_log import RedisLog
+from reflow.clock import Clock
+from reflow.config import BackendURL
+from reflow.errors import BackendUnavailableError
+
+__all__ = ["RedisPubSub", "RedisSubscription", "open_redis"]
+
+CONNECT_TIMEOUT = 2.0  # seconds; an unreachable server fails fast, not after minutes
+_CLOSED = None  # what the pump puts in the queue when the subscription ends
+
+
+class RedisSubscription:
+    """An open Redis subscription; iterate it, or ``get`` one message at a time.
+
+    A background task (the pump) reads the subscription's connection and
+    queues messages, so ``close`` may be called from any task, even while
+    another one is waiting for a message: waiting stops and iteration ends.
+    """
+
+    def __init__(
+        self, connection: RedisPubSubConnection, namespace: Namespace, owner: RedisPubSub
+    ) -> None:
+        self._connection = connection
+        self._ns = namespace
+        self._owner = owner
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def _start(self, channels: list[str]) -> None:
+        await self._connection.subscribe(*channels)
+        # Wait for the server to confirm every channel: only then is it
+        # certain that a message published after subscribe() returns arrives.
+        waiting = len(set(channels))
+        while waiting:
+            raw = await self._connection.get_message(timeout=CONNECT_TIMEOUT)
+            if raw is None:
+                raise BackendUnavailableError("redis", "no confirmation of SUBSCRIBE")
+            if raw["type"] == "subscribe":
+                waiting -= 1
+            else:
+                self._enqueue(raw)
+        self._pump = asyncio.create_task(self._run_pump(), name="reflow-redis-pubsub")
+
+    def _enqueue(self, raw: dict[str, Any]) -> None:
+        if raw.get("type") == "message":
+            channel = self._ns.channel_name(raw["channel"])
+            self._queue.put_nowait(Message(channel, bytes(raw["data"])))
+
+    async def _run_pump(self) -> None:
+        try:
+            while True:
+                raw = await self._connection.get_message(
+                    ignore_subscribe_messages=True, timeout=None
+                )
+                if raw is not None:
+                    self._enqueue(raw)
+        except (RedisError, OSError):
+            pass  # the connection went away: the subscription simply ends
+        finally:
+            self._queue.put_nowait(_CLOSED)
+
+    def __aiter__(self) -> RedisSubscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        message = await self.get()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def get(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None after ``timeout`` s or once closed."""
+        if self._closed and self._queue.empty():
+            return None
+        try:
+            message = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if message is _CLOSED:
+            self._closed = True
+            self._queue.put_nowait(_CLOSED)  # every later get() sees the end too
+        return message
+
+    async def close(self) -> None:
+        """Unsubscribe and release the connection; iteration ends."""
+        if self._pump is None:
+            return
+        pump, self._pump = self._pump, None
+        self._closed = True
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        self._queue.put_nowait(_CLOSED)
+        await self._connection.aclose()
+        self._owner.forget(self)
+
+
+class RedisPubSub:
+    """Fire-and-forget broadcast on Redis pub/sub channels under the prefix."""
+
+    def __init__(self, client: aioredis.Redis, namespace: Namespace) -> None:
+        self._client = client
+        self._ns = namespace
+        self._open: set[RedisSubscription] = set()
+
+    async def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH; return how many subscribers the server delivered it to."""
+        return int(await self._client.publish(self._ns.channel(channel), data))
+
+    async def subscribe(self, *channels: str) -> RedisSubscription:
+        """Subscribe to ``channels``; returns once the server has confirmed them."""
+        subscription = RedisSubscription(self._client.pubsub(), self._ns, self)
+        self._open.add(subscription)
+        try:
+            await subscription._start([self._ns.channel(c) for c in channels])
+        except BaseException:
+            await subscription.close()
+            self.forget(subscription)
+            raise
+        return subscription
+
+    def forget(self, subscription: RedisSubscription) -> None:
+        """Stop tracking a closed subscription."""
+        self._open.discard(subscription)
+
+    async def close(self) -> None:
+        """Close every subscription still open (the backend is closing)."""
+        for subscription in list(self._open):
+            await subscription.close()
+        self._open.clear()
+
+
+def _shown(url: BackendURL) -> str:
+    """The URL as it may appear in messages: without its password."""
+    if url.password:
+        return url.url.replace(f":{url.password}@", ":***@", 1)
+    return url.url
+
+
+async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backend:
+    """Connect to the server a ``redis://`` URL names and bundle the four primitives.
+
+    Raises :class:`BackendUnavailableError` naming the URL (without password)
+    when the server cannot be reached within a few seconds.
+    """
+    client = aioredis.Redis(
+        host=url.host,
+        port=url.port,
+        db=url.db,
+        password=url.password,
+        ssl=url.scheme == "rediss",
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        decode_responses=False,
+    )
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT + 1):
+            await client.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        await client.aclose()
+        problem = str(exc) or type(exc).__name__
+        raise BackendUnavailableError(_shown(url), f"cannot reach the server: {problem}") from None
+    namespace = Namespace(url.options.get("prefix", ""))
+    pubsub = RedisPubSub(client, namespace)
+    blobs_dir = Path(url.options["blobs"]) if url.options.get("blobs") else data_dir / "blobs"
+    backend = Backend(
+        url=url,
+        log=RedisLog(client, namespace),
+        kv=RedisKV(client, namespace, clock),
+        pubsub=pubsub,
+        blobs=_shared_blobs(blobs_dir, clock),
+        clock=clock,
+    )
+    backend._closers.append(client.aclose)
+    backend._closers.append(pubsub.close)
+    return backend
+
+
+def _shared_blobs(root: Path, clock: Clock) -> Blobs:
+    """The files engine's Blobs on the shared directory ``root``."""
+    from reflow.backends.files import FileBlobs
+
+    return FileBlobs(root, clock)

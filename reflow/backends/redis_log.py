@@ -1,0 +1,192 @@
+"""The Log primitive on Redis Streams.
+
+Each reflow stream is one Redis stream, and each consumer group a Redis
+consumer group, so entry ids are Redis's own ``"<ms>-<seq>"`` ids and the
+pending-entries list (PEL) is Redis's: ``pending`` is XPENDING, ``ack`` is
+XACK, trimming is XTRIM MAXLEN / MINID.
+
+Leases are the one thing Redis does not model. A pending entry only has an
+idle time, and XAUTOCLAIM takes a single minimum idle time from the
+*claimer*, whereas reflow's lease is chosen by the reader that took the
+entry (a worker holding an entry for 0.2 s must lose it after 0.2 s even if
+the next reader asks for 5 s leases). So each group keeps a sorted set of
+lease deadlines beside its PEL, and one Lua script (``lua/log_read.lua``)
+claims the entries whose lease ended with XCLAIM (which raises the delivery
+count, so a first redelivery reports 2, exactly as XPENDING shows it), reads
+new ones with XREADGROUP and records every lease, atomically.
+
+**Leases run on the Redis server's clock** (the script reads TIME), not on the
+injected :class:`~reflow.clock.Clock`: every process sharing the server then
+agrees on when a lease ends, whatever its own clock says. Trimming by age
+also uses the server's clock, since entry ids are stamped with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from reflow.backends.protocols import LogEntry, PendingEntry, entry_id_key
+from reflow.backends.redis_keys import Namespace, load_script
+
+__all__ = ["RedisLog"]
+
+_FIELD = b"d"  # every entry stores its payload in one field
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(stream: str, flat: Sequence[Any]) -> list[LogEntry]:
+    """Entries from a script's flat ``id, data, deliveries, ...`` list."""
+    return [
+        LogEntry(stream, _text(flat[i]), bytes(flat[i + 1]), int(flat[i + 2]))
+        for i in range(0, len(flat), 3)
+    ]
+
+
+class RedisLog:
+    """Streams, consumer groups, leases and trimming on Redis Streams."""
+
+    def __init__(self, client: aioredis.Redis, namespace: Namespace) -> None:
+        self._client = client
+        self._ns = namespace
+        self._read = client.register_script(load_script("log_read.lua"))
+        self._ack = client.register_script(load_script("log_ack.lua"))
+        self._delete = client.register_script(load_script("log_delete.lua"))
+
+    async def append(self, stream: str, data: bytes) -> str:
+        """Append ``data``; return the new entry's id (XADD).
+
+        Durable as far as the server's persistence settings make it
+        (``appendonly yes`` with ``appendfsync always`` for every write).
+        """
+        entry_id = await self._client.xadd(self._ns.stream(stream), {_FIELD: data})
+        return _text(entry_id)
+
+    async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
+        """Create ``group`` reading from ``start``; False if it already existed."""
+        try:
+            await self._client.xgroup_create(self._ns.stream(stream), group, start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def read(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 10,
+        lease: float = 30.0,
+        block: float = 0.0,
+    ) -> list[LogEntry]:
+        """Read up to ``count`` entries, expired leases first, each held ``lease`` s.
+
+        With ``block`` > 0 and nothing ready, wait (XREAD BLOCK, which consumes
+        nothing) for a new entry or the earliest lease to end, then try again.
+        """
+        key = self._ns.stream(stream)
+        keys = [key, self._ns.leases(stream, group)]
+        args: list[str | int] = [group, consumer, max(1, count), max(1, math.ceil(lease * 1000))]
+        loop_deadline: float | None = None
+        while True:
+            claimed, fresh, last_id, next_deadline, now = await self._read(keys=keys, args=args)
+            entries = sorted(_entries(stream, claimed), key=lambda e: entry_id_key(e.id))
+            entries += _entries(stream, fresh)
+            if entries or block <= 0:
+                return entries
+            # Both deadlines are on the server's clock, in milliseconds.
+            if loop_deadline is None:
+                loop_deadline = int(now) + block * 1000
+            wait_ms = loop_deadline - int(now)
+            if int(next_deadline) >= 0:
+                wait_ms = min(wait_ms, int(next_deadline) - int(now) + 1)
+            if wait_ms <= 0:
+                return []
+            await self._client.xread({key: last_id}, count=1, block=max(1, math.ceil(wait_ms)))
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries (XACK); return how many were pending."""
+        if not ids:
+            return 0
+        keys = [self._ns.stream(stream), self._ns.leases(stream, group)]
+        return int(await self._ack(keys=keys, args=[group, *ids]))
+
+    async def pending(
+        self, stream: str, group: str, *, count: int = 100, consumer: str | None = None
+    ) -> list[PendingEntry]:
+        """Delivered, unacknowledged entries, oldest first (XPENDING)."""
+        try:
+            rows = await self._client.xpending_range(
+                self._ns.stream(stream), group, min="-", max="+", count=count, consumername=consumer
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+        return [
+            PendingEntry(
+                id=_text(row["message_id"]),
+                consumer=_text(row["consumer"]),
+                deliveries=int(row["times_delivered"]),
+                idle=int(row["time_since_delivered"]) / 1000,
+            )
+            for row in rows
+        ]
+
+    async def range(
+        self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[LogEntry]:
+        """Entries with ids in ``[start, end]``, in order (XRANGE)."""
+        rows = await self._client.xrange(self._ns.stream(stream), min=start, max=end, count=count)
+        return [
+            LogEntry(stream, _text(entry_id), _payload(fields)) for entry_id, fields in rows or []
+        ]
+
+    async def length(self, stream: str) -> int:
+        """How many entries the stream holds (XLEN)."""
+        return int(await self._client.xlen(self._ns.stream(stream)))
+
+    async def trim(
+        self, stream: str, *, max_length: int | None = None, max_age: float | None = None
+    ) -> int:
+        """Drop the oldest entries beyond ``max_length`` or older than ``max_age`` s."""
+        key = self._ns.stream(stream)
+        dropped = 0
+        if max_length is not None:
+            dropped += int(
+                await self._client.xtrim(key, maxlen=max(0, max_length), approximate=False)
+            )
+        if max_age is not None:
+            # Ids carry the server's clock, so the cut-off is taken on it too.
+            seconds, micros = await self._client.time()
+            cutoff = int(seconds) * 1000 + int(micros) // 1000 - math.ceil(max_age * 1000)
+            if cutoff > 0:
+                dropped += int(
+                    await self._client.xtrim(key, minid=f"{cutoff}-0", approximate=False)
+                )
+        return dropped
+
+    async def delete_stream(self, stream: str) -> bool:
+        """Remove a stream, its groups and their leases; whether it existed."""
+        key = self._ns.stream(stream)
+        existed = await self._delete(keys=[key], args=[self._ns.lease_prefix(stream)])
+        return bool(existed)
+
+
+def _payload(fields: Mapping[Any, Any] | None) -> bytes:
+    if not fields:
+        return b""
+    data = fields.get(_FIELD)
+    if data is None:  # an entry written by another tool: take its first value
+        data = next(iter(fields.values()))
+    return data if isinstance(data, bytes) else str(data).encode()
