@@ -17,7 +17,7 @@ import pytest
 from reflow.backends import Backend, open_backend
 from tests.conftest import REDIS_URL, require_server
 
-KINDS = ["memory"]  # the sqlite and redis engines add themselves here as they land
+KINDS = ["memory", "sqlite", "redis"]
 
 
 def backend_url(kind: str, tmp_path: Path) -> str:

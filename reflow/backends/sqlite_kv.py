@@ -1,0 +1,264 @@
+"""The KV primitive over SQLite: versions, compare-and-set, TTL, scans, transactions.
+
+One table, ``kv (key, value, version, expires_at)``. A deleted key keeps its
+row as a *tombstone* (``value`` NULL) so that its version survives: the
+contract promises a re-created key never reuses an old version, and with
+several processes on one file that memory must live in the file. An expired
+key is absent for every reader and for compare-and-set, but its row (and so
+its version) stays until it is written again or swept into a tombstone.
+
+Keys are ``TEXT`` compared with SQLite's ``BINARY`` collation, which is
+``memcmp`` of the UTF-8 bytes: byte order, the order ``scan`` promises (and
+the same as Python's ``str`` order, since UTF-8 preserves code point order).
+
+Every write is one job on the writer lane (``BEGIN IMMEDIATE``), so the check
+and the write of a compare-and-set, an ``incr`` or a whole ``transact`` are
+atomic against every other process on the file. Expiry times are seconds on
+the injected clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from reflow.backends.protocols import Check, Delete, Item, Operation, Put
+from reflow.backends.sqlite_db import Database
+from reflow.clock import Clock
+from reflow.errors import TransactionConflictError, VersionConflictError
+
+__all__ = ["KV_SCHEMA", "SQLiteKV", "prefix_upper_bound"]
+
+KV_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY, value BLOB, version INTEGER NOT NULL, expires_at REAL
+    ) WITHOUT ROWID""",
+    """CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at)
+        WHERE expires_at IS NOT NULL AND value IS NOT NULL""",
+)
+
+_LIVE = "value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)"
+_SWEEP_EVERY = 1000  # writes between sweeps of expired values into tombstones
+_IN_CHUNK = 500  # keys per "IN (...)" query, well under SQLite's variable limit
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``.
+
+    None when there is none (the empty prefix, or one made only of the
+    largest code point).
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            following = last + 1
+            if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored as UTF-8
+                following = 0xE000
+            return "".join(chars) + chr(following)
+    return None
+
+
+def _current(c: sqlite3.Connection, key: str, now: float) -> tuple[int, int]:
+    """``(live version or 0, last version ever given or 0)`` of ``key``."""
+    row = c.execute(
+        "SELECT version, value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?) "
+        "FROM kv WHERE key = ?",
+        (now, key),
+    ).fetchone()
+    if row is None:
+        return 0, 0
+    return (row[0] if row[1] else 0), row[0]
+
+
+def _store(
+    c: sqlite3.Connection, key: str, value: bytes, last: int, expires_at: float | None
+) -> int:
+    version = last + 1
+    c.execute(
+        "INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+        "version = excluded.version, expires_at = excluded.expires_at",
+        (key, value, version, expires_at),
+    )
+    return version
+
+
+def _tombstone(c: sqlite3.Connection, key: str) -> None:
+    c.execute("UPDATE kv SET value = NULL, expires_at = NULL WHERE key = ?", (key,))
+
+
+class SQLiteKV:
+    """Versioned keys in a SQLite file; TTLs on the injected clock."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._writes = 0
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self._clock.time() + ttl
+
+    async def _write(self, job: Callable[[sqlite3.Connection], int]) -> int:
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            now = self._clock.time()
+            # Expired values would otherwise stay on disk until rewritten.
+            await self._db.write(
+                lambda c: (
+                    c.execute(
+                        "UPDATE kv SET value = NULL, expires_at = NULL "
+                        "WHERE expires_at IS NOT NULL AND value IS NOT NULL AND expires_at <= ?",
+                        (now,),
+                    ).rowcount
+                )
+            )
+        return await self._db.write(job)
+
+    async def get(self, key: str) -> Item | None:
+        """The item, or None when absent or expired."""
+        now = self._clock.time()
+        row = await self._db.read(
+            lambda c: c.execute(
+                f"SELECT value, version, expires_at FROM kv WHERE key = ? AND {_LIVE}",
+                (key, now),
+            ).fetchone()
+        )
+        return None if row is None else Item(key, bytes(row[0]), row[1], row[2])
+
+    async def get_many(self, keys: Sequence[str]) -> list[Item | None]:
+        """Items for ``keys``, in the order asked."""
+        now = self._clock.time()
+        wanted = list(dict.fromkeys(keys))
+
+        def job(c: sqlite3.Connection) -> dict[str, Item]:
+            found: dict[str, Item] = {}
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, value, version, expires_at in c.execute(
+                    f"SELECT key, value, version, expires_at FROM kv "
+                    f"WHERE key IN ({marks}) AND {_LIVE}",
+                    (*chunk, now),
+                ):
+                    found[key] = Item(key, bytes(value), version, expires_at)
+            return found
+
+        found = await self._db.read(job) if wanted else {}
+        return [found.get(key) for key in keys]
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_version: int | None = None,
+        ttl: float | None = None,
+    ) -> int:
+        """Store ``value``; compare-and-set when ``expect_version`` is given."""
+        now = self._clock.time()
+        expires_at = self._expiry(ttl)
+        payload = bytes(value)
+
+        def job(c: sqlite3.Connection) -> int:
+            live, last = _current(c, key, now)
+            if expect_version is not None and live != expect_version:
+                raise VersionConflictError(key, expect_version, live)
+            return _store(c, key, payload, last, expires_at)
+
+        return await self._write(job)
+
+    async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
+        """Remove ``key``; whether it existed. Conditional like ``put``."""
+        now = self._clock.time()
+
+        def job(c: sqlite3.Connection) -> int:
+            live, _ = _current(c, key, now)
+            if expect_version is not None and live != expect_version:
+                raise VersionConflictError(key, expect_version, live)
+            if not live:
+                return 0
+            _tombstone(c, key)
+            return 1
+
+        return bool(await self._write(job))
+
+    async def incr(self, key: str, by: int = 1, *, ttl: float | None = None) -> int:
+        """Add ``by`` to the integer at ``key`` (absent: 0); ``ttl`` only on creation."""
+        now = self._clock.time()
+        new_expiry = self._expiry(ttl)
+
+        def job(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                f"SELECT value, version, expires_at FROM kv WHERE key = ? AND {_LIVE}",
+                (key, now),
+            ).fetchone()
+            _, last = _current(c, key, now)
+            if row is None:
+                total, expires_at = by, new_expiry
+            else:
+                try:
+                    total = int(bytes(row[0])) + by
+                except ValueError:
+                    raise ValueError(
+                        f"key {key!r} holds {bytes(row[0])[:40]!r}, not an integer; "
+                        "incr cannot add to it"
+                    ) from None
+                expires_at = row[2]
+            _store(c, key, str(total).encode(), last, expires_at)
+            return total
+
+        return await self._write(job)
+
+    async def scan(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    ) -> list[Item]:
+        """Live items whose key starts with ``prefix``, in key (byte) order."""
+        now = self._clock.time()
+        sql = f"SELECT key, value, version, expires_at FROM kv WHERE key >= ? AND {_LIVE}"
+        params: list[object] = [prefix, now]
+        upper = prefix_upper_bound(prefix)
+        if upper is not None:
+            sql += " AND key < ?"
+            params.append(upper)
+        if start_after is not None:
+            sql += " AND key > ?"
+            params.append(start_after)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(-1 if limit is None else max(0, limit))
+        rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
+        return [
+            Item(key, bytes(value), version, expires_at)
+            for key, value, version, expires_at in rows
+            if key.startswith(prefix)
+        ]
+
+    async def transact(self, operations: Sequence[Operation]) -> list[int]:
+        """Check every expectation, then apply every operation; or raise and write nothing."""
+        now = self._clock.time()
+        ops = list(operations)
+        expiries = [self._expiry(op.ttl) if isinstance(op, Put) else None for op in ops]
+
+        def job(c: sqlite3.Connection) -> list[int]:
+            for op in ops:
+                if op.expect_version is None:
+                    continue
+                live, _ = _current(c, op.key, now)
+                if live != op.expect_version:
+                    raise TransactionConflictError(op.key, op.expect_version, live)
+            results: list[int] = []
+            for op, expires_at in zip(ops, expiries, strict=True):
+                if isinstance(op, Put):
+                    _, last = _current(c, op.key, now)
+                    results.append(_store(c, op.key, bytes(op.value), last, expires_at))
+                elif isinstance(op, Delete):
+                    _tombstone(c, op.key)
+                    results.append(0)
+                elif isinstance(op, Check):
+                    results.append(op.expect_version)
+            return results
+
+        if not ops:
+            return []
+        self._writes += 1
+        return await self._db.write(job)
