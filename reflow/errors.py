@@ -37,7 +37,8 @@ name as attributes, not only inside the message, so tools can point at it::
     ├── StateError
     │   ├── ConditionFailedError       a conditional write was refused (.item)
     │   ├── ItemNotFoundError          (.table, .key)
-    │   └── InvalidKeyError            an item lacks its key attributes (.table, .field)
+    │   ├── InvalidKeyError            an item lacks its key attributes (.table, .field)
+    │   └── InvalidItemError           an item or update is not storable (.table, .field)
     └── SecurityError
         └── PermissionDeniedError      a handler used a resource it did not declare
 """
@@ -68,6 +69,7 @@ __all__ = [
     "HookError",
     "InvalidDefinitionError",
     "InvalidEventError",
+    "InvalidItemError",
     "InvalidKeyError",
     "InvalidPatternError",
     "InvalidRequestError",
@@ -385,6 +387,16 @@ class ItemNotFoundError(StateError):
 
 class InvalidKeyError(StateError):
     """An item or key lacks a key attribute, or has one of the wrong type."""
+
+    def __init__(self, table: str, field: str, problem: str) -> None:
+        self.table = table
+        self.field = field
+        self.problem = problem
+        super().__init__(f"table {table!r}, {field}: {problem}")
+
+
+class InvalidItemError(StateError):
+    """An item or an update cannot be stored: not JSON, or an attribute of the wrong type."""
 
     def __init__(self, table: str, field: str, problem: str) -> None:
         self.table = table
