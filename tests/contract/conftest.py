@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reflow.backends import Backend, open_backend
+from reflow.testing import FakeClock
 from tests.conftest import REDIS_URL, require_server
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -38,3 +39,25 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(params=KINDS)
+async def clocked(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Backend, FakeClock]]:
+    """A fresh backend of each kind reading a :class:`FakeClock`, and that clock."""
+    clock = FakeClock()
+    url = backend_url(request.param, tmp_path)
+    opened = await open_backend(url, data_dir=tmp_path, clock=clock)
+    try:
+        yield opened, clock
+    finally:
+        await opened.close()
+
+
+async def reopen(backend: Backend, tmp_path: Path) -> Backend:
+    """A second, independent Backend on the same store (the same URL and data dir),
+    as another process would open it. Memory backends share nothing: skip."""
+    if backend.kind == "memory":
+        pytest.skip("a memory:// backend is private to the object that holds it")
+    return await open_backend(backend.url, data_dir=tmp_path, clock=backend.clock)
