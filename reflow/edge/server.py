@@ -1,0 +1,319 @@
+"""The HTTP/1.1 server: an asyncio protocol over httptools, strict, kept-alive, pipelined.
+
+One :class:`EdgeProtocol` per connection feeds bytes to an httptools
+(llhttp) request parser and adds the checks llhttp leaves to its caller (see
+:mod:`reflow.edge.http`): header names and values, framing, request-line and
+header-block sizes. Any violation is answered with its status (400, 413, 414,
+431, 501) and ``Connection: close``, and the connection is closed: after a
+framing error the rest of the stream cannot be trusted.
+
+A fresh hit is answered inside ``data_received`` with one ``transport.write``
+of pre-built bytes. Anything else goes to a task; while it runs, further
+pipelined requests queue in order and reading pauses, so responses leave in
+request order and a client cannot make the queue grow without bound.
+
+Slow clients: a request head must complete within ``head_timeout`` of its
+first byte and an idle kept-alive connection closes after ``idle_timeout``;
+one sweeper task checks every connection once a second rather than one
+timer per request. Connections past ``max_connections`` get a 503 and close.
+``stop()`` stops accepting, lets requests in flight finish (up to a grace
+period), then closes what remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+import httptools
+
+from reflow.edge.core import Edge
+from reflow.edge.http import (
+    MAX_BODY,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_URL,
+    Request,
+    check_framing,
+    check_header,
+    error_response,
+    normalise_path,
+)
+from reflow.errors import InvalidRequestError
+
+__all__ = ["EdgeProtocol", "EdgeServer"]
+
+_SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-range"})
+# Bytes of an unfinished request head we hold before refusing it (414/431).
+_MAX_HEAD = MAX_URL + MAX_HEADER_BYTES + 1024
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class EdgeProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: EdgeServer) -> None:
+        self.server = server
+        self.edge = server.edge
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.queue: deque[tuple[Request, bool]] = deque()
+        self.busy = False
+        self.closing = False
+        self.deadline = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = bytearray()
+        self.headers: list[tuple[str, str]] = []
+        self.header_bytes = 0
+        self.special = False
+        self.body = bytearray()
+        self.in_head = False
+        self.head_bytes = 0
+        self.error: InvalidRequestError | None = None
+
+    # -- connection lifecycle ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        if len(self.server.connections) >= self.server.max_connections:
+            self.server.edge.metrics.rejected += 1
+            transport.write(error_response(503, "too many connections"))
+            transport.close()
+            self.closing = True
+            return
+        self.server.connections.add(self)
+        self.deadline = time.monotonic() + self.server.idle_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if not self.in_head:
+            self.head_bytes = 0
+            self.deadline = time.monotonic() + self.server.head_timeout
+        self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.reject(InvalidRequestError(400, "protocol upgrades are not supported"))
+            return
+        except httptools.HttpParserError as exc:
+            problem = self.error or InvalidRequestError(400, f"malformed request: {exc}")
+            self.reject(problem)
+            return
+        if self.in_head and self.head_bytes > _MAX_HEAD:
+            status = 414 if not self.headers else 431
+            self.reject(InvalidRequestError(status, "request head too large"))
+
+    def reject(self, problem: InvalidRequestError) -> None:
+        """Answer a protocol violation and close: the stream can no longer be trusted."""
+        self.server.edge.metrics.rejected += 1
+        self.closing = True
+        self.queue.clear()
+        if self.transport is not None:
+            if not self.busy:
+                self.transport.write(error_response(problem.status, problem.problem))
+            self.transport.close()
+
+    # -- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.in_head = True
+        self.head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_URL:
+            self._fail(414, f"request target longer than {MAX_URL} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADERS:
+            self._fail(431, "request header fields too large")
+        try:
+            check_header(name, value)
+        except InvalidRequestError as exc:
+            self._fail(exc.status, exc.problem)
+        lower = name.lower()
+        if lower in _SPECIAL:
+            self.special = True
+        self.headers.append((lower.decode("latin-1"), value.decode("latin-1").strip(" \t")))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        try:
+            length = check_framing(self.headers)
+        except InvalidRequestError as exc:
+            self._fail(exc.status, exc.problem)
+        if length > MAX_BODY:
+            self._fail(413, f"request body over {MAX_BODY} bytes")
+        method = self.parser.get_method().decode("latin-1")
+        if method not in _METHODS:
+            self._fail(501, f"method {method[:16]!r} is not implemented")
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            self._fail(505, f"HTTP/{version} is not supported")
+        if version == "1.0" and length == -1:
+            # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+            self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if version == "1.1" and sum(1 for k, _ in self.headers if k == "host") != 1:
+            self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
+        self.deadline = time.monotonic() + self.server.head_timeout
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > MAX_BODY:
+            self._fail(413, f"request body over {MAX_BODY} bytes")
+
+    def on_message_complete(self) -> None:
+        target = self.url.decode("latin-1")
+        try:
+            path, query = normalise_path(target)
+        except InvalidRequestError as exc:
+            self._fail(exc.status, exc.problem)
+        request = Request(
+            method=self.parser.get_method().decode("latin-1"),
+            path=path,
+            query=query,
+            headers=self.headers,
+            body=bytes(self.body),
+            keep_alive=self.parser.should_keep_alive(),
+            client_ip=self.client_ip,
+            raw_target=target,
+        )
+        special = self.special
+        self.in_head = False
+        self.deadline = time.monotonic() + self.server.idle_timeout
+        if self.busy:
+            self.queue.append((request, special))
+            if len(self.queue) > 16 and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self.answer(request, special)
+
+    def _fail(self, status: int, problem: str) -> None:
+        self.error = InvalidRequestError(status, problem)
+        raise self.error
+
+    # -- answering ---------------------------------------------------------------------
+
+    def answer(self, request: Request, special: bool) -> None:
+        """Answer from the hit path if possible, else in a task (keeping the order)."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        data = self.edge.fast(request, special)
+        if data is not None:
+            transport.write(data)
+            if not request.keep_alive:
+                self.closing = True
+                transport.close()
+            return
+        self.busy = True
+        task = asyncio.get_running_loop().create_task(self._answer_slowly(request))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _answer_slowly(self, request: Request) -> None:
+        data = await self.edge.handle(request)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        self.busy = False
+        if not request.keep_alive:
+            self.closing = True
+            transport.close()
+            return
+        if self.closing:
+            transport.close()
+            return
+        while self.queue and not self.busy and not self.closing:
+            queued, special = self.queue.popleft()
+            self.answer(queued, special)
+        if not self.queue and not self.closing:
+            transport.resume_reading()
+
+
+class EdgeServer:
+    """Listens on a port and serves an :class:`Edge`; stops gracefully."""
+
+    def __init__(
+        self,
+        edge: Edge,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        max_connections: int = 10000,
+        head_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        grace: float = 5.0,
+    ) -> None:
+        self.edge = edge
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.head_timeout = head_timeout
+        self.idle_timeout = idle_timeout
+        self.grace = grace
+        self.connections: set[EdgeProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting; ``port=0`` picks a free port (read ``.port`` after)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: EdgeProtocol(self), self.host, self.port, reuse_address=True, backlog=1024
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.port = int(sockname[1])
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        # Slowloris: one pass a second over the connections instead of a timer per request.
+        while True:
+            await asyncio.sleep(min(1.0, self.head_timeout / 2))
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.deadline < now and not connection.busy:
+                    if connection.in_head:
+                        connection.reject(InvalidRequestError(408, "request head timed out"))
+                    elif connection.transport is not None:
+                        connection.transport.close()
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to ``grace``), close the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=self.grace)
+        for task in list(self.tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        await self._server.wait_closed()
+        self._server = None
+        await self.edge.close()

@@ -1,0 +1,228 @@
+"""The in-memory object store: LRU within a byte budget, Vary variants, surrogate keys.
+
+Each stored response is an :class:`Entry`. Entries live under their primary
+cache key in a :class:`Variants` set (one per key, RFC 9111 §4.1): the set
+knows which request headers the origin varied on and maps their values to
+the entry for them. The whole store is one ``OrderedDict`` of keys in
+least-recently-used order; when the bytes held pass the budget, the oldest
+keys go first.
+
+Two indexes serve purges: surrogate key → entries, and path → primary keys.
+Purging by prefix scans the paths (O(paths)); by key or exact path it is a
+dictionary lookup. A hard purge removes entries; a soft purge marks them so
+the next request serves them stale while one background refresh runs.
+
+The store keeps a ``generation`` counter that every purge bumps: a fetch that
+was in flight across a purge must not store what it fetched, or a purged body
+could come back (see :mod:`reflow.edge.origins`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from reflow.edge.cache import Freshness, secondary_key
+from reflow.edge.http import Headers, build_head
+
+__all__ = ["Entry", "Store", "Variants"]
+
+# Per-entry bookkeeping charged against the budget on top of body and headers.
+_OVERHEAD = 512
+
+
+@dataclass(eq=False)
+class Entry:
+    """One stored response and what the hit path needs pre-computed.
+
+    ``headers`` are the response's end-to-end headers as received (original
+    case), without ``Age``, ``Content-Length`` or hop-by-hop fields, which the
+    edge writes itself.
+    """
+
+    key: str
+    path: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    freshness: Freshness
+    etag: str | None = None
+    last_modified: float | None = None
+    surrogate_keys: frozenset[str] = frozenset()
+    vary: tuple[str, ...] = ()
+    secondary: tuple[str, ...] = ()
+    soft_purged: bool = False
+    size: int = 0
+    # The pre-built responses of the current second (the Age header changes each second).
+    built_second: int = field(default=-1, repr=False)
+    built_get: bytes = field(default=b"", repr=False)
+    built_head: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        self.size = len(self.body) + sum(len(k) + len(v) + 4 for k, v in self.headers) + _OVERHEAD
+        self.fresh_until = self.freshness.fresh_until
+
+    def response(self, now: float, head: bool, x_cache: str = "Hit") -> bytes:
+        """The whole response for a hit, pre-built once per second and per method."""
+        second = int(now)
+        if second != self.built_second or x_cache != "Hit":
+            age = int(self.freshness.age(now))
+            extra = [("Age", str(age)), ("X-Cache", x_cache)]
+            head_bytes = build_head(
+                self.status, self.reason, self.headers + extra, len(self.body), keep_alive=True
+            )
+            if x_cache != "Hit":
+                return head_bytes if head else head_bytes + self.body
+            self.built_second = second
+            self.built_head = head_bytes
+            self.built_get = head_bytes + self.body
+        return self.built_head if head else self.built_get
+
+    def refresh(self, freshness: Freshness) -> None:
+        """Adopt a new freshness after a successful revalidation."""
+        self.freshness = freshness
+        self.fresh_until = freshness.fresh_until
+        self.soft_purged = False
+        self.built_second = -1
+
+
+@dataclass
+class Variants:
+    """All stored responses under one primary key, by the values of their Vary fields."""
+
+    vary: tuple[str, ...]
+    entries: dict[tuple[str, ...], Entry] = field(default_factory=dict)
+
+
+class Store:
+    """Entries by cache key, least recently used evicted first past ``budget`` bytes."""
+
+    def __init__(self, budget: int = 256 * 1024 * 1024) -> None:
+        self.budget = budget
+        self.bytes = 0
+        self.generation = 0
+        self.evictions = 0
+        self._keys: OrderedDict[str, Variants] = OrderedDict()
+        self._by_surrogate: dict[str, set[Entry]] = {}
+        self._by_path: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v.entries) for v in self._keys.values())
+
+    def get(self, key: str, request_headers: Headers) -> Entry | None:
+        """The entry for this key and these request headers, marked recently used."""
+        variants = self._keys.get(key)
+        if variants is None:
+            return None
+        self._keys.move_to_end(key)
+        if not variants.vary:
+            return variants.entries.get(())
+        return variants.entries.get(secondary_key(variants.vary, request_headers))
+
+    def put(self, entry: Entry) -> None:
+        """Store ``entry``, replacing the same variant; evict past the budget."""
+        variants = self._keys.get(entry.key)
+        if variants is None or variants.vary != entry.vary:
+            # A new Vary set makes the old variants unreachable: drop them (RFC 9111 §4.1).
+            if variants is not None:
+                self._drop_key(entry.key)
+            variants = Variants(entry.vary)
+            self._keys[entry.key] = variants
+        old = variants.entries.get(entry.secondary)
+        if old is not None:
+            self._unindex(old)
+        variants.entries[entry.secondary] = entry
+        self._keys.move_to_end(entry.key)
+        self.bytes += entry.size
+        for tag in entry.surrogate_keys:
+            self._by_surrogate.setdefault(tag, set()).add(entry)
+        self._by_path.setdefault(entry.path, set()).add(entry.key)
+        while self.bytes > self.budget and len(self._keys) > 1:
+            oldest = next(iter(self._keys))
+            if oldest == entry.key:
+                break
+            self._drop_key(oldest)
+            self.evictions += 1
+
+    def remove(self, entry: Entry) -> None:
+        """Remove one entry (if it is still the one stored)."""
+        variants = self._keys.get(entry.key)
+        if variants is None or variants.entries.get(entry.secondary) is not entry:
+            return
+        del variants.entries[entry.secondary]
+        self._unindex(entry)
+        if not variants.entries:
+            del self._keys[entry.key]
+
+    def entries(self) -> Iterable[Entry]:
+        """Every stored entry (a snapshot)."""
+        return [e for v in list(self._keys.values()) for e in v.entries.values()]
+
+    # -- purges -------------------------------------------------------------
+
+    def purge_keys(self, tags: Iterable[str], *, soft: bool = False) -> int:
+        """Purge every entry tagged with one of the surrogate ``tags``; return the count."""
+        found: set[Entry] = set()
+        for tag in tags:
+            found |= self._by_surrogate.get(tag, set())
+        return self._purge(found, soft)
+
+    def purge_path(self, path: str, *, soft: bool = False) -> int:
+        """Purge every variant stored for exactly ``path`` (any query string)."""
+        return self._purge(self._entries_at(self._by_path.get(path, set())), soft)
+
+    def purge_prefix(self, prefix: str, *, soft: bool = False) -> int:
+        """Purge every entry whose path starts with ``prefix``."""
+        keys: set[str] = set()
+        for path, at in self._by_path.items():
+            if path.startswith(prefix):
+                keys |= at
+        return self._purge(self._entries_at(keys), soft)
+
+    def purge_all(self, *, soft: bool = False) -> int:
+        """Purge everything."""
+        return self._purge(set(self.entries()), soft)
+
+    def _entries_at(self, keys: Iterable[str]) -> set[Entry]:
+        found: set[Entry] = set()
+        for key in keys:
+            variants = self._keys.get(key)
+            if variants is not None:
+                found.update(variants.entries.values())
+        return found
+
+    def _purge(self, found: set[Entry], soft: bool) -> int:
+        self.generation += 1
+        for entry in found:
+            if soft:
+                entry.soft_purged = True
+                entry.fresh_until = float("-inf")
+            else:
+                self.remove(entry)
+        return len(found)
+
+    # -- internals ------------------------------------------------------------
+
+    def _drop_key(self, key: str) -> None:
+        variants = self._keys.pop(key)
+        for entry in variants.entries.values():
+            self._unindex(entry)
+
+    def _unindex(self, entry: Entry) -> None:
+        self.bytes -= entry.size
+        for tag in entry.surrogate_keys:
+            bucket = self._by_surrogate.get(tag)
+            if bucket is not None:
+                bucket.discard(entry)
+                if not bucket:
+                    del self._by_surrogate[tag]
+        at = self._by_path.get(entry.path)
+        if at is not None:
+            variants = self._keys.get(entry.key)
+            still = variants is not None and any(e is not entry for e in variants.entries.values())
+            if not still:
+                at.discard(entry.key)
+                if not at:
+                    del self._by_path[entry.path]

@@ -1,0 +1,379 @@
+"""The four edge hooks, in Lambda@Edge's event shape, with its rules enforced.
+
+A hook is a handler ``(event, context) -> dict`` registered with
+``@app.edge(hook, path=...)``. The edge builds the event exactly as
+CloudFront does — ``event["Records"][0]["cf"]`` holding ``config``,
+``request`` (``clientIp``, ``method``, ``uri``, ``querystring``, ``headers``
+as ``{lowercase: [{"key", "value"}]}``, optional ``body``) and, for the two
+response hooks, ``response`` (``status`` as a string, ``statusDescription``,
+``headers``) — so functions written for Lambda@Edge run unchanged.
+
+What a hook may change is enforced on what it returns, and a violation is a
+:class:`HookError` naming the hook and the field:
+
+* ``viewer-request`` / ``origin-request``: ``uri``, ``querystring``,
+  ``headers`` (and ``body`` when included); ``clientIp`` and ``method`` are
+  read-only. Returning an object with a ``status`` generates a response
+  instead (redirects, 403s, generated pages).
+* ``origin-response``: the request is read-only; status, description,
+  headers and body of the response may change.
+* ``viewer-response``: the request is read-only; status, description and
+  headers may change, the body may not.
+
+Each hook has a time limit. Synchronous handlers run inline on the event
+loop (the fast path); when the loop runs in the main thread an interval
+timer interrupts a handler that overruns, so a runaway loop becomes a 5xx,
+not a hang. Async handlers are awaited under ``asyncio.wait_for``. The
+functions runtime (reflow/functions) will later offer process isolation; it
+plugs in by replacing :meth:`Hook.call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from reflow.errors import HookError
+
+__all__ = [
+    "REQUEST_HOOKS",
+    "RESPONSE_HOOKS",
+    "EdgeContext",
+    "Hook",
+    "HookResult",
+    "compile_path_pattern",
+    "request_to_cf",
+    "response_to_cf",
+]
+
+REQUEST_HOOKS = ("viewer-request", "origin-request")
+RESPONSE_HOOKS = ("origin-response", "viewer-response")
+# Headers a hook may not set or change on a response (Lambda@Edge's read-only list).
+_READ_ONLY_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "via"})
+_READ_ONLY_REQUEST_HEADERS = frozenset({"content-length", "transfer-encoding", "via"})
+# Lambda@Edge's limits on generated responses: 40 KB from viewer hooks, 1 MB from origin hooks.
+BODY_LIMITS = {
+    "viewer-request": 40 * 1024,
+    "origin-request": 1024 * 1024,
+    "origin-response": 1024 * 1024,
+    "viewer-response": 40 * 1024,
+}
+
+CfHeaders = dict[str, list[dict[str, str]]]
+
+
+def compile_path_pattern(pattern: str) -> re.Pattern[str]:
+    """A CloudFront path pattern (``*`` any run of characters, ``?`` one) as a regex."""
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "?":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+
+def headers_to_cf(headers: list[tuple[str, str]]) -> CfHeaders:
+    """``[(name, value)]`` as Lambda@Edge's ``{lowercase: [{"key", "value"}]}``."""
+    out: CfHeaders = {}
+    for name, value in headers:
+        out.setdefault(name.lower(), []).append({"key": name, "value": value})
+    return out
+
+
+def headers_from_cf(hook: str, where: str, headers: Any) -> list[tuple[str, str]]:
+    """Lambda@Edge headers back to ``[(name, value)]``, checking their shape."""
+    if not isinstance(headers, dict):
+        raise HookError(hook, where, "must be an object of lowercase names to lists")
+    out: list[tuple[str, str]] = []
+    for lower, entries in headers.items():
+        if not isinstance(lower, str) or lower != lower.lower():
+            raise HookError(hook, f"{where}.{lower}", "header names must be lowercase keys")
+        if not isinstance(entries, list):
+            raise HookError(hook, f"{where}.{lower}", "must be a list of {key, value} objects")
+        for index, item in enumerate(entries):
+            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+                raise HookError(
+                    hook, f"{where}.{lower}[{index}]", "must be an object with a string 'value'"
+                )
+            key = item.get("key", lower)
+            if not isinstance(key, str) or key.lower() != lower:
+                raise HookError(
+                    hook, f"{where}.{lower}[{index}].key", f"{key!r} does not match {lower!r}"
+                )
+            value = item["value"]
+            if any(c in value for c in "\r\n\x00"):
+                raise HookError(hook, f"{where}.{lower}[{index}].value", "holds CR, LF or NUL")
+            out.append((key, value))
+    return out
+
+
+def request_to_cf(
+    method: str,
+    uri: str,
+    querystring: str,
+    headers: list[tuple[str, str]],
+    client_ip: str,
+    body: bytes | None = None,
+) -> dict[str, Any]:
+    """A request as Lambda@Edge's ``cf.request``."""
+    request: dict[str, Any] = {
+        "clientIp": client_ip,
+        "method": method,
+        "uri": uri,
+        "querystring": querystring,
+        "headers": headers_to_cf(headers),
+    }
+    if body is not None:
+        import base64
+
+        request["body"] = {
+            "inputTruncated": False,
+            "action": "read-only",
+            "encoding": "base64",
+            "data": base64.b64encode(body).decode("ascii"),
+        }
+    return request
+
+
+def response_to_cf(status: int, reason: str, headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """A response as Lambda@Edge's ``cf.response`` (``status`` is a string)."""
+    return {"status": str(status), "statusDescription": reason, "headers": headers_to_cf(headers)}
+
+
+@dataclass
+class HookResult:
+    """What a hook returned, checked: a request, or a response (status, headers, body)."""
+
+    request: dict[str, Any] | None = None
+    status: int = 0
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+
+
+@dataclass
+class EdgeContext:
+    """The ``context`` a hook receives (a subset of Lambda's)."""
+
+    function_name: str
+    deadline: float
+    aws_request_id: str = ""
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the hook's time limit."""
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+class _Overrun(BaseException):
+    """Raised inside an inline handler by the interval timer (not an Exception on purpose,
+    so a handler's ``except Exception`` cannot swallow it)."""
+
+
+_armed = False
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    if _armed:
+        raise _Overrun()
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (main thread only; elsewhere, best effort)."""
+    global _armed
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    _armed = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One edge function at one hook, for paths matching ``path``."""
+
+    name: str
+    hook: str
+    path: str
+    handler: Callable[..., Any]
+    timeout: float = 5.0
+    include_body: bool = False
+    distribution: str = "reflow"
+
+    @property
+    def matcher(self) -> re.Pattern[str]:
+        """The compiled path pattern."""
+        return compile_path_pattern(self.path)
+
+    def event(
+        self, request: dict[str, Any], response: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The Lambda@Edge event for this hook."""
+        cf: dict[str, Any] = {
+            "config": {
+                "distributionDomainName": "localhost",
+                "distributionId": self.distribution,
+                "eventType": self.hook,
+                "requestId": "",
+            },
+            "request": request,
+        }
+        if response is not None:
+            cf["response"] = response
+        return {"Records": [{"cf": cf}]}
+
+    async def call(self, event: dict[str, Any]) -> Any:
+        """Run the handler under the hook's time limit; HookError when it fails or overruns."""
+        context = EdgeContext(self.name, time.monotonic() + self.timeout)
+        try:
+            if inspect.iscoroutinefunction(self.handler):
+                return await asyncio.wait_for(self.handler(event, context), self.timeout)
+            with _time_limit(self.timeout):
+                result = self.handler(event, context)
+            if inspect.isawaitable(result):
+                return await asyncio.wait_for(result, self.timeout)
+            return result
+        except (_Overrun, TimeoutError):
+            raise HookError(
+                self.hook, self.name, f"ran past its {self.timeout:g} s limit"
+            ) from None
+        except HookError:
+            raise
+        except Exception as exc:
+            raise HookError(self.hook, self.name, f"raised {type(exc).__name__}: {exc}") from exc
+
+    async def run(
+        self, request: dict[str, Any], response: dict[str, Any] | None = None
+    ) -> HookResult:
+        """Call the hook on copies of ``request``/``response`` and check what it returned."""
+        original_request = request
+        original_response = response
+        event = self.event(
+            copy.deepcopy(request), copy.deepcopy(response) if response is not None else None
+        )
+        result = await self.call(event)
+        if self.hook in REQUEST_HOOKS:
+            return self._check_request_result(original_request, result)
+        assert original_response is not None
+        return self._check_response_result(original_request, original_response, result)
+
+    def _check_request_result(self, original: dict[str, Any], result: Any) -> HookResult:
+        if not isinstance(result, dict):
+            raise HookError(
+                self.hook,
+                "return",
+                f"must return a request or a response, got {type(result).__name__}",
+            )
+        if "status" in result:
+            return self._generated(result)
+        for name in ("clientIp", "method"):
+            if result.get(name) != original.get(name):
+                raise HookError(self.hook, f"request.{name}", "is read-only")
+        uri = result.get("uri")
+        if not isinstance(uri, str) or not uri.startswith("/"):
+            raise HookError(
+                self.hook, "request.uri", f"must be a path starting with '/', got {uri!r}"
+            )
+        querystring = result.get("querystring", "")
+        if not isinstance(querystring, str):
+            raise HookError(self.hook, "request.querystring", "must be a string")
+        headers = headers_from_cf(self.hook, "request.headers", result.get("headers", {}))
+        before = headers_to_cf(
+            headers_from_cf(self.hook, "request.headers", original.get("headers", {}))
+        )
+        after = headers_to_cf(headers)
+        for name in _READ_ONLY_REQUEST_HEADERS:
+            if before.get(name) != after.get(name):
+                raise HookError(self.hook, f"request.headers.{name}", "is read-only")
+        if "body" in result and not self.include_body and result["body"] != original.get("body"):
+            raise HookError(self.hook, "request.body", "needs include_body=True to change")
+        return HookResult(request=result, headers=headers)
+
+    def _check_response_result(
+        self, request: dict[str, Any], original: dict[str, Any], result: Any
+    ) -> HookResult:
+        if not isinstance(result, dict) or "status" not in result:
+            raise HookError(self.hook, "return", "must return the response object")
+        checked = self._generated(result, allow_body=self.hook == "origin-response")
+        before = {
+            k: v
+            for k, v in headers_to_cf(
+                headers_from_cf(self.hook, "response.headers", original.get("headers", {}))
+            ).items()
+            if k in _READ_ONLY_RESPONSE_HEADERS
+        }
+        after = {
+            k: v
+            for k, v in headers_to_cf(checked.headers).items()
+            if k in _READ_ONLY_RESPONSE_HEADERS
+        }
+        if before != after:
+            raise HookError(
+                self.hook,
+                "response.headers",
+                f"{sorted(_READ_ONLY_RESPONSE_HEADERS)} are read-only",
+            )
+        return checked
+
+    def _generated(self, result: dict[str, Any], *, allow_body: bool = True) -> HookResult:
+        status_value = result.get("status")
+        status_text = str(status_value) if isinstance(status_value, (str, int)) else ""
+        if not status_text.isdigit() or not 100 <= int(status_text) <= 599:
+            raise HookError(
+                self.hook, "response.status", f"must be an HTTP status, got {status_value!r}"
+            )
+        headers = headers_from_cf(self.hook, "response.headers", result.get("headers", {}))
+        body: bytes | None = None
+        if "body" in result and result["body"] is not None:
+            if not allow_body:
+                raise HookError(self.hook, "response.body", "is read-only in this hook")
+            body = _decode_body(self.hook, result)
+            limit = BODY_LIMITS[self.hook]
+            if len(body) > limit:
+                raise HookError(
+                    self.hook, "response.body", f"is {len(body)} bytes; the limit is {limit}"
+                )
+        reason = result.get("statusDescription") or ""
+        if not isinstance(reason, str) or any(c in reason for c in "\r\n"):
+            raise HookError(self.hook, "response.statusDescription", "must be one line of text")
+        return HookResult(status=int(status_text), reason=reason, headers=headers, body=body)
+
+
+def _decode_body(hook: str, result: dict[str, Any]) -> bytes:
+    body = result["body"]
+    if not isinstance(body, str):
+        raise HookError(hook, "response.body", "must be a string")
+    encoding = result.get("bodyEncoding", "text")
+    if encoding == "base64":
+        import base64
+        import binascii
+
+        try:
+            return base64.b64decode(body, validate=True)
+        except binascii.Error:
+            raise HookError(hook, "response.body", "is not valid base64") from None
+    if encoding != "text":
+        raise HookError(
+            hook, "response.bodyEncoding", f"must be 'text' or 'base64', got {encoding!r}"
+        )
+    return body.encode("utf-8")

@@ -1,0 +1,146 @@
+"""The HTTP/1.1 server: keep-alive, pipelining, limits, timeouts, normalisation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.functional.edge.conftest import Harness, start_harness, stop_harness
+
+
+async def test_miss_then_hit_on_one_kept_alive_connection(harness: Harness) -> None:
+    harness.origin.serve("/a", b"alpha")
+    client = await harness.connect()
+    first = await client.get("/a")
+    second = await client.get("/a")
+    assert (first.status, first.headers["x-cache"], first.body) == (200, "Miss", b"alpha")
+    assert (second.status, second.headers["x-cache"], second.body) == (200, "Hit", b"alpha")
+    assert harness.origin.fetches == 1
+
+
+async def test_pipelined_requests_are_answered_in_order_across_misses_and_hits(
+    harness: Harness,
+) -> None:
+    for name in "abc":
+        harness.origin.serve(f"/{name}", name.encode() * 3)
+    harness.origin.delay = 0.01
+    client = await harness.connect()
+    await client.get("/b")  # b is a hit below, a and c are misses
+    batch = b"".join(f"GET /{n} HTTP/1.1\r\nHost: e\r\n\r\n".encode() for n in "abcba")
+    await client.send(batch)
+    replies = await client.replies(5)
+    assert [r.body for r in replies] == [b"aaa", b"bbb", b"ccc", b"bbb", b"aaa"]
+
+
+async def test_head_gets_headers_and_length_without_body(harness: Harness) -> None:
+    harness.origin.serve("/h", b"0123456789")
+    client = await harness.connect()
+    await client.get("/h")
+    await client.send(b"HEAD /h HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n")
+    raw = await client.reader.read()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Content-Length: 10" in head and body == b""
+
+
+async def test_connection_close_and_http_1_0_close_after_the_response(harness: Harness) -> None:
+    harness.origin.serve("/c", b"x")
+    client = await harness.connect()
+    await client.send(b"GET /c HTTP/1.0\r\n\r\n")
+    assert (await client.replies(1))[0].status == 200
+    assert await client.closed(2)
+
+
+async def test_dot_segments_percent_encoding_and_slashes_share_one_cache_entry(
+    harness: Harness,
+) -> None:
+    harness.origin.serve("/a/b~c", b"same")
+    client = await harness.connect()
+    for target in ("/a/b~c", "/a/./x/../b%7Ec", "//a///b%7ec", "/a/b%7E%63"):
+        reply = await client.get(target)
+        assert reply.body == b"same", target
+    assert harness.origin.fetches == 1
+    assert harness.origin.requests[0].path == "/a/b~c"
+
+
+async def test_unkeyed_headers_and_query_never_reach_the_origin_or_the_cache(
+    harness: Harness,
+) -> None:
+    harness.origin.serve("/p", b"page")
+    client = await harness.connect()
+    await client.get("/p?utm=1", "X-Forwarded-Host: evil.example", "Cookie: s=1")
+    request = harness.origin.requests[0]
+    assert request.query == "" and request.headers == []
+    hit = await client.get("/p?other=2", "X-Forwarded-Host: other")
+    assert hit.headers["x-cache"] == "Hit"
+
+
+async def test_long_request_line_gets_414_and_close(harness: Harness) -> None:
+    client = await harness.connect()
+    await client.send(b"GET /" + b"a" * 1_000_000 + b" HTTP/1.1\r\nHost: e\r\n\r\n")
+    (reply,) = await client.replies(1)
+    assert reply.status == 414
+    assert await client.closed()
+
+
+async def test_large_header_block_gets_431_and_close(harness: Harness) -> None:
+    client = await harness.connect()
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(64))
+    await client.send(b"GET / HTTP/1.1\r\nHost: e\r\n" + headers + b"\r\n")
+    (reply,) = await client.replies(1)
+    assert reply.status == 431
+    assert await client.closed()
+
+
+async def test_slowloris_head_is_cut_off_after_the_head_timeout() -> None:
+    harness = await start_harness(head_timeout=0.2)
+    try:
+        client = await harness.connect()
+        await client.send(b"GET / HTTP/1.1\r\nHost: e\r\n")  # never finishes the head
+        (reply,) = await client.replies(1, timeout=3)
+        assert reply.status == 408
+        assert await client.closed(3)
+    finally:
+        await stop_harness(harness)
+
+
+async def test_connections_past_the_cap_get_503() -> None:
+    harness = await start_harness(max_connections=2)
+    try:
+        harness.origin.serve("/", b"ok")
+        kept = [await harness.connect(), await harness.connect()]
+        for client in kept:
+            assert (await client.get("/")).status == 200
+        extra = await harness.connect()
+        (reply,) = await extra.replies(1)
+        assert reply.status == 503
+    finally:
+        await stop_harness(harness)
+
+
+async def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
+    harness = await start_harness()
+    harness.origin.serve("/slow", b"done")
+    harness.origin.delay = 0.2
+    client = await harness.connect()
+    await client.send(b"GET /slow HTTP/1.1\r\nHost: e\r\n\r\n")
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(stop_harness_keep_clients(harness))
+    (reply,) = await client.replies(1)
+    await stopping
+    assert reply.body == b"done"
+    await client.close()
+
+
+async def stop_harness_keep_clients(harness: Harness) -> None:
+    await harness.server.stop()
+
+
+async def test_stop_refuses_new_connections() -> None:
+    harness = await start_harness()
+    port = harness.server.port
+    await stop_harness(harness)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return
+    writer.close()
+    raise AssertionError("the port still accepts connections after stop()")
