@@ -1,0 +1,312 @@
+"""Asynchronous (event) invocations: durable, retried, routed, never dropped.
+
+``Runtime.invoke_async`` appends the invocation to the function's stream in
+the backend's ``Log`` and returns once that append is durable. Consumers (one
+reader per function, running up to a few invocations at once) take entries
+through a consumer group and hold a lease on each; an entry is acknowledged
+only after its outcome is recorded somewhere durable, so a runtime that dies
+mid-invocation leaves it to be redelivered to another one.
+
+The outcome of each attempt follows Lambda's asynchronous invocation rules:
+
+* success → the ``on_success`` destination, if any, gets Lambda's
+  destination record (``requestContext``, ``requestPayload``,
+  ``responsePayload``);
+* failure with retries left (``retries``, 0–2, default 2) → a new entry for
+  the next attempt is appended, due after a back-off of 1 then 2 minutes on
+  the runtime's Clock, and the old one is acknowledged;
+* failure with none left, or an event older than ``max_event_age`` → the
+  dead-letter stream ``functions.<name>.dlq`` gets the payload, the error and
+  the attempts, and the ``on_failure`` destination its record.
+
+A redelivery (an entry whose lease expired because its consumer died) counts
+as an attempt too, so a poison event that kills its runtime still ends in the
+dead-letter queue. Destinations are ``"function:NAME"`` (or a bare function
+name), ``"flow:NAME"`` and ``"bus:NAME"``; flows and the bus consume their
+records from ``functions.destinations.<kind>.<name>`` streams when they land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from reflow.backends.protocols import Log, LogEntry
+from reflow.clock import Clock
+from reflow.errors import HandlerError, InvalidEventError, RegistrationError
+from reflow.functions.context import function_arn
+
+if TYPE_CHECKING:
+    from reflow.functions.runtime import Runtime
+
+__all__ = [
+    "GROUP",
+    "AsyncInvocations",
+    "Destination",
+    "backoff",
+    "dead_letters",
+    "dlq_stream",
+    "events_stream",
+    "parse_destination",
+]
+
+GROUP = "functions"
+CONCURRENCY = 4  # per function, when reserved concurrency does not say
+
+
+def events_stream(function: str) -> str:
+    """The stream holding ``function``'s queued event invocations."""
+    return f"functions.{function}.events"
+
+
+def dlq_stream(function: str) -> str:
+    """The dead-letter stream of ``function``."""
+    return f"functions.{function}.dlq"
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before the retry that follows failed ``attempt`` (1 min, then 2 min)."""
+    return 60.0 * float(2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an outcome record goes: a function, a flow or a bus."""
+
+    kind: str  # "function" | "flow" | "bus"
+    name: str
+
+    @property
+    def stream(self) -> str:
+        """The stream a flow or bus destination's records are appended to."""
+        return f"functions.destinations.{self.kind}.{self.name}"
+
+
+def parse_destination(text: str, functions: set[str], owner: str) -> Destination:
+    """``"function:NAME"``, ``"flow:NAME"``, ``"bus:NAME"`` or a bare function name."""
+    kind, sep, name = text.partition(":")
+    if not sep:
+        kind, name = "function", text
+    if kind not in ("function", "flow", "bus") or not name:
+        raise RegistrationError(
+            owner, f"destination {text!r} must be 'function:NAME', 'flow:NAME' or 'bus:NAME'"
+        )
+    if kind == "function" and name not in functions:
+        raise RegistrationError(owner, f"destination function {name!r} is not registered")
+    return Destination(kind, name)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _error_of(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, HandlerError):
+        return {
+            "errorType": exc.error_type,
+            "errorMessage": exc.error_message,
+            "stackTrace": list(exc.trace),
+        }
+    return {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": []}
+
+
+class AsyncInvocations:
+    """The queue of event invocations of one runtime, over a ``Log``."""
+
+    def __init__(self, runtime: Runtime, log: Log, clock: Clock) -> None:
+        self.runtime = runtime
+        self.log = log
+        self.clock = clock
+        self.consumer = f"runtime-{uuid.uuid4().hex[:12]}"
+        functions = set(runtime.app.functions)
+        self.destinations: dict[tuple[str, str], Destination] = {}
+        for name, config in runtime.app.functions.items():
+            for condition, text in (("success", config.on_success), ("failure", config.on_failure)):
+                if text:
+                    self.destinations[name, condition] = parse_destination(text, functions, name)
+        self._readers: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start one reader per function."""
+        for name in self.runtime.app.functions:
+            await self.log.create_group(events_stream(name), GROUP, start="0")
+            self._readers.append(asyncio.create_task(self._read(name)))
+
+    async def stop(self) -> None:
+        """Stop reading; unfinished invocations stay pending and are redelivered."""
+        tasks = [*self._readers, *self._running]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._readers.clear()
+        self._running.clear()
+
+    async def submit(self, function: str, payload: Any) -> str:
+        """Durably queue one invocation of ``function``; return its request id."""
+        request_id = str(uuid.uuid4())
+        record = {
+            "id": request_id,
+            "function": function,
+            "payload": payload,
+            "accepted": self.clock.time(),
+            "attempt": 1,
+            "due": 0.0,
+        }
+        try:
+            data = _dumps(record)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEventError("payload", f"must be JSON-serialisable: {exc}") from None
+        await self.log.append(events_stream(function), data)
+        self.runtime.metrics[function].async_accepted += 1
+        return request_id
+
+    def _lease(self, function: str) -> float:
+        # Held while waiting out a back-off and while running: longer than both.
+        config = self.runtime.app.functions[function]
+        return backoff(config.retries or 1) + config.timeout + 60.0
+
+    def _concurrency(self, function: str) -> int:
+        reserved = self.runtime.app.functions[function].reserved
+        return max(1, reserved) if reserved is not None else CONCURRENCY
+
+    async def _read(self, function: str) -> None:
+        slots = asyncio.Semaphore(self._concurrency(function))
+        stream = events_stream(function)
+        lease = self._lease(function)
+        while True:
+            await slots.acquire()
+            try:
+                entries = await self.log.read(
+                    stream, GROUP, self.consumer, count=1, lease=lease, block=1.0
+                )
+            except BaseException:
+                slots.release()
+                raise
+            if not entries:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._handle(function, entries[0]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _handle(self, function: str, entry: LogEntry) -> None:
+        config = self.runtime.app.functions[function]
+        metrics = self.runtime.metrics[function]
+        record = json.loads(entry.data)
+        # A redelivery means a runtime died holding this entry: that was an attempt.
+        attempt = int(record["attempt"]) + entry.deliveries - 1
+        wait = float(record.get("due", 0.0)) - self.clock.time()
+        if wait > 0:
+            await self.clock.sleep(wait)
+        age = self.clock.time() - float(record["accepted"])
+        if age > config.max_event_age:
+            error = {
+                "errorType": "EventAgeExceeded",
+                "errorMessage": f"the event is {age:.0f} s old; the maximum is "
+                f"{config.max_event_age:g} s",
+                "stackTrace": [],
+            }
+            await self._failed(function, record, error, attempt - 1, "EventAgeExceeded")
+        elif attempt > config.retries + 1:
+            error = {
+                "errorType": "RetriesExhausted",
+                "errorMessage": f"delivered {attempt - 1} times without an outcome",
+                "stackTrace": [],
+            }
+            await self._failed(function, record, error, attempt - 1, "RetriesExhausted")
+        else:
+            try:
+                result = await self.runtime.invoke(
+                    function, record["payload"], request_id=record["id"], wait=True
+                )
+            except Exception as exc:  # every failure is an attempt; none is lost
+                error = _error_of(exc)
+                due = self.clock.time() + backoff(attempt)
+                if attempt <= config.retries and due - record["accepted"] <= config.max_event_age:
+                    metrics.async_retries += 1
+                    retry = {**record, "attempt": attempt + 1, "due": due, "lastError": error}
+                    await self.log.append(events_stream(function), _dumps(retry))
+                else:
+                    await self._failed(function, record, error, attempt, "RetriesExhausted")
+            else:
+                await self._succeeded(function, record, result, attempt)
+        await self.log.ack(events_stream(function), GROUP, [entry.id])
+
+    async def _succeeded(
+        self, function: str, record: dict[str, Any], result: Any, attempts: int
+    ) -> None:
+        destination = self.destinations.get((function, "success"))
+        if destination is None:
+            return
+        outcome = self._outcome(function, record, "Success", attempts)
+        outcome["responseContext"] = {"statusCode": 200, "executedVersion": "$LATEST"}
+        outcome["responsePayload"] = result
+        await self._deliver(destination, outcome)
+
+    async def _failed(
+        self,
+        function: str,
+        record: dict[str, Any],
+        error: dict[str, Any],
+        attempts: int,
+        condition: str,
+    ) -> None:
+        self.runtime.metrics[function].dead_letters += 1
+        letter = {
+            "requestId": record["id"],
+            "function": function,
+            "payload": record["payload"],
+            "error": error,
+            "attempts": attempts,
+            "condition": condition,
+            "accepted": record["accepted"],
+            "failed": self.clock.time(),
+        }
+        await self.log.append(dlq_stream(function), _dumps(letter))
+        destination = self.destinations.get((function, "failure"))
+        if destination is None:
+            return
+        outcome = self._outcome(function, record, condition, attempts)
+        outcome["responseContext"] = {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        }
+        outcome["responsePayload"] = error
+        await self._deliver(destination, outcome)
+
+    def _outcome(
+        self, function: str, record: dict[str, Any], condition: str, attempts: int
+    ) -> dict[str, Any]:
+        """Lambda's destination record, without its response parts."""
+        return {
+            "version": "1.0",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(self.clock.time())),
+            "requestContext": {
+                "requestId": record["id"],
+                "functionArn": function_arn(function, self.runtime.region),
+                "condition": condition,
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": record["payload"],
+        }
+
+    async def _deliver(self, destination: Destination, outcome: dict[str, Any]) -> None:
+        if destination.kind == "function":
+            await self.submit(destination.name, outcome)
+        else:
+            await self.log.append(destination.stream, _dumps(outcome))
+
+
+async def dead_letters(log: Log, function: str) -> list[dict[str, Any]]:
+    """Every dead letter of ``function``, oldest first."""
+    return [json.loads(entry.data) for entry in await log.range(dlq_stream(function))]

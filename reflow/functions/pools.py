@@ -1,0 +1,416 @@
+"""Where a function's invocations run: inline, or in a pool of worker processes.
+
+Both pools share one shape — ``invoke(payload, request_id, wait=...)`` — and
+one :class:`Gate` that enforces ``reserved`` concurrency: over the cap a
+synchronous call (``wait=False``) is refused with :class:`ThrottledError`,
+an asynchronous one (``wait=True``) waits its turn.
+
+* :class:`InlinePool` runs the handler in the server's own process.
+  ``async def`` handlers are awaited under ``asyncio.timeout``; synchronous
+  ones run on a small set of reusable threads so that they never block the
+  event loop. A thread cannot be killed, so a synchronous handler past its
+  timeout gets an exception raised inside it at its next bytecode
+  (``PyThreadState_SetAsyncExc``) and its thread is not reused; the caller
+  has its :class:`FunctionTimeoutError` at the deadline either way.
+* :class:`ProcessPool` runs it in worker processes forked from the zygote.
+  Idle workers are reused (a warm start), new ones are forked on demand (a
+  cold start), ``provisioned`` of them are kept ready at all times, and idle
+  ones beyond that are retired after the keep-alive. A worker that times
+  out is SIGKILLed; one that dies is explained by its exit cause; either way
+  it is replaced and the next invocation runs on a fresh worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from queue import SimpleQueue
+from typing import Any
+
+from reflow.app import FunctionConfig
+from reflow.backends.protocols import Blobs
+from reflow.clock import SYSTEM_CLOCK, Clock
+from reflow.errors import (
+    FunctionCrashedError,
+    FunctionTimeoutError,
+    HandlerError,
+    ThrottledError,
+)
+from reflow.functions import wire
+from reflow.functions.context import Authorizer, Context, allow_all, log_stream_for
+from reflow.functions.metrics import FunctionMetrics
+from reflow.functions.sandbox import Worker, Zygote
+from reflow.functions.worker import error_shape
+
+__all__ = ["Gate", "InlinePool", "Pool", "ProcessPool"]
+
+
+class Gate:
+    """Reserved concurrency: at most ``limit`` executions at once (None: no cap)."""
+
+    def __init__(self, name: str, limit: int | None, metrics: FunctionMetrics) -> None:
+        self.name = name
+        self.limit = limit
+        self.active = 0
+        self._metrics = metrics
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def enter(self, *, wait: bool) -> None:
+        """Take a slot; throttle (``wait=False``) or queue (``wait=True``) when full."""
+        if self.limit is not None and self.active >= self.limit:
+            if not wait:
+                self._metrics.throttles += 1
+                raise ThrottledError(self.name, self.limit)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            try:
+                await future  # leave() hands its slot straight to us
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self.leave()  # the slot was ours already: pass it on
+                raise
+            return
+        self.active += 1
+
+    def leave(self) -> None:
+        """Give the slot back, to the longest waiter if there is one."""
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        self.active -= 1
+
+
+class Pool:
+    """What the runtime asks of a pool."""
+
+    config: FunctionConfig
+    metrics: FunctionMetrics
+
+    async def start(self) -> None:
+        """Prepare workers (provisioned concurrency)."""
+
+    async def invoke(self, payload: Any, request_id: str, *, wait: bool) -> Any:
+        """Run the handler once and return its result."""
+        raise NotImplementedError
+
+    async def retire_idle(self) -> int:
+        """Retire workers idle past the keep-alive; return how many."""
+        return 0
+
+    async def close(self) -> None:
+        """Stop every worker."""
+
+
+# --- inline --------------------------------------------------------------------
+
+
+class _Interrupted(BaseException):
+    """Raised inside a synchronous inline handler that ran past its timeout."""
+
+
+class _HandlerThread(threading.Thread):
+    """A reusable thread that runs one synchronous handler call at a time."""
+
+    def __init__(self) -> None:
+        super().__init__(name="reflow-inline", daemon=True)
+        self.calls: SimpleQueue[
+            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = SimpleQueue()
+        self.poisoned = False
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.calls.get()
+                if item is None:
+                    return
+                call, future, loop = item
+                try:
+                    result = call()
+                except BaseException as exc:  # delivered to the awaiting coroutine
+                    if self.poisoned:
+                        return
+                    loop.call_soon_threadsafe(_settle, future, None, exc)
+                else:
+                    loop.call_soon_threadsafe(_settle, future, result, None)
+                if self.poisoned:
+                    return
+        except _Interrupted:
+            return  # the interruption landed between calls: this thread is done anyway
+
+    def interrupt(self) -> None:
+        """Raise :class:`_Interrupted` inside the running handler; retire the thread."""
+        self.poisoned = True
+        if self.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.ident), ctypes.py_object(_Interrupted)
+            )
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class InlinePool(Pool):
+    """Runs a function in this process: awaited if async, on a thread if not."""
+
+    def __init__(
+        self,
+        config: FunctionConfig,
+        metrics: FunctionMetrics,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        region: str = "local",
+        authorizer: Authorizer = allow_all,
+        blobs: Blobs | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.gate = Gate(config.name, config.reserved, metrics)
+        self._clock = clock
+        self._region = region
+        self._authorizer = authorizer
+        self._blobs = blobs
+        self._log_stream = log_stream_for(clock)
+        self._is_async = config.is_async
+        self._idle: list[_HandlerThread] = []
+        self._threads: set[_HandlerThread] = set()
+
+    async def invoke(self, payload: Any, request_id: str, *, wait: bool) -> Any:
+        config = self.config
+        await self.gate.enter(wait=wait)
+        metrics = self.metrics
+        metrics.started()
+        started = time.perf_counter()
+        failed = True
+        try:
+            context = Context(
+                config,
+                request_id=request_id,
+                clock=self._clock,
+                region=self._region,
+                authorizer=self._authorizer,
+                blobs=self._blobs,
+                loop=asyncio.get_running_loop(),
+                log_stream_name=self._log_stream,
+            )
+            try:
+                if self._is_async:
+                    async with asyncio.timeout(config.timeout) as scope:
+                        result = await config.handler(payload, context)
+                else:
+                    async with asyncio.timeout(config.timeout) as scope:
+                        result = await self._on_thread(payload, context)
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise _handler_error(config.name, exc) from exc
+                metrics.timeouts += 1
+                raise FunctionTimeoutError(config.name, config.timeout) from None
+            except Exception as exc:
+                raise _handler_error(config.name, exc) from exc
+            failed = False
+            return result
+        finally:
+            metrics.finished(time.perf_counter() - started, error=failed)
+            self.gate.leave()
+
+    async def _on_thread(self, payload: Any, context: Context) -> Any:
+        thread = self._idle.pop() if self._idle else self._new_thread()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        handler = self.config.handler
+        thread.calls.put((lambda: handler(payload, context), future, loop))
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                thread.interrupt()  # past the deadline: stop it as well as Python allows
+                self._threads.discard(thread)
+            raise
+        except BaseException:
+            self._idle.append(thread)
+            raise
+        self._idle.append(thread)
+        return result
+
+    def _new_thread(self) -> _HandlerThread:
+        thread = _HandlerThread()
+        thread.start()
+        self._threads.add(thread)
+        return thread
+
+    async def close(self) -> None:
+        threads, self._threads, self._idle = self._threads, set(), []
+        for thread in threads:
+            thread.calls.put(None)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 5.0)
+
+
+def _handler_error(name: str, exc: BaseException) -> HandlerError:
+    shape = error_shape(exc)
+    return HandlerError(name, shape["errorType"], shape["errorMessage"], shape["stackTrace"])
+
+
+# --- process -------------------------------------------------------------------
+
+
+class ProcessPool(Pool):
+    """Worker processes for one function, forked from the app's zygote."""
+
+    def __init__(
+        self,
+        config: FunctionConfig,
+        metrics: FunctionMetrics,
+        zygote: Zygote,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        keep_alive: float = 600.0,
+        spawn: bool = False,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.gate = Gate(config.name, config.reserved, metrics)
+        self.zygote = zygote
+        self.keep_alive = keep_alive
+        self.spawn = spawn
+        self._clock = clock
+        self._idle: list[Worker] = []  # a stack: the most recently used is reused first
+        self._workers: set[Worker] = set()
+        self._topping: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def workers(self) -> int:
+        """Live workers, busy or idle."""
+        return len(self._workers)
+
+    @property
+    def idle(self) -> int:
+        """Workers waiting for an invocation."""
+        return len(self._idle)
+
+    async def start(self) -> None:
+        await self._top_up()
+
+    async def _top_up(self) -> None:
+        while not self._closed and len(self._workers) < self.config.provisioned:
+            worker = await self._new_worker()
+            self.metrics.init_durations.append(worker.init_seconds)
+            self._park(worker)
+
+    def _schedule_top_up(self) -> None:
+        if self.config.provisioned and (self._topping is None or self._topping.done()):
+            self._topping = asyncio.create_task(self._top_up())
+
+    async def _new_worker(self) -> Worker:
+        worker = await self.zygote.new_worker(self.config.name, spawn=self.spawn)
+        self._workers.add(worker)
+        return worker
+
+    def _park(self, worker: Worker) -> None:
+        worker.last_used = self._clock.monotonic()
+        self._idle.append(worker)
+
+    async def _discard(self, worker: Worker, *, kill: bool) -> None:
+        self._workers.discard(worker)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+        if kill:
+            worker.kill()
+        await worker.close()
+        if not self._closed:
+            self._schedule_top_up()
+
+    async def invoke(self, payload: Any, request_id: str, *, wait: bool) -> Any:
+        config = self.config
+        await self.gate.enter(wait=wait)
+        metrics = self.metrics
+        metrics.started()
+        started = time.perf_counter()
+        failed = True
+        try:
+            if self._idle:
+                worker = self._idle.pop()
+            else:
+                worker = await self._new_worker()
+                metrics.cold_start(worker.init_seconds)
+            kind, body = await self._call(worker, payload, request_id)
+            if kind == wire.ERROR:
+                if body.get("retire"):
+                    await self._discard(worker, kill=True)
+                else:
+                    self._park(worker)
+                raise HandlerError(
+                    config.name,
+                    str(body.get("errorType")),
+                    str(body.get("errorMessage")),
+                    body.get("stackTrace") or (),
+                )
+            self._park(worker)
+            failed = False
+            return body
+        finally:
+            metrics.finished(time.perf_counter() - started, error=failed)
+            self.gate.leave()
+
+    async def _call(self, worker: Worker, payload: Any, request_id: str) -> tuple[int, Any]:
+        config = self.config
+        try:
+            async with asyncio.timeout(config.timeout) as scope:
+                return await worker.call(request_id, config.timeout, payload)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            self.metrics.timeouts += 1
+            await self._discard(worker, kill=True)
+            raise FunctionTimeoutError(config.name, config.timeout) from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self._discard(worker, kill=True)
+            self.metrics.crashes += 1
+            cause = await self.zygote.exit_cause(worker.pid)
+            raise FunctionCrashedError(
+                config.name, f"worker {worker.pid} {cause or 'closed its connection'}"
+            ) from None
+        except BaseException:
+            # Cancelled mid-call: the worker's state is unknown, so it goes.
+            await self._discard(worker, kill=True)
+            raise
+
+    async def retire_idle(self) -> int:
+        now = self._clock.monotonic()
+        retired = 0
+        # The bottom of the stack has waited longest.
+        while (
+            self._idle
+            and len(self._workers) > self.config.provisioned
+            and now - self._idle[0].last_used >= self.keep_alive
+        ):
+            worker = self._idle.pop(0)
+            self._workers.discard(worker)
+            await worker.close()
+            retired += 1
+        return retired
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._topping is not None:
+            self._topping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._topping
+        for worker in list(self._workers):
+            await worker.close()
+        self._workers.clear()
+        self._idle.clear()

@@ -1,0 +1,244 @@
+"""The runtime's side of process isolation: the zygote and its workers.
+
+:class:`Zygote` starts ``python -m reflow.functions.zygote`` (a fresh,
+single-threaded interpreter that imports the app once) and listens on a Unix
+socket in a private temporary folder. Asking it for a worker writes one JSON
+line to the zygote; the zygote forks, and the child connects to the socket
+and says hello with the request's token. The zygote, being the parent, reaps
+every worker and reports how it ended, which is how a crash is explained
+("killed by SIGSEGV", "exited with status 1").
+
+:class:`Worker` is one connected worker: :meth:`Worker.call` sends one
+framed invocation and waits for the one frame that answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from reflow.errors import FunctionError
+from reflow.functions import wire
+
+__all__ = ["SandboxError", "Worker", "Zygote"]
+
+START_TIMEOUT = 60.0  # importing a heavy app on a loaded machine can take a while
+
+
+class SandboxError(FunctionError):
+    """The zygote could not start, or could not give a worker."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        self.target = target
+        self.problem = problem
+        super().__init__(f"process sandbox for {target!r}: {problem}")
+
+
+class Worker:
+    """One live worker process, connected over a Unix socket."""
+
+    def __init__(
+        self,
+        pid: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        init_seconds: float,
+    ) -> None:
+        self.pid = pid
+        self.reader = reader
+        self.writer = writer
+        self.init_seconds = init_seconds
+        self.invocations = 0
+        self.last_used = 0.0  # on the runtime's clock, set by the pool
+
+    async def call(self, request_id: str, timeout: float, payload: Any) -> tuple[int, Any]:
+        """Send one invocation and wait for its answer frame."""
+        self.writer.write(wire.encode(wire.INVOKE, {"r": request_id, "t": timeout, "p": payload}))
+        header = await self.reader.readexactly(wire.HEADER.size)
+        length, kind = wire.HEADER.unpack(header)
+        body = await self.reader.readexactly(length)
+        self.invocations += 1
+        return kind, wire.decode(body)
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a timeout, or a worker in an unknown state)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Close the socket; a healthy worker exits when it sees end of stream."""
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"Worker(pid={self.pid}, invocations={self.invocations})"
+
+
+class Zygote:
+    """A warm parent process for one app, and the socket its workers dial."""
+
+    def __init__(self, target: str, *, python: str = sys.executable) -> None:
+        self.target = target
+        self.python = python
+        self.pid: int | None = None
+        self.init_ms = 0.0
+        self._tokens = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Worker]] = {}
+        self._asked_at: dict[int, float] = {}
+        self._exits: dict[int, asyncio.Future[str]] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._control: asyncio.Task[None] | None = None
+        self._pid_tokens: dict[int, int] = {}
+        self._folder = ""
+
+    async def start(self) -> None:
+        """Start the zygote and wait until it has imported the app."""
+        self._folder = tempfile.mkdtemp(prefix="reflow-fn-")
+        path = os.path.join(self._folder, "workers.sock")
+        self._server = await asyncio.start_unix_server(self._accept, path)
+        env = dict(os.environ)
+        # The zygote must find the same modules as this process (tests, src layouts).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self._process = await asyncio.create_subprocess_exec(
+            self.python,
+            "-m",
+            "reflow.functions.zygote",
+            self.target,
+            path,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert self._process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            await self.close()
+            raise SandboxError(self.target, "the zygote did not start in time") from None
+        message = json.loads(line) if line else {"op": "error", "message": "it exited"}
+        if message.get("op") != "ready":
+            await self.close()
+            raise SandboxError(self.target, f"the zygote failed: {message.get('message')}")
+        self.pid = int(message["pid"])
+        self.init_ms = float(message["init_ms"])
+        self._control = asyncio.create_task(self._read_control())
+
+    async def new_worker(self, function: str, *, spawn: bool = False) -> Worker:
+        """A fresh worker for ``function``: forked (or, with ``spawn``, a new interpreter)."""
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise SandboxError(self.target, "the zygote is not running")
+        token = next(self._tokens)
+        future: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        self._asked_at[token] = time.perf_counter()
+        request = {"op": "spawn" if spawn else "fork", "id": token, "function": function}
+        process.stdin.write(json.dumps(request).encode() + b"\n")
+        try:
+            return await asyncio.wait_for(future, START_TIMEOUT)
+        except TimeoutError:
+            raise SandboxError(self.target, f"no worker for {function!r} in time") from None
+        finally:
+            self._waiting.pop(token, None)
+            self._asked_at.pop(token, None)
+
+    async def exit_cause(self, pid: int, timeout: float = 2.0) -> str | None:
+        """How worker ``pid`` ended, once the zygote has reaped it (None if unknown)."""
+        future = self._exit_future(pid)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return None
+
+    def _exit_future(self, pid: int) -> asyncio.Future[str]:
+        future = self._exits.get(pid)
+        if future is None:
+            future = self._exits[pid] = asyncio.get_running_loop().create_future()
+        return future
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            header = await reader.readexactly(wire.HEADER.size)
+            length, _ = wire.HEADER.unpack(header)
+            hello = wire.decode(await reader.readexactly(length))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        token = int(hello["id"])
+        future = self._waiting.get(token)
+        if future is None or future.done():
+            writer.close()  # nobody waits for it any more: the worker exits
+            return
+        asked = self._asked_at.get(token, time.perf_counter())
+        future.set_result(
+            Worker(int(hello["pid"]), reader, writer, init_seconds=time.perf_counter() - asked)
+        )
+
+    async def _read_control(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        stdout = self._process.stdout
+        while line := await stdout.readline():
+            message = json.loads(line)
+            op = message.get("op")
+            if op == "forked":
+                self._pid_tokens[int(message["pid"])] = int(message["id"])
+            elif op == "exit":
+                pid = int(message["pid"])
+                token = self._pid_tokens.pop(pid, None)
+                waiting = self._waiting.get(token) if token is not None else None
+                if waiting is not None and not waiting.done():
+                    problem = f"the worker {message['cause']} before it connected"
+                    waiting.set_exception(SandboxError(self.target, problem))
+                future = self._exit_future(pid)
+                if not future.done():
+                    future.set_result(str(message["cause"]))
+                # Keep only recent causes: a long-running server reaps thousands.
+                if len(self._exits) > 1024:
+                    for old in list(self._exits)[:512]:
+                        if self._exits[old].done():
+                            del self._exits[old]
+            elif op == "error" and message.get("id") is not None:
+                future_worker = self._waiting.get(int(message["id"]))
+                if future_worker is not None and not future_worker.done():
+                    future_worker.set_exception(SandboxError(self.target, message["message"]))
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(SandboxError(self.target, "the zygote exited"))
+
+    async def close(self) -> None:
+        """Stop the zygote (which kills its workers) and remove the socket."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), 5.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                await self._control
+            self._control = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for future in self._exits.values():
+            if not future.done():
+                future.cancel()
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = ""

@@ -1,0 +1,77 @@
+"""The framing between the runtime and a worker process.
+
+One frame is a 5-byte header — a big-endian unsigned 32-bit body length and
+one byte of kind — followed by a JSON body. Payloads are JSON because
+Lambda's are: a handler receives what ``json.loads`` gives and returns what
+``json.dumps`` accepts. The framing is deliberately tiny: a warm invocation
+is one frame each way over a Unix socket.
+
+Frames:
+
+* ``HELLO`` (worker → runtime, once): ``{"id": token, "pid": pid}``
+* ``INVOKE`` (runtime → worker): ``{"r": request_id, "t": timeout_s, "p": payload}``
+* ``RESULT`` (worker → runtime): the handler's return value
+* ``ERROR`` (worker → runtime): Lambda's error shape ``{"errorType",
+  "errorMessage", "stackTrace"}`` plus ``"retire": true`` when the worker
+  must not be reused (after a ``MemoryError``)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+__all__ = [
+    "ERROR",
+    "HEADER",
+    "HELLO",
+    "INVOKE",
+    "RESULT",
+    "decode",
+    "encode",
+    "read_frame",
+]
+
+HEADER = struct.Struct("!IB")
+HELLO, INVOKE, RESULT, ERROR = 1, 2, 3, 4
+MAX_FRAME = 64 * 1024 * 1024  # a bound so that a corrupt header cannot ask for terabytes
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+
+
+def encode(kind: int, body: Any) -> bytes:
+    """One frame carrying ``body`` as JSON."""
+    data = _dumps(body).encode()
+    return HEADER.pack(len(data), kind) + data
+
+
+def decode(data: bytes) -> Any:
+    """A frame body back to Python values."""
+    return _loads(data)
+
+
+def read_frame(sock: socket.socket) -> tuple[int, Any] | None:
+    """Read one frame from a blocking socket; None at end of stream."""
+    header = _read_exactly(sock, HEADER.size)
+    if header is None:
+        return None
+    length, kind = HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    body = _read_exactly(sock, length) if length else b""
+    if body is None:
+        return None
+    return kind, decode(body)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = sock.recv(size - len(buffer))
+        if not chunk:
+            return None
+        buffer += chunk
+    return bytes(buffer)

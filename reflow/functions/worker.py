@@ -1,0 +1,153 @@
+"""The inside of a ``process`` worker: receive an event, run the handler, answer.
+
+A worker is born one of two ways. Normally the zygote (``zygote.py``) forks
+it, so the app module is already imported and its module-level init already
+done: the child only connects to the runtime's socket and waits for work.
+For comparison, and where fork is not wanted, ``python -m
+reflow.functions.worker TARGET FUNCTION SOCKET TOKEN`` starts a fresh
+interpreter that imports the app itself (a cold start by spawning).
+
+Either way the worker caps its address space (``RLIMIT_AS``), says hello with
+its token and pid, then serves one invocation at a time until the runtime
+closes the socket. A handler exception becomes Lambda's error shape; a
+``MemoryError`` additionally asks the runtime to retire the worker, since a
+process that ran out of memory is not trusted to run the next event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from reflow.app import FunctionConfig
+from reflow.functions import wire
+from reflow.functions.context import Context
+
+__all__ = ["connect", "limit_memory", "main", "serve"]
+
+PROCESS_CLIENTS = (
+    "platform clients are not reachable from isolation='process' yet; "
+    "use isolation='inline' for handlers that call context clients"
+)
+
+
+def limit_memory(memory_mb: int) -> None:
+    """Cap the address space at what is mapped now plus ``memory_mb`` MiB.
+
+    The image already mapped (interpreter, imported modules) is shared with
+    the zygote through copy-on-write, so the handler's budget is counted on
+    top of it; a handler that allocates past it gets ``MemoryError``.
+    """
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        mapped = int(statm.read().split()[0]) * resource.getpagesize()
+    limit = mapped + memory_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def connect(path: str, token: int) -> socket.socket:
+    """Connect to the runtime's socket and introduce this worker."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.sendall(wire.encode(wire.HELLO, {"id": token, "pid": os.getpid()}))
+    return sock
+
+
+def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") -> None:
+    """Answer invocations on ``sock`` until it closes."""
+    handler = function.handler
+    loop: asyncio.AbstractEventLoop | None = None
+    # Built before any handler runs, so that reporting an out-of-memory error
+    # does not itself need memory.
+    out_of_memory = wire.encode(
+        wire.ERROR,
+        {
+            "errorType": "MemoryError",
+            "errorMessage": f"the handler ran out of memory (memory_mb={function.memory_mb})",
+            "stackTrace": [],
+            "retire": True,
+        },
+    )
+    try:
+        while True:
+            frame = wire.read_frame(sock)
+            if frame is None:
+                return
+            _, body = frame
+            context = Context(
+                function,
+                request_id=body["r"],
+                deadline=time.monotonic() + float(body["t"]),
+                region=region,
+                unavailable=PROCESS_CLIENTS,
+            )
+            try:
+                result = handler(body["p"], context)
+                if inspect.isawaitable(result):
+                    if loop is None:
+                        loop = asyncio.new_event_loop()
+                    result = loop.run_until_complete(_awaited(result))
+                answer = _encode_result(result)
+            except MemoryError:
+                answer = out_of_memory
+            except Exception as exc:
+                answer = wire.encode(wire.ERROR, error_shape(exc))
+            sock.sendall(answer)
+    finally:
+        if loop is not None:
+            loop.close()
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
+
+
+def _encode_result(result: Any) -> bytes:
+    try:
+        return wire.encode(wire.RESULT, result)
+    except (TypeError, ValueError) as exc:
+        # Lambda's name for a return value that cannot be serialised.
+        return wire.encode(
+            wire.ERROR,
+            {
+                "errorType": "Runtime.MarshalError",
+                "errorMessage": f"Unable to marshal response: {exc}",
+                "stackTrace": [],
+            },
+        )
+
+
+def error_shape(exc: BaseException) -> dict[str, Any]:
+    """Lambda's ``{"errorType", "errorMessage", "stackTrace"}`` for an exception."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return {
+        "errorType": type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": [line.rstrip("\n") for line in traceback.format_list(frames)],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Spawned worker: import the app, connect, serve (``TARGET FUNCTION SOCKET TOKEN MB``)."""
+    from reflow.loader import load_app
+
+    target, name, path, token, memory_mb = argv or sys.argv[1:6]
+    function = load_app(target).functions[name]
+    sock = connect(path, int(token))
+    limit_memory(int(memory_mb))
+    with contextlib.closing(sock):
+        serve(sock, function)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Inline isolation: handlers in the server's process, sync ones off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from reflow import App, Context
+from reflow.errors import FunctionNotFoundError, FunctionTimeoutError, HandlerError, ThrottledError
+from reflow.functions import Runtime
+from reflow.functions.pools import InlinePool
+from reflow.testing.clock import FakeClock
+
+app = App("inline", root=".")
+seen: dict[str, Any] = {}
+
+
+@app.function
+def where(event: Any, context: Context) -> dict[str, Any]:
+    """Report the thread it runs on."""
+    return {"thread": threading.get_ident(), "event": event}
+
+
+@app.function
+async def awaited(event: Any, context: Context) -> dict[str, Any]:
+    """An async handler."""
+    await asyncio.sleep(0)
+    return {"thread": threading.get_ident(), "id": context.aws_request_id}
+
+
+@app.function(timeout=0.2)
+def spin(event: Any, context: Context) -> str:
+    """Busy-loop in Python until interrupted (or event['seconds'] pass)."""
+    ends = time.monotonic() + float(event["seconds"])
+    while time.monotonic() < ends:
+        pass
+    seen["spin_finished"] = True
+    return "done"
+
+
+@app.function(timeout=0.2)
+async def stall(event: Any, context: Context) -> str:
+    """Wait forever."""
+    await asyncio.Event().wait()
+    return "never"
+
+
+@app.function
+def broken(event: Any, context: Context) -> None:
+    """Raise a KeyError."""
+    raise KeyError(event)
+
+
+@app.function
+async def times_out_itself(event: Any, context: Context) -> None:
+    """Raise TimeoutError of its own, well before the function's timeout."""
+    raise TimeoutError("upstream took too long")
+
+
+@app.function(reserved=1)
+async def single(event: Any, context: Context) -> int:
+    """At most one at a time."""
+    await asyncio.sleep(float(event))
+    return 1
+
+
+# A handler as it would be written for AWS Lambda: only the event, the
+# context's attributes and the standard library.
+@app.function(name="lambda_style", timeout=30, memory_mb=256)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Echo the way Lambda's documentation examples do."""
+    import json
+
+    body = json.loads(event["body"])
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(
+            {
+                "greeting": f"hello {body['name']}",
+                "function": context.function_name,
+                "version": context.function_version,
+                "memory": context.memory_limit_in_mb,
+                "arn": context.invoked_function_arn,
+                "request": context.aws_request_id,
+                "group": context.log_group_name,
+                "stream": context.log_stream_name,
+                "remaining": context.get_remaining_time_in_millis(),
+            }
+        ),
+    }
+
+
+async def test_sync_handlers_run_off_the_event_loop_thread() -> None:
+    async with Runtime(app) as runtime:
+        result = await runtime.invoke("where", {"x": 1})
+    assert result["event"] == {"x": 1}
+    assert result["thread"] != threading.get_ident()
+
+
+async def test_async_handlers_are_awaited_on_the_loop() -> None:
+    async with Runtime(app) as runtime:
+        result = await runtime.invoke("awaited", None, request_id="abc")
+    assert result == {"thread": threading.get_ident(), "id": "abc"}
+
+
+async def test_sync_handler_past_its_timeout_raises_timeout_and_is_interrupted() -> None:
+    seen.clear()
+    async with Runtime(app) as runtime:
+        started = time.monotonic()
+        with pytest.raises(FunctionTimeoutError) as caught:
+            await runtime.invoke("spin", {"seconds": 5})
+        assert time.monotonic() - started < 2
+        assert caught.value.timeout == 0.2
+        assert runtime.metrics["spin"].timeouts == 1
+        # The next call runs on a fresh thread and completes.
+        assert await runtime.invoke("spin", {"seconds": 0}) == "done"
+    assert seen == {"spin_finished": True}  # the interrupted one never finished
+
+
+async def test_async_handler_past_its_timeout_is_cancelled() -> None:
+    async with Runtime(app) as runtime:
+        with pytest.raises(FunctionTimeoutError):
+            await runtime.invoke("stall", {})
+        assert runtime.metrics["stall"].errors == 1
+
+
+async def test_handler_exception_becomes_handler_error_with_type_and_message() -> None:
+    async with Runtime(app) as runtime:
+        with pytest.raises(HandlerError) as caught:
+            await runtime.invoke("broken", "missing")
+    assert caught.value.error_type == "KeyError"
+    assert caught.value.error_message == "'missing'"
+    assert any("broken" in line for line in caught.value.trace)
+
+
+async def test_a_handlers_own_timeout_error_is_not_mistaken_for_the_runtimes() -> None:
+    async with Runtime(app) as runtime:
+        with pytest.raises(HandlerError) as caught:
+            await runtime.invoke("times_out_itself", {})
+    assert caught.value.error_type == "TimeoutError"
+    assert caught.value.error_message == "upstream took too long"
+
+
+async def test_reserved_concurrency_throttles_sync_and_queues_waiting_calls() -> None:
+    async with Runtime(app) as runtime:
+        first = asyncio.create_task(runtime.invoke("single", 0.05))
+        await asyncio.sleep(0.01)
+        with pytest.raises(ThrottledError):
+            await runtime.invoke("single", 0)
+        queued = asyncio.create_task(runtime.invoke("single", 0, wait=True))
+        assert await first == 1 and await queued == 1
+        metrics = runtime.metrics["single"]
+        assert (metrics.throttles, metrics.invocations, metrics.max_concurrent) == (1, 2, 1)
+
+
+async def test_unknown_function_is_not_found() -> None:
+    async with Runtime(app) as runtime:
+        with pytest.raises(FunctionNotFoundError):
+            await runtime.invoke("nope", {})
+
+
+async def test_lambda_style_handler_runs_unchanged() -> None:
+    import json
+
+    clock = FakeClock()
+    async with Runtime(app, clock=clock, region="us-east-1") as runtime:
+        response = await runtime.invoke(
+            "lambda_style", {"body": json.dumps({"name": "ada"})}, request_id="r-7"
+        )
+    assert response["statusCode"] == 200
+    body = json.loads(response["body"])
+    assert body["greeting"] == "hello ada"
+    assert body["function"] == "lambda_style"
+    assert body["version"] == "$LATEST"
+    assert body["memory"] == 256
+    assert body["arn"].endswith(":us-east-1:000000000000:function:lambda_style")
+    assert body["request"] == "r-7"
+    assert body["group"] == "/reflow/functions/lambda_style"
+    assert body["stream"].startswith("2023/11/14/[$LATEST]")
+    assert body["remaining"] == 30_000  # virtual time does not move by itself
+
+
+async def test_metrics_count_invocations_errors_and_durations() -> None:
+    async with Runtime(app) as runtime:
+        for _ in range(3):
+            await runtime.invoke("where", {})
+        with pytest.raises(HandlerError):
+            await runtime.invoke("broken", 1)
+        rows = {row["name"]: row for row in runtime.snapshot()}
+    assert rows["where"]["invocations"] == 3 and rows["where"]["errors"] == 0
+    assert rows["broken"]["errors"] == 1
+    assert rows["where"]["duration_p50_ms"] is not None
+    assert rows["where"]["isolation"] == "inline"
+    assert rows["where"]["concurrent_executions"] == 0
+
+
+async def test_inline_pool_threads_are_reused_between_calls() -> None:
+    async with Runtime(app) as runtime:
+        a = await runtime.invoke("where", 1)
+        b = await runtime.invoke("where", 2)
+        pool = runtime.pool("where")
+        assert isinstance(pool, InlinePool)
+        assert a["thread"] == b["thread"]
+        assert len(pool._threads) == 1

@@ -1,0 +1,60 @@
+"""The worker framing and the metrics arithmetic."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reflow.functions import wire
+from reflow.functions.metrics import FunctionMetrics, percentile
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values, st.sampled_from([wire.INVOKE, wire.RESULT, wire.ERROR]))
+def test_any_json_value_survives_a_frame_round_trip(value: Any, kind: int) -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(wire.encode(kind, value))
+        assert wire.read_frame(right) == (kind, value)
+
+
+def test_frame_header_is_length_then_kind() -> None:
+    frame = wire.encode(wire.RESULT, [1])
+    assert frame == b"\x00\x00\x00\x03\x03[1]"
+
+
+def test_end_of_stream_mid_frame_reads_as_none() -> None:
+    left, right = socket.socketpair()
+    with right:
+        left.sendall(wire.encode(wire.RESULT, "abcdef")[:7])
+        left.close()
+        assert wire.read_frame(right) is None
+
+
+def test_percentile_by_nearest_rank() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert percentile(samples, 0.5) == 51.0
+    assert percentile(samples, 0.99) == 99.0
+    assert percentile([], 0.5) is None
+
+
+def test_metrics_track_concurrency_peaks_and_errors() -> None:
+    metrics = FunctionMetrics("f")
+    metrics.started()
+    metrics.started()
+    metrics.finished(0.002, error=False)
+    metrics.finished(0.004, error=True)
+    metrics.cold_start(0.003)
+    snap = metrics.snapshot()
+    assert snap["invocations"] == 2 and snap["errors"] == 1
+    assert snap["max_concurrent_executions"] == 2 and snap["concurrent_executions"] == 0
+    assert snap["cold_starts"] == 1 and snap["init_duration_ms"] == 3.0
+    assert snap["duration_p99_ms"] == 4.0
