@@ -15,12 +15,14 @@ from reflow.errors import (
     ReflowError,
     RegistrationError,
 )
+from reflow.events.model import Event
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "ConfigError",
+    "Event",
     "InvalidDefinitionError",
     "InvalidPatternError",
     "PermissionDeniedError",

@@ -634,6 +634,15 @@ def _parse_pattern(pattern: Mapping[str, Any] | str, name: str) -> dict[str, Any
 def _validate_pattern(name: str, pattern: Mapping[str, Any]) -> None:
     if not pattern:
         raise RegistrationError(name, "an event pattern must not be empty")
+    from reflow.errors import InvalidPatternError
+    from reflow.events.patterns import Pattern
+
+    try:
+        Pattern(pattern)
+    except InvalidPatternError as exc:
+        # A RegistrationError names the rule; the InvalidPatternError (with
+        # .path and .rule) stays reachable as __cause__.
+        raise RegistrationError(name, f"invalid event pattern {exc}") from exc
 
 
 def _validate_schedule(name: str, expression: str) -> None:

@@ -1,0 +1,272 @@
+"""The compiled form of an EventBridge pattern: conditions on the leaf values at a path.
+
+A pattern compiles (in :mod:`reflow.events.patterns`) into *alternatives*
+(``$or`` expanded), each a tuple of :class:`Field` s that must all hold. A
+field is a path into the event plus the conditions listed for it; the field
+holds when any condition holds for any leaf value found at the path, except
+``exists: false``, which holds when there is no leaf value at all.
+
+Values are compared the way EventBridge compares JSON: a number equals a
+number of the same value whatever its spelling (``300`` and ``300.0``), and
+never a string, a boolean or null. :func:`typed_key` gives each JSON scalar a
+hashable key with that equality, so exact values can live in dictionaries.
+
+Every condition is a frozen dataclass, hashable and comparable, so identical
+conditions written in different rules are recognised as the same and the
+rule index (:mod:`reflow.events.ruleset`) can share them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AnythingBut",
+    "AnythingButMatch",
+    "Cidr",
+    "Condition",
+    "EqualsIgnoreCase",
+    "Exact",
+    "Exists",
+    "Field",
+    "Numeric",
+    "Path",
+    "Prefix",
+    "Suffix",
+    "Wildcard",
+    "leaf_values",
+    "typed_key",
+]
+
+Path = tuple[str, ...]
+"""A field's position in the event: ``("detail", "state")``."""
+
+TypedKey = tuple[Any, ...]
+
+
+def typed_key(value: Any) -> TypedKey:
+    """A hashable key for a JSON scalar under EventBridge's equality.
+
+    Numbers compare by value (``300 == 300.0``) but never equal booleans,
+    which Python would otherwise treat as ``1`` and ``0``.
+    """
+    if isinstance(value, str):
+        return ("s", value)
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        try:
+            return ("n", float(value))
+        except OverflowError:  # an integer beyond float range is still a number
+            return ("n", value)
+    return ("?", repr(value))
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a JSON number (``True`` is not, despite Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def leaf_values(event: Mapping[str, Any], path: Path) -> list[Any]:
+    """Every leaf value at ``path``; arrays on the way are searched element by element.
+
+    A leaf is anything but an object: an object at the end of the path is
+    not a value (``exists`` and every other operator apply to leaves only).
+    An empty array holds no value.
+    """
+    nodes: list[Any] = [event]
+    for key in path:
+        found: list[Any] = []
+        for node in nodes:
+            if isinstance(node, dict) and key in node:
+                _spread(node[key], found)
+        if not found:
+            return found
+        nodes = found
+    return [node for node in nodes if not isinstance(node, dict)]
+
+
+def _spread(value: Any, into: list[Any]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _spread(item, into)
+    else:
+        into.append(value)
+
+
+# --- the conditions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exact:
+    """The value equals this one (by :func:`typed_key`)."""
+
+    key: TypedKey
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        return typed_key(value) == self.key
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A string value starts with ``text`` (case-folded when ``ignore_case``)."""
+
+    text: str
+    ignore_case: bool = False
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        if not isinstance(value, str):
+            return False
+        return (value.lower() if self.ignore_case else value).startswith(self.text)
+
+
+@dataclass(frozen=True)
+class Suffix:
+    """A string value ends with ``text`` (case-folded when ``ignore_case``)."""
+
+    text: str
+    ignore_case: bool = False
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        if not isinstance(value, str):
+            return False
+        return (value.lower() if self.ignore_case else value).endswith(self.text)
+
+
+@dataclass(frozen=True)
+class EqualsIgnoreCase:
+    """A string value equals ``text`` regardless of case (``text`` is lower-cased)."""
+
+    text: str
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        return isinstance(value, str) and value.lower() == self.text
+
+
+@dataclass(frozen=True)
+class Wildcard:
+    """A string value matches a glob where ``*`` stands for any run of characters.
+
+    ``source`` is the pattern as written (``\\*`` is a literal star);
+    ``regex`` its compiled form, kept out of equality and hashing.
+    """
+
+    source: str
+    regex: re.Pattern[str] = field(compare=False, hash=False, repr=False)
+    literal_prefix: str = field(compare=False, hash=False, repr=False, default="")
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        return isinstance(value, str) and self.regex.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """A number value lies in a range; ``None`` bounds are open ends."""
+
+    low: float | None = None
+    low_inclusive: bool = False
+    high: float | None = None
+    high_inclusive: bool = False
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        if not is_number(value):
+            return False
+        if self.low is not None and (
+            value < self.low or (value == self.low and not self.low_inclusive)
+        ):
+            return False
+        return self.high is None or not (
+            value > self.high or (value == self.high and not self.high_inclusive)
+        )
+
+
+@dataclass(frozen=True)
+class Cidr:
+    """A string value is an IPv4 or IPv6 address inside ``network``."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        if not isinstance(value, str):
+            return False
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return address.version == self.network.version and address in self.network
+
+
+AnythingButMatch = Prefix | Suffix | EqualsIgnoreCase | Wildcard
+
+
+@dataclass(frozen=True)
+class AnythingBut:
+    """The value is none of ``excluded`` and satisfies none of ``unless``.
+
+    ``anything-but`` with values fills ``excluded`` (typed keys); with a
+    nested ``prefix``, ``suffix``, ``equals-ignore-case`` or ``wildcard`` it
+    fills ``unless``. Any leaf that is not excluded passes, null included:
+    only a missing field fails it.
+    """
+
+    excluded: frozenset[TypedKey] = frozenset()
+    unless: tuple[AnythingButMatch, ...] = ()
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the condition."""
+        if typed_key(value) in self.excluded:
+            return False
+        return not any(match.test(value) for match in self.unless)
+
+
+@dataclass(frozen=True)
+class Exists:
+    """The field has (``True``) or has not (``False``) a leaf value."""
+
+    present: bool
+
+    def test(self, value: Any) -> bool:
+        """Whether ``value`` (a leaf that is there) satisfies the condition."""
+        return self.present
+
+
+Condition = (
+    Exact | Prefix | Suffix | EqualsIgnoreCase | Wildcard | Numeric | Cidr | AnythingBut | Exists
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an alternative: the path and the conditions, any of which may hold."""
+
+    path: Path
+    conditions: frozenset[Condition]
+
+    @property
+    def accepts_absence(self) -> bool:
+        """Whether a missing field satisfies it (it lists ``exists: false``)."""
+        return Exists(False) in self.conditions
+
+    def test(self, values: Sequence[Any]) -> bool:
+        """Whether the leaf ``values`` found at the path satisfy the field."""
+        if not values:
+            return self.accepts_absence
+        return any(c.test(v) for c in self.conditions for v in values)
+
+
+def describe(conditions: Iterable[Condition]) -> str:
+    """A short, stable text for conditions (used in error messages and debugging)."""
+    return ", ".join(sorted(repr(c) for c in conditions))

@@ -1,0 +1,312 @@
+"""Many named patterns compiled into one matcher whose cost does not grow with the rule count.
+
+A loop over patterns costs every rule on every event. :class:`RuleSet`
+instead merges all rules into one tree, in the manner of a trie: every
+alternative of every rule (``$or`` already expanded by the compiler) is a
+sequence of fields in a canonical order (exact fields first, then by path),
+and alternatives that begin with the same fields share the same nodes. A
+node branches on a path; a branch maps what the event holds at that path to
+the child nodes it leads to:
+
+* exact values, through one dictionary keyed by :func:`typed_key`, so 10,000
+  rules naming 10,000 sources cost one hash probe;
+* prefixes and suffixes, through dictionaries keyed by the prefix (suffix)
+  text, probed with each prefix of the value up to the longest one indexed:
+  the cost is the value's length, not the number of prefix rules;
+* ``equals-ignore-case``, through a dictionary of lower-cased texts;
+* ``exists: false``, through the list of children reached when the path holds
+  nothing;
+* everything else (numeric ranges, CIDR blocks, wildcards, ``anything-but``,
+  ``exists: true``), by testing each condition of that branch; these sit
+  below the exact fields of their rule, so few of them are reached.
+
+Matching walks the tree from the root, reading each event path at most once
+(a per-event cache), and collects the rules whose alternatives end at the
+nodes reached. Each node is reached at most once, since a child has exactly
+one parent branch and the children of a branch are deduplicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from reflow.events.conditions import (
+    Condition,
+    EqualsIgnoreCase,
+    Exact,
+    Exists,
+    Field,
+    Path,
+    Prefix,
+    Suffix,
+    TypedKey,
+    leaf_values,
+    typed_key,
+)
+from reflow.events.patterns import Pattern
+
+__all__ = ["RuleSet"]
+
+
+class _Node:
+    """A point in the tree: the rules that end here and the branches that go on."""
+
+    __slots__ = ("branches", "refs", "rules")
+
+    def __init__(self) -> None:
+        self.rules: dict[str, int] = {}  # rule name -> alternatives of it ending here
+        self.branches: dict[Path, _Branch] = {}
+        self.refs = 0  # alternatives passing through this node
+
+
+class _Branch:
+    """The ways out of a node along one path, indexed by condition kind."""
+
+    __slots__ = (
+        "absent",
+        "children",
+        "exact",
+        "ignore_case",
+        "others",
+        "prefix",
+        "prefix_ci",
+        "prefix_longest",
+        "suffix",
+        "suffix_ci",
+        "suffix_longest",
+    )
+
+    def __init__(self) -> None:
+        self.children: dict[frozenset[Condition], _Node] = {}
+        self.exact: dict[TypedKey, list[_Node]] = {}
+        self.prefix: dict[str, list[_Node]] = {}
+        self.prefix_ci: dict[str, list[_Node]] = {}
+        self.suffix: dict[str, list[_Node]] = {}
+        self.suffix_ci: dict[str, list[_Node]] = {}
+        self.ignore_case: dict[str, list[_Node]] = {}
+        self.others: list[tuple[Condition, _Node]] = []
+        self.absent: list[_Node] = []
+        # High-water marks: a stale (too long) one after a removal only costs
+        # a few extra dictionary probes, never a wrong answer.
+        self.prefix_longest = -1
+        self.suffix_longest = -1
+
+    def child(self, conditions: frozenset[Condition]) -> _Node:
+        """The child reached by ``conditions``, created and indexed on first use."""
+        node = self.children.get(conditions)
+        if node is None:
+            node = self.children[conditions] = _Node()
+            for condition in conditions:
+                self._index(condition, node)
+        return node
+
+    def drop(self, conditions: frozenset[Condition]) -> None:
+        """Forget the child reached by ``conditions`` (no alternative uses it any more)."""
+        node = self.children.pop(conditions)
+        for condition in conditions:
+            self._unindex(condition, node)
+
+    def _table(self, condition: Condition) -> tuple[dict[Any, list[_Node]], Any] | None:
+        if isinstance(condition, Exact):
+            return self.exact, condition.key
+        if isinstance(condition, Prefix):
+            return (self.prefix_ci if condition.ignore_case else self.prefix), condition.text
+        if isinstance(condition, Suffix):
+            return (self.suffix_ci if condition.ignore_case else self.suffix), condition.text
+        if isinstance(condition, EqualsIgnoreCase):
+            return self.ignore_case, condition.text
+        return None
+
+    def _index(self, condition: Condition, node: _Node) -> None:
+        if condition == Exists(False):
+            self.absent.append(node)
+            return
+        table = self._table(condition)
+        if table is None:
+            self.others.append((condition, node))
+            return
+        mapping, key = table
+        mapping.setdefault(key, []).append(node)
+        if isinstance(condition, Prefix):
+            self.prefix_longest = max(self.prefix_longest, len(condition.text))
+        elif isinstance(condition, Suffix):
+            self.suffix_longest = max(self.suffix_longest, len(condition.text))
+
+    def _unindex(self, condition: Condition, node: _Node) -> None:
+        if condition == Exists(False):
+            self.absent.remove(node)
+            return
+        table = self._table(condition)
+        if table is None:
+            self.others.remove((condition, node))
+            return
+        mapping, key = table
+        nodes = mapping[key]
+        nodes.remove(node)
+        if not nodes:
+            del mapping[key]
+
+    def step(self, values: list[Any]) -> Iterator[_Node]:
+        """The children that the leaf ``values`` at this branch's path lead to."""
+        if not values:
+            return iter(self.absent)
+        reached: dict[int, _Node] = {}
+        exact, others = self.exact, self.others
+        for value in values:
+            if exact:
+                hit = exact.get(("s", value) if type(value) is str else typed_key(value))
+                if hit:
+                    for node in hit:
+                        reached[id(node)] = node
+            if type(value) is str:
+                self._step_text(value, reached)
+            for condition, node in others:
+                if id(node) not in reached and condition.test(value):
+                    reached[id(node)] = node
+        return iter(reached.values())
+
+    def _step_text(self, value: str, reached: dict[int, _Node]) -> None:
+        if self.prefix:
+            _probe_prefixes(self.prefix, value, self.prefix_longest, reached)
+        if self.suffix:
+            _probe_suffixes(self.suffix, value, self.suffix_longest, reached)
+        if self.prefix_ci or self.suffix_ci or self.ignore_case:
+            lowered = value.lower()
+            if self.prefix_ci:
+                _probe_prefixes(self.prefix_ci, lowered, self.prefix_longest, reached)
+            if self.suffix_ci:
+                _probe_suffixes(self.suffix_ci, lowered, self.suffix_longest, reached)
+            hit = self.ignore_case.get(lowered)
+            if hit:
+                for node in hit:
+                    reached[id(node)] = node
+
+    def __bool__(self) -> bool:
+        return bool(self.children)
+
+
+def _probe_prefixes(
+    table: dict[str, list[_Node]], value: str, longest: int, reached: dict[int, _Node]
+) -> None:
+    for end in range(min(len(value), longest) + 1):
+        hit = table.get(value[:end])
+        if hit:
+            for node in hit:
+                reached[id(node)] = node
+
+
+def _probe_suffixes(
+    table: dict[str, list[_Node]], value: str, longest: int, reached: dict[int, _Node]
+) -> None:
+    size = len(value)
+    for length in range(min(size, longest) + 1):
+        hit = table.get(value[size - length :])
+        if hit:
+            for node in hit:
+                reached[id(node)] = node
+
+
+_Trail = list[tuple[_Node, Path, frozenset[Condition], _Node]]
+
+
+class RuleSet:
+    """Named EventBridge patterns, matched together.
+
+    ``add(name, pattern)`` registers (or replaces) a rule, ``remove(name)``
+    drops it, and ``match(event)`` returns the names of the rules whose
+    pattern matches, in the order they were added. The answer is always the
+    same as testing each rule's :class:`Pattern` alone.
+    """
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._patterns: dict[str, Pattern] = {}
+        self._trails: dict[str, list[_Trail]] = {}
+        self._order: dict[str, int] = {}
+        self._added = 0
+
+    def add(self, name: str, pattern: Pattern | Mapping[str, Any] | str) -> Pattern:
+        """Register ``pattern`` under ``name``, replacing any rule of that name.
+
+        Returns the compiled pattern; an invalid one raises
+        :class:`~reflow.errors.InvalidPatternError` and changes nothing.
+        """
+        compiled = pattern if isinstance(pattern, Pattern) else Pattern(pattern)
+        if name in self._patterns:
+            self.remove(name)
+        self._patterns[name] = compiled
+        self._order[name] = self._added
+        self._added += 1
+        self._trails[name] = [self._insert(name, alt) for alt in compiled.alternatives]
+        return compiled
+
+    def _insert(self, name: str, alternative: tuple[Field, ...]) -> _Trail:
+        trail: _Trail = []
+        node = self._root
+        node.refs += 1
+        for item in alternative:
+            branch = node.branches.get(item.path)
+            if branch is None:
+                branch = node.branches[item.path] = _Branch()
+            child = branch.child(item.conditions)
+            child.refs += 1
+            trail.append((node, item.path, item.conditions, child))
+            node = child
+        node.rules[name] = node.rules.get(name, 0) + 1
+        return trail
+
+    def remove(self, name: str) -> None:
+        """Drop the rule ``name``; a name that is not registered raises ``KeyError``."""
+        if name not in self._patterns:
+            raise KeyError(f"no rule named {name!r}")
+        del self._patterns[name], self._order[name]
+        for trail in self._trails.pop(name):
+            end = trail[-1][3] if trail else self._root
+            end.rules[name] -= 1
+            if not end.rules[name]:
+                del end.rules[name]
+            self._root.refs -= 1
+            for parent, path, conditions, child in reversed(trail):
+                child.refs -= 1
+                if child.refs == 0:
+                    branch = parent.branches[path]
+                    branch.drop(conditions)
+                    if not branch:
+                        del parent.branches[path]
+
+    def match(self, event: Mapping[str, Any]) -> list[str]:
+        """The names of the rules that ``event`` matches, in the order they were added."""
+        found: set[str] = set()
+        values_at: dict[Path, list[Any]] = {}
+        pending = [self._root]
+        while pending:
+            node = pending.pop()
+            if node.rules:
+                found.update(node.rules)
+            for path, branch in node.branches.items():
+                values = values_at.get(path)
+                if values is None:
+                    values = values_at[path] = leaf_values(event, path)
+                pending.extend(branch.step(values))
+        if len(found) < 2:
+            return list(found)
+        order = self._order
+        return sorted(found, key=order.__getitem__)
+
+    def pattern(self, name: str) -> Pattern:
+        """The compiled pattern of rule ``name`` (``KeyError`` if there is none)."""
+        return self._patterns[name]
+
+    def names(self) -> list[str]:
+        """Every rule's name, in the order they were added."""
+        return list(self._patterns)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._patterns
+
+    def __len__(self) -> int:
+        return len(self._patterns)
+
+    def __repr__(self) -> str:
+        return f"RuleSet({len(self)} rules)"

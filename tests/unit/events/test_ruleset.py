@@ -1,0 +1,213 @@
+"""RuleSet: registration, removal, ordering, and agreement with Pattern on random input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reflow.errors import InvalidPatternError
+from reflow.events import Pattern, RuleSet
+
+
+def test_match_returns_matching_rule_names_in_the_order_added() -> None:
+    rules = RuleSet()
+    rules.add("zeta", {"source": ["cms"]})
+    rules.add("alpha", {"source": [{"prefix": "c"}]})
+    rules.add("other", {"source": ["shop"]})
+    assert rules.match({"source": "cms"}) == ["zeta", "alpha"]
+    assert rules.match({"source": "shop"}) == ["other"]
+    assert rules.match({"source": "x"}) == []
+
+
+def test_adding_a_name_again_replaces_the_rule() -> None:
+    rules = RuleSet()
+    rules.add("r", {"source": ["a"]})
+    rules.add("r", {"source": ["b"]})
+    assert len(rules) == 1
+    assert rules.match({"source": "a"}) == []
+    assert rules.match({"source": "b"}) == ["r"]
+
+
+def test_remove_forgets_the_rule_and_keeps_the_others_sharing_its_nodes() -> None:
+    rules = RuleSet()
+    rules.add("a", {"source": ["cms"], "detail": {"n": [{"numeric": [">", 1]}]}})
+    rules.add("b", {"source": ["cms"], "detail": {"n": [{"numeric": [">", 1]}]}})
+    rules.add("c", {"source": ["cms"]})
+    rules.remove("a")
+    event = {"source": "cms", "detail": {"n": 2}}
+    assert rules.match(event) == ["b", "c"]
+    rules.remove("b")
+    rules.remove("c")
+    assert rules.match(event) == []
+    assert "a" not in rules and len(rules) == 0
+
+
+def test_removing_every_rule_leaves_an_empty_index() -> None:
+    rules = RuleSet()
+    for index in range(50):
+        rules.add(f"r{index}", {"source": [f"s{index % 7}"], "detail": {"k": [{"prefix": "p"}]}})
+    for index in range(50):
+        rules.remove(f"r{index}")
+    assert not rules._root.branches
+    assert rules._root.refs == 0
+
+
+def test_remove_of_an_unknown_rule_raises_key_error() -> None:
+    with pytest.raises(KeyError, match="nope"):
+        RuleSet().remove("nope")
+
+
+def test_invalid_pattern_is_refused_and_changes_nothing() -> None:
+    rules = RuleSet()
+    rules.add("r", {"source": ["a"]})
+    with pytest.raises(InvalidPatternError):
+        rules.add("r", {"source": "a"})
+    assert rules.match({"source": "a"}) == ["r"]
+
+
+def test_a_rule_with_two_or_branches_matching_is_reported_once() -> None:
+    rules = RuleSet()
+    rules.add("r", {"$or": [{"a": [1]}, {"b": [2]}]})
+    assert rules.match({"a": 1, "b": 2}) == ["r"]
+
+
+def test_empty_pattern_rule_matches_everything() -> None:
+    rules = RuleSet()
+    rules.add("all", {})
+    assert rules.match({"anything": 1}) == ["all"]
+
+
+def test_same_value_in_different_or_lists_does_not_leak_between_rules() -> None:
+    rules = RuleSet()
+    rules.add("ab", {"source": ["a", "b"]})
+    rules.add("a", {"source": ["a"]})
+    assert rules.match({"source": "b"}) == ["ab"]
+    assert rules.match({"source": "a"}) == ["ab", "a"]
+
+
+def test_pattern_and_names_accessors() -> None:
+    rules = RuleSet()
+    compiled = rules.add("r", '{"source": ["a"]}')
+    assert rules.pattern("r") is compiled
+    assert rules.names() == ["r"]
+
+
+def test_many_rules_on_distinct_sources_match_only_their_own() -> None:
+    rules = RuleSet()
+    for index in range(2000):
+        rules.add(f"r{index}", {"source": [f"src-{index}"], "detail": {"v": [{"exists": True}]}})
+    assert rules.match({"source": "src-1234", "detail": {"v": 0}}) == ["r1234"]
+
+
+# --- property: the index agrees with each pattern alone ---------------------------------
+
+KEYS = ["a", "b", "c"]
+STRINGS = ["", "a", "ab", "abc", "b", "ba", "A", "AB", "x*y", "10.0.0.1", "2001:db8::1"]
+NUMBERS = [-1, 0, 0.5, 1, 1.0, 2, 10, 300, 300.0]
+SCALARS = st.sampled_from([*STRINGS, *NUMBERS, True, False, None])
+
+strings = st.sampled_from(STRINGS)
+numbers = st.sampled_from(NUMBERS)
+operators = st.one_of(
+    SCALARS,
+    st.builds(lambda s: {"prefix": s}, strings),
+    st.builds(lambda s: {"suffix": s}, strings),
+    st.builds(lambda s: {"prefix": {"equals-ignore-case": s}}, strings),
+    st.builds(lambda s: {"suffix": {"equals-ignore-case": s}}, strings),
+    st.builds(lambda s: {"equals-ignore-case": s}, strings),
+    st.builds(lambda s: {"wildcard": s}, st.sampled_from(["*", "a*", "*b", "a*c", "*b*", "x\\*y"])),
+    st.builds(lambda v: {"anything-but": v}, st.one_of(strings, numbers)),
+    st.builds(lambda v: {"anything-but": v}, st.lists(st.one_of(strings, numbers), min_size=1)),
+    st.builds(lambda s: {"anything-but": {"prefix": s}}, st.sampled_from(["a", "b", "1"])),
+    st.builds(lambda s: {"anything-but": {"suffix": s}}, st.sampled_from(["a", "b"])),
+    st.builds(lambda s: {"anything-but": {"equals-ignore-case": s}}, strings),
+    st.builds(lambda s: {"anything-but": {"wildcard": s}}, st.sampled_from(["a*", "*b"])),
+    st.builds(
+        lambda op, n: {"numeric": [op, n]}, st.sampled_from(["<", "<=", "=", ">", ">="]), numbers
+    ),
+    st.builds(
+        lambda lo, hi: {"numeric": [">=", lo, "<", lo + hi]}, numbers, st.sampled_from([0.5, 1, 5])
+    ),
+    st.builds(lambda b: {"exists": b}, st.booleans()),
+    st.builds(
+        lambda c: {"cidr": c}, st.sampled_from(["10.0.0.0/8", "11.0.0.0/8", "2001:db8::/32"])
+    ),
+)
+leaf_rules = st.lists(operators, min_size=1, max_size=3)
+
+
+def pattern_objects(depth: int) -> st.SearchStrategy[dict[str, Any]]:
+    value: st.SearchStrategy[Any] = leaf_rules
+    if depth > 0:
+        value = st.one_of(leaf_rules, st.deferred(lambda: pattern_objects(depth - 1)))
+    base = st.dictionaries(st.sampled_from(KEYS), value, min_size=1, max_size=3)
+    if depth == 0:
+        return base
+    with_or = st.builds(
+        lambda d, branches: {**d, "$or": branches},
+        st.dictionaries(st.sampled_from(KEYS), value, max_size=2),
+        st.lists(st.deferred(lambda: pattern_objects(depth - 1)), min_size=2, max_size=3),
+    )
+    return st.one_of(base, with_or)
+
+
+def event_values(depth: int) -> st.SearchStrategy[Any]:
+    leaf = st.one_of(SCALARS, st.lists(SCALARS, max_size=3))
+    if depth == 0:
+        return leaf
+    return st.one_of(
+        leaf,
+        st.dictionaries(
+            st.sampled_from(KEYS), st.deferred(lambda: event_values(depth - 1)), max_size=3
+        ),
+        st.lists(
+            st.dictionaries(
+                st.sampled_from(KEYS), st.deferred(lambda: event_values(depth - 1)), max_size=2
+            ),
+            max_size=2,
+        ),
+    )
+
+
+events = st.dictionaries(st.sampled_from(KEYS), event_values(2), max_size=3)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    patterns=st.lists(pattern_objects(2), min_size=1, max_size=8),
+    samples=st.lists(events, min_size=1, max_size=6),
+)
+def test_ruleset_match_agrees_with_each_pattern_alone(
+    patterns: list[dict[str, Any]], samples: list[dict[str, Any]]
+) -> None:
+    rules = RuleSet()
+    compiled = {}
+    for index, pattern in enumerate(patterns):
+        name = f"r{index}"
+        compiled[name] = rules.add(name, pattern)
+    for event in samples:
+        expected = [name for name, p in compiled.items() if p.matches(event)]
+        assert rules.match(event) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    patterns=st.lists(pattern_objects(1), min_size=2, max_size=8),
+    removed=st.sets(st.integers(min_value=0, max_value=7)),
+    samples=st.lists(events, min_size=1, max_size=4),
+)
+def test_ruleset_after_removals_agrees_with_the_remaining_patterns(
+    patterns: list[dict[str, Any]], removed: set[int], samples: list[dict[str, Any]]
+) -> None:
+    rules = RuleSet()
+    for index, pattern in enumerate(patterns):
+        rules.add(f"r{index}", pattern)
+    for index in removed:
+        if index < len(patterns):
+            rules.remove(f"r{index}")
+    for event in samples:
+        expected = [n for n in rules.names() if Pattern(rules.pattern(n).source).matches(event)]
+        assert rules.match(event) == expected
