@@ -12,8 +12,9 @@ URL options:
   test runs share a server in isolation (``redis://h:6379/0?prefix=site-a:``).
 * ``blobs`` — the shared directory for Blobs.
 
-Clocks: stream leases and trimming by age use the Redis server's clock; KV
-TTLs use the injected clock (see each module's docstring for why).
+Clocks: leases, pending idle times and TTLs run on the injected clock, like
+every timer in reflow (so processes sharing a server keep their clocks in
+sync); stream ids, and so trimming by age, carry the Redis server's clock.
 
 The engine needs a standalone server (or a single primary): some scripts
 name keys they compute from the prefix, which Redis Cluster would refuse.
@@ -146,6 +147,8 @@ class RedisPubSub:
 
     async def subscribe(self, *channels: str) -> RedisSubscription:
         """Subscribe to ``channels``; returns once the server has confirmed them."""
+        if not channels:
+            raise ValueError("subscribe needs at least one channel")
         subscription = RedisSubscription(self._client.pubsub(), self._ns, self)
         self._open.add(subscription)
         try:
@@ -190,6 +193,9 @@ async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backen
         decode_responses=False,
     )
     try:
+        # A bare TCP connect first: redis-py retries a refused connection with
+        # back-off, which would turn "nothing listens there" into seconds.
+        await _probe(url.host, url.port)
         async with asyncio.timeout(CONNECT_TIMEOUT + 1):
             await client.ping()
     except (RedisError, OSError, TimeoutError) as exc:
@@ -201,7 +207,7 @@ async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backen
     blobs_dir = Path(url.options["blobs"]) if url.options.get("blobs") else data_dir / "blobs"
     backend = Backend(
         url=url,
-        log=RedisLog(client, namespace),
+        log=RedisLog(client, namespace, clock),
         kv=RedisKV(client, namespace, clock),
         pubsub=pubsub,
         blobs=_shared_blobs(blobs_dir, clock),
@@ -210,6 +216,14 @@ async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backen
     backend._closers.append(client.aclose)
     backend._closers.append(pubsub.close)
     return backend
+
+
+async def _probe(host: str, port: int) -> None:
+    """Open and close one TCP connection, within the connect timeout."""
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    await writer.wait_closed()
 
 
 def _shared_blobs(root: Path, clock: Clock) -> Blobs:

@@ -5,7 +5,8 @@ Every key and channel the engine touches starts with the namespace's prefix
 share one server without seeing each other. The layout under the prefix::
 
     log:<stream>                    the stream (XADD / XREADGROUP / XTRIM)
-    lease:<stream>\\0<group>         the group's leases: entry id -> end (server ms)
+    lease:<stream>\\0<group>         the group's lease deadlines: entry id -> end
+    delivered:<stream>\\0<group>     the group's delivery times: entry id -> when
     kv:<key>                        a key's hash: v (value), ver, exp
     kv#index                        every live key, for scans in key order
     kv#expiring                     keys with a TTL, by expiry, for reaping
@@ -42,6 +43,14 @@ class Namespace:
     def leases(self, stream: str, group: str) -> str:
         """The sorted set of lease deadlines of ``group`` on ``stream``."""
         return self.lease_prefix(stream) + group
+
+    def delivered_prefix(self, stream: str) -> str:
+        """What every delivery-time hash of ``stream`` starts with (the group follows)."""
+        return f"{self.prefix}delivered:{stream}\x00"
+
+    def delivered(self, stream: str, group: str) -> str:
+        """The hash of when each pending entry of ``group`` was last delivered."""
+        return self.delivered_prefix(stream) + group
 
     @property
     def kv_prefix(self) -> str:

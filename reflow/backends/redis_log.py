@@ -9,16 +9,19 @@ Leases are the one thing Redis does not model. A pending entry only has an
 idle time, and XAUTOCLAIM takes a single minimum idle time from the
 *claimer*, whereas reflow's lease is chosen by the reader that took the
 entry (a worker holding an entry for 0.2 s must lose it after 0.2 s even if
-the next reader asks for 5 s leases). So each group keeps a sorted set of
-lease deadlines beside its PEL, and one Lua script (``lua/log_read.lua``)
-claims the entries whose lease ended with XCLAIM (which raises the delivery
-count, so a first redelivery reports 2, exactly as XPENDING shows it), reads
-new ones with XREADGROUP and records every lease, atomically.
+the next reader asks for 5 s leases). So each group keeps, beside its PEL, a
+sorted set of lease deadlines and a hash of delivery times, and one Lua
+script (``lua/log_read.lua``) claims the entries whose lease ended with
+XCLAIM (which raises the delivery count, so a first redelivery reports 2,
+exactly as XPENDING shows it), reads new ones with XREADGROUP and records
+every lease, atomically: no entry is ever delivered without its lease.
 
-**Leases run on the Redis server's clock** (the script reads TIME), not on the
-injected :class:`~reflow.clock.Clock`: every process sharing the server then
-agrees on when a lease ends, whatever its own clock says. Trimming by age
-also uses the server's clock, since entry ids are stamped with it.
+Time: leases and pending idle times run on the injected
+:class:`~reflow.clock.Clock` (passed to the scripts as "now"), like every
+timer in reflow, so a :class:`~reflow.testing.FakeClock` moves them. The
+processes sharing a server must therefore keep their clocks in sync (NTP),
+as they must for TTLs. Entry ids, and so trimming by age, follow the Redis
+server's clock, which stamps them.
 """
 
 from __future__ import annotations
@@ -32,10 +35,14 @@ from redis.exceptions import ResponseError
 
 from reflow.backends.protocols import LogEntry, PendingEntry, entry_id_key
 from reflow.backends.redis_keys import Namespace, load_script
+from reflow.clock import Clock, SystemClock
 
 __all__ = ["RedisLog"]
 
 _FIELD = b"d"  # every entry stores its payload in one field
+# A blocking read re-checks an injected clock this often (seconds): a test's
+# FakeClock can jump past a lease deadline while Redis is waiting for entries.
+_FAKE_CLOCK_POLL = 0.05
 
 
 def _text(value: object) -> str:
@@ -53,9 +60,10 @@ def _entries(stream: str, flat: Sequence[Any]) -> list[LogEntry]:
 class RedisLog:
     """Streams, consumer groups, leases and trimming on Redis Streams."""
 
-    def __init__(self, client: aioredis.Redis, namespace: Namespace) -> None:
+    def __init__(self, client: aioredis.Redis, namespace: Namespace, clock: Clock) -> None:
         self._client = client
         self._ns = namespace
+        self._clock = clock
         self._read = client.register_script(load_script("log_read.lua"))
         self._ack = client.register_script(load_script("log_ack.lua"))
         self._delete = client.register_script(load_script("log_delete.lua"))
@@ -95,52 +103,71 @@ class RedisLog:
         nothing) for a new entry or the earliest lease to end, then try again.
         """
         key = self._ns.stream(stream)
-        keys = [key, self._ns.leases(stream, group)]
-        args: list[str | int] = [group, consumer, max(1, count), max(1, math.ceil(lease * 1000))]
-        loop_deadline: float | None = None
+        keys = [key, self._ns.leases(stream, group), self._ns.delivered(stream, group)]
+        clock = self._clock
+        give_up = clock.monotonic() + block
         while True:
-            claimed, fresh, last_id, next_deadline, now = await self._read(keys=keys, args=args)
+            now = clock.time()
+            args: list[str | int] = [group, consumer, max(1, count), repr(float(lease)), repr(now)]
+            claimed, fresh, last_id, next_deadline = await self._read(keys=keys, args=args)
             entries = sorted(_entries(stream, claimed), key=lambda e: entry_id_key(e.id))
             entries += _entries(stream, fresh)
-            if entries or block <= 0:
+            remaining = give_up - clock.monotonic()
+            if entries or remaining <= 0:
                 return entries
-            # Both deadlines are on the server's clock, in milliseconds.
-            if loop_deadline is None:
-                loop_deadline = int(now) + block * 1000
-            wait_ms = loop_deadline - int(now)
-            if int(next_deadline) >= 0:
-                wait_ms = min(wait_ms, int(next_deadline) - int(now) + 1)
-            if wait_ms <= 0:
-                return []
-            await self._client.xread({key: last_id}, count=1, block=max(1, math.ceil(wait_ms)))
+            wait = remaining
+            if next_deadline:
+                wait = min(wait, float(next_deadline) - now)
+            if not isinstance(clock, SystemClock):
+                wait = min(wait, _FAKE_CLOCK_POLL)
+            block_ms = max(1, math.ceil(wait * 1000))
+            await self._client.xread({key: last_id}, count=1, block=block_ms)
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge entries (XACK); return how many were pending."""
         if not ids:
             return 0
-        keys = [self._ns.stream(stream), self._ns.leases(stream, group)]
+        keys = [
+            self._ns.stream(stream),
+            self._ns.leases(stream, group),
+            self._ns.delivered(stream, group),
+        ]
         return int(await self._ack(keys=keys, args=[group, *ids]))
 
     async def pending(
         self, stream: str, group: str, *, count: int = 100, consumer: str | None = None
     ) -> list[PendingEntry]:
-        """Delivered, unacknowledged entries, oldest first (XPENDING)."""
+        """Delivered, unacknowledged entries, oldest first (XPENDING).
+
+        Idle times come from the delivery times the reads recorded (on the
+        injected clock); for an entry some other tool delivered, from Redis.
+        """
+        key = self._ns.stream(stream)
         try:
             rows = await self._client.xpending_range(
-                self._ns.stream(stream), group, min="-", max="+", count=count, consumername=consumer
+                key, group, min="-", max="+", count=count, consumername=consumer
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 return []
             raise
+        if not rows:
+            return []
+        ids = [_text(row["message_id"]) for row in rows]
+        since = await self._client.hmget(self._ns.delivered(stream, group), ids)
+        now = self._clock.time()
         return [
             PendingEntry(
-                id=_text(row["message_id"]),
+                id=entry_id,
                 consumer=_text(row["consumer"]),
                 deliveries=int(row["times_delivered"]),
-                idle=int(row["time_since_delivered"]) / 1000,
+                idle=(
+                    max(0.0, now - float(delivered))
+                    if delivered is not None
+                    else int(row["time_since_delivered"]) / 1000
+                ),
             )
-            for row in rows
+            for entry_id, row, delivered in zip(ids, rows, since, strict=True)
         ]
 
     async def range(
@@ -179,7 +206,8 @@ class RedisLog:
     async def delete_stream(self, stream: str) -> bool:
         """Remove a stream, its groups and their leases; whether it existed."""
         key = self._ns.stream(stream)
-        existed = await self._delete(keys=[key], args=[self._ns.lease_prefix(stream)])
+        prefixes = [self._ns.lease_prefix(stream), self._ns.delivered_prefix(stream)]
+        existed = await self._delete(keys=[key], args=prefixes)
         return bool(existed)
 
 

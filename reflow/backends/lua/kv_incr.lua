@@ -10,8 +10,9 @@ local name, by, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local live, ver, value, old_exp = state(hash, now)
 local base, exp = 0, optional(ARGV[3])
 if live then
-  base = tonumber(value)
-  if base == nil or base ~= math.floor(base) then
+  -- Only what incr itself writes counts as an integer: optional minus, digits.
+  base = string.find(value, '^%-?%d+$') and tonumber(value) or nil
+  if base == nil then
     return redis.error_reply('NOTINTEGER the value is not an integer')
   end
   exp = old_exp or nil

@@ -1,26 +1,29 @@
 -- Deliver up to `count` entries of a stream to one consumer of a group.
 --
--- KEYS[1] the stream, KEYS[2] the group's lease index (a sorted set: entry id
--- scored by the server-time millisecond its lease ends).
--- ARGV: group, consumer, count, lease in milliseconds.
+-- KEYS[1] the stream, KEYS[2] the group's lease deadlines (a sorted set:
+-- entry id scored by when its lease ends), KEYS[3] the group's delivery
+-- times (a hash: entry id -> when it was last delivered).
+-- ARGV: group, consumer, count, lease (seconds), now (seconds since the epoch).
 --
 -- Entries whose lease ended are claimed first (XCLAIM raises their delivery
--- count, so a first redelivery reports 2), then new entries are read
--- (XREADGROUP). Leases are measured on the server's clock (TIME), the same
--- clock Redis keeps the pending entries' idle times on, so every process
--- sharing the server agrees on when a lease ends. Doing all of it in one
--- script means an entry is never delivered without its lease being recorded.
+-- count, so a first redelivery reports 2, exactly as XPENDING shows it),
+-- then new entries are read (XREADGROUP). Time is the caller's injected
+-- clock, passed in as `now`, like every other timer in reflow. Doing all of
+-- it in one script means an entry is never delivered without its lease
+-- being recorded.
 --
--- Returns {claimed, fresh, last_id, next_deadline, now}: claimed and fresh are
+-- Returns {claimed, fresh, last_id, next_deadline}: claimed and fresh are
 -- flat lists (id, data, deliveries, ...); last_id is the stream's newest id
--- and next_deadline the earliest lease end (-1 if none), both for a caller
+-- and next_deadline the earliest lease end ('' if none), both for a caller
 -- that blocks when nothing was ready.
-local stream, leases = KEYS[1], KEYS[2]
+local stream, leases, delivered = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
-local count, lease_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local count, lease, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function hold(id)
+  redis.call('ZADD', leases, now + lease, id)
+  redis.call('HSET', delivered, id, now)
+end
 
 local function payload(fields)
   -- Entries carry one field, "d"; tolerate entries written by other tools.
@@ -40,14 +43,17 @@ if #due > 0 then
     local id = entry[1]
     seen[id] = true
     local info = redis.call('XPENDING', stream, group, id, id, 1)
-    redis.call('ZADD', leases, now + lease_ms, id)
+    hold(id)
     table.insert(claimed, id)
     table.insert(claimed, payload(entry[2]))
     table.insert(claimed, info[1][4])
   end
   -- Trimmed or acknowledged behind our back: XCLAIM dropped them; so do we.
   for _, id in ipairs(due) do
-    if not seen[id] then redis.call('ZREM', leases, id) end
+    if not seen[id] then
+      redis.call('ZREM', leases, id)
+      redis.call('HDEL', delivered, id)
+    end
   end
 end
 
@@ -64,7 +70,7 @@ if wanted > 0 then
   end
   if got and got[1] then
     for _, entry in ipairs(got[1][2]) do
-      redis.call('ZADD', leases, now + lease_ms, entry[1])
+      hold(entry[1])
       table.insert(fresh, entry[1])
       table.insert(fresh, payload(entry[2]))
       table.insert(fresh, 1)
@@ -72,11 +78,11 @@ if wanted > 0 then
   end
 end
 
-local last_id, next_deadline = '0-0', -1
+local last_id, next_deadline = '0-0', ''
 if #claimed == 0 and #fresh == 0 then
   local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if newest[1] then last_id = newest[1][1] end
   local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-  if first[2] then next_deadline = tonumber(first[2]) end
+  if first[2] then next_deadline = first[2] end
 end
-return {claimed, fresh, last_id, next_deadline, now}
+return {claimed, fresh, last_id, next_deadline}
