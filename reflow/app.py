@@ -42,6 +42,7 @@ __all__ = [
     "HTTP_METHODS",
     "ISOLATION_MODES",
     "App",
+    "ChangeConfig",
     "EdgeConfig",
     "FlowConfig",
     "FunctionConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "RouteConfig",
     "RuleConfig",
     "ScheduleConfig",
+    "TableConfig",
 ]
 
 Handler = Callable[..., Any]
@@ -148,6 +150,28 @@ class FlowConfig:
     kind: str = "STANDARD"
 
 
+@dataclass(frozen=True)
+class TableConfig:
+    """A table: its key attributes, TTL attribute and change stream (``reflow.state``)."""
+
+    name: str
+    key: str = "id"
+    sort_key: str | None = None
+    ttl_attribute: str | None = None
+    stream: bool = True
+    retention: float = 24 * 3600.0  # seconds the change stream keeps records
+
+
+@dataclass(frozen=True)
+class ChangeConfig:
+    """A function run on every change record of a streamed table."""
+
+    name: str
+    table: str
+    function: str
+    batch_size: int = 10
+
+
 # --- the App ---------------------------------------------------------------
 
 
@@ -169,6 +193,8 @@ class App:
         self._routes: dict[str, RouteConfig] = {}
         self._schedules: dict[str, ScheduleConfig] = {}
         self._flows: dict[str, FlowConfig] = {}
+        self._tables: dict[str, TableConfig] = {}
+        self._changes: dict[str, ChangeConfig] = {}
         self._frozen = False
 
     # -- reading what was registered ---------------------------------------
@@ -202,6 +228,16 @@ class App:
     def flows(self) -> Mapping[str, FlowConfig]:
         """State machines by name."""
         return MappingProxyType(self._flows)
+
+    @property
+    def tables(self) -> Mapping[str, TableConfig]:
+        """Tables by name."""
+        return MappingProxyType(self._tables)
+
+    @property
+    def changes(self) -> Mapping[str, ChangeConfig]:
+        """Change-stream handlers by name."""
+        return MappingProxyType(self._changes)
 
     @property
     def frozen(self) -> bool:
@@ -453,6 +489,62 @@ class App:
         self._flows[name] = config
         return config
 
+    def table(
+        self,
+        name: str,
+        *,
+        key: str = "id",
+        sort_key: str | None = None,
+        ttl_attribute: str | None = None,
+        stream: bool = True,
+        retention: float = 24 * 3600.0,
+    ) -> TableConfig:
+        """Declare a table; handlers reach it as ``context.tables[name]``."""
+        self._check_open(f"table {name!r}")
+        _check_name(name, "table")
+        if name in self._tables:
+            raise RegistrationError(name, "a table of that name is already registered")
+        for what, attribute in (("key", key), ("sort_key", sort_key), ("ttl", ttl_attribute)):
+            if attribute is not None and (not isinstance(attribute, str) or not attribute):
+                raise RegistrationError(name, f"{what} attribute must be a non-empty string")
+        if sort_key is not None and sort_key == key:
+            raise RegistrationError(name, f"sort_key {sort_key!r} must differ from key")
+        if not retention > 0:
+            raise RegistrationError(name, f"retention must be > 0 seconds, got {retention}")
+        config = TableConfig(name, key, sort_key, ttl_attribute, bool(stream), float(retention))
+        self._tables[name] = config
+        return config
+
+    def on_change(
+        self, table: str, *, name: str | None = None, batch_size: int = 10
+    ) -> Callable[[F], F]:
+        """Run the decorated function on every change record of ``table``.
+
+        The table must be declared (``app.table``) with ``stream=True`` before.
+        """
+        config = self._tables.get(table)
+        if config is None:
+            raise RegistrationError(name or table, f"no table named {table!r}; declare it first")
+        if not config.stream:
+            raise RegistrationError(name or table, f"table {table!r} has stream=False")
+        if not 1 <= batch_size <= 1000:
+            raise RegistrationError(
+                name or table, f"batch_size must be in [1, 1000], got {batch_size}"
+            )
+
+        def register(f: F) -> F:
+            function = self._ensure_function(f)
+            cname = name or f"{function}.on_change.{table}"
+            self._check_open(f"change handler {cname!r}")
+            if cname in self._changes:
+                raise RegistrationError(
+                    cname, "a change handler of that name is already registered"
+                )
+            self._changes[cname] = ChangeConfig(cname, table, function, int(batch_size))
+            return f
+
+        return register
+
     # -- internals ----------------------------------------------------------
 
     def _ensure_function(self, f: Handler) -> str:
@@ -651,8 +743,18 @@ def _validate_schedule(name: str, expression: str) -> None:
 
 
 def _validate_flow(name: str, definition: Mapping[str, Any]) -> None:
-    if "States" not in definition or "StartAt" not in definition:
-        raise RegistrationError(name, "a state machine needs 'StartAt' and 'States'")
+    """Refuse a malformed state machine now, listing every problem with its path.
+
+    Raises :class:`reflow.errors.InvalidDefinitionError`. The flows package is
+    imported here, not at the top, so that app.py stays standard-library only.
+    """
+    from reflow.flows.validate import problems
+
+    found = problems(definition)
+    if found:
+        from reflow.errors import InvalidDefinitionError
+
+        raise InvalidDefinitionError([(f"{name}: {path}", message) for path, message in found])
 
 
 def with_function(config: FunctionConfig, **changes: Any) -> FunctionConfig:

@@ -1,0 +1,121 @@
+"""The state subsystem as the platform runs it: an app's tables, relays and change handlers.
+
+:class:`StateService` turns an app's ``TableConfig`` and ``ChangeConfig``
+records into live objects on one backend: a :class:`Table` per declared
+table (what ``context.tables`` holds), a :class:`StreamRelay` per streamed
+table, a :class:`StreamConsumer` per ``@app.on_change`` handler (its consumer
+group is the handler's name, so each handler sees every record once), plus
+the :class:`RateLimiter` and :class:`Counters` that ``context.limits`` and
+``context.counters`` expose.
+
+Delivery goes through ``deliver(function, event)``: the platform passes its
+functions runtime (timeouts, retries, isolation); without one, the handler
+is called in-process as ``handler(event, None)``. The event is the record's
+EventBridge form (:func:`to_event`). A record is acknowledged only after its
+handler returned, so a crash means redelivery, never loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from reflow.app import App, ChangeConfig
+from reflow.backends import Backend
+from reflow.clock import Clock
+from reflow.state.counters import Counters
+from reflow.state.limits import RateLimiter
+from reflow.state.streams import StreamConsumer, StreamRecord, StreamRelay, to_event
+from reflow.state.tables import Table
+
+__all__ = ["Deliver", "StateService"]
+
+Deliver = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+
+class StateService:
+    """Live tables, stream relays and change-handler consumers for one app."""
+
+    def __init__(
+        self,
+        app: App,
+        backend: Backend,
+        *,
+        clock: Clock | None = None,
+        deliver: Deliver | None = None,
+        consumer: str = "worker-1",
+        region: str = "local",
+    ) -> None:
+        self._app = app
+        self._clock = clock or backend.clock
+        self._deliver = deliver or self._call_inline
+        self._region = region
+        self._tables = {
+            name: Table(
+                name,
+                backend.kv,
+                key=config.key,
+                sort_key=config.sort_key,
+                ttl_attribute=config.ttl_attribute,
+                stream=config.stream,
+                clock=self._clock,
+            )
+            for name, config in app.tables.items()
+        }
+        self._relays = [
+            StreamRelay(
+                backend.kv, backend.log, name, clock=self._clock, retention=config.retention
+            )
+            for name, config in app.tables.items()
+            if config.stream
+        ]
+        self._consumers: list[tuple[ChangeConfig, StreamConsumer]] = [
+            (
+                change,
+                StreamConsumer(backend.log, change.table, group=change.name, consumer=consumer),
+            )
+            for change in app.changes.values()
+        ]
+        self.limits = RateLimiter.for_backend(backend, clock=self._clock)
+        self.counters = Counters(backend.kv)
+
+    @property
+    def tables(self) -> Mapping[str, Table]:
+        """The app's tables by name (``context.tables``)."""
+        return MappingProxyType(self._tables)
+
+    async def step(self) -> int:
+        """Relay every outbox, then one batch to each change handler; return how many ran."""
+        for relay in self._relays:
+            await relay.pump()
+        handled = 0
+        for change, consumer in self._consumers:
+            handled += await consumer.process(self._handler_for(change), change.batch_size)
+        return handled
+
+    async def run(self, *, interval: float = 0.2) -> None:
+        """Step until cancelled, sleeping on the clock when there was nothing to do."""
+        while True:
+            if await self.step() == 0:
+                await self._clock.sleep(interval)
+            else:
+                await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Release what the service opened (the rate limiter's Redis pool)."""
+        await self.limits.close()
+
+    def _handler_for(self, change: ChangeConfig) -> Callable[[StreamRecord], Awaitable[object]]:
+        async def handle(record: StreamRecord) -> object:
+            return await self._deliver(change.function, to_event(record, region=self._region))
+
+        return handle
+
+    async def _call_inline(self, function: str, event: dict[str, Any]) -> object:
+        result = self._app.functions[function].handler(event, None)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
