@@ -79,11 +79,11 @@ def capped(event: Any, context: Any) -> int:
     return os.getpid()
 
 
-@app.function(isolation="process", timeout=5, retries=2)
-def flaky(event: Any, context: Any) -> int:
-    """Kill its own worker while a marker file exists (consumed once)."""
-    marker = event.get("marker")
-    if marker and os.path.exists(marker):
+@app.function(isolation="process", timeout=10, retries=2, on_success="flow:done")
+def once_slow(event: Any, context: Any) -> int:
+    """Hold the worker for a while the first time (while the marker file exists)."""
+    marker = event["marker"]
+    if os.path.exists(marker):
         os.unlink(marker)
-        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(float(event["hold"]))
     return os.getpid()
