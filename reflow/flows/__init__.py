@@ -1,0 +1,82 @@
+"""Flows: an Amazon States Language engine (JSONPath and JSONata modes).
+
+The front door::
+
+    from reflow.flows import StateMachine, run
+
+    execution = run(definition, {"id": 7}, functions={"render": render})
+    execution.status, execution.output, execution.history
+
+``run`` parses and validates the definition (raising
+:class:`reflow.errors.InvalidDefinitionError` with every problem), then runs
+it in memory; ``run_async`` is the same for code already inside an event
+loop. :func:`parse` gives the validated :class:`StateMachine` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Mapping
+from typing import Any
+
+from reflow.clock import Clock
+from reflow.flows.executor import Execution, Executor, TaskContext, TaskFunction
+from reflow.flows.history import HistoryEvent
+from reflow.flows.model import StateMachine
+from reflow.flows.parse import parse
+
+__all__ = [
+    "Execution",
+    "HistoryEvent",
+    "StateMachine",
+    "TaskContext",
+    "parse",
+    "run",
+    "run_async",
+]
+
+Definition = StateMachine | str | bytes | Mapping[str, Any]
+
+
+def _machine(definition: Definition) -> StateMachine:
+    return definition if isinstance(definition, StateMachine) else parse(definition)
+
+
+async def run_async(
+    definition: Definition,
+    input: Any = None,
+    *,
+    functions: Mapping[str, TaskFunction] | None = None,
+    clock: Clock | None = None,
+    name: str | None = None,
+) -> Execution:
+    """Run ``definition`` on ``input`` to the end, in this event loop."""
+    machine = _machine(definition)
+    executor = Executor(machine, functions=functions, clock=clock, name=name)
+    return await executor.run({} if input is None else input)
+
+
+def run(
+    definition: Definition,
+    input: Any = None,
+    *,
+    functions: Mapping[str, TaskFunction] | None = None,
+    clock: Clock | None = None,
+    name: str | None = None,
+) -> Execution:
+    """Run ``definition`` on ``input`` to the end and return the :class:`Execution`.
+
+    Called outside an event loop it runs one; called from inside a running
+    loop (an async test, say) it runs the execution in a helper thread with a
+    loop of its own and blocks until it ends, so prefer ``await
+    run_async(...)`` there, especially with a FakeClock you advance by hand.
+    """
+    machine = _machine(definition)
+    coroutine = run_async(machine, input, functions=functions, clock=clock, name=name)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reflow-flow") as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -1,0 +1,426 @@
+"""The in-memory executor: does what :func:`reflow.flows.interpreter.step` asks.
+
+It calls task functions (sync or async), sleeps on the injected
+:class:`~reflow.clock.Clock` for Wait states and retry back-off, runs
+Parallel branches and Map iterations concurrently (bounded by
+``MaxConcurrency``), enforces the machine's ``TimeoutSeconds`` and records
+the history. It is the Express flavour: nothing is persisted, so a crash
+loses the execution (durable Standard executions are built on top later).
+
+``functions`` maps a Task's ``Resource`` to a callable ``(input, context)``.
+A resource also resolves by function name when written
+``reflow:function:NAME`` or ``arn:aws:lambda:REGION:ACCOUNT:function:NAME``;
+``arn:aws:states:::lambda:invoke`` takes ``FunctionName`` and ``Payload``
+from its arguments and returns ``{"Payload": …, "StatusCode": 200}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reflow.clock import SYSTEM_CLOCK, Clock
+from reflow.flows import interpreter as core
+from reflow.flows.errors import TASK_FAILED, TIMEOUT, StatesError
+from reflow.flows.history import History, HistoryEvent, iso_time
+from reflow.flows.model import StateMachine
+from reflow.flows.retry import backoff_delay
+
+__all__ = ["Execution", "Executor", "TaskContext", "resolve_function"]
+
+TaskFunction = Callable[[Any, "TaskContext"], Any]
+
+_LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+_SUCCEEDED, _FAILED, _TIMED_OUT = "SUCCEEDED", "FAILED", "TIMED_OUT"
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task function is told about the call (its second argument).
+
+    ``idempotency_key`` is the same for every delivery of one attempt and
+    differs between attempts: execution, state and attempt number.
+    """
+
+    execution_name: str
+    execution_id: str
+    state_name: str
+    attempt: int
+    context_object: Mapping[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        """``execution/state/attempt``."""
+        return f"{self.execution_id}/{self.state_name}/{self.attempt}"
+
+
+@dataclass
+class Execution:
+    """One run of a state machine: its status, output or error, and history."""
+
+    name: str
+    id: str
+    input: Any
+    status: str = "RUNNING"
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    start_time: float = 0.0
+    stop_time: float | None = None
+    _history: History = field(default_factory=History, repr=False)
+
+    @property
+    def history(self) -> tuple[HistoryEvent, ...]:
+        """The events so far, oldest first, with Step Functions' type names."""
+        return self._history.events
+
+    def event_types(self) -> list[str]:
+        """The type of every history event, in order."""
+        return self._history.types()
+
+
+def resolve_function(
+    resource: str, functions: Mapping[str, TaskFunction]
+) -> tuple[str, TaskFunction] | None:
+    """The name and callable a Task ``Resource`` names, or None."""
+    if resource in functions:
+        return resource, functions[resource]
+    name = resource
+    if resource.startswith("reflow:function:"):
+        name = resource[len("reflow:function:") :]
+    elif resource.startswith("arn:aws:lambda:"):
+        parts = resource.split(":")
+        # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+        if len(parts) >= 7 and parts[5] == "function":
+            name = parts[6]
+    found = functions.get(name)
+    return (name, found) if found is not None else None
+
+
+class _TimedOut(Exception):
+    """The execution's TimeoutSeconds passed."""
+
+
+class Executor:
+    """Runs one execution of ``machine`` in memory."""
+
+    def __init__(
+        self,
+        machine: StateMachine,
+        *,
+        functions: Mapping[str, TaskFunction] | None = None,
+        clock: Clock | None = None,
+        name: str | None = None,
+        machine_name: str = "flow",
+    ) -> None:
+        self.machine = machine
+        self.functions = dict(functions or {})
+        self.clock = clock or SYSTEM_CLOCK
+        self.name = name or str(uuid.uuid4())
+        self.machine_name = machine_name
+        self.execution_id = (
+            f"arn:aws:states:local:000000000000:execution:{machine_name}:{self.name}"
+        )
+        self._deadline: float | None = None
+
+    async def run(self, input: Any) -> Execution:
+        """Run to the end and return the finished :class:`Execution`."""
+        now = self.clock.time()
+        execution = Execution(self.name, self.execution_id, input, start_time=now)
+        history = execution._history
+        history.add("ExecutionStarted", now, input=input)
+        if self.machine.timeout_seconds is not None:
+            self._deadline = now + self.machine.timeout_seconds
+        base = {
+            "Execution": {
+                "Id": self.execution_id,
+                "Input": input,
+                "Name": self.name,
+                "RoleArn": "arn:aws:iam::000000000000:role/reflow",
+                "StartTime": iso_time(now),
+                "RedriveCount": 0,
+            },
+            "StateMachine": {
+                "Id": f"arn:aws:states:local:000000000000:stateMachine:{self.machine_name}",
+                "Name": self.machine_name,
+            },
+        }
+        try:
+            end = await self._run_machine(self.machine, input, {}, base, history)
+        except _TimedOut:
+            execution.status, execution.error = _TIMED_OUT, TIMEOUT
+            execution.cause = "The execution ran past its TimeoutSeconds"
+            history.add("ExecutionTimedOut", self.clock.time(), error=TIMEOUT)
+        else:
+            if isinstance(end, core.Succeed):
+                execution.status, execution.output = _SUCCEEDED, copy.deepcopy(end.output)
+                history.add("ExecutionSucceeded", self.clock.time(), output=execution.output)
+            else:
+                execution.status, execution.error, execution.cause = _FAILED, end.error, end.cause
+                history.add("ExecutionFailed", self.clock.time(), error=end.error, cause=end.cause)
+        execution.stop_time = self.clock.time()
+        return execution
+
+    # -- one machine (the execution, a branch, an iteration) --------------------------
+
+    async def _run_machine(
+        self,
+        machine: StateMachine,
+        input: Any,
+        variables: Mapping[str, Any],
+        base: Mapping[str, Any],
+        history: History,
+    ) -> core.Succeed | core.Fail:
+        cursor = core.start(machine, input, variables)
+        while True:
+            self._check_deadline()
+            state = machine.state(cursor.state)
+            entered = self.clock.time()
+            history.add(f"{state.type}StateEntered", entered, name=state.name, input=cursor.input)
+            context = {
+                **base,
+                "State": {
+                    "EnteredTime": iso_time(entered),
+                    "Name": state.name,
+                    "RetryCount": 0,
+                },
+            }
+            action = core.step(machine, cursor, context)
+            while True:
+                if isinstance(action, core.Invoke):
+                    outcome = await self._invoke(action, cursor, context, history)
+                elif isinstance(action, core.Sleep):
+                    await self._sleep(action)
+                    outcome = core.Result(None)
+                elif isinstance(action, core.Branches):
+                    outcome = await self._branches(action, base, history, state.name)
+                elif isinstance(action, core.Retry):
+                    await self._delay(backoff_delay(action.retrier, action.attempt))
+                    cursor = action.cursor
+                    context = {
+                        **context,
+                        "State": {**context["State"], "RetryCount": cursor.retry_count},
+                    }
+                    action = core.step(machine, cursor, context)
+                    continue
+                else:
+                    break
+                action = core.step(machine, cursor, context, outcome)
+            if isinstance(action, core.Goto):
+                history.add(
+                    f"{state.type}StateExited",
+                    self.clock.time(),
+                    name=state.name,
+                    output=action.cursor.input,
+                )
+                cursor = action.cursor
+                continue
+            if isinstance(action, core.Succeed):
+                history.add(
+                    f"{state.type}StateExited",
+                    self.clock.time(),
+                    name=state.name,
+                    output=action.output,
+                )
+            return action
+
+    # -- the actions -------------------------------------------------------------------
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and self.clock.time() >= self._deadline:
+            raise _TimedOut()
+
+    async def _delay(self, seconds: float) -> None:
+        if self._deadline is not None and self.clock.time() + seconds >= self._deadline:
+            await self.clock.sleep(max(0.0, self._deadline - self.clock.time()))
+            raise _TimedOut()
+        await self.clock.sleep(seconds)
+
+    async def _sleep(self, action: core.Sleep) -> None:
+        if action.until is not None:
+            await self._delay(max(0.0, action.until - self.clock.time()))
+        else:
+            await self._delay(action.seconds or 0.0)
+
+    async def _invoke(
+        self,
+        action: core.Invoke,
+        cursor: core.Cursor,
+        context: Mapping[str, Any],
+        history: History,
+    ) -> core.Outcome:
+        state_name = cursor.state
+        now = self.clock.time()
+        history.add(
+            "TaskScheduled",
+            now,
+            name=state_name,
+            resource=action.resource,
+            parameters=action.payload,
+        )
+        payload, wrap = action.payload, False
+        resource = action.resource
+        if resource.startswith(_LAMBDA_INVOKE):
+            if not isinstance(payload, dict) or "FunctionName" not in payload:
+                return self._task_failed(
+                    history, state_name, TASK_FAILED, "lambda:invoke needs a FunctionName"
+                )
+            resource, payload, wrap = str(payload["FunctionName"]), payload.get("Payload"), True
+        found = resolve_function(resource, self.functions)
+        if found is None:
+            return self._task_failed(
+                history, state_name, TASK_FAILED, f"no function for resource {resource!r}"
+            )
+        _, function = found
+        task_context = TaskContext(
+            self.name, self.execution_id, state_name, cursor.retry_count, context
+        )
+        history.add("TaskStarted", self.clock.time(), name=state_name)
+        try:
+            result = await self._call(function, payload, task_context, action.timeout)
+        except _TaskTimeout:
+            history.add("TaskTimedOut", self.clock.time(), name=state_name, error=TIMEOUT)
+            return core.Failure(TIMEOUT, f"Task '{state_name}' ran past its TimeoutSeconds")
+        except StatesError as error:
+            return self._task_failed(history, state_name, error.name, error.cause)
+        except Exception as error:  # a task's own exception becomes its ASL error
+            return self._task_failed(history, state_name, _error_name(error), _error_cause(error))
+        try:
+            # A copy through JSON: the result must be JSON, and later states must not
+            # share objects the function may still hold.
+            result = json.loads(json.dumps(result))
+        except (TypeError, ValueError) as error:
+            return self._task_failed(
+                history, state_name, TASK_FAILED, f"the result is not JSON: {error}"
+            )
+        if wrap:
+            result = {"ExecutedVersion": "$LATEST", "Payload": result, "StatusCode": 200}
+        history.add("TaskSucceeded", self.clock.time(), name=state_name, output=result)
+        return core.Result(result)
+
+    def _task_failed(
+        self, history: History, state_name: str, error: str, cause: str
+    ) -> core.Failure:
+        history.add("TaskFailed", self.clock.time(), name=state_name, error=error, cause=cause)
+        return core.Failure(error, cause)
+
+    async def _call(
+        self, function: TaskFunction, payload: Any, context: TaskContext, timeout: float | None
+    ) -> Any:
+        result = function(copy.deepcopy(payload), context)
+        if not inspect.isawaitable(result):
+            return result
+        limit = timeout
+        if self._deadline is not None:
+            remaining = max(0.0, self._deadline - self.clock.time())
+            limit = remaining if limit is None else min(limit, remaining)
+        if limit is None:
+            return await result
+        return await self._race(result, limit)
+
+    async def _race(self, work: Awaitable[Any], limit: float) -> Any:
+        task = asyncio.ensure_future(work)
+        timer = asyncio.ensure_future(self.clock.sleep(limit))
+        try:
+            done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, timer):
+                if not pending.done():
+                    pending.cancel()
+            await asyncio.gather(task, timer, return_exceptions=True)
+        if task in done:
+            return task.result()
+        self._check_deadline()
+        raise _TaskTimeout()
+
+    async def _branches(
+        self, action: core.Branches, base: Mapping[str, Any], history: History, state_name: str
+    ) -> core.Outcome:
+        kind = action.kind
+        history.add(
+            f"{kind}StateStarted", self.clock.time(), name=state_name, length=len(action.children)
+        )
+        limit = action.max_concurrency or len(action.children) or 1
+        gate = asyncio.Semaphore(limit)
+        fail_fast = action.tolerated_count is None and action.tolerated_percentage is None
+
+        async def one(child: core.Child) -> core.Outcome:
+            async with gate:
+                if child.index is not None:
+                    history.add(
+                        "MapIterationStarted", self.clock.time(), name=state_name, index=child.index
+                    )
+                end = await self._run_machine(
+                    child.machine, child.input, child.variables, base, history
+                )
+            if isinstance(end, core.Succeed):
+                if child.index is not None:
+                    history.add(
+                        "MapIterationSucceeded",
+                        self.clock.time(),
+                        name=state_name,
+                        index=child.index,
+                    )
+                return core.Result(end.output)
+            if child.index is not None:
+                history.add(
+                    "MapIterationFailed",
+                    self.clock.time(),
+                    name=state_name,
+                    index=child.index,
+                    error=end.error,
+                    cause=end.cause,
+                )
+            return core.Failure(end.error, end.cause)
+
+        tasks = [asyncio.ensure_future(one(child)) for child in action.children]
+        outcome: core.Outcome | None = None
+        try:
+            if fail_fast:
+                # The first failure fails the state; the other children are stopped.
+                for next_done in asyncio.as_completed(tasks):
+                    finished = await next_done
+                    if isinstance(finished, core.Failure):
+                        outcome = finished
+                        break
+            else:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if outcome is None:
+            outcome = core.gather(action, [task.result() for task in tasks])
+        if isinstance(outcome, core.Result):
+            history.add(f"{kind}StateSucceeded", self.clock.time(), name=state_name)
+        else:
+            history.add(
+                f"{kind}StateFailed",
+                self.clock.time(),
+                name=state_name,
+                error=outcome.error,
+                cause=outcome.cause,
+            )
+        return outcome
+
+
+class _TaskTimeout(Exception):
+    """A task ran past its TimeoutSeconds."""
+
+
+def _error_name(error: BaseException) -> str:
+    # reflow's own HandlerError carries the handler's exception class name.
+    name = getattr(error, "error_type", None)
+    return name if isinstance(name, str) else type(error).__name__
+
+
+def _error_cause(error: BaseException) -> str:
+    message = getattr(error, "error_message", None)
+    return message if isinstance(message, str) else str(error)

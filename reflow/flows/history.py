@@ -1,0 +1,64 @@
+"""An execution's history: events named as Step Functions names them.
+
+Each event has an ``id`` (1, 2, …), the ``id`` of the event before it, a
+``timestamp`` from the execution's clock and a ``type`` such as
+``ExecutionStarted``, ``PassStateEntered``, ``TaskScheduled``,
+``TaskSucceeded``, ``MapIterationStarted`` or ``ExecutionSucceeded``;
+``details`` carries what that type carries (state name, input, output,
+error, cause, iteration index …).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["History", "HistoryEvent", "iso_time"]
+
+
+def iso_time(seconds: float) -> str:
+    """Epoch seconds as Step Functions writes times: ``2024-05-01T12:00:00.000Z``."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One event of an execution's history."""
+
+    id: int
+    type: str
+    timestamp: float
+    previous_event_id: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class History:
+    """The append-only list of an execution's events."""
+
+    def __init__(self) -> None:
+        self._events: list[HistoryEvent] = []
+
+    def add(self, type: str, timestamp: float, **details: Any) -> HistoryEvent:
+        """Append an event of ``type`` and return it."""
+        previous = self._events[-1].id if self._events else 0
+        event = HistoryEvent(previous + 1, type, timestamp, previous, details)
+        self._events.append(event)
+        return event
+
+    @property
+    def events(self) -> tuple[HistoryEvent, ...]:
+        """Every event so far, oldest first."""
+        return tuple(self._events)
+
+    def types(self) -> list[str]:
+        """The event types in order (handy in tests)."""
+        return [event.type for event in self._events]
+
+    def __iter__(self) -> Iterator[HistoryEvent]:
+        return iter(self._events)
+
+    def __len__(self) -> int:
+        return len(self._events)

@@ -1,0 +1,712 @@
+"""The pure core: :func:`step` moves an execution one decision forward.
+
+Nothing here does I/O or reads a clock. An execution's position is a
+:class:`Cursor` (state name, raw input, variables, retry counts); the caller
+passes it with the context object (``$$``) and, when the state is waiting on
+something, the :class:`Outcome` of that something. :func:`step` returns an
+*action* saying what to do next:
+
+* :class:`Invoke` — call the task's resource with a payload, then step again
+  with its :class:`Result` or :class:`Failure`;
+* :class:`Sleep` — wait (seconds, or until an epoch time), then step again
+  with ``Result(None)``;
+* :class:`Branches` — run child state machines (Parallel branches, Map
+  iterations), then step again with :func:`gather` of their outcomes;
+* :class:`Retry` — wait the retrier's back-off, then enter the state again
+  with the returned cursor;
+* :class:`Goto` — continue at another state; :class:`Succeed` / :class:`Fail`
+  — this machine (execution, branch or iteration) is over.
+
+The executor (:mod:`reflow.flows.executor`) does what the actions say.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reflow.flows import jsonata, paths, templates
+from reflow.flows.choice import matches, parse_timestamp
+from reflow.flows.errors import (
+    EXCEED_TOLERATED_FAILURE,
+    NO_CHOICE_MATCHED,
+    QUERY_EVALUATION_ERROR,
+    RUNTIME,
+    StatesError,
+    StatesRuntimeError,
+)
+from reflow.flows.model import (
+    UNSET,
+    Catcher,
+    ChoiceRule,
+    ChoiceState,
+    FailState,
+    MapState,
+    ParallelState,
+    PassState,
+    Retrier,
+    State,
+    StateMachine,
+    SucceedState,
+    TaskState,
+    WaitState,
+)
+from reflow.flows.retry import find_catcher, find_retrier
+
+__all__ = [
+    "Action",
+    "Branches",
+    "Child",
+    "Cursor",
+    "Fail",
+    "Failure",
+    "Goto",
+    "Invoke",
+    "Outcome",
+    "Result",
+    "Retry",
+    "Sleep",
+    "Succeed",
+    "gather",
+    "start",
+    "step",
+]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a machine stands: the state, its raw input, the variables, retry counts."""
+
+    state: str
+    input: Any
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    attempts: tuple[int, ...] = ()
+
+    @property
+    def retry_count(self) -> int:
+        """How many retries of the current state have happened (``$$.State.RetryCount``)."""
+        return sum(self.attempts)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A task, wait or set of branches finished with ``value``."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A task or set of branches failed with ASL ``error`` and ``cause``."""
+
+    error: str
+    cause: str = ""
+
+
+Outcome = Result | Failure
+
+
+@dataclass(frozen=True)
+class Invoke:
+    """Call ``resource`` with ``payload`` (timeouts in seconds, if any)."""
+
+    resource: str
+    payload: Any
+    timeout: float | None = None
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait ``seconds``, or until epoch time ``until``."""
+
+    seconds: float | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class Child:
+    """One child run: a branch or a Map iteration (``index`` set for iterations)."""
+
+    machine: StateMachine
+    input: Any
+    variables: Mapping[str, Any]
+    index: int | None = None
+
+
+@dataclass(frozen=True)
+class Branches:
+    """Run ``children`` (at most ``max_concurrency`` at once; 0 means no limit)."""
+
+    kind: str  # "Parallel" or "Map"
+    children: tuple[Child, ...]
+    max_concurrency: int = 0
+    tolerated_count: int | None = None
+    tolerated_percentage: float | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Wait the back-off for retry ``attempt`` of ``retrier``, then re-enter with ``cursor``."""
+
+    cursor: Cursor
+    retrier: Retrier
+    attempt: int
+    error: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class Goto:
+    """Continue at ``cursor.state`` (``caught`` is the error a Catch handled, if any)."""
+
+    cursor: Cursor
+    caught: Failure | None = None
+
+
+@dataclass(frozen=True)
+class Succeed:
+    """The machine finished with ``output`` (and these variables)."""
+
+    output: Any
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The machine failed with ``error`` and ``cause``."""
+
+    error: str
+    cause: str = ""
+
+
+Action = Invoke | Sleep | Branches | Retry | Goto | Succeed | Fail
+
+
+def start(machine: StateMachine, input: Any, variables: Mapping[str, Any] | None = None) -> Cursor:
+    """The cursor at the machine's ``StartAt`` state."""
+    return Cursor(machine.start_at, input, dict(variables or {}))
+
+
+def step(
+    machine: StateMachine,
+    cursor: Cursor,
+    context: Mapping[str, Any],
+    outcome: Outcome | None = None,
+) -> Action:
+    """The next action for ``cursor``: entering its state, or finishing it with ``outcome``."""
+    state = machine.state(cursor.state)
+    try:
+        if outcome is None:
+            return _enter(state, cursor, context)
+        if isinstance(outcome, Failure):
+            return _handle_error(state, cursor, context, outcome.error, outcome.cause)
+        return _complete(state, cursor, context, outcome.value)
+    except StatesError as error:
+        return _handle_error(state, cursor, context, error.name, error.cause)
+
+
+def gather(action: Branches, outcomes: Sequence[Outcome]) -> Outcome:
+    """The outcome of a set of branches: their outputs in order, or the failure that counts.
+
+    Without a tolerance the first failure fails the whole; with
+    ``ToleratedFailureCount``/``Percentage`` the failures are counted, failed
+    iterations appear as their error output, and only exceeding the
+    threshold fails (``States.ExceedToleratedFailureThreshold``).
+    """
+    failures = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, Failure)]
+    if not failures:
+        return Result([o.value for o in outcomes if isinstance(o, Result)])
+    if action.tolerated_count is None and action.tolerated_percentage is None:
+        first = failures[0][1]
+        return first
+    count = len(failures)
+    over_count = action.tolerated_count is not None and count > action.tolerated_count
+    over_share = action.tolerated_percentage is not None and (
+        count * 100.0 / max(1, len(outcomes)) > action.tolerated_percentage
+    )
+    if over_count or over_share:
+        return Failure(
+            EXCEED_TOLERATED_FAILURE,
+            f"{count} of {len(outcomes)} items failed, over the tolerated threshold",
+        )
+    return Result(
+        [
+            o.value if isinstance(o, Result) else {"Error": o.error, "Cause": o.cause}
+            for o in outcomes
+        ]
+    )
+
+
+# -- entering a state -------------------------------------------------------------
+
+
+def _states(cursor: Cursor, context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"input": cursor.input, "context": context, **extra}
+
+
+def _effective_input(state: State, cursor: Cursor, context: Mapping[str, Any]) -> Any:
+    if state.input_path is None:
+        return {}
+    if state.input_path == "$":
+        return cursor.input
+    return paths.evaluate(state.input_path, cursor.input, context, cursor.variables)
+
+
+def _enter(state: State, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    if state.jsonata:
+        return _enter_jsonata(state, cursor, context)
+    effective = _effective_input(state, cursor, context)
+    variables = cursor.variables
+    if isinstance(state, PassState):
+        if state.result is not UNSET:
+            result = state.result
+        elif state.parameters is not UNSET:
+            result = templates.render(state.parameters, effective, context, variables)
+        else:
+            result = effective
+        return _finish_jsonpath(state, cursor, context, result, result)
+    if isinstance(state, TaskState):
+        payload = _payload(state, effective, cursor, context)
+        return Invoke(
+            state.resource,
+            payload,
+            _seconds(state.timeout_seconds, state.timeout_seconds_path, effective, cursor, context),
+            _seconds(
+                state.heartbeat_seconds, state.heartbeat_seconds_path, effective, cursor, context
+            ),
+        )
+    if isinstance(state, ChoiceState):
+        return _choose(state, cursor, context, effective)
+    if isinstance(state, WaitState):
+        return _wait(state, cursor, context, effective)
+    if isinstance(state, SucceedState):
+        return Succeed(_output_path(state, effective, cursor, context), cursor.variables)
+    if isinstance(state, FailState):
+        return _fail_state(state, cursor, context)
+    if isinstance(state, ParallelState):
+        payload = _payload(state, effective, cursor, context)
+        children = tuple(Child(branch, payload, variables) for branch in state.branches)
+        return Branches("Parallel", children)
+    assert isinstance(state, MapState)
+    return _map(state, cursor, context, effective)
+
+
+def _payload(state: State, effective: Any, cursor: Cursor, context: Mapping[str, Any]) -> Any:
+    if state.parameters is UNSET:
+        return effective
+    return templates.render(state.parameters, effective, context, cursor.variables)
+
+
+def _seconds(
+    value: Any, path: str | None, data: Any, cursor: Cursor, context: Mapping[str, Any]
+) -> float | None:
+    if path is not None:
+        value = paths.evaluate(path, data, context, cursor.variables)
+    if value is UNSET or value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise StatesRuntimeError(f"a timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _output_path(state: State, value: Any, cursor: Cursor, context: Mapping[str, Any]) -> Any:
+    if state.output_path is None:
+        return {}
+    if state.output_path == "$":
+        return value
+    return paths.evaluate(state.output_path, value, context, cursor.variables)
+
+
+def _choose(
+    state: ChoiceState, cursor: Cursor, context: Mapping[str, Any], effective: Any
+) -> Action:
+    for rule in state.choices:
+        if matches(rule, effective, context, cursor.variables):
+            return _goto_after_choice(state, cursor, context, effective, rule)
+    if state.default is not None:
+        return _goto_after_choice(state, cursor, context, effective, None)
+    return Fail(NO_CHOICE_MATCHED, f"No Choice rule matched in state '{state.name}'")
+
+
+def _goto_after_choice(
+    state: ChoiceState,
+    cursor: Cursor,
+    context: Mapping[str, Any],
+    effective: Any,
+    rule: ChoiceRule | None,
+) -> Action:
+    variables = _assign_jsonpath(state.assign, effective, cursor, context)
+    if rule is not None and rule.assign:
+        variables = {**variables, **_assign_jsonpath(rule.assign, effective, cursor, context)}
+    target = rule.next if rule is not None else state.default
+    assert target is not None
+    output = _output_path(state, effective, cursor, context)
+    return Goto(Cursor(target, output, variables))
+
+
+def _wait(state: WaitState, cursor: Cursor, context: Mapping[str, Any], effective: Any) -> Action:
+    if state.seconds is not UNSET or state.seconds_path is not None:
+        seconds = state.seconds
+        if state.seconds_path is not None:
+            seconds = paths.evaluate(state.seconds_path, effective, context, cursor.variables)
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            raise StatesRuntimeError(f"Wait seconds must be a non-negative number, got {seconds!r}")
+        return Sleep(seconds=float(seconds))
+    stamp = state.timestamp
+    if state.timestamp_path is not None:
+        stamp = paths.evaluate(state.timestamp_path, effective, context, cursor.variables)
+    when = parse_timestamp(stamp)
+    if when is None:
+        raise StatesRuntimeError(f"Wait timestamp must be an RFC 3339 timestamp, got {stamp!r}")
+    return Sleep(until=when.timestamp())
+
+
+def _fail_state(state: FailState, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    error, cause = state.error, state.cause
+    if state.jsonata:
+        states = _states(cursor, context)
+        error = jsonata.evaluate_template(error, states, cursor.variables)
+        cause = jsonata.evaluate_template(cause, states, cursor.variables)
+    if state.error_path is not None:
+        error = templates.resolve(state.error_path, cursor.input, context, cursor.variables)
+    if state.cause_path is not None:
+        cause = templates.resolve(state.cause_path, cursor.input, context, cursor.variables)
+    for field_name, value in (("Error", error), ("Cause", cause)):
+        if value is not UNSET and value is not None and not isinstance(value, str):
+            raise StatesRuntimeError(f"the Fail state's {field_name} must be a string")
+    return Fail(error if isinstance(error, str) else "", cause if isinstance(cause, str) else "")
+
+
+def _map(state: MapState, cursor: Cursor, context: Mapping[str, Any], effective: Any) -> Action:
+    variables = cursor.variables
+    if state.jsonata:
+        states = _states(cursor, context)
+        items = (
+            jsonata.evaluate_template(state.items, states, variables)
+            if state.items is not UNSET
+            else cursor.input
+        )
+    else:
+        items = paths.evaluate(state.items_path, effective, context, variables)
+    if not isinstance(items, list):
+        raise StatesRuntimeError(
+            f"Map state '{state.name}' needs an array of items, got {json.dumps(items)[:80]}"
+        )
+    selected = [
+        _select_item(state, cursor, context, effective, index, item)
+        for index, item in enumerate(items)
+    ]
+    selected = _batch(state, selected, effective, cursor, context)
+    assert state.processor is not None
+    children = tuple(
+        Child(state.processor, item, variables, index) for index, item in enumerate(selected)
+    )
+    return Branches(
+        "Map",
+        children,
+        max_concurrency=_map_number(
+            state, state.max_concurrency, state.max_concurrency_path, effective, cursor, context
+        )
+        or 0,
+        tolerated_count=_map_number(
+            state,
+            state.tolerated_failure_count,
+            state.tolerated_failure_count_path,
+            effective,
+            cursor,
+            context,
+        ),
+        tolerated_percentage=_map_number(
+            state,
+            state.tolerated_failure_percentage,
+            state.tolerated_failure_percentage_path,
+            effective,
+            cursor,
+            context,
+        ),
+    )
+
+
+def _map_number(
+    state: MapState,
+    value: Any,
+    path: str | None,
+    effective: Any,
+    cursor: Cursor,
+    context: Mapping[str, Any],
+) -> Any:
+    if path is not None:
+        value = paths.evaluate(path, effective, context, cursor.variables)
+    elif state.jsonata and jsonata.is_expression(value):
+        value = jsonata.evaluate(value, _states(cursor, context), cursor.variables)
+    if value is UNSET or value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise StatesRuntimeError(f"Map state '{state.name}': {value!r} is not a valid number")
+    return value
+
+
+def _select_item(
+    state: MapState,
+    cursor: Cursor,
+    context: Mapping[str, Any],
+    effective: Any,
+    index: int,
+    item: Any,
+) -> Any:
+    if state.item_selector is UNSET:
+        return item
+    item_context = {**context, "Map": {"Item": {"Index": index, "Value": item}}}
+    if state.jsonata:
+        states = _states(cursor, item_context)
+        return jsonata.evaluate_template(state.item_selector, states, cursor.variables)
+    return templates.render(state.item_selector, effective, item_context, cursor.variables)
+
+
+def _batch(
+    state: MapState, items: list[Any], effective: Any, cursor: Cursor, context: Mapping[str, Any]
+) -> list[Any]:
+    batcher = state.item_batcher
+    if not batcher:
+        return items
+    most = batcher.get("MaxItemsPerBatch")
+    if "MaxItemsPerBatchPath" in batcher:
+        most = paths.evaluate(batcher["MaxItemsPerBatchPath"], effective, context, cursor.variables)
+    limit = batcher.get("MaxInputBytesPerBatch")
+    if "MaxInputBytesPerBatchPath" in batcher:
+        limit = paths.evaluate(
+            batcher["MaxInputBytesPerBatchPath"], effective, context, cursor.variables
+        )
+    batch_input = batcher.get("BatchInput")
+    if batch_input is not None and not state.jsonata:
+        batch_input = templates.render(batch_input, effective, context, cursor.variables)
+    elif batch_input is not None:
+        batch_input = jsonata.evaluate_template(
+            batch_input, _states(cursor, context), cursor.variables
+        )
+    batches: list[list[Any]] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item, separators=(",", ":")))
+        full = batches and (
+            (most is not None and len(batches[-1]) >= most)
+            or (limit is not None and size + item_size > limit)
+        )
+        if not batches or full:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item_size
+    out: list[Any] = []
+    for batch in batches:
+        entry: dict[str, Any] = {"Items": batch}
+        if batch_input is not None:
+            entry["BatchInput"] = batch_input
+        out.append(entry)
+    return out
+
+
+# -- JSONata states ---------------------------------------------------------------
+
+
+def _enter_jsonata(state: State, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    states = _states(cursor, context)
+    variables = cursor.variables
+    if isinstance(state, PassState | SucceedState):
+        return _finish_jsonata(state, cursor, context, None, has_result=False)
+    if isinstance(state, TaskState):
+        payload = (
+            jsonata.evaluate_template(state.arguments, states, variables)
+            if state.arguments is not UNSET
+            else cursor.input
+        )
+        timeout = jsonata.evaluate_template(state.timeout_seconds, states, variables)
+        heartbeat = jsonata.evaluate_template(state.heartbeat_seconds, states, variables)
+        return Invoke(
+            state.resource,
+            payload,
+            _seconds(timeout, None, None, cursor, context),
+            _seconds(heartbeat, None, None, cursor, context),
+        )
+    if isinstance(state, ChoiceState):
+        for rule in state.choices:
+            condition = jsonata.evaluate_template(rule.operand, states, variables)
+            if not isinstance(condition, bool):
+                raise StatesError(
+                    QUERY_EVALUATION_ERROR,
+                    f"a Choice Condition must be a boolean, got {json.dumps(condition)}",
+                )
+            if condition:
+                return _jsonata_choice(state, cursor, context, rule)
+        if state.default is not None:
+            return _jsonata_choice(state, cursor, context, None)
+        return Fail(NO_CHOICE_MATCHED, f"No Choice rule matched in state '{state.name}'")
+    if isinstance(state, WaitState):
+        if state.seconds is not UNSET:
+            seconds = jsonata.evaluate_template(state.seconds, states, variables)
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+                raise StatesError(
+                    QUERY_EVALUATION_ERROR, f"Wait Seconds must be a non-negative number: {seconds}"
+                )
+            return Sleep(seconds=float(seconds))
+        stamp = jsonata.evaluate_template(state.timestamp, states, variables)
+        when = parse_timestamp(stamp)
+        if when is None:
+            raise StatesError(QUERY_EVALUATION_ERROR, f"Wait Timestamp is not RFC 3339: {stamp}")
+        return Sleep(until=when.timestamp())
+    if isinstance(state, FailState):
+        return _fail_state(state, cursor, context)
+    if isinstance(state, ParallelState):
+        payload = (
+            jsonata.evaluate_template(state.arguments, states, variables)
+            if state.arguments is not UNSET
+            else cursor.input
+        )
+        return Branches(
+            "Parallel", tuple(Child(branch, payload, variables) for branch in state.branches)
+        )
+    assert isinstance(state, MapState)
+    return _map(state, cursor, context, cursor.input)
+
+
+def _jsonata_choice(
+    state: ChoiceState, cursor: Cursor, context: Mapping[str, Any], rule: ChoiceRule | None
+) -> Action:
+    states = _states(cursor, context)
+    variables = dict(cursor.variables)
+    output: Any = cursor.input
+    if state.output is not UNSET:
+        output = jsonata.evaluate_template(state.output, states, cursor.variables)
+    updates = _assign_jsonata(state.assign, states, cursor.variables)
+    if rule is not None:
+        if rule.output is not UNSET:
+            output = jsonata.evaluate_template(rule.output, states, cursor.variables)
+        updates.update(_assign_jsonata(rule.assign, states, cursor.variables))
+    variables.update(updates)
+    target = rule.next if rule is not None else state.default
+    assert target is not None
+    return Goto(Cursor(target, output, variables))
+
+
+def _assign_jsonata(
+    assign: Mapping[str, Any] | None, states: Mapping[str, Any], variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    if not assign:
+        return {}
+    # Every value sees the variables as they were on entry: assignments are simultaneous.
+    return {
+        key: jsonata.evaluate_template(value, states, variables) for key, value in assign.items()
+    }
+
+
+def _finish_jsonata(
+    state: State, cursor: Cursor, context: Mapping[str, Any], result: Any, *, has_result: bool
+) -> Action:
+    extra = {"result": result} if has_result else {}
+    states = _states(cursor, context, **extra)
+    if state.output is not UNSET:
+        output = jsonata.evaluate_template(state.output, states, cursor.variables)
+    else:
+        output = result if has_result else cursor.input
+    variables = {**cursor.variables, **_assign_jsonata(state.assign, states, cursor.variables)}
+    return _transition(state, output, variables)
+
+
+# -- finishing a state --------------------------------------------------------------
+
+
+def _transition(state: State, output: Any, variables: Mapping[str, Any]) -> Action:
+    if state.end or state.next is None:
+        return Succeed(output, variables)
+    return Goto(Cursor(state.next, output, variables))
+
+
+def _assign_jsonpath(
+    assign: Mapping[str, Any] | None, data: Any, cursor: Cursor, context: Mapping[str, Any]
+) -> dict[str, Any]:
+    variables = dict(cursor.variables)
+    if assign:
+        variables.update(templates.render(dict(assign), data, context, cursor.variables))
+    return variables
+
+
+def _finish_jsonpath(
+    state: State, cursor: Cursor, context: Mapping[str, Any], result: Any, assign_data: Any
+) -> Action:
+    variables = _assign_jsonpath(state.assign, assign_data, cursor, context)
+    if state.result_path is None:
+        combined = cursor.input
+    else:
+        combined = paths.set_reference(cursor.input, state.result_path, result)
+    output = _output_path(state, combined, cursor, context)
+    return _transition(state, output, variables)
+
+
+def _complete(state: State, cursor: Cursor, context: Mapping[str, Any], value: Any) -> Action:
+    if isinstance(state, WaitState):
+        if state.jsonata:
+            return _finish_jsonata(state, cursor, context, None, has_result=False)
+        effective = _effective_input(state, cursor, context)
+        variables = _assign_jsonpath(state.assign, effective, cursor, context)
+        return _transition(state, _output_path(state, effective, cursor, context), variables)
+    if state.jsonata:
+        return _finish_jsonata(state, cursor, context, value, has_result=True)
+    result = value
+    if state.result_selector is not UNSET:
+        result = templates.render(state.result_selector, value, context, cursor.variables)
+    return _finish_jsonpath(state, cursor, context, result, result)
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def _handle_error(
+    state: State, cursor: Cursor, context: Mapping[str, Any], error: str, cause: str
+) -> Action:
+    if error == RUNTIME:
+        return Fail(error, cause)
+    index = find_retrier(error, state.retry)
+    if index is not None:
+        attempts = list(cursor.attempts) or [0] * len(state.retry)
+        retrier = state.retry[index]
+        if attempts[index] < retrier.max_attempts:
+            attempt = attempts[index]
+            attempts[index] += 1
+            return Retry(replace(cursor, attempts=tuple(attempts)), retrier, attempt, error, cause)
+    catcher = find_catcher(error, state.catch)
+    if catcher is None:
+        return Fail(error, cause)
+    try:
+        return _caught(state, cursor, context, catcher, error, cause)
+    except StatesError as failure:
+        return Fail(failure.name, failure.cause)
+
+
+def _caught(
+    state: State,
+    cursor: Cursor,
+    context: Mapping[str, Any],
+    catcher: Catcher,
+    error: str,
+    cause: str,
+) -> Action:
+    error_output = {"Error": error, "Cause": cause}
+    if state.jsonata:
+        states = _states(cursor, context, errorOutput=error_output)
+        output = (
+            jsonata.evaluate_template(catcher.output, states, cursor.variables)
+            if catcher.output is not UNSET
+            else error_output
+        )
+        updates = _assign_jsonata(catcher.assign, states, cursor.variables)
+        variables = {**cursor.variables, **updates}
+    else:
+        variables = _assign_jsonpath(catcher.assign, error_output, cursor, context)
+        if catcher.result_path is None:
+            output = cursor.input
+        else:
+            output = paths.set_reference(cursor.input, catcher.result_path, error_output)
+    return Goto(Cursor(catcher.next, output, variables), caught=Failure(error, cause))
