@@ -7,6 +7,14 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The machine is shared and noisy: a per-example deadline measures the
+# neighbours, not the code. Property tests bound their own sizes instead.
+settings.register_profile(
+    "reflow", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("reflow")
 
 REDIS_URL = os.environ.get("REFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
