@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -94,6 +95,7 @@ class _Lane:
         self._connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._closed = False
+        self._pid = os.getpid()
 
     def start(self) -> Future[None]:
         """Start the thread; the future settles once its connection is open."""
@@ -103,7 +105,13 @@ class _Lane:
     async def run(self, job: Job[T]) -> T:
         """Run ``job(connection)`` on the lane's thread and return its result."""
         if self._closed:
-            raise RuntimeError("the SQLite backend is closed")
+            raise BackendUnavailableError(f"sqlite:///{self._path}", "the backend is closed")
+        if os.getpid() != self._pid:
+            # After fork() the child has the objects but not the threads.
+            raise BackendUnavailableError(
+                f"sqlite:///{self._path}",
+                "opened in another process (before a fork); open the backend again here",
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Work(job, loop, future))

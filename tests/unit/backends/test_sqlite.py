@@ -1,0 +1,285 @@
+"""What the SQLite engine promises beyond the shared contract.
+
+Durability settings, several processes on one file, the group commit keeping
+jobs apart, cross-process pub/sub, and the key-order helper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reflow.backends import Backend, Put, entry_id_key, open_backend
+from reflow.backends.sqlite_kv import prefix_upper_bound
+from reflow.errors import BackendUnavailableError, VersionConflictError
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    opened = await open_backend(f"sqlite:///{tmp_path / 'r.db'}", data_dir=tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def reopen(tmp_path: Path) -> Backend:
+    return await open_backend(f"sqlite:///{tmp_path / 'r.db'}", data_dir=tmp_path)
+
+
+# --- the file ----------------------------------------------------------------
+
+
+async def test_the_database_is_in_wal_mode_with_full_sync(backend: Backend) -> None:
+    path = backend.url.path
+    assert path is not None and path.exists()
+    with sqlite3.connect(path) as probe:
+        assert probe.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # synchronous is per connection: ask the engine's own writer.
+    level = await backend.log._db.write(  # type: ignore[attr-defined]
+        lambda c: c.execute("PRAGMA synchronous").fetchone()[0]
+    )
+    assert level == 2  # FULL
+
+
+async def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
+    first = await reopen(tmp_path)
+    entry_id = await first.log.append("s", b"kept")
+    await first.log.read("s", "g", "c", lease=600)
+    await first.kv.put("k", b"v")
+    await first.kv.delete("k")
+    await first.close()
+    second = await reopen(tmp_path)
+    try:
+        (pending,) = await second.log.pending("s", "g")
+        assert (pending.id, pending.consumer) == (entry_id, "c")
+        # The tombstone keeps the version: the re-created key goes on from 2.
+        assert await second.kv.put("k", b"again", expect_version=0) == 2
+        newer = await second.log.append("s", b"after")
+        assert entry_id_key(newer) > entry_id_key(entry_id)
+    finally:
+        await second.close()
+
+
+async def test_a_closed_backend_refuses_work_naming_the_file(tmp_path: Path) -> None:
+    opened = await reopen(tmp_path)
+    await opened.close()
+    with pytest.raises(BackendUnavailableError) as caught:
+        await opened.kv.get("k")
+    assert str(tmp_path / "r.db") in caught.value.url
+    assert "closed" in caught.value.problem
+
+
+async def test_an_unopenable_file_raises_backend_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(BackendUnavailableError) as caught:
+        await open_backend(f"sqlite:///{blocker / 'r.db'}", data_dir=tmp_path)
+    assert "r.db" in caught.value.url
+
+
+async def test_a_failed_job_in_a_group_commit_leaves_the_others_written(
+    backend: Backend,
+) -> None:
+    await backend.kv.put("cas", b"0")
+    results = await asyncio.gather(
+        *(backend.kv.put(f"k{i}", b"x") for i in range(20)),
+        backend.kv.put("cas", b"lost", expect_version=5),
+        *(backend.kv.put(f"m{i}", b"y") for i in range(20)),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results].count(VersionConflictError) == 1
+    assert len(await backend.kv.scan("k")) == 20
+    assert len(await backend.kv.scan("m")) == 20
+    item = await backend.kv.get("cas")
+    assert item is not None and item.value == b"0"
+
+
+async def test_a_blocked_read_sees_an_append_from_another_opener(
+    backend: Backend, tmp_path: Path
+) -> None:
+    await backend.log.create_group("s", "g", start="$")
+    other = await reopen(tmp_path)
+    try:
+
+        async def late() -> str:
+            await asyncio.sleep(0.1)
+            return await other.log.append("s", b"from-elsewhere")
+
+        task = asyncio.create_task(late())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        entries = await backend.log.read("s", "g", "c", block=5)
+        waited = loop.time() - started
+        assert [e.id for e in entries] == [await task]
+        assert waited < 1.0  # found by polling, not by the timeout
+    finally:
+        await other.close()
+
+
+# --- several processes ---------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from reflow.backends import open_backend
+
+    async def main(url, data_dir, name):
+        backend = await open_backend(url, data_dir=Path(data_dir))
+        try:
+            for i in range(40):
+                await backend.kv.incr("counter")
+                await backend.log.append("s", f"{name}:{i}".encode())
+                while True:
+                    item = await backend.kv.get("cas")
+                    seen = item.value.decode() if item else ""
+                    try:
+                        await backend.kv.put(
+                            "cas", (seen + name[-1]).encode(),
+                            expect_version=item.version if item else 0,
+                        )
+                        break
+                    except Exception:
+                        pass
+        finally:
+            await backend.close()
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+async def test_four_processes_on_one_file_lose_no_update(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WORKER,
+            url,
+            str(tmp_path),
+            f"worker{n}",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
+    for process in processes:
+        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+    backend = await reopen(tmp_path)
+    try:
+        counter = await backend.kv.get("counter")
+        assert counter is not None and int(counter.value) == 160
+        cas = await backend.kv.get("cas")
+        assert cas is not None
+        assert sorted(cas.value.decode()) == sorted("0123" * 40)
+        entries = await backend.log.range("s")
+        assert len(entries) == 160
+        assert len({e.id for e in entries}) == 160
+        assert [e.id for e in entries] == sorted((e.id for e in entries), key=entry_id_key)
+        for n in range(4):  # each process's own entries stay in its order
+            mine = [e.data.decode() for e in entries if e.data.startswith(f"worker{n}:".encode())]
+            assert mine == [f"worker{n}:{i}" for i in range(40)]
+    finally:
+        await backend.close()
+
+
+# --- pub/sub across openers --------------------------------------------------
+
+
+async def test_a_message_reaches_a_subscriber_of_another_opener(
+    backend: Backend, tmp_path: Path
+) -> None:
+    other = await reopen(tmp_path)
+    try:
+        await backend.pubsub.publish("purge", b"before")
+        sub = await other.pubsub.subscribe("purge")
+        try:
+            await backend.pubsub.publish("purge", b"key:home")
+            await backend.pubsub.publish("elsewhere", b"not for us")
+            message = await sub.get(timeout=5)
+            assert message is not None and (message.channel, message.data) == (
+                "purge",
+                b"key:home",
+            )
+            assert await sub.get(timeout=0.1) is None
+        finally:
+            await sub.close()
+    finally:
+        await other.close()
+
+
+async def test_local_subscribers_get_a_message_once(backend: Backend) -> None:
+    sub = await backend.pubsub.subscribe("c")
+    try:
+        assert await backend.pubsub.publish("c", b"one") == 1
+        first = await sub.get(timeout=1)
+        assert first is not None and first.data == b"one"
+        # The poller must not hand back the row this process wrote itself.
+        assert await sub.get(timeout=0.1) is None
+    finally:
+        await sub.close()
+
+
+async def test_the_message_table_is_trimmed(backend: Backend) -> None:
+    from reflow.backends import sqlite_pubsub
+
+    keep, every = sqlite_pubsub.KEEP_MESSAGES, sqlite_pubsub._TRIM_EVERY
+    sqlite_pubsub.KEEP_MESSAGES, sqlite_pubsub._TRIM_EVERY = 10, 8
+    try:
+        for i in range(40):
+            await backend.pubsub.publish("c", str(i).encode())
+    finally:
+        sqlite_pubsub.KEEP_MESSAGES, sqlite_pubsub._TRIM_EVERY = keep, every
+    path = backend.url.path
+    assert path is not None
+    with sqlite3.connect(path.with_name(path.name + ".pubsub")) as probe:
+        (rows,) = probe.execute("SELECT COUNT(*) FROM messages").fetchone()
+    assert 10 <= rows < 40
+
+
+# --- key order ---------------------------------------------------------------
+
+
+@given(st.text(max_size=6), st.text(max_size=8))
+def test_the_prefix_bound_separates_exactly_the_keys_with_the_prefix(prefix: str, key: str) -> None:
+    upper = prefix_upper_bound(prefix)
+    in_range = key >= prefix and (upper is None or key < upper)
+    assert in_range == key.startswith(prefix)
+    assert prefix + key >= prefix and (upper is None or prefix + key < upper)
+
+
+def test_the_prefix_bound_steps_over_surrogates_and_the_last_code_point() -> None:
+    assert prefix_upper_bound("a\ud7ff") == "a\ue000"
+    assert prefix_upper_bound("a\U0010ffff") == "b"
+    assert prefix_upper_bound("\U0010ffff") is None
+    assert prefix_upper_bound("") is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=12, unique=True))
+def test_scan_returns_keys_in_byte_order(keys: list[str]) -> None:
+    keys = [k for k in keys if not any(0xD800 <= ord(ch) <= 0xDFFF for ch in k)]
+
+    async def run(directory: Path) -> list[str]:
+        backend = await open_backend(f"sqlite:///{directory / 'r.db'}", data_dir=directory)
+        try:
+            await backend.kv.transact([Put(key, b"") for key in keys])
+            return [item.key for item in await backend.kv.scan()]
+        finally:
+            await backend.close()
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        scanned = asyncio.run(run(Path(directory)))
+    assert scanned == sorted(keys, key=lambda k: k.encode())
