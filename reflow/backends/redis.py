@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from reflow.backends import Backend
 from reflow.backends.protocols import Blobs, Message
+from reflow.backends.redis_batch import Batcher
 from reflow.backends.redis_keys import Namespace
 from reflow.backends.redis_kv import RedisKV
 from reflow.backends.redis_log import RedisLog
@@ -205,15 +206,26 @@ async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backen
     namespace = Namespace(url.options.get("prefix", ""))
     pubsub = RedisPubSub(client, namespace)
     blobs_dir = Path(url.options["blobs"]) if url.options.get("blobs") else data_dir / "blobs"
+    batcher = Batcher(client)
+    log = RedisLog(client, namespace, clock, batcher)
+    kv = RedisKV(client, namespace, clock, batcher)
+    try:
+        # Load the scripts now, so that the first calls run them by SHA at once.
+        await asyncio.gather(*(client.script_load(s.script) for s in log.scripts + kv.scripts))
+    except RedisError as exc:
+        await client.aclose()
+        raise BackendUnavailableError(_shown(url), f"cannot load the Lua scripts: {exc}") from None
     backend = Backend(
         url=url,
-        log=RedisLog(client, namespace, clock),
-        kv=RedisKV(client, namespace, clock),
+        log=log,
+        kv=kv,
         pubsub=pubsub,
         blobs=_shared_blobs(blobs_dir, clock),
         clock=clock,
     )
+    # Closed in reverse: subscriptions, then pipelines in flight, then the pool.
     backend._closers.append(client.aclose)
+    backend._closers.append(batcher.close)
     backend._closers.append(pubsub.close)
     return backend
 

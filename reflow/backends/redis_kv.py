@@ -28,9 +28,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from reflow.backends.protocols import Check, Delete, Item, Operation, Put
+from reflow.backends.redis_batch import Batcher
 from reflow.backends.redis_keys import Namespace, load_script
 from reflow.clock import Clock
 from reflow.errors import TransactionConflictError, VersionConflictError
@@ -57,14 +59,26 @@ def _optional(value: int | float | None) -> str:
 class RedisKV:
     """Versioned keys with compare-and-set, TTLs, counters, scans and transactions."""
 
-    def __init__(self, client: aioredis.Redis, namespace: Namespace, clock: Clock) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: Namespace,
+        clock: Clock,
+        batcher: Batcher | None = None,
+    ) -> None:
         self._client = client
+        self._batch = batcher or Batcher(client)
         self._ns = namespace
         self._clock = clock
         self._put = client.register_script(load_script("kv_put.lua", common=_COMMON))
         self._delete = client.register_script(load_script("kv_delete.lua", common=_COMMON))
         self._incr = client.register_script(load_script("kv_incr.lua", common=_COMMON))
         self._transact = client.register_script(load_script("kv_transact.lua", common=_COMMON))
+
+    @property
+    def scripts(self) -> list[AsyncScript]:
+        """The Lua scripts this KV runs (to load onto the server up front)."""
+        return [self._put, self._delete, self._incr, self._transact]
 
     def _keys(self, key: str) -> list[str]:
         return [self._ns.kv(key), self._ns.kv_index, self._ns.kv_expiring]
@@ -83,7 +97,7 @@ class RedisKV:
 
     async def get(self, key: str) -> Item | None:
         """The item, or None when absent or expired."""
-        fields = await self._client.hmget(self._ns.kv(key), ["v", "ver", "exp"])
+        fields = await self._batch.command("HMGET", self._ns.kv(key), "v", "ver", "exp")
         return self._item(key, fields, self._clock.time())
 
     async def get_many(self, keys: Sequence[str]) -> list[Item | None]:
@@ -115,7 +129,7 @@ class RedisKV:
             _number(now),
             self._ns.kv_prefix,
         ]
-        ok, version = await self._put(keys=self._keys(key), args=args)
+        ok, version = await self._batch.script(self._put, self._keys(key), args)
         if not ok:
             raise VersionConflictError(key, expect_version, int(version))
         return int(version)
@@ -123,7 +137,7 @@ class RedisKV:
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         """Remove ``key``; whether it existed. Conditional like ``put``."""
         args: list[str] = [key, _optional(expect_version), _number(self._clock.time())]
-        ok, result = await self._delete(keys=self._keys(key), args=args)
+        ok, result = await self._batch.script(self._delete, self._keys(key), args)
         if not ok:
             raise VersionConflictError(key, expect_version, int(result))
         return bool(result)
@@ -133,7 +147,7 @@ class RedisKV:
         now = self._clock.time()
         args: list[str | int] = [key, by, self._expiry(now, ttl), _number(now), self._ns.kv_prefix]
         try:
-            return int(await self._incr(keys=self._keys(key), args=args))
+            return int(await self._batch.script(self._incr, self._keys(key), args))
         except ResponseError as exc:
             if "NOTINTEGER" in str(exc):
                 raise ValueError(f"KV key {key!r} does not hold an integer") from None
@@ -185,7 +199,7 @@ class RedisKV:
                 args += ["C", op.key, b"", str(op.expect_version), ""]
             else:  # pragma: no cover - Operation is a closed union
                 raise TypeError(f"not a KV operation: {op!r}")
-        result = await self._transact(keys=keys, args=args)
+        result = await self._batch.script(self._transact, keys, args)
         if not result[0]:
             position, actual = int(result[1]), int(result[2])
             failed = operations[position - 1]

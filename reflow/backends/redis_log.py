@@ -31,9 +31,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from reflow.backends.protocols import LogEntry, PendingEntry, entry_id_key
+from reflow.backends.redis_batch import Batcher
 from reflow.backends.redis_keys import Namespace, load_script
 from reflow.clock import Clock, SystemClock
 
@@ -60,13 +62,25 @@ def _entries(stream: str, flat: Sequence[Any]) -> list[LogEntry]:
 class RedisLog:
     """Streams, consumer groups, leases and trimming on Redis Streams."""
 
-    def __init__(self, client: aioredis.Redis, namespace: Namespace, clock: Clock) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: Namespace,
+        clock: Clock,
+        batcher: Batcher | None = None,
+    ) -> None:
         self._client = client
+        self._batch = batcher or Batcher(client)
         self._ns = namespace
         self._clock = clock
         self._read = client.register_script(load_script("log_read.lua"))
         self._ack = client.register_script(load_script("log_ack.lua"))
         self._delete = client.register_script(load_script("log_delete.lua"))
+
+    @property
+    def scripts(self) -> list[AsyncScript]:
+        """The Lua scripts this Log runs (to load onto the server up front)."""
+        return [self._read, self._ack, self._delete]
 
     async def append(self, stream: str, data: bytes) -> str:
         """Append ``data``; return the new entry's id (XADD).
@@ -74,7 +88,7 @@ class RedisLog:
         Durable as far as the server's persistence settings make it
         (``appendonly yes`` with ``appendfsync always`` for every write).
         """
-        entry_id = await self._client.xadd(self._ns.stream(stream), {_FIELD: data})
+        entry_id = await self._batch.command("XADD", self._ns.stream(stream), "*", _FIELD, data)
         return _text(entry_id)
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
@@ -109,7 +123,8 @@ class RedisLog:
         while True:
             now = clock.time()
             args: list[str | int] = [group, consumer, max(1, count), repr(float(lease)), repr(now)]
-            claimed, fresh, last_id, next_deadline = await self._read(keys=keys, args=args)
+            reply = await self._batch.script(self._read, keys, args)
+            claimed, fresh, last_id, next_deadline = reply
             entries = sorted(_entries(stream, claimed), key=lambda e: entry_id_key(e.id))
             entries += _entries(stream, fresh)
             remaining = give_up - clock.monotonic()
@@ -132,7 +147,7 @@ class RedisLog:
             self._ns.leases(stream, group),
             self._ns.delivered(stream, group),
         ]
-        return int(await self._ack(keys=keys, args=[group, *ids]))
+        return int(await self._batch.script(self._ack, keys, [group, *ids]))
 
     async def pending(
         self, stream: str, group: str, *, count: int = 100, consumer: str | None = None
