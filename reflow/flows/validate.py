@@ -98,8 +98,6 @@ _PATH_FIELDS = (
     "ItemsPath",
     "SecondsPath",
     "TimestampPath",
-    "ErrorPath",
-    "CausePath",
     "TimeoutSecondsPath",
     "HeartbeatSecondsPath",
     "MaxConcurrencyPath",
@@ -283,6 +281,10 @@ def _jsonpath_fields(state: Mapping[str, Any], path: str, found: Problems) -> No
     for key in ("Parameters", "ResultSelector", "ItemSelector"):
         if key in state:
             _payload_template(state[key], f"{path}.{key}", found)
+    for key in ("ErrorPath", "CausePath"):
+        # The Fail state's two …Path fields may also hold an intrinsic call.
+        if key in state:
+            _dynamic_value(state[key], f"{path}.{key}", found)
 
 
 def _payload_template(value: Any, path: str, found: Problems) -> None:
