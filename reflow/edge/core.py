@@ -96,6 +96,8 @@ class Metrics:
 class _Route:
     behaviour: Behaviour
     hooks: dict[str, Hook]
+    plain: bool  # no viewer hooks and a key of the path alone: the hit path may answer
+    inline_viewer: bool  # viewer hooks, all synchronous, and a key of the path alone
 
 
 class Edge:
@@ -134,7 +136,12 @@ class Edge:
             for regex, hook in self._hook_res:
                 if hook.hook not in hooks and regex.match(path):
                     hooks[hook.hook] = hook
-            route = _Route(behaviour, hooks)
+            policy = behaviour.policy
+            simple_key = not policy.headers and not policy.cookies
+            viewer = [h for name, h in hooks.items() if name.startswith("viewer-")]
+            plain = simple_key and not viewer
+            inline = simple_key and bool(viewer) and not any(h.is_async for h in viewer)
+            route = _Route(behaviour, hooks, plain, inline)
             if len(self._routes) > 10000:
                 self._routes.clear()
             self._routes[path] = route
@@ -147,15 +154,14 @@ class Edge:
 
         ``special`` says the request carries a conditional or Range header.
         """
+        route = self._routes.get(request.path) or self.route(request.path)
+        if not route.plain:
+            if route.inline_viewer and not special:
+                return self._fast_hooked(request, route)
+            return None
         if special or (request.method != "GET" and request.method != "HEAD"):
             return None
-        route = self.route(request.path)
-        if route.hooks:
-            return None
-        policy = route.behaviour.policy
-        if request.query and policy.query_strings:
-            return None
-        if policy.headers or policy.cookies:
+        if request.query and route.behaviour.policy.query_strings:
             return None
         entry = self.store.get(request.path, request.headers)
         if entry is None:
@@ -167,6 +173,71 @@ class Edge:
         data = entry.response(now, request.method == "HEAD")
         self.metrics.bytes_out += len(data)
         return data
+
+    def _fast_hooked(self, request: Request, route: _Route) -> bytes | None:
+        """The hit path with synchronous viewer hooks run inline (no task, no await).
+
+        Once the viewer-request hook has run, a miss continues in :meth:`handle`
+        with ``request.viewer_done`` set, so the hook never runs twice.
+        """
+        if request.method != "GET" and request.method != "HEAD":
+            return None
+        try:
+            viewer_request = route.hooks.get("viewer-request")
+            if viewer_request is not None:
+                started = time.perf_counter()
+                result = viewer_request.run_sync(self._cf_request(request))
+                self._spent(viewer_request, started)
+                if result.request is None:
+                    return self._generated(result, request)
+                self._adopt(request, result)
+                request.viewer_done = True
+                moved = self.route(request.path)
+                if moved.behaviour is not route.behaviour or moved.hooks != route.hooks:
+                    return None
+            policy = route.behaviour.policy
+            if (request.query and policy.query_strings) or _has_conditional(request):
+                request.viewer_done = True
+                return None
+            entry = self.store.get(request.path, request.headers)
+            now = self.clock.time()
+            if entry is None or now >= entry.fresh_until:
+                request.viewer_done = True
+                return None
+            self.metrics.hits += 1
+            head = request.method == "HEAD"
+            viewer_response = route.hooks.get("viewer-response")
+            if viewer_response is None:
+                data = entry.response(now, head)
+            else:
+                headers = [
+                    *entry.headers,
+                    ("Age", str(int(entry.freshness.age(now)))),
+                    ("X-Cache", "Hit"),
+                ]
+                started = time.perf_counter()
+                answer = viewer_response.run_sync(
+                    self._cf_request(request), response_to_cf(entry.status, entry.reason, headers)
+                )
+                self._spent(viewer_response, started)
+                data = build_head(
+                    answer.status,
+                    answer.reason or entry.reason,
+                    answer.headers,
+                    len(entry.body),
+                    keep_alive=request.keep_alive,
+                )
+                if not head:
+                    data += entry.body
+        except HookError as exc:
+            self.metrics.hook_errors += 1
+            return error_response(502, str(exc), keep_alive=request.keep_alive)
+        self.metrics.bytes_out += len(data)
+        return data
+
+    def _spent(self, hook: Hook, started: float) -> None:
+        spent = time.perf_counter() - started
+        self.metrics.hook_seconds[hook.hook] = self.metrics.hook_seconds.get(hook.hook, 0.0) + spent
 
     # -- everything else -------------------------------------------------------------
 
@@ -187,7 +258,7 @@ class Edge:
     async def _handle(self, request: Request) -> bytes:
         route = self.route(request.path)
         viewer_request = route.hooks.get("viewer-request")
-        if viewer_request is not None:
+        if viewer_request is not None and not request.viewer_done:
             result = await self._run_hook(viewer_request, self._cf_request(request))
             if result.request is None:
                 return self._generated(result, request)
@@ -540,10 +611,7 @@ class Edge:
         try:
             return await hook.run(request, response)
         finally:
-            spent = time.perf_counter() - started
-            self.metrics.hook_seconds[hook.hook] = (
-                self.metrics.hook_seconds.get(hook.hook, 0.0) + spent
-            )
+            self._spent(hook, started)
 
     async def close(self) -> None:
         """Wait for background refreshes and close the origins."""

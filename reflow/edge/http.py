@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from reflow.errors import InvalidRequestError
@@ -67,20 +66,38 @@ HOP_BY_HOP = frozenset(
 )
 
 
-@dataclass
 class Request:
     """A parsed request as the edge sees it (names lowercased, path normalised)."""
 
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    keep_alive: bool = True
-    client_ip: str = ""
-    raw_target: str = ""
-    received: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "body",
+        "client_ip",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "viewer_done",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        keep_alive: bool = True,
+        client_ip: str = "",
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self.keep_alive = keep_alive
+        self.client_ip = client_ip
+        self.viewer_done = False  # the viewer-request hook already ran on the hit path
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lowercase), or None."""

@@ -46,9 +46,10 @@ from reflow.errors import InvalidRequestError
 __all__ = ["EdgeProtocol", "EdgeServer"]
 
 _SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-range"})
+_NOTED = _SPECIAL | {b"host", b"content-length", b"transfer-encoding"}
 # Bytes of an unfinished request head we hold before refusing it (414/431).
 _MAX_HEAD = MAX_URL + MAX_HEADER_BYTES + 1024
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 
 
 class EdgeProtocol(asyncio.Protocol):
@@ -63,34 +64,37 @@ class EdgeProtocol(asyncio.Protocol):
         self.queue: deque[tuple[Request, bool]] = deque()
         self.busy = False
         self.closing = False
-        self.deadline = 0.0
+        self.head_started = 0.0
+        self.last_seen = 0.0
+        self.error: InvalidRequestError | None = None
+        self.in_head = False
+        self.head_bytes = 0
         self._reset()
 
     def _reset(self) -> None:
-        self.url = bytearray()
+        self.url = b""
         self.headers: list[tuple[str, str]] = []
         self.header_bytes = 0
         self.special = False
-        self.body = bytearray()
-        self.in_head = False
-        self.head_bytes = 0
-        self.error: InvalidRequestError | None = None
+        self.framing = False  # saw Content-Length or Transfer-Encoding
+        self.hosts = 0
+        self.body = b""
 
     # -- connection lifecycle ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport; they quack like one.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else ""
         if len(self.server.connections) >= self.server.max_connections:
             self.server.edge.metrics.rejected += 1
-            transport.write(error_response(503, "too many connections"))
+            transport.write(error_response(503, "too many connections"))  # type: ignore[attr-defined]
             transport.close()
             self.closing = True
             return
         self.server.connections.add(self)
-        self.deadline = time.monotonic() + self.server.idle_timeout
+        self.last_seen = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -100,9 +104,11 @@ class EdgeProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        now = time.monotonic()
+        self.last_seen = now
         if not self.in_head:
             self.head_bytes = 0
-            self.deadline = time.monotonic() + self.server.head_timeout
+            self.head_started = now
         self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -132,7 +138,6 @@ class EdgeProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self.in_head = True
-        self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -148,30 +153,38 @@ class EdgeProtocol(asyncio.Protocol):
         except InvalidRequestError as exc:
             self._fail(exc.status, exc.problem)
         lower = name.lower()
-        if lower in _SPECIAL:
-            self.special = True
+        if lower in _NOTED:
+            if lower == b"host":
+                self.hosts += 1
+            elif lower in _SPECIAL:
+                self.special = True
+            else:
+                self.framing = True
         self.headers.append((lower.decode("latin-1"), value.decode("latin-1").strip(" \t")))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        try:
-            length = check_framing(self.headers)
-        except InvalidRequestError as exc:
-            self._fail(exc.status, exc.problem)
-        if length > MAX_BODY:
-            self._fail(413, f"request body over {MAX_BODY} bytes")
-        method = self.parser.get_method().decode("latin-1")
+        length = 0
+        if self.framing:
+            try:
+                length = check_framing(self.headers)
+            except InvalidRequestError as exc:
+                self._fail(exc.status, exc.problem)
+            if length > MAX_BODY:
+                self._fail(413, f"request body over {MAX_BODY} bytes")
+        method = self.parser.get_method()
         if method not in _METHODS:
             self._fail(501, f"method {method[:16]!r} is not implemented")
         version = self.parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        if version == "1.1":
+            if self.hosts != 1:
+                self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
+        elif version == "1.0":
+            if length == -1:
+                # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+                self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
+        else:
             self._fail(505, f"HTTP/{version} is not supported")
-        if version == "1.0" and length == -1:
-            # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
-            self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if version == "1.1" and sum(1 for k, _ in self.headers if k == "host") != 1:
-            self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
-        self.deadline = time.monotonic() + self.server.head_timeout
 
     def on_body(self, body: bytes) -> None:
         self.body += body
@@ -179,24 +192,27 @@ class EdgeProtocol(asyncio.Protocol):
             self._fail(413, f"request body over {MAX_BODY} bytes")
 
     def on_message_complete(self) -> None:
-        target = self.url.decode("latin-1")
-        try:
-            path, query = normalise_path(target)
-        except InvalidRequestError as exc:
-            self._fail(exc.status, exc.problem)
+        targets = self.server.targets
+        split = targets.get(self.url)
+        if split is None:
+            try:
+                split = normalise_path(self.url.decode("latin-1"))
+            except InvalidRequestError as exc:
+                self.error = exc
+                raise
+            if len(targets) >= 4096:
+                targets.clear()
+            targets[self.url] = split
         request = Request(
-            method=self.parser.get_method().decode("latin-1"),
-            path=path,
-            query=query,
-            headers=self.headers,
-            body=bytes(self.body),
-            keep_alive=self.parser.should_keep_alive(),
-            client_ip=self.client_ip,
-            raw_target=target,
+            self.parser.get_method().decode("latin-1"),
+            split[0],
+            split[1],
+            self.headers,
+            self.body,
+            self.parser.should_keep_alive(),
+            self.client_ip,
         )
         special = self.special
-        self.in_head = False
-        self.deadline = time.monotonic() + self.server.idle_timeout
         if self.busy:
             self.queue.append((request, special))
             if len(self.queue) > 16 and self.transport is not None:
@@ -271,6 +287,8 @@ class EdgeServer:
         self.grace = grace
         self.connections: set[EdgeProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        # Raw request targets already normalised: the hit path skips the byte walk.
+        self.targets: dict[bytes, tuple[str, str]] = {}
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -290,11 +308,12 @@ class EdgeServer:
             await asyncio.sleep(min(1.0, self.head_timeout / 2))
             now = time.monotonic()
             for connection in list(self.connections):
-                if connection.deadline < now and not connection.busy:
-                    if connection.in_head:
-                        connection.reject(InvalidRequestError(408, "request head timed out"))
-                    elif connection.transport is not None:
-                        connection.transport.close()
+                if connection.busy:
+                    continue
+                if connection.in_head and now - connection.head_started > self.head_timeout:
+                    connection.reject(InvalidRequestError(408, "request head timed out"))
+                elif now - connection.last_seen > self.idle_timeout and connection.transport:
+                    connection.transport.close()
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace``), close the rest."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
 import re
 import signal
@@ -192,20 +191,63 @@ def _on_alarm(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (main thread only; elsewhere, best effort)."""
+    """Interrupt the block after ``seconds`` (main thread only; elsewhere, best effort).
+
+    Whoever owned SIGALRM before (pytest-timeout, an application) gets its
+    handler back afterwards, with its own timer re-armed for the time it had left.
+    """
     global _armed
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGALRM, _on_alarm)
+    started = time.monotonic()
     _armed = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         _armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if old_delay > 0:
+            left = max(0.001, old_delay - (time.monotonic() - started))
+            signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+
+
+def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:
+    """The values of the read-only headers in Lambda@Edge's header shape."""
+    if not isinstance(headers, dict):
+        return []
+    out = []
+    for name in names:
+        for item in headers.get(name, ()) or ():
+            if isinstance(item, dict):
+                out.append((name, str(item.get("value"))))
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a hook must leave unchanged, taken before it runs (no deep copies)."""
+
+    client_ip: Any
+    method: Any
+    body: Any
+    request_headers: list[tuple[str, str]]
+    response_headers: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, request: dict[str, Any], response: dict[str, Any] | None) -> _Snapshot:
+        return cls(
+            request.get("clientIp"),
+            request.get("method"),
+            request.get("body"),
+            _read_only(request.get("headers"), _READ_ONLY_REQUEST_HEADERS),
+            _read_only(response.get("headers"), _READ_ONLY_RESPONSE_HEADERS)
+            if response is not None
+            else [],
+        )
 
 
 @dataclass(frozen=True)
@@ -242,18 +284,37 @@ class Hook:
             cf["response"] = response
         return {"Records": [{"cf": cf}]}
 
-    async def call(self, event: dict[str, Any]) -> Any:
-        """Run the handler under the hook's time limit; HookError when it fails or overruns."""
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is an ``async def`` (it cannot run on the sync hit path)."""
+        return inspect.iscoroutinefunction(self.handler)
+
+    def call_sync(self, event: dict[str, Any]) -> Any:
+        """Run a synchronous handler inline under the time limit."""
         context = EdgeContext(self.name, time.monotonic() + self.timeout)
         try:
-            if inspect.iscoroutinefunction(self.handler):
-                return await asyncio.wait_for(self.handler(event, context), self.timeout)
             with _time_limit(self.timeout):
-                result = self.handler(event, context)
-            if inspect.isawaitable(result):
-                return await asyncio.wait_for(result, self.timeout)
-            return result
-        except (_Overrun, TimeoutError):
+                return self.handler(event, context)
+        except _Overrun:
+            raise HookError(
+                self.hook, self.name, f"ran past its {self.timeout:g} s limit"
+            ) from None
+        except HookError:
+            raise
+        except Exception as exc:
+            raise HookError(self.hook, self.name, f"raised {type(exc).__name__}: {exc}") from exc
+
+    async def call(self, event: dict[str, Any]) -> Any:
+        """Run the handler under the hook's time limit; HookError when it fails or overruns."""
+        if not self.is_async:
+            result = self.call_sync(event)
+            if not inspect.isawaitable(result):
+                return result
+        else:
+            result = self.handler(event, EdgeContext(self.name, time.monotonic() + self.timeout))
+        try:
+            return await asyncio.wait_for(result, self.timeout)
+        except TimeoutError:
             raise HookError(
                 self.hook, self.name, f"ran past its {self.timeout:g} s limit"
             ) from None
@@ -265,19 +326,24 @@ class Hook:
     async def run(
         self, request: dict[str, Any], response: dict[str, Any] | None = None
     ) -> HookResult:
-        """Call the hook on copies of ``request``/``response`` and check what it returned."""
-        original_request = request
-        original_response = response
-        event = self.event(
-            copy.deepcopy(request), copy.deepcopy(response) if response is not None else None
-        )
-        result = await self.call(event)
-        if self.hook in REQUEST_HOOKS:
-            return self._check_request_result(original_request, result)
-        assert original_response is not None
-        return self._check_response_result(original_request, original_response, result)
+        """Call the hook with ``request``/``response`` (which it may mutate); check the result."""
+        snapshot = _Snapshot.of(request, response)
+        return self.check(snapshot, await self.call(self.event(request, response)))
 
-    def _check_request_result(self, original: dict[str, Any], result: Any) -> HookResult:
+    def run_sync(
+        self, request: dict[str, Any], response: dict[str, Any] | None = None
+    ) -> HookResult:
+        """:meth:`run` for a synchronous handler, without the event loop."""
+        snapshot = _Snapshot.of(request, response)
+        return self.check(snapshot, self.call_sync(self.event(request, response)))
+
+    def check(self, snapshot: _Snapshot, result: Any) -> HookResult:
+        """Enforce what this hook may return and change."""
+        if self.hook in REQUEST_HOOKS:
+            return self._check_request_result(snapshot, result)
+        return self._check_response_result(snapshot, result)
+
+    def _check_request_result(self, original: _Snapshot, result: Any) -> HookResult:
         if not isinstance(result, dict):
             raise HookError(
                 self.hook,
@@ -286,9 +352,10 @@ class Hook:
             )
         if "status" in result:
             return self._generated(result)
-        for name in ("clientIp", "method"):
-            if result.get(name) != original.get(name):
-                raise HookError(self.hook, f"request.{name}", "is read-only")
+        if result.get("clientIp") != original.client_ip:
+            raise HookError(self.hook, "request.clientIp", "is read-only")
+        if result.get("method") != original.method:
+            raise HookError(self.hook, "request.method", "is read-only")
         uri = result.get("uri")
         if not isinstance(uri, str) or not uri.startswith("/"):
             raise HookError(
@@ -298,36 +365,25 @@ class Hook:
         if not isinstance(querystring, str):
             raise HookError(self.hook, "request.querystring", "must be a string")
         headers = headers_from_cf(self.hook, "request.headers", result.get("headers", {}))
-        before = headers_to_cf(
-            headers_from_cf(self.hook, "request.headers", original.get("headers", {}))
-        )
-        after = headers_to_cf(headers)
-        for name in _READ_ONLY_REQUEST_HEADERS:
-            if before.get(name) != after.get(name):
-                raise HookError(self.hook, f"request.headers.{name}", "is read-only")
-        if "body" in result and not self.include_body and result["body"] != original.get("body"):
+        if (
+            _read_only(result.get("headers"), _READ_ONLY_REQUEST_HEADERS)
+            != original.request_headers
+        ):
+            raise HookError(
+                self.hook,
+                "request.headers",
+                f"{sorted(_READ_ONLY_REQUEST_HEADERS)} are read-only",
+            )
+        if "body" in result and not self.include_body and result["body"] != original.body:
             raise HookError(self.hook, "request.body", "needs include_body=True to change")
         return HookResult(request=result, headers=headers)
 
-    def _check_response_result(
-        self, request: dict[str, Any], original: dict[str, Any], result: Any
-    ) -> HookResult:
+    def _check_response_result(self, original: _Snapshot, result: Any) -> HookResult:
         if not isinstance(result, dict) or "status" not in result:
             raise HookError(self.hook, "return", "must return the response object")
         checked = self._generated(result, allow_body=self.hook == "origin-response")
-        before = {
-            k: v
-            for k, v in headers_to_cf(
-                headers_from_cf(self.hook, "response.headers", original.get("headers", {}))
-            ).items()
-            if k in _READ_ONLY_RESPONSE_HEADERS
-        }
-        after = {
-            k: v
-            for k, v in headers_to_cf(checked.headers).items()
-            if k in _READ_ONLY_RESPONSE_HEADERS
-        }
-        if before != after:
+        after = _read_only(result.get("headers"), _READ_ONLY_RESPONSE_HEADERS)
+        if after != original.response_headers:
             raise HookError(
                 self.hook,
                 "response.headers",

@@ -1,0 +1,322 @@
+"""Edge cache hits: reflow's edge against nginx ``proxy_cache``, both in front of one origin.
+
+BENCHMARKS.md, for the edge: the same origin files (1 KB and 10 KB) served
+through nginx's ``proxy_cache`` (Debian's nginx, 1 worker, ``access_log off``,
+``keepalive_requests 100000``, ``proxy_cache_valid 200 10m``) and through
+reflow's edge, each pinned to core 0 while ``wrk -t1 -c64`` runs pinned to
+core 1. Rounds alternate A B A B after a warm-up that fills both caches; the
+origin counts its requests, and a round in which either cache went to the
+origin is reported (no origin fetch may happen inside a measured window).
+A third comparison runs reflow with a viewer-request and a viewer-response
+function against nginx without any.
+
+``--smoke`` runs each side for a second or two; nginx and wrk are installed
+with apt-get when missing. Everything listens on free ports of 127.0.0.1 and
+lives in a temporary directory; every process started here is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _common import Comparison, machine_is_quiet, parse_args, report  # noqa: E402
+
+SIZES = {"1k": 1024, "10k": 10 * 1024}
+
+
+# --- the edge process (run with --serve) ------------------------------------------
+
+
+def serve(port: int, origin: str, hooks: bool) -> None:
+    """Run reflow's edge on ``port`` in front of ``origin`` until killed."""
+    import uvloop
+
+    from reflow.edge import Behaviour, Edge, EdgeServer, Hook, HttpOrigin
+
+    def viewer_request(event: dict, context: object) -> dict:  # type: ignore[type-arg]
+        request = event["Records"][0]["cf"]["request"]
+        request["headers"]["x-viewer"] = [{"key": "X-Viewer", "value": "seen"}]
+        return request  # type: ignore[no-any-return]
+
+    def viewer_response(event: dict, context: object) -> dict:  # type: ignore[type-arg]
+        response = event["Records"][0]["cf"]["response"]
+        response["headers"]["strict-transport-security"] = [
+            {"key": "Strict-Transport-Security", "value": "max-age=63072000"}
+        ]
+        return response  # type: ignore[no-any-return]
+
+    chosen = []
+    if hooks:
+        chosen = [
+            Hook("vreq", "viewer-request", "/*", viewer_request),
+            Hook("vres", "viewer-response", "/*", viewer_response),
+        ]
+
+    async def main() -> None:
+        edge = Edge([Behaviour("*", HttpOrigin(origin))], chosen)
+        server = EdgeServer(edge, port=port)
+        await server.start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+# --- the origin ----------------------------------------------------------------------
+
+
+class _Origin(http.server.ThreadingHTTPServer):
+    hits = 0
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "max-age=600")
+        super().end_headers()
+
+    def do_GET(self) -> None:
+        assert isinstance(self.server, _Origin)
+        self.server.hits += 1
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def start_origin(root: Path) -> tuple[_Origin, int]:
+    def handler(*args: object) -> _Handler:
+        return _Handler(*args, directory=str(root))  # type: ignore[arg-type]
+
+    server = _Origin(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+# --- the peers ------------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    """Install nginx and wrk from Debian's packages when missing."""
+    missing = [p for p, tool in (("nginx-light", "nginx"), ("wrk", "wrk")) if not _which(tool)]
+    if not missing:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nginx_config(tmp: Path, port: int, origin_port: int) -> Path:
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    text = f"""{user}worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log crit;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    proxy_cache_path {tmp}/cache levels=1:2 keys_zone=edge:10m max_size=256m inactive=60m
+                     use_temp_path=off;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{
+            proxy_pass http://127.0.0.1:{origin_port};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache edge;
+            proxy_cache_valid 200 10m;
+            add_header X-Cache $upstream_cache_status;
+        }}
+    }}
+}}
+"""
+    path = tmp / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def fetch(port: int, path: str) -> tuple[int, bytes, str]:
+    with socket.create_connection(("127.0.0.1", port), 5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    cache = re.search(rb"(?i)x-cache: (\w+)", head)
+    return status, body, cache.group(1).decode() if cache else ""
+
+
+def wrk(port: int, path: str, seconds: float) -> tuple[float, float]:
+    """Requests/s and p99 latency (ms) from ``wrk -t1 -c64`` pinned to core 1."""
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c64",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99 is not None, out
+    value, unit = float(p99.group(1)), p99.group(2)
+    ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    if re.search(r"Non-2xx", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return rps, ms
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per side")
+        parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+        parser.add_argument("--origin", help=argparse.SUPPRESS)
+        parser.add_argument("--hooks", action="store_true", help=argparse.SUPPRESS)
+
+    args = parse_args(__doc__ or "edge", extra)
+    if args.serve:
+        serve(args.serve, args.origin, args.hooks)
+        return
+    seconds = 1.0 if args.smoke else args.seconds
+    ensure_tools()
+    processes: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="reflow-bench-edge-"))
+    origin, origin_port = start_origin(tmp / "files")
+    (tmp / "files").mkdir()
+    for name, size in SIZES.items():
+        (tmp / "files" / f"{name}.bin").write_bytes(os.urandom(size // 2).hex().encode()[:size])
+    try:
+        nginx_port, ours_port, hooks_port = free_port(), free_port(), free_port()
+        conf = nginx_config(tmp, nginx_port, origin_port)
+        nginx_bin = _which("nginx") or "nginx"
+        processes.append(
+            subprocess.Popen(["taskset", "-c", "0", nginx_bin, "-c", str(conf), "-p", str(tmp)])
+        )
+        for port, hooks in ((ours_port, False), (hooks_port, True)):
+            command = [
+                "taskset",
+                "-c",
+                "0",
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--serve",
+                str(port),
+                "--origin",
+                f"http://127.0.0.1:{origin_port}",
+            ]
+            processes.append(subprocess.Popen(command + (["--hooks"] if hooks else [])))
+        for port in (nginx_port, ours_port, hooks_port):
+            wait_port(port)
+        # Warm both caches, and check that every side now answers from its cache.
+        for name in SIZES:
+            path = f"/{name}.bin"
+            expected = (tmp / "files" / f"{name}.bin").read_bytes()
+            for port in (nginx_port, ours_port, hooks_port):
+                for _ in range(2):
+                    status, body, _cache = fetch(port, path)
+                    assert status == 200 and body == expected, (port, status)
+                _, _, cache = fetch(port, path)
+                assert cache.upper() == "HIT", (port, cache)
+        comparisons = []
+        disturbed = 0
+        plan = [(f"hit {n}", f"/{n}.bin", ours_port) for n in SIZES]
+        plan.append(("hit 1k, viewer-req+resp fn", "/1k.bin", hooks_port))
+        for label, path, port in plan:
+            rps = Comparison(f"{label} req/s", "req/s")
+            p99 = Comparison(f"{label} p99", "ms", higher_is_better=False)
+            wrk(port, path, min(1.0, seconds))  # warm-up
+            wrk(nginx_port, path, min(1.0, seconds))
+            for index in range(args.rounds):
+                if not machine_is_quiet(0.9):
+                    disturbed += 1
+                before = origin.hits
+                sides = [("ours", port), ("peer", nginx_port)]
+                if index % 2:
+                    sides.reverse()
+                for side, side_port in sides:
+                    r, p = wrk(side_port, path, seconds)
+                    getattr(rps, side).append(r)
+                    getattr(p99, side).append(p)
+                if origin.hits != before:
+                    raise RuntimeError(f"{label}: an origin fetch happened in a measured window")
+            comparisons += [rps, p99]
+        report(
+            "edge",
+            comparisons,
+            "nginx proxy_cache (1 worker)",
+            pinning="server on core 0 (taskset -c 0), wrk -t1 -c64 on core 1",
+            seconds_per_side=seconds,
+            rounds=args.rounds,
+            rounds_on_busy_machine=disturbed,
+            smoke=bool(args.smoke),
+        )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        origin.shutdown()
+        origin.server_close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
