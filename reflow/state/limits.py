@@ -20,7 +20,11 @@ Atomicity, in one round trip where it matters:
   that is one transaction per hit when uncontended).
 
 Time comes from the injected :class:`Clock` (sent to the script as an
-argument), so limits are property-tested on a ``FakeClock``.
+argument), so limits are property-tested on a ``FakeClock``. Processes'
+clocks disagree a little, and a hit may reach the store after one stamped
+later; so a key's time line never goes backwards: a hit is judged at the
+later of its own time and the newest time the log holds (``Decision.at``).
+On that time line the guarantee is exact whatever the skew.
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ local now = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
+local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) > now then
+  now = tonumber(newest[2])
+end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
 local count = redis.call('ZCARD', key)
 local allowed = 0
@@ -78,7 +86,7 @@ if count > 0 then
   redis.call('PEXPIRE', key, math.ceil(period * 1000) + 1000)
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {allowed, count, oldest[2] or ''}
+return {allowed, count, oldest[2] or '', string.format('%.17g', now)}
 """
 
 
@@ -108,6 +116,7 @@ class Decision:
     remaining: int  # hits still admissible right now
     reset_at: float  # when the oldest remembered hit leaves the window (now if none)
     retry_after: float  # seconds until a refused hit could pass (0 when allowed)
+    at: float  # the time the hit was judged at, on the limiter's time line
 
 
 def parse_rate(rate: str | Rate) -> Rate:
@@ -181,8 +190,8 @@ class RateLimiter:
         parsed = parse_rate(rate)
         if cost < 1:
             raise InvalidRateError(str(rate), f"cost must be >= 1, got {cost}")
-        now = self._clock.time()
         if self._script is not None:
+            now = self._clock.time()
             self._counter += 1
             member = f"{self._node}:{self._counter}"
             raw = await self._script(
@@ -191,14 +200,15 @@ class RateLimiter:
             )
             allowed, count = bool(int(raw[0])), int(raw[1])
             oldest = float(raw[2]) if raw[2] not in (b"", "") else None
-            return _decision(allowed, count, oldest, now, parsed)
-        return await self._hit_kv(f"{self._namespace}{key}", now, parsed, cost)
+            return _decision(allowed, count, oldest, float(raw[3]), parsed)
+        return await self._hit_kv(f"{self._namespace}{key}", parsed, cost)
 
-    async def _hit_kv(self, kv_key: str, now: float, rate: Rate, cost: int) -> Decision:
+    async def _hit_kv(self, kv_key: str, rate: Rate, cost: int) -> Decision:
         attempt = 0
         while True:
             stored = await self._kv.get(kv_key)
             times: list[float] = json.loads(stored.value) if stored is not None else []
+            now = max([self._clock.time(), *times[-1:]])
             times = [t for t in times if t > now - rate.period]
             allowed = len(times) + cost <= rate.limit
             if allowed:
@@ -225,4 +235,4 @@ def _decision(allowed: bool, count: int, oldest: float | None, now: float, rate:
     reset_at = oldest + rate.period if oldest is not None else now
     retry_after = 0.0 if allowed else max(0.0, reset_at - now)
     remaining = max(0, rate.limit - count)
-    return Decision(allowed, rate.limit, remaining, reset_at, retry_after)
+    return Decision(allowed, rate.limit, remaining, reset_at, retry_after, now)

@@ -269,21 +269,44 @@ class StreamConsumer:
         group: str,
         consumer: str,
         lease: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._log = log
         self.stream = stream_name(table)
         self.group = group
         self.consumer = consumer
         self._lease = lease
+        self._clock = clock
 
     async def read(self, count: int = 10, *, block: float = 0.0) -> list[StreamRecord]:
-        """Up to ``count`` records: first any whose lease ran out, then new ones."""
+        """Up to ``count`` records: first any whose lease ran out, then new ones.
+
+        While records delivered earlier are still leased (to a consumer that
+        died mid-batch, or to this one after a handler failed), nothing is
+        read: reading past them would hand out an item's later record before
+        its earlier one. With ``block`` > 0, wait up to that long for them.
+        """
+        deadline = self._clock.monotonic() + block
+        while True:
+            held = await self._held_for()
+            if held <= 0:
+                break
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return []
+            await self._clock.sleep(min(held, remaining))
         entries = await self._log.read(
             self.stream, self.group, self.consumer, count=count, lease=self._lease, block=block
         )
         return [
             StreamRecord.from_bytes(e.data, entry_id=e.id, deliveries=e.deliveries) for e in entries
         ]
+
+    async def _held_for(self) -> float:
+        """Seconds until every record still leased in the group is free again (0: none)."""
+        pending = await self._log.pending(self.stream, self.group, count=10_000)
+        # The group's consumers share one lease length: this consumer's.
+        return max((self._lease - p.idle for p in pending), default=0.0)
 
     async def ack(self, records: Sequence[StreamRecord]) -> int:
         """Acknowledge records once their effects are durable."""

@@ -199,12 +199,14 @@ async def test_consumer_resumes_unacknowledged_records_in_order(
     for n in range(5):
         await articles.put({"id": f"i{n}"})
     await relay_for(backend, clock).pump()
-    first = StreamConsumer(backend.log, "articles", group="g", consumer="c1", lease=0.05)
+    first = StreamConsumer(backend.log, "articles", group="g", consumer="c1", lease=0.2)
     batch = await first.read(3)
     await first.ack(batch[:1])  # dies holding two unacknowledged
+    second = StreamConsumer(backend.log, "articles", group="g", consumer="c2", lease=0.2)
+    # Reading past the held records would break per-item order: nothing comes.
+    assert await second.read(10) == []
     clock.advance(1)
-    await asyncio.sleep(0.1)  # Redis leases run on the server clock
-    second = StreamConsumer(backend.log, "articles", group="g", consumer="c2", lease=30)
+    await asyncio.sleep(0.3)  # Redis leases run on the server clock
     seen: list[StreamRecord] = []
     while await second.process(seen.append, count=10):
         pass
