@@ -15,7 +15,13 @@ A :class:`Database` owns two connections, each on a thread of its own:
 Durability: ``journal_mode=WAL`` with ``synchronous=FULL`` fsyncs the WAL on
 every commit. (``NORMAL`` would only fsync at checkpoints, and a power cut
 could then lose the last commits after ``append()``/``put()`` returned —
-which the protocols promise never happens.)
+which the protocols promise never happens.) A job may say it needs no fsync
+(``durable=False``): the Log's lease bookkeeping (``read``, ``ack``, ``trim``)
+does, because losing it to a power cut only means an entry is delivered once
+more — the at-least-once promise holds. A batch runs at ``FULL`` as soon as
+one of its jobs is durable, and since the WAL is written in order, syncing it
+also makes every earlier commit durable. A process that is killed loses
+nothing either way: its commits are already in the operating system's hands.
 
 Several processes may open the same file: ``BEGIN IMMEDIATE`` takes SQLite's
 write lock before the transaction reads anything, so read-modify-write jobs of
@@ -51,6 +57,7 @@ BUSY_TIMEOUT = 30.0  # seconds a process waits for another's write lock
 @dataclass
 class _Work:
     job: Job[Any]
+    durable: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
 
@@ -90,6 +97,9 @@ class _Lane:
         self._path = path
         self._transactional = transactional
         self._synchronous = synchronous
+        # FULL lanes drop to NORMAL for batches that need no fsync; an OFF
+        # lane (pub/sub) stays OFF.
+        self._level = synchronous if synchronous == "OFF" else "FULL"
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._started: Future[None] = Future()
         self._connection: sqlite3.Connection | None = None
@@ -102,7 +112,7 @@ class _Lane:
         self._thread.start()
         return self._started
 
-    async def run(self, job: Job[T]) -> T:
+    async def run(self, job: Job[T], *, durable: bool = True) -> T:
         """Run ``job(connection)`` on the lane's thread and return its result."""
         if self._closed:
             raise BackendUnavailableError(f"sqlite:///{self._path}", "the backend is closed")
@@ -114,7 +124,7 @@ class _Lane:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Work(job, loop, future))
+        self._queue.put(_Work(job, durable, loop, future))
         return await future
 
     def stop(self) -> None:
@@ -176,6 +186,12 @@ class _Lane:
     def _run_transaction(self, connection: sqlite3.Connection, batch: list[_Work]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
+            level = "FULL" if any(work.durable for work in batch) else "NORMAL"
+            if self._synchronous == "OFF":
+                level = "OFF"
+            if level != self._level:
+                connection.execute(f"PRAGMA synchronous={level}")
+                self._level = level
             connection.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             for work in batch:
@@ -245,9 +261,10 @@ class Database:
             raise BackendUnavailableError(f"sqlite:///{path}", str(exc)) from exc
         return database
 
-    async def write(self, job: Job[T]) -> T:
-        """Run ``job`` inside a write transaction; durable when it returns."""
-        return await self._writer.run(job)
+    async def write(self, job: Job[T], *, durable: bool = True) -> T:
+        """Run ``job`` inside a write transaction; durable when it returns
+        (with ``durable=False``: surviving a crash of the process, not of the machine)."""
+        return await self._writer.run(job, durable=durable)
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` on the reader connection (no transaction is held)."""

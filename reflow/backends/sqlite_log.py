@@ -15,6 +15,11 @@ runs as one job on the writer lane, inside ``BEGIN IMMEDIATE``: two processes
 can never hand out the same id or lease the same entry. Leases are compared
 with the injected clock's ``time()``.
 
+Appends (and group and stream changes) are fsynced before they return. The
+lease bookkeeping — ``read``, ``ack``, ``trim`` — is committed without an
+fsync (see :mod:`.sqlite_db`): a power cut may forget a lease or an ack, and
+the entry is then simply delivered again, which at-least-once allows.
+
 A blocking ``read`` polls a cheap read-only "is anything ready?" query with a
 short back-off (2 ms doubling to 50 ms), and is woken at once by appends made
 through the same :class:`SQLiteLog`.
@@ -140,7 +145,8 @@ class SQLiteLog:
         while True:
             now = self._clock.time()
             entries = await self._db.write(
-                partial(
+                durable=False,
+                job=partial(
                     _take,
                     stream=stream,
                     group=group,
@@ -148,7 +154,7 @@ class SQLiteLog:
                     count=count,
                     lease=lease,
                     now=now,
-                )
+                ),
             )
             if entries or block <= 0:
                 return entries
@@ -181,7 +187,7 @@ class SQLiteLog:
                 done += cursor.rowcount
             return done
 
-        return await self._db.write(job) if keys else 0
+        return await self._db.write(job, durable=False) if keys else 0
 
     async def trim(
         self, stream: str, *, max_length: int | None = None, max_age: float | None = None
@@ -213,7 +219,7 @@ class SQLiteLog:
                     ).rowcount
             return dropped
 
-        return await self._db.write(job)
+        return await self._db.write(job, durable=False)
 
     async def delete_stream(self, stream: str) -> bool:
         """Remove the stream, its entries, groups and leases; whether it existed."""
