@@ -159,16 +159,25 @@ class Table:
         return self._visible(self._decode(await self._kv.get(kv_key)))
 
     async def put(
-        self, item: Mapping[str, Any], *, condition: Condition | None = None
+        self,
+        item: Mapping[str, Any],
+        *,
+        condition: Condition | None = None,
+        return_old: bool = False,
     ) -> Document | None:
-        """Store ``item`` whole; return the item it replaced (None if none).
+        """Store ``item`` whole; with ``return_old``, return the item it replaced.
 
         Raises :class:`ConditionFailedError` (with the current item) when
         ``condition`` is false for the item now stored under that key.
         """
         new = self._checked_item(item)
-        plans = await self._apply([(PutOp(new, condition), self._locate(new))])
-        return plans[0].current
+        kv_key, keys = self._locate(new)
+        if condition is None and not return_old and not self.stream:
+            # Nothing to check, report or record: a blind write, one round trip.
+            await self._kv.put(kv_key, _dumps(new))
+            return None
+        plans = await self._apply([(PutOp(new, condition), (kv_key, keys))])
+        return plans[0].current if return_old else None
 
     async def update(
         self,

@@ -34,9 +34,10 @@ async def test_put_then_get_returns_the_item(articles: Table) -> None:
 
 
 async def test_put_returns_the_replaced_item(articles: Table) -> None:
-    await articles.put({"id": "a1", "v": 1})
-    assert await articles.put({"id": "a1", "v": 2}) == {"id": "a1", "v": 1}
-    assert await articles.get("a1") == {"id": "a1", "v": 2}
+    assert await articles.put({"id": "a1", "v": 1}, return_old=True) is None
+    assert await articles.put({"id": "a1", "v": 2}, return_old=True) == {"id": "a1", "v": 1}
+    assert await articles.put({"id": "a1", "v": 3}) is None
+    assert await articles.get("a1") == {"id": "a1", "v": 3}
 
 
 async def test_put_without_key_attribute_names_table_and_field(articles: Table) -> None:

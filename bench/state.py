@@ -1,0 +1,205 @@
+"""State: table put, get and conditional update per second, on SQLite and Redis.
+
+reflow's side is :class:`reflow.state.Table` (JSON items, key encoding,
+versioned compare-and-set) on the SQLite and Redis engines. The peer is what a
+user would otherwise write by hand on the same Redis server with raw redis-py:
+``SET`` of the JSON item, ``GET`` + ``json.loads``, and the conditional
+update as one Lua script (decode, check ``stock >= 1``, decrement, encode,
+``SET``) — the fastest correct way to do it in Redis. Every measure moves
+``--ops`` operations in batches of ``--batch``: reflow issues a batch as
+concurrent calls (``asyncio.gather``), the peer as one pipeline. Items are
+distinct per operation, so the conditional updates measure the path, not
+contention. Rounds rotate the order of the three sides (SQLite, Redis, peer)
+and each engine's ratio is against the peer of the same round.
+
+The Redis server is ``REFLOW_BENCH_REDIS`` or 127.0.0.1:6379, else one this
+run starts itself (``bench/backends.py``'s helper: installs the Debian package
+when missing and root). Keys go under a fresh prefix and are removed after.
+
+    python bench/state.py            # 5 rounds of 3,000 operations per measure
+    python bench/state.py --smoke    # one round of 100: proves it still runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis.asyncio as aioredis  # noqa: E402
+from _common import Comparison, parse_args, report  # noqa: E402
+from backends import redis_server  # noqa: E402
+
+from reflow.backends import Backend, open_backend  # noqa: E402
+from reflow.state import Table, attr  # noqa: E402
+
+MEASURES = ("put", "get", "conditional update")
+ENGINES = ("sqlite", "redis")
+BODY = "x" * 100
+
+_PEER_UPDATE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return -1 end
+local item = cjson.decode(raw)
+if item.stock == nil or item.stock < 1 then return 0 end
+item.stock = item.stock - 1
+redis.call('SET', KEYS[1], cjson.encode(item))
+return 1
+"""
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", type=int, default=3000, help="operations per measure")
+    parser.add_argument("--batch", type=int, default=50, help="operations in flight at once")
+
+
+def _item(index: int) -> dict[str, Any]:
+    return {"id": f"k{index}", "title": f"article {index}", "stock": 1000, "body": BODY}
+
+
+async def _batches(ops: int, batch: int, work: Callable[[int, int], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    for start in range(0, ops, batch):
+        await work(start, min(batch, ops - start))
+    return ops / (time.perf_counter() - started)
+
+
+async def reflow_round(backend: Backend, tag: str, ops: int, batch: int) -> dict[str, float]:
+    """One round of every measure through a reflow table."""
+    table = Table(f"bench-{tag}", backend.kv)
+
+    async def put(start: int, size: int) -> None:
+        await asyncio.gather(*(table.put(_item(start + i)) for i in range(size)))
+
+    async def get(start: int, size: int) -> None:
+        found = await asyncio.gather(*(table.get(f"k{start + i}") for i in range(size)))
+        assert all(found), "every item put was found"
+
+    async def update(start: int, size: int) -> None:
+        await asyncio.gather(
+            *(
+                table.update(f"k{start + i}", add={"stock": -1}, condition=attr("stock") >= 1)
+                for i in range(size)
+            )
+        )
+
+    return {
+        "put": await _batches(ops, batch, put),
+        "get": await _batches(ops, batch, get),
+        "conditional update": await _batches(ops, batch, update),
+    }
+
+
+async def peer_round(client: aioredis.Redis, prefix: str, ops: int, batch: int) -> dict[str, float]:
+    """The same round in raw redis-py pipelines."""
+    script = client.register_script(_PEER_UPDATE)
+
+    async def put(start: int, size: int) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(size):
+                pipe.set(f"{prefix}k{start + i}", json.dumps(_item(start + i)))
+            await pipe.execute()
+
+    async def get(start: int, size: int) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(size):
+                pipe.get(f"{prefix}k{start + i}")
+            found = [json.loads(raw) for raw in await pipe.execute()]
+        assert len(found) == size
+
+    async def update(start: int, size: int) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(size):
+                await script(keys=[f"{prefix}k{start + i}"], client=pipe)
+            results = await pipe.execute()
+        assert all(r == 1 for r in results), "every conditional update applied"
+
+    return {
+        "put": await _batches(ops, batch, put),
+        "get": await _batches(ops, batch, get),
+        "conditional update": await _batches(ops, batch, update),
+    }
+
+
+async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
+    tag = uuid.uuid4().hex[:10]
+    prefix = f"bench-state-{tag}:"
+    comparisons = {
+        (engine, measure): Comparison(f"{measure} ({engine})", "ops/s")
+        for engine in ENGINES
+        for measure in MEASURES
+    }
+    separator = "&" if "?" in url else "?"
+    with tempfile.TemporaryDirectory() as scratch:
+        sqlite = await open_backend(f"sqlite:///{scratch}/state.db", data_dir=Path(scratch))
+        redis_backend = await open_backend(
+            f"{url}{separator}prefix={prefix}", data_dir=Path(scratch)
+        )
+        client = aioredis.Redis.from_url(url)
+        try:
+            sides: dict[str, Callable[[int], Awaitable[dict[str, float]]]] = {
+                "sqlite": lambda r: reflow_round(sqlite, f"{r}", ops, batch),
+                "redis": lambda r: reflow_round(redis_backend, f"{r}", ops, batch),
+                "peer": lambda r: peer_round(client, f"{prefix}raw{r}:", ops, batch),
+            }
+            order = list(sides)
+            for warm in order:  # warm-up round, not recorded
+                await sides[warm](-1)
+            for index in range(rounds):
+                figures: dict[str, dict[str, float]] = {}
+                rotated = order[index % 3 :] + order[: index % 3]
+                for side in rotated:
+                    figures[side] = await sides[side](index)
+                for engine in ENGINES:
+                    for measure in MEASURES:
+                        comparison = comparisons[(engine, measure)]
+                        comparison.ours.append(figures[engine][measure])
+                        comparison.peer.append(figures["peer"][measure])
+        finally:
+            await _remove_prefix(client, prefix)
+            await client.aclose()
+            await redis_backend.close()
+            await sqlite.close()
+    return list(comparisons.values())
+
+
+async def _remove_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Delete this run's keys (only ours: never FLUSHDB on a shared server)."""
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await client.delete(*batch)
+            batch.clear()
+    if batch:
+        await client.delete(*batch)
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "state benchmark", _options)
+    ops = 100 if args.smoke else args.ops
+    with redis_server() as url:
+        comparisons = asyncio.run(run(url, args.rounds, ops, args.batch))
+    report(
+        "state",
+        comparisons,
+        "raw redis-py (SET / GET / Lua check-and-set, pipelined)",
+        ops=ops,
+        batch=args.batch,
+        rounds=args.rounds,
+        note="shared 2-core machine; ratio = reflow ops/s / peer ops/s in the same round",
+    )
+
+
+if __name__ == "__main__":
+    main()
