@@ -19,6 +19,7 @@ from rich.table import Table
 import reflow
 from reflow.backends import open_backend
 from reflow.cli import scaffold
+from reflow.cli.functions import functions_app, invoke
 from reflow.cli.output import console, fail, run_guarded
 from reflow.clock import SYSTEM_CLOCK
 from reflow.config import Settings
@@ -35,6 +36,8 @@ app = typer.Typer(
 )
 backend_app = typer.Typer(help="Inspect and check the configured backend.", no_args_is_help=True)
 app.add_typer(backend_app, name="backend")
+app.add_typer(functions_app, name="functions")
+app.command("invoke")(invoke)
 
 BackendOption = Annotated[
     str | None,

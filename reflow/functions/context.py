@@ -158,10 +158,6 @@ class Context:
         # Lambda names a log stream per execution environment, not per request:
         # pools pass their worker's name; a one-off context makes its own.
         self.log_stream_name = log_stream_name or log_stream_for(clock)
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"reflow.functions.{function.name}"),
-            {"aws_request_id": self.aws_request_id},
-        )
         self._clock: Clock = clock if clock is not None else _RealTime()
         now = self._clock.monotonic()
         self._deadline = now + function.timeout if deadline is None else deadline
@@ -170,6 +166,19 @@ class Context:
         self._loop = loop
         self._unavailable = unavailable
         self._clients: dict[str, Any] = {}
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """``reflow.functions.<name>``, tagging records with the request id."""
+        # Built on first use: most invocations never log, and a context is
+        # created for every one of them.
+        adapter = self.__dict__.get("_logger")
+        if adapter is None:
+            adapter = self.__dict__["_logger"] = logging.LoggerAdapter(
+                logging.getLogger(f"reflow.functions.{self.function_name}"),
+                {"aws_request_id": self.aws_request_id},
+            )
+        return adapter
 
     @property
     def request_id(self) -> str:

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
 import sys
-import uuid
 from typing import Any
 
 from reflow.app import App
@@ -39,7 +40,7 @@ from reflow.functions.metrics import FunctionMetrics
 from reflow.functions.pools import InlinePool, Pool, ProcessPool
 from reflow.functions.sandbox import Zygote
 
-__all__ = ["Runtime", "app_target"]
+__all__ = ["Runtime", "app_target", "metrics_key", "new_request_id"]
 
 
 def app_target(app: App) -> str:
@@ -59,6 +60,31 @@ def app_target(app: App) -> str:
     )
 
 
+METRICS_EVERY = 10.0  # seconds between metrics snapshots written to the backend
+METRICS_TTL = 3600.0
+
+
+def metrics_key(app: str, function: str) -> str:
+    """The KV key holding ``function``'s latest metrics snapshot."""
+    return f"functions/metrics/{app}/{function}"
+
+
+_bits = random.SystemRandom().getrandbits(64)
+_random = random.Random(_bits)
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as text, cheaper than ``str(uuid.uuid4())``.
+
+    Request ids must be unique, not secret: a seeded generator suffices and
+    saves the system call on the hot path of every invocation.
+    """
+    value = (_random.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60)
+    value |= 0x8 << 60
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 class Runtime:
     """Runs an App's functions: pools, zygote, metrics and the async queue."""
 
@@ -73,8 +99,12 @@ class Runtime:
         target: str | None = None,
         keep_alive: float = 600.0,
         spawn: bool = False,
+        serve: bool = True,
     ) -> None:
         self.app = app
+        # serve=False: a one-off runtime (``reflow invoke``) that neither
+        # consumes the async queue nor publishes metrics over a server's.
+        self.serve = serve
         self.backend = backend
         self.clock = clock or (backend.clock if backend is not None else SYSTEM_CLOCK)
         self.authorizer = authorizer
@@ -89,6 +119,7 @@ class Runtime:
         self.zygote: Zygote | None = None
         self.invocations: AsyncInvocations | None = None
         self._janitor: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
         self._started = False
         self._starting: asyncio.Lock | None = None
 
@@ -133,12 +164,21 @@ class Runtime:
         await asyncio.gather(*(pool.start() for pool in self.pools.values()))
         if any(isinstance(p, ProcessPool) for p in self.pools.values()):
             self._janitor = asyncio.create_task(self._retire_idle_workers())
-        if self.backend is not None:
+        if self.backend is not None and self.serve:
             self.invocations = AsyncInvocations(self, self.backend.log, self.clock)
             await self.invocations.start()
+            self._publisher = asyncio.create_task(self._publish_metrics_every(METRICS_EVERY))
 
     async def stop(self) -> None:
         """Stop consumers, workers and the zygote; in-flight async events stay queued."""
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
+        if self.backend is not None and self._started and self.serve:
+            with contextlib.suppress(Exception):  # metrics are best effort at shutdown
+                await self.publish_metrics()
         if self.invocations is not None:
             await self.invocations.stop()
             self.invocations = None
@@ -161,6 +201,24 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def publish_metrics(self) -> None:
+        """Write every function's snapshot to the backend's KV, for other processes.
+
+        ``reflow functions list`` and the dashboard read them from there; each
+        key expires unless refreshed, so a stopped runtime's figures age out.
+        """
+        if self.backend is None:
+            return
+        for row in self.snapshot():
+            key = metrics_key(self.app.name, row["name"])
+            await self.backend.kv.put(key, json.dumps(row).encode(), ttl=METRICS_TTL)
+
+    async def _publish_metrics_every(self, seconds: float) -> None:
+        while True:
+            await self.clock.sleep(seconds)
+            with contextlib.suppress(Exception):  # a backend hiccup must not stop the runtime
+                await self.publish_metrics()
 
     async def _retire_idle_workers(self) -> None:
         interval = max(1.0, self.keep_alive / 4)
@@ -194,7 +252,7 @@ class Runtime:
         if not self._started:
             await self.start()
         pool = self.pool(name)
-        return await pool.invoke(payload, request_id or str(uuid.uuid4()), wait=wait)
+        return await pool.invoke(payload, request_id or new_request_id(), wait=wait)
 
     async def invoke_async(self, name: str, payload: Any = None) -> str:
         """Queue an event invocation (Lambda's ``Event``); return its request id.

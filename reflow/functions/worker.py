@@ -29,9 +29,11 @@ from typing import Any
 
 from reflow.app import FunctionConfig
 from reflow.functions import wire
-from reflow.functions.context import Context
+from reflow.functions.context import Context, log_stream_for
 
 __all__ = ["connect", "limit_memory", "main", "serve"]
+
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 PROCESS_CLIENTS = (
     "platform clients are not reachable from isolation='process' yet; "
@@ -66,6 +68,7 @@ def connect(path: str, token: int) -> socket.socket:
 def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") -> None:
     """Answer invocations on ``sock`` until it closes."""
     handler = function.handler
+    log_stream = log_stream_for()  # one per execution environment, as in Lambda
     loop: asyncio.AbstractEventLoop | None = None
     # Built before any handler runs, so that reporting an out-of-memory error
     # does not itself need memory.
@@ -90,6 +93,7 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
                 deadline=time.monotonic() + float(body["t"]),
                 region=region,
                 unavailable=PROCESS_CLIENTS,
+                log_stream_name=log_stream,
             )
             try:
                 result = handler(body["p"], context)
@@ -129,7 +133,13 @@ def _encode_result(result: Any) -> bytes:
 
 def error_shape(exc: BaseException) -> dict[str, Any]:
     """Lambda's ``{"errorType", "errorMessage", "stackTrace"}`` for an exception."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    # The runtime's own frames (this module, the pools) are noise to the
+    # handler's author; Lambda shows only the function's.
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(_RUNTIME_DIR)
+    ]
     return {
         "errorType": type(exc).__name__,
         "errorMessage": str(exc),

@@ -14,6 +14,7 @@ from reflow.backends import Backend, memory_backend
 from reflow.errors import InvalidEventError, RegistrationError
 from reflow.functions import Runtime, backoff, dead_letters, events_stream
 from reflow.functions.invocations import AsyncInvocations, Destination, parse_destination
+from reflow.functions.runtime import metrics_key, new_request_id
 from reflow.testing.clock import FakeClock
 
 app = App("queued", root=".")
@@ -90,7 +91,9 @@ async def drive(clock: FakeClock, done: Callable[[], bool], step: float = 30.0) 
     for _ in range(2000):
         if done():
             return
-        if clock.sleepers:
+        # One sleeper is always there: the runtime's metrics publisher. Time
+        # moves only when something else (a back-off) waits on the clock.
+        if clock.sleepers > 1:
             clock.advance(step)
         await asyncio.sleep(0.002)
     raise AssertionError("the runtime did not get there")
@@ -252,3 +255,31 @@ def test_destinations_parse_kinds_and_refuse_unknown_functions() -> None:
         parse_destination("zzz", known, "a")
     with pytest.raises(RegistrationError, match="must be 'function:NAME'"):
         parse_destination("queue:x", known, "a")
+
+
+async def test_metrics_snapshots_are_published_to_the_backend_kv() -> None:
+    clock, backend = setup()
+    async with Runtime(app, backend=backend) as runtime:
+        await runtime.invoke("ok", {"n": 1})
+        await runtime.publish_metrics()
+        item = await backend.kv.get(metrics_key("queued", "ok"))
+        assert item is not None
+        assert json.loads(item.value)["invocations"] == 1
+        await runtime.invoke("ok", {"n": 2})
+        for _ in range(50):
+            clock.advance(10)  # the periodic publisher runs on the clock too
+            await asyncio.sleep(0.002)
+            item = await backend.kv.get(metrics_key("queued", "ok"))
+            if item is not None and json.loads(item.value)["invocations"] == 2:
+                break
+        assert item is not None and json.loads(item.value)["invocations"] == 2
+
+
+def test_request_ids_are_version_4_uuids() -> None:
+    import uuid
+
+    ids = {new_request_id() for _ in range(500)}
+    assert len(ids) == 500
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

@@ -1,0 +1,242 @@
+"""Function invocation: cold starts, warm round trips and inline overhead, against their floors.
+
+All in one run, on one handler module (written to a temporary folder):
+
+* the floor of any cold start: ``python -c 'import handler_module'`` as a fresh process;
+* a cold start by spawning a worker (a new interpreter that imports the module);
+* a cold start by forking a worker from the warm, pre-imported zygote;
+  (a cold start here is: ask for a new worker → it connects → first answer)
+* a warm invocation in ``process`` mode (through the runtime: pool, framing, socket);
+* an ``inline`` invocation, sync (on a handler thread) and async (awaited);
+* a direct Python call of the handler, the floor of any overhead.
+
+Each pair is measured alternately, round after round (BENCHMARKS.md); the
+ratio is "how many times better than the floor" (below 1: slower, as an
+overhead over a floor must be). Goals (issue 4): fork cold start p50 ≤ 10 ms,
+warm process round trip ≤ 300 µs, inline overhead over a direct call ≤ 20 µs.
+
+    python bench/functions.py            # 5 rounds
+    python bench/functions.py --smoke    # tiny, one round (CI)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _common import Comparison, alternate, machine_is_quiet, parse_args, percentile, report  # noqa: E402
+
+from reflow.functions import Runtime  # noqa: E402
+from reflow.functions.context import Context  # noqa: E402
+from reflow.functions.sandbox import Zygote  # noqa: E402
+from reflow.loader import load_app  # noqa: E402
+
+HANDLER_MODULE = '''
+"""The benchmark's handler module: a little module-level init, like a real one."""
+import json
+import re
+import datetime
+
+from reflow import App
+
+app = App("bench")
+SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def _render(event):
+    title = event.get("title", "")
+    return {"slug": SLUG.sub("-", title.lower()).strip("-"), "n": event.get("n", 0)}
+
+
+@app.function(isolation="process", timeout=10)
+def in_process(event, context):
+    return _render(event)
+
+
+@app.function(timeout=10)
+def inline_sync(event, context):
+    return _render(event)
+
+
+@app.function(timeout=10)
+async def inline_async(event, context):
+    return _render(event)
+'''
+
+EVENT = {"title": "Hello, World: a benchmark", "n": 1}
+
+
+class Bench:
+    """Holds the module, the runtime and the samples across rounds."""
+
+    def __init__(self, folder: Path, samples: dict[str, int]) -> None:
+        self.folder = folder
+        self.module = folder / "bench_handler.py"
+        self.module.write_text(HANDLER_MODULE)
+        self.target = f"{self.module}:app"
+        self.samples = samples
+        self.loop = asyncio.new_event_loop()
+        self.app = load_app(self.target)
+        self.runtime = Runtime(self.app, target=self.target)
+        self.zygote = Zygote(self.target)
+        self.loop.run_until_complete(self.runtime.start())
+        self.loop.run_until_complete(self.zygote.start())
+        self.all: dict[str, list[float]] = {}
+
+    def keep(self, name: str, values: list[float]) -> float:
+        """Remember every sample (µs) and return this round's median."""
+        self.all.setdefault(name, []).extend(values)
+        return statistics.median(values)
+
+    # -- cold starts ------------------------------------------------------------
+
+    def import_floor(self) -> float:
+        values = []
+        command = [sys.executable, "-c", "import bench_handler"]
+        for _ in range(self.samples["cold"]):
+            started = time.perf_counter()
+            subprocess.run(command, cwd=self.folder, check=True)
+            values.append((time.perf_counter() - started) * 1e6)
+        return self.keep("python -c import (floor)", values)
+
+    def cold(self, spawn: bool) -> float:
+        async def once() -> float:
+            started = time.perf_counter()
+            worker = await self.zygote.new_worker("in_process", spawn=spawn)
+            await worker.call("cold", 10.0, EVENT)
+            took = time.perf_counter() - started
+            await worker.close()
+            return took * 1e6
+
+        values = [self.loop.run_until_complete(once()) for _ in range(self.samples["cold"])]
+        return self.keep("cold start: spawn" if spawn else "cold start: fork", values)
+
+    # -- warm and inline ---------------------------------------------------------
+
+    def invoke(self, name: str) -> float:
+        count = self.samples["warm"]
+
+        async def run() -> list[float]:
+            invoke = self.runtime.invoke
+            values = []
+            for _ in range(count):
+                started = time.perf_counter()
+                await invoke(name, EVENT)
+                values.append((time.perf_counter() - started) * 1e6)
+            return values
+
+        return self.keep(name, self.loop.run_until_complete(run()))
+
+    def direct(self, name: str) -> float:
+        function = self.app.functions[name]
+        handler = function.handler
+        context = Context(function)
+        count = self.samples["warm"]
+
+        async def run() -> list[float]:
+            values = []
+            for _ in range(count):
+                started = time.perf_counter()
+                result = handler(EVENT, context)
+                if asyncio.iscoroutine(result):
+                    await result
+                values.append((time.perf_counter() - started) * 1e6)
+            return values
+
+        return self.keep(f"direct call ({name})", self.loop.run_until_complete(run()))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runtime.stop())
+        self.loop.run_until_complete(self.zygote.close())
+        self.loop.close()
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "functions benchmark")
+    samples = {"cold": 5, "warm": 200} if args.smoke else {"cold": 40, "warm": 5000}
+    quiet = machine_is_quiet()
+    with tempfile.TemporaryDirectory(prefix="reflow-bench-fn-") as folder:
+        bench = Bench(Path(folder), samples)
+        try:
+            comparisons = [
+                alternate(
+                    args.rounds,
+                    lambda: bench.cold(spawn=False),
+                    bench.import_floor,
+                    Comparison("cold start: fork vs python -c import", "µs p50", False),
+                ),
+                alternate(
+                    args.rounds,
+                    lambda: bench.cold(spawn=True),
+                    bench.import_floor,
+                    Comparison("cold start: spawn vs python -c import", "µs p50", False),
+                ),
+                alternate(
+                    args.rounds,
+                    lambda: bench.invoke("in_process"),
+                    lambda: bench.direct("in_process"),
+                    Comparison("warm process round trip vs direct call", "µs p50", False),
+                ),
+                alternate(
+                    args.rounds,
+                    lambda: bench.invoke("inline_sync"),
+                    lambda: bench.direct("inline_sync"),
+                    Comparison("inline sync (thread) vs direct call", "µs p50", False),
+                ),
+                alternate(
+                    args.rounds,
+                    lambda: bench.invoke("inline_async"),
+                    lambda: bench.direct("inline_async"),
+                    Comparison("inline async vs direct await", "µs p50", False),
+                ),
+            ]
+        finally:
+            bench.close()
+    latencies = {
+        name: {"p50_us": round(percentile(v, 0.5), 1), "p99_us": round(percentile(v, 0.99), 1)}
+        for name, v in bench.all.items()
+    }
+    summaries = {c.name: c.summary() for c in comparisons}
+
+    def overhead(name: str) -> float:
+        summary = summaries[name]
+        return round(summary["ours"] - summary["peer"], 1)
+
+    goals = {
+        "fork_cold_start_p50_ms": round(latencies["cold start: fork"]["p50_us"] / 1000, 2),
+        "fork_cold_start_goal_ms": 10,
+        "warm_process_round_trip_p50_us": latencies["in_process"]["p50_us"],
+        "warm_process_round_trip_goal_us": 300,
+        "inline_sync_overhead_us": overhead("inline sync (thread) vs direct call"),
+        "inline_async_overhead_us": overhead("inline async vs direct await"),
+        "inline_overhead_goal_us": 20,
+    }
+    print("\nlatencies over every sample (µs):")
+    for name, figures in latencies.items():
+        print(f"  {name:<32} p50 {figures['p50_us']:>10,.1f}   p99 {figures['p99_us']:>10,.1f}")
+    print("goals:", ", ".join(f"{k}={v}" for k, v in goals.items()))
+    if not quiet:
+        print("note: the machine was busy when the run started (load average over 0.5/core)")
+    report(
+        "functions",
+        comparisons,
+        "floors: python -c import / direct call",
+        latencies=latencies,
+        goals=goals,
+        samples=samples,
+        smoke=args.smoke,
+        machine_quiet=quiet,
+    )
+
+
+if __name__ == "__main__":
+    main()
