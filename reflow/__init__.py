@@ -16,12 +16,14 @@ from reflow.errors import (
     RegistrationError,
 )
 from reflow.events.model import Event
+from reflow.functions.context import Context
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "ConfigError",
+    "Context",
     "Event",
     "InvalidDefinitionError",
     "InvalidPatternError",
