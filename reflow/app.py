@@ -249,6 +249,18 @@ class App:
         self._frozen = True
         return self
 
+    def invoke(self, name: str, payload: Any = None) -> Any:
+        """Run function ``name`` once, synchronously, through the functions runtime.
+
+        Blocking, for scripts and tests outside an event loop; its isolation,
+        timeout and memory limit apply. Failures raise from the
+        ``FunctionError`` tree (``HandlerError``, ``FunctionTimeoutError``, ...).
+        """
+        # Imported here: this module stays standard-library-only at import time.
+        from reflow.functions.runtime import invoke_once
+
+        return invoke_once(self, name, payload)
+
     def summary(self) -> dict[str, list[str]]:
         """Names of everything registered, by kind (for the CLI and admin API)."""
         return {

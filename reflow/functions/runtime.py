@@ -40,7 +40,7 @@ from reflow.functions.metrics import FunctionMetrics
 from reflow.functions.pools import InlinePool, Pool, ProcessPool
 from reflow.functions.sandbox import Zygote
 
-__all__ = ["Runtime", "app_target", "metrics_key", "new_request_id"]
+__all__ = ["Runtime", "app_target", "invoke_once", "metrics_key", "new_request_id"]
 
 
 def app_target(app: App) -> str:
@@ -285,3 +285,17 @@ class Runtime:
             )
             rows.append(row)
         return rows
+
+
+def invoke_once(app: App, name: str, payload: Any = None, *, target: str | None = None) -> Any:
+    """Run ``name`` once through a fresh runtime and return its result (blocking).
+
+    For scripts and tests outside an event loop: it starts the runtime (and,
+    for process isolation, the zygote), invokes, and stops it again.
+    """
+
+    async def run() -> Any:
+        async with Runtime(app, target=target, serve=False) as runtime:
+            return await runtime.invoke(name, payload)
+
+    return asyncio.run(run())

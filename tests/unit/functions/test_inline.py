@@ -207,3 +207,10 @@ async def test_inline_pool_threads_are_reused_between_calls() -> None:
         assert isinstance(pool, InlinePool)
         assert a["thread"] == b["thread"]
         assert len(pool._threads) == 1
+
+
+def test_app_invoke_runs_a_function_once_outside_an_event_loop() -> None:
+    assert app.invoke("where", {"k": "v"})["event"] == {"k": "v"}
+    with pytest.raises(HandlerError) as caught:
+        app.invoke("broken", "x")
+    assert caught.value.error_type == "KeyError"
