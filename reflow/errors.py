@@ -38,7 +38,9 @@ name as attributes, not only inside the message, so tools can point at it::
     │   ├── ConditionFailedError       a conditional write was refused (.item)
     │   ├── ItemNotFoundError          (.table, .key)
     │   ├── InvalidKeyError            an item lacks its key attributes (.table, .field)
-    │   └── InvalidItemError           an item or update is not storable (.table, .field)
+    │   ├── InvalidItemError           an item or update is not storable (.table, .field)
+    │   ├── InvalidRateError           a rate is not N/unit (.rate)
+    │   └── InsufficientError          a bounded decrement would pass its floor (.key)
     └── SecurityError
         └── PermissionDeniedError      a handler used a resource it did not declare
 """
@@ -68,10 +70,12 @@ __all__ = [
     "HandlerError",
     "HookError",
     "InvalidDefinitionError",
+    "InsufficientError",
     "InvalidEventError",
     "InvalidItemError",
     "InvalidKeyError",
     "InvalidPatternError",
+    "InvalidRateError",
     "InvalidRequestError",
     "InvalidScheduleError",
     "ItemNotFoundError",
@@ -403,6 +407,28 @@ class InvalidItemError(StateError):
         self.field = field
         self.problem = problem
         super().__init__(f"table {table!r}, {field}: {problem}")
+
+
+class InvalidRateError(StateError):
+    """A rate string is not ``N/unit`` (``100/minute``, ``10/5s``)."""
+
+    def __init__(self, rate: str, problem: str) -> None:
+        self.rate = rate
+        self.problem = problem
+        super().__init__(f"rate {rate!r}: {problem}")
+
+
+class InsufficientError(StateError):
+    """A bounded decrement would take a counter below its minimum; nothing changed."""
+
+    def __init__(self, key: str, available: int, wanted: int, minimum: int) -> None:
+        self.key = key
+        self.available = available
+        self.wanted = wanted
+        self.minimum = minimum
+        super().__init__(
+            f"counter {key!r}: taking {wanted} from {available} would go below {minimum}"
+        )
 
 
 # --- security --------------------------------------------------------------

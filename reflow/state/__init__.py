@@ -7,6 +7,9 @@ The front door of ``reflow.state``: everything here is written against the
 from __future__ import annotations
 
 from reflow.state.conditions import Attr, Condition, attr
+from reflow.state.counters import Counters
+from reflow.state.limits import Decision, Rate, RateLimiter, parse_rate
+from reflow.state.service import StateService
 from reflow.state.streams import (
     DEFAULT_RETENTION,
     StreamConsumer,
@@ -21,9 +24,14 @@ __all__ = [
     "Attr",
     "CheckOp",
     "Condition",
+    "Counters",
+    "Decision",
     "DeleteOp",
     "Page",
     "PutOp",
+    "Rate",
+    "RateLimiter",
+    "StateService",
     "StreamConsumer",
     "StreamRecord",
     "StreamRelay",
@@ -31,5 +39,6 @@ __all__ = [
     "UpdateOp",
     "WriteOp",
     "attr",
+    "parse_rate",
     "to_event",
 ]

@@ -17,22 +17,9 @@ import asyncio
 import random
 
 from reflow.backends.protocols import KV
-from reflow.errors import StateError, VersionConflictError
+from reflow.errors import InsufficientError, VersionConflictError
 
 __all__ = ["Counters", "InsufficientError"]
-
-
-class InsufficientError(StateError):
-    """A bounded decrement would take a counter below its minimum."""
-
-    def __init__(self, key: str, available: int, wanted: int, minimum: int) -> None:
-        self.key = key
-        self.available = available
-        self.wanted = wanted
-        self.minimum = minimum
-        super().__init__(
-            f"counter {key!r}: taking {wanted} from {available} would go below {minimum}"
-        )
 
 
 class Counters:

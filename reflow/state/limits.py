@@ -39,9 +39,9 @@ from typing import Any
 
 from reflow.backends.protocols import KV
 from reflow.clock import SYSTEM_CLOCK, Clock
-from reflow.errors import StateError, VersionConflictError
+from reflow.errors import InvalidRateError, VersionConflictError
 
-__all__ = ["Decision", "Rate", "RateLimiter", "parse_rate"]
+__all__ = ["Decision", "InvalidRateError", "Rate", "RateLimiter", "parse_rate"]
 
 _UNITS = {
     "s": 1.0,
@@ -88,15 +88,6 @@ end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 return {allowed, count, oldest[2] or '', string.format('%.17g', now)}
 """
-
-
-class InvalidRateError(StateError):
-    """A rate string is not ``N/unit`` (``100/minute``, ``10/5s``)."""
-
-    def __init__(self, rate: str, problem: str) -> None:
-        self.rate = rate
-        self.problem = problem
-        super().__init__(f"rate {rate!r}: {problem}")
 
 
 @dataclass(frozen=True)
