@@ -38,9 +38,9 @@ def is_expression(value: object) -> bool:
     """Whether ``value`` is a ``{% … %}`` JSONata string."""
     return (
         isinstance(value, str)
+        and len(value) >= 4
         and value.startswith("{%")
         and value.endswith("%}")
-        and len(value) > 3
     )
 
 
