@@ -4,7 +4,8 @@ Four tables hold everything, so any process that opens the file sees the same
 streams, groups and leases (nothing is kept only in memory):
 
 * ``log_streams`` — one row per stream with the last id handed out, so ids
-  keep increasing across trims and across processes;
+  keep increasing across trims and across processes, and its length (kept
+  by every append, trim and delete, so ``length`` need not count rows);
 * ``log_entries`` — ``(stream, ms, seq) -> data``, clustered on the id;
 * ``log_groups`` — per group, the last id delivered to it;
 * ``log_pending`` — entries delivered and not acknowledged: who holds each,
@@ -41,7 +42,8 @@ __all__ = ["LOG_SCHEMA", "SQLiteLog"]
 
 LOG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS log_streams (
-        name TEXT PRIMARY KEY, last_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL
+        name TEXT PRIMARY KEY, last_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+        length INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS log_entries (
         stream TEXT NOT NULL, ms INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
@@ -108,9 +110,9 @@ class SQLiteLog:
             last: Key = (row[0], row[1]) if row else (0, -1)
             key = (last[0], last[1] + 1) if now_ms <= last[0] else (now_ms, 0)
             c.execute(
-                "INSERT INTO log_streams (name, last_ms, last_seq) VALUES (?, ?, ?) "
+                "INSERT INTO log_streams (name, last_ms, last_seq, length) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (name) DO UPDATE SET last_ms = excluded.last_ms, "
-                "last_seq = excluded.last_seq",
+                "last_seq = excluded.last_seq, length = length + 1",
                 (stream, key[0], key[1]),
             )
             c.execute(
@@ -202,21 +204,30 @@ class SQLiteLog:
                     "DELETE FROM log_entries WHERE stream = ? AND ms < ?", (stream, oldest_ms)
                 ).rowcount
             if max_length is not None:
-                # The first entry to keep is the max_length-th from the end.
-                keep = c.execute(
-                    "SELECT ms, seq FROM log_entries WHERE stream = ? "
-                    "ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?",
-                    (stream, max(0, max_length) - 1),
+                row = c.execute(
+                    "SELECT length FROM log_streams WHERE name = ?", (stream,)
                 ).fetchone()
-                if max_length <= 0:
-                    dropped += c.execute(
-                        "DELETE FROM log_entries WHERE stream = ?", (stream,)
-                    ).rowcount
-                elif keep is not None:
-                    dropped += c.execute(
-                        "DELETE FROM log_entries WHERE stream = ? AND (ms, seq) < (?, ?)",
-                        (stream, keep[0], keep[1]),
-                    ).rowcount
+                cut = (row[0] if row else 0) - dropped - max(0, max_length)
+                if cut > 0:
+                    # The oldest entry to keep is the cut-th from the start.
+                    keep = c.execute(
+                        "SELECT ms, seq FROM log_entries WHERE stream = ? "
+                        "ORDER BY ms, seq LIMIT 1 OFFSET ?",
+                        (stream, cut),
+                    ).fetchone()
+                    if keep is None:
+                        dropped += c.execute(
+                            "DELETE FROM log_entries WHERE stream = ?", (stream,)
+                        ).rowcount
+                    else:
+                        dropped += c.execute(
+                            "DELETE FROM log_entries WHERE stream = ? AND (ms, seq) < (?, ?)",
+                            (stream, keep[0], keep[1]),
+                        ).rowcount
+            if dropped:
+                c.execute(
+                    "UPDATE log_streams SET length = length - ? WHERE name = ?", (dropped, stream)
+                )
             return dropped
 
         return await self._db.write(job, durable=False)
@@ -275,10 +286,10 @@ class SQLiteLog:
         """How many entries the stream holds."""
         row = await self._db.read(
             lambda c: c.execute(
-                "SELECT COUNT(*) FROM log_entries WHERE stream = ?", (stream,)
+                "SELECT length FROM log_streams WHERE name = ?", (stream,)
             ).fetchone()
         )
-        return int(row[0])
+        return 0 if row is None else int(row[0])
 
 
 # --- jobs (run on the database threads) ------------------------------------

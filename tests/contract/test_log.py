@@ -157,3 +157,44 @@ async def test_binary_payloads_round_trip(backend: Backend) -> None:
     entry_id = await backend.log.append("s", blob)
     (entry,) = await backend.log.read("s", "g", "c")
     assert (entry.id, entry.data) == (entry_id, blob)
+
+
+async def test_trim_to_zero_empties_the_stream_and_ids_keep_increasing(backend: Backend) -> None:
+    ids = [await backend.log.append("s", b"x") for _ in range(4)]
+    assert await backend.log.trim("s", max_length=0) == 4
+    assert await backend.log.length("s") == 0
+    assert await backend.log.range("s") == []
+    later = await backend.log.append("s", b"y")
+    assert entry_id_key(later) > entry_id_key(ids[-1])
+    assert await backend.log.length("s") == 1
+
+
+async def test_trim_within_the_length_drops_nothing(backend: Backend) -> None:
+    for _ in range(3):
+        await backend.log.append("s", b"x")
+    assert await backend.log.trim("s", max_length=3) == 0
+    assert await backend.log.trim("s", max_length=10) == 0
+    assert await backend.log.trim("missing", max_length=1) == 0
+    assert await backend.log.length("s") == 3
+
+
+async def test_length_follows_appends_and_trims(backend: Backend) -> None:
+    assert await backend.log.length("s") == 0
+    for i in range(1, 8):
+        await backend.log.append("s", b"x")
+        assert await backend.log.length("s") == i
+    await backend.log.trim("s", max_length=5)
+    assert await backend.log.length("s") == 5
+    await backend.log.trim("s", max_length=2)
+    assert await backend.log.length("s") == 2
+
+
+async def test_a_pending_entry_trimmed_away_is_not_redelivered(backend: Backend) -> None:
+    first = await backend.log.append("s", b"old")
+    (held,) = await backend.log.read("s", "g", "a", lease=0.2)
+    assert held.id == first
+    kept = await backend.log.append("s", b"new")
+    await backend.log.trim("s", max_length=1)
+    await asyncio.sleep(0.35)
+    entries = await backend.log.read("s", "g", "b", count=10)
+    assert [e.id for e in entries] == [kept]
