@@ -20,9 +20,24 @@ local stream, leases, delivered = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local count, lease, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
+-- Lease records are written in bulk (one ZADD and one HSET per chunk of
+-- entries, not two calls per entry): reads of many entries stay cheap.
+local held = {}
 local function hold(id)
-  redis.call('ZADD', leases, now + lease, id)
-  redis.call('HSET', delivered, id, now)
+  table.insert(held, id)
+end
+local function record_leases()
+  for first = 1, #held, 500 do
+    local deadlines, times = {}, {}
+    for i = first, math.min(first + 499, #held) do
+      table.insert(deadlines, now + lease)
+      table.insert(deadlines, held[i])
+      table.insert(times, held[i])
+      table.insert(times, now)
+    end
+    redis.call('ZADD', leases, unpack(deadlines))
+    redis.call('HSET', delivered, unpack(times))
+  end
 end
 
 local function payload(fields)
@@ -77,6 +92,8 @@ if wanted > 0 then
     end
   end
 end
+
+record_leases()
 
 local last_id, next_deadline = '0-0', ''
 if #claimed == 0 and #fresh == 0 then
