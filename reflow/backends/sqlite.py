@@ -31,15 +31,32 @@ from reflow.backends.sqlite_log import LOG_SCHEMA, SQLiteLog
 from reflow.backends.sqlite_pubsub import PUBSUB_SCHEMA, SQLitePubSub
 from reflow.clock import Clock
 from reflow.config import BackendURL
+from reflow.errors import BackendUnavailableError
 
-__all__ = ["open_sqlite"]
+__all__ = ["SCHEMA_VERSION", "open_sqlite"]
+
+SCHEMA_VERSION = "1"
+# The version is written once, by whoever creates the file; a later reflow
+# whose tables differ raises its number and migrates, an older one refuses.
+_META_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', '{SCHEMA_VERSION}')",
+)
 
 
 async def open_sqlite(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backend:
     """Open the embedded backend a ``sqlite:///PATH`` URL names."""
     path = url.path if url.path is not None else data_dir / "reflow.db"
-    database = await Database.open(path, (*LOG_SCHEMA, *KV_SCHEMA))
+    database = await Database.open(path, (*_META_SCHEMA, *LOG_SCHEMA, *KV_SCHEMA))
     try:
+        row = await database.read(
+            lambda c: c.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        )
+        if row is None or row[0] != SCHEMA_VERSION:
+            found = "none" if row is None else row[0]
+            raise BackendUnavailableError(
+                str(url), f"{path} has schema version {found}; this reflow reads {SCHEMA_VERSION}"
+            )
         # Pub/sub messages are fire-and-forget: no fsync, and their own file so
         # that publishing never waits for the main file's write lock.
         messages = await Database.open(

@@ -91,6 +91,23 @@ async def test_an_unopenable_file_raises_backend_unavailable(tmp_path: Path) -> 
     assert "r.db" in caught.value.url
 
 
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "r.db").write_bytes(b"plain text, not SQLite" * 100)
+    with pytest.raises(BackendUnavailableError) as caught:
+        await reopen(tmp_path)
+    assert "not a database" in caught.value.problem
+
+
+async def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    first = await reopen(tmp_path)
+    await first.close()
+    with sqlite3.connect(tmp_path / "r.db") as edit:
+        edit.execute("UPDATE meta SET value = '99' WHERE name = 'schema'")
+    with pytest.raises(BackendUnavailableError) as caught:
+        await reopen(tmp_path)
+    assert "schema version 99" in caught.value.problem
+
+
 async def test_a_failed_job_in_a_group_commit_leaves_the_others_written(
     backend: Backend,
 ) -> None:
