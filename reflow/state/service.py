@@ -13,6 +13,9 @@ functions runtime (timeouts, retries, isolation); without one, the handler
 is called in-process as ``handler(event, None)``. The event is the record's
 EventBridge form (:func:`to_event`). A record is acknowledged only after its
 handler returned, so a crash means redelivery, never loss.
+
+:meth:`StateService.install` plugs ``context.tables`` and ``context.limits``
+into the functions runtime (``reflow.functions.context.register_client``).
 """
 
 from __future__ import annotations
@@ -31,9 +34,19 @@ from reflow.state.limits import RateLimiter
 from reflow.state.streams import StreamConsumer, StreamRecord, StreamRelay, to_event
 from reflow.state.tables import Table
 
-__all__ = ["Deliver", "StateService"]
+__all__ = ["Deliver", "LimitsClient", "StateService"]
 
 Deliver = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+
+class LimitsClient:
+    """What ``context.limits`` offers a handler: rate limits and bounded counters."""
+
+    def __init__(self, limiter: RateLimiter, counters: Counters) -> None:
+        self.hit = limiter.hit
+        self.incr = counters.incr
+        self.decrement_if = counters.decrement_if
+        self.counter = counters.get
 
 
 class StateService:
@@ -86,6 +99,15 @@ class StateService:
     def tables(self) -> Mapping[str, Table]:
         """The app's tables by name (``context.tables``)."""
         return MappingProxyType(self._tables)
+
+    def install(self) -> None:
+        """Make ``context.tables`` and ``context.limits`` reach this service."""
+        from reflow.functions.context import register_client
+
+        tables = self.tables
+        limits = LimitsClient(self.limits, self.counters)
+        register_client("tables", lambda context: tables)
+        register_client("limits", lambda context: limits)
 
     async def step(self) -> int:
         """Relay every outbox, then one batch to each change handler; return how many ran."""

@@ -103,3 +103,31 @@ async def test_service_delivers_changes_to_handlers_as_events(
         assert await service.counters.incr("n") == 1
     finally:
         await service.close()
+
+
+async def test_install_gives_handlers_context_tables_and_limits(
+    backend: Backend, clock: FakeClock
+) -> None:
+    from reflow.functions import context as context_module
+    from reflow.functions.context import Context
+
+    installed_before = dict(context_module._factories)  # restored: other tests see none
+    app = App("site")
+    app.table("articles")
+
+    @app.function
+    def handler(event: dict[str, Any], context: Any) -> None: ...
+
+    service = StateService(app, backend, clock=clock)
+    try:
+        service.install()
+        context = Context(app.functions["handler"])
+        await context.tables["articles"].put({"id": "x"})
+        assert await service.tables["articles"].get("x") == {"id": "x"}
+        assert (await context.limits.hit("k", "2/second")).remaining == 1
+        assert await context.limits.incr("stock", 3) == 3
+        assert await context.limits.decrement_if("stock", 3) == 0
+    finally:
+        context_module._factories.clear()
+        context_module._factories.update(installed_before)
+        await service.close()
