@@ -26,7 +26,7 @@ async def client() -> AsyncIterator[aioredis.Redis]:
     try:
         yield opened
     finally:
-        stale = [k async for k in opened.scan_iter(match=f"{name}:*")]
+        stale = [k async for k in opened.scan_iter(match=f"{name}:*", count=1000)]
         if stale:
             await opened.unlink(*stale)
         await opened.aclose()

@@ -40,7 +40,7 @@ async def prefixes(raw: aioredis.Redis) -> AsyncIterator[list[str]]:
         yield made
     finally:
         for prefix in made:
-            stale = [k async for k in raw.scan_iter(match=f"{prefix}*")]
+            stale = [k async for k in raw.scan_iter(match=f"{prefix}*", count=1000)]
             if stale:
                 await raw.unlink(*stale)
 
@@ -85,7 +85,7 @@ async def test_every_key_lives_under_the_prefix(
     await backend.kv.put("k", b"v")
     await backend.log.append("s", b"e")
     await backend.log.read("s", "g", "c")
-    found = {k.decode() async for k in raw.scan_iter(match=f"{prefixes[0]}*")}
+    found = {k.decode() async for k in raw.scan_iter(match=f"{prefixes[0]}*", count=1000)}
     assert {k.removeprefix(prefixes[0]) for k in found} == {
         "kv:k",
         "kv#index",

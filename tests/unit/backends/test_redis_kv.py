@@ -31,7 +31,7 @@ class Engine:
 
     async def keys(self) -> set[str]:
         """Every Redis key under this engine's prefix."""
-        found = [k async for k in self.raw.scan_iter(match=f"{self.prefix}*")]
+        found = [k async for k in self.raw.scan_iter(match=f"{self.prefix}*", count=1000)]
         return {k.decode().removeprefix(self.prefix) for k in found}
 
 
@@ -49,7 +49,7 @@ async def _open(tmp_path: Path) -> Engine:
 
 
 async def _close(engine: Engine) -> None:
-    stale = [k async for k in engine.raw.scan_iter(match=f"{engine.prefix}*")]
+    stale = [k async for k in engine.raw.scan_iter(match=f"{engine.prefix}*", count=1000)]
     if stale:
         await engine.raw.unlink(*stale)
     await engine.raw.aclose()

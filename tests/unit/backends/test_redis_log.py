@@ -28,7 +28,7 @@ class Engine:
 
     async def keys(self) -> set[str]:
         """Every Redis key under this engine's prefix (without it)."""
-        found = [k async for k in self.raw.scan_iter(match=f"{self.prefix}*")]
+        found = [k async for k in self.raw.scan_iter(match=f"{self.prefix}*", count=1000)]
         return {k.decode().removeprefix(self.prefix) for k in found}
 
 
@@ -42,7 +42,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     try:
         yield Engine(backend, prefix, raw)
     finally:
-        stale = [k async for k in raw.scan_iter(match=f"{prefix}*")]
+        stale = [k async for k in raw.scan_iter(match=f"{prefix}*", count=1000)]
         if stale:
             await raw.unlink(*stale)
         await raw.aclose()
