@@ -18,6 +18,7 @@ rule index (:mod:`reflow.events.ruleset`) can share them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,16 +81,35 @@ def leaf_values(event: Mapping[str, Any], path: Path) -> list[Any]:
     not a value (``exists`` and every other operator apply to leaves only).
     An empty array holds no value.
     """
+    node: Any = event
+    for key in path:
+        # The common case, objects all the way down, without building lists.
+        if type(node) is not dict:
+            break
+        node = node.get(key, _MISSING)
+        if node is _MISSING:
+            return []
+    else:
+        if isinstance(node, dict):
+            return []
+        if not isinstance(node, list):
+            return [node]
+        found: list[Any] = []
+        _spread(node, found)
+        return [item for item in found if not isinstance(item, dict)]
     nodes: list[Any] = [event]
     for key in path:
-        found: list[Any] = []
-        for node in nodes:
-            if isinstance(node, dict) and key in node:
-                _spread(node[key], found)
-        if not found:
-            return found
-        nodes = found
-    return [node for node in nodes if not isinstance(node, dict)]
+        reached: list[Any] = []
+        for item in nodes:
+            if isinstance(item, dict) and key in item:
+                _spread(item[key], reached)
+        if not reached:
+            return reached
+        nodes = reached
+    return [item for item in nodes if not isinstance(item, dict)]
+
+
+_MISSING = object()
 
 
 def _spread(value: Any, into: list[Any]) -> None:
@@ -202,11 +222,21 @@ class Cidr:
         """Whether ``value`` satisfies the condition."""
         if not isinstance(value, str):
             return False
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            return False
-        return address.version == self.network.version and address in self.network
+        address = _address(value)
+        return (
+            address is not None
+            and address.version == self.network.version
+            and address in self.network
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Cached: several CIDR rules usually test the same address of one event.
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 AnythingButMatch = Prefix | Suffix | EqualsIgnoreCase | Wildcard

@@ -68,6 +68,7 @@ class _Branch:
         "children",
         "exact",
         "ignore_case",
+        "inexact",
         "others",
         "prefix",
         "prefix_ci",
@@ -87,6 +88,7 @@ class _Branch:
         self.ignore_case: dict[str, list[_Node]] = {}
         self.others: list[tuple[Condition, _Node]] = []
         self.absent: list[_Node] = []
+        self.inexact = 0  # index entries other than exact values (0: the fast path applies)
         # High-water marks: a stale (too long) one after a removal only costs
         # a few extra dictionary probes, never a wrong answer.
         self.prefix_longest = -1
@@ -119,6 +121,8 @@ class _Branch:
         return None
 
     def _index(self, condition: Condition, node: _Node) -> None:
+        if not isinstance(condition, Exact):
+            self.inexact += 1
         if condition == Exists(False):
             self.absent.append(node)
             return
@@ -134,6 +138,8 @@ class _Branch:
             self.suffix_longest = max(self.suffix_longest, len(condition.text))
 
     def _unindex(self, condition: Condition, node: _Node) -> None:
+        if not isinstance(condition, Exact):
+            self.inexact -= 1
         if condition == Exists(False):
             self.absent.remove(node)
             return
@@ -186,9 +192,21 @@ class _Branch:
         return bool(self.children)
 
 
+# Up to this many prefixes (suffixes) in a branch, testing each is cheaper
+# than probing every prefix of the value; past it, probing wins and its cost
+# stays the value's length however many rules there are.
+_FEW = 4
+
+
 def _probe_prefixes(
     table: dict[str, list[_Node]], value: str, longest: int, reached: dict[int, _Node]
 ) -> None:
+    if len(table) <= _FEW:
+        for text, nodes in table.items():
+            if value.startswith(text):
+                for node in nodes:
+                    reached[id(node)] = node
+        return
     for end in range(min(len(value), longest) + 1):
         hit = table.get(value[:end])
         if hit:
@@ -199,6 +217,12 @@ def _probe_prefixes(
 def _probe_suffixes(
     table: dict[str, list[_Node]], value: str, longest: int, reached: dict[int, _Node]
 ) -> None:
+    if len(table) <= _FEW:
+        for text, nodes in table.items():
+            if value.endswith(text):
+                for node in nodes:
+                    reached[id(node)] = node
+        return
     size = len(value)
     for length in range(min(size, longest) + 1):
         hit = table.get(value[size - length :])
@@ -280,15 +304,29 @@ class RuleSet:
         found: set[str] = set()
         values_at: dict[Path, list[Any]] = {}
         pending = [self._root]
+        pop, push = pending.pop, pending.extend
         while pending:
-            node = pending.pop()
+            node = pop()
             if node.rules:
                 found.update(node.rules)
             for path, branch in node.branches.items():
                 values = values_at.get(path)
                 if values is None:
                     values = values_at[path] = leaf_values(event, path)
-                pending.extend(branch.step(values))
+                if branch.inexact == 0:
+                    # Only exact values here: one probe per value, and with a
+                    # single value the hit list cannot repeat a node.
+                    if not values:
+                        continue
+                    if len(values) == 1:
+                        value = values[0]
+                        hit = branch.exact.get(
+                            ("s", value) if type(value) is str else typed_key(value)
+                        )
+                        if hit:
+                            push(hit)
+                        continue
+                push(branch.step(values))
         if len(found) < 2:
             return list(found)
         order = self._order

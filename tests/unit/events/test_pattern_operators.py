@@ -451,3 +451,16 @@ def test_one_field_may_mix_operators_and_values() -> None:
 def test_pattern_given_as_json_text_matches_like_the_dict() -> None:
     text = '{"source": ["aws.ec2"], "detail": {"state": [{"anything-but": "running"}]}}'
     assert Pattern(text).matches(EC2_EVENT)
+
+
+def test_a_field_named_inside_and_outside_or_must_satisfy_both() -> None:
+    pattern = {
+        "detail": {
+            "words": [{"numeric": [">=", 100, "<", 200]}],
+            "$or": [{"words": [{"numeric": [">", 150]}]}, {"tags": ["x"]}],
+        }
+    }
+    check(pattern, {"detail": {"words": 300}}, False)
+    check(pattern, {"detail": {"words": 160}}, True)
+    check(pattern, {"detail": {"words": 120, "tags": ["x"]}}, True)
+    check(pattern, {"detail": {"words": 120}}, False)

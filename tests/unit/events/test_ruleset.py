@@ -175,7 +175,7 @@ def event_values(depth: int) -> st.SearchStrategy[Any]:
 events = st.dictionaries(st.sampled_from(KEYS), event_values(2), max_size=3)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     patterns=st.lists(pattern_objects(2), min_size=1, max_size=8),
     samples=st.lists(events, min_size=1, max_size=6),
@@ -193,7 +193,7 @@ def test_ruleset_match_agrees_with_each_pattern_alone(
         assert rules.match(event) == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     patterns=st.lists(pattern_objects(1), min_size=2, max_size=8),
     removed=st.sets(st.integers(min_value=0, max_value=7)),
