@@ -45,6 +45,9 @@ _FIELD = b"d"  # every entry stores its payload in one field
 # A blocking read re-checks an injected clock this often (seconds): a test's
 # FakeClock can jump past a lease deadline while Redis is waiting for entries.
 _FAKE_CLOCK_POLL = 0.05
+# Lua's unpack() takes a few thousand values at most, so one read returns at
+# most this many entries and acks are sent in chunks of this size.
+MAX_BATCH = 1000
 
 
 def _text(value: object) -> str:
@@ -111,7 +114,8 @@ class RedisLog:
         lease: float = 30.0,
         block: float = 0.0,
     ) -> list[LogEntry]:
-        """Read up to ``count`` entries, expired leases first, each held ``lease`` s.
+        """Read up to ``count`` entries (at most ``MAX_BATCH``), expired leases first,
+        each held ``lease`` s.
 
         With ``block`` > 0 and nothing ready, wait (XREAD BLOCK, which consumes
         nothing) for a new entry or the earliest lease to end, then try again.
@@ -122,7 +126,8 @@ class RedisLog:
         give_up = clock.monotonic() + block
         while True:
             now = clock.time()
-            args: list[str | int] = [group, consumer, max(1, count), repr(float(lease)), repr(now)]
+            size = min(max(1, count), MAX_BATCH)
+            args: list[str | int] = [group, consumer, size, repr(float(lease)), repr(now)]
             reply = await self._batch.script(self._read, keys, args)
             claimed, fresh, last_id, next_deadline = reply
             entries = sorted(_entries(stream, claimed), key=lambda e: entry_id_key(e.id))
@@ -147,7 +152,11 @@ class RedisLog:
             self._ns.leases(stream, group),
             self._ns.delivered(stream, group),
         ]
-        return int(await self._batch.script(self._ack, keys, [group, *ids]))
+        done = 0
+        for start in range(0, len(ids), MAX_BATCH):
+            chunk = ids[start : start + MAX_BATCH]
+            done += int(await self._batch.script(self._ack, keys, [group, *chunk]))
+        return done
 
     async def pending(
         self, stream: str, group: str, *, count: int = 100, consumer: str | None = None

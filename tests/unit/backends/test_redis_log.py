@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from reflow.backends import Backend, open_backend
+from reflow.backends.redis_log import MAX_BATCH
 from reflow.testing.clock import FakeClock
 from tests.conftest import REDIS_URL, require_server
 
@@ -166,3 +167,19 @@ async def test_trim_by_age_and_length_together_drop_the_larger_cut(engine: Engin
     assert await log.trim("s", max_length=5, max_age=0.2) == 3
     assert [e.id for e in await log.range("s")] == fresh
     assert await log.trim("never-written", max_length=0) == 0
+
+
+async def test_large_reads_are_capped_and_large_acks_are_chunked(engine: Engine) -> None:
+    log = engine.backend.log
+    key = f"{engine.prefix}log:s"
+    async with engine.raw.pipeline(transaction=False) as pipe:
+        for _ in range(2500):
+            pipe.xadd(key, {b"d": b"x"})
+        await pipe.execute()
+    first = await log.read("s", "g", "c", count=5000)
+    assert len(first) == MAX_BATCH
+    rest = await log.read("s", "g", "c", count=5000) + await log.read("s", "g", "c", count=5000)
+    everything = [e.id for e in first + rest]
+    assert len(set(everything)) == 2500
+    assert await log.ack("s", "g", everything) == 2500
+    assert await log.pending("s", "g") == []
