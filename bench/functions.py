@@ -22,6 +22,7 @@ warm process round trip ≤ 300 µs, inline overhead over a direct call ≤ 20 �
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -102,9 +103,11 @@ class Bench:
     def import_floor(self) -> float:
         values = []
         command = [sys.executable, "-c", "import bench_handler"]
+        # The same reflow the zygote imports (a snapshot, when run from one).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         for _ in range(self.samples["cold"]):
             started = time.perf_counter()
-            subprocess.run(command, cwd=self.folder, check=True)
+            subprocess.run(command, cwd=self.folder, check=True, env=env)
             values.append((time.perf_counter() - started) * 1e6)
         return self.keep("python -c import (floor)", values)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ __all__ = [
     "events_stream",
     "parse_destination",
 ]
+
+_log = logging.getLogger("reflow.functions")
 
 GROUP = "functions"
 CONCURRENCY = 4  # per function, when reserved concurrency does not say
@@ -193,10 +196,18 @@ class AsyncInvocations:
             if not entries:
                 slots.release()
                 continue
-            task = asyncio.create_task(self._handle(function, entries[0]))
+            task = asyncio.create_task(self._guarded(function, entries[0]))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
             task.add_done_callback(lambda _: slots.release())
+
+    async def _guarded(self, function: str, entry: LogEntry) -> None:
+        try:
+            await self._handle(function, entry)
+        except Exception:
+            # The backend failed while recording an outcome: the entry stays
+            # unacknowledged and comes back when its lease runs out.
+            _log.exception("event invocation %s of %s left for redelivery", entry.id, function)
 
     async def _handle(self, function: str, entry: LogEntry) -> None:
         config = self.runtime.app.functions[function]
@@ -260,7 +271,6 @@ class AsyncInvocations:
         attempts: int,
         condition: str,
     ) -> None:
-        self.runtime.metrics[function].dead_letters += 1
         letter = {
             "requestId": record["id"],
             "function": function,
@@ -272,6 +282,7 @@ class AsyncInvocations:
             "failed": self.clock.time(),
         }
         await self.log.append(dlq_stream(function), _dumps(letter))
+        self.runtime.metrics[function].dead_letters += 1
         destination = self.destinations.get((function, "failure"))
         if destination is None:
             return

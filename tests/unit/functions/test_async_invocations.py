@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from reflow import App, Context
 from reflow.backends import Backend, memory_backend
-from reflow.errors import InvalidEventError, RegistrationError
+from reflow.errors import BackendUnavailableError, InvalidEventError, RegistrationError
 from reflow.functions import Runtime, backoff, dead_letters, events_stream
 from reflow.functions.invocations import AsyncInvocations, Destination, parse_destination
 from reflow.functions.runtime import metrics_key, new_request_id
@@ -283,3 +284,42 @@ def test_request_ids_are_version_4_uuids() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+class _DeadLetterStoreFailsOnce:
+    """A Log whose first dead-letter append fails, as a backend outage would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append(self, stream: str, data: bytes) -> str:
+        if stream.endswith(".dlq") and not self.failed:
+            self.failed = True
+            raise BackendUnavailableError("memory://", "simulated outage")
+        result: str = await self.inner.append(stream, data)
+        return result
+
+
+async def test_an_outcome_that_cannot_be_recorded_leaves_the_event_for_redelivery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, backend = setup()
+    flaky = _DeadLetterStoreFailsOnce(backend.log)
+    backend = dataclasses.replace(backend, log=flaky)
+    async with Runtime(app, backend=backend) as runtime:
+        await runtime.invoke_async("no_retry", {"n": 5})
+        await drive(clock, lambda: flaky.failed)
+        stream = events_stream("no_retry")
+        assert len(await backend.log.pending(stream, "functions")) == 1  # not acknowledged
+        clock.advance(300)  # past the lease
+        await drive(clock, lambda: runtime.metrics["no_retry"].dead_letters == 1)
+        (letter,) = await dead_letters(backend.log, "no_retry")
+        assert await backend.log.pending(stream, "functions") == []
+    # The redelivery counted as the attempt that the outage interrupted.
+    assert letter["payload"] == {"n": 5} and letter["condition"] == "RetriesExhausted"
+    assert attempts["no_retry"] == [0.0]
+    assert "left for redelivery" in caplog.text
