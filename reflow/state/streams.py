@@ -270,6 +270,7 @@ class StreamConsumer:
         consumer: str,
         lease: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
+        ordered: bool = True,
     ) -> None:
         self._log = log
         self.stream = stream_name(table)
@@ -277,17 +278,20 @@ class StreamConsumer:
         self.consumer = consumer
         self._lease = lease
         self._clock = clock
+        self.ordered = ordered
 
     async def read(self, count: int = 10, *, block: float = 0.0) -> list[StreamRecord]:
         """Up to ``count`` records: first any whose lease ran out, then new ones.
 
         While records delivered earlier are still leased (to a consumer that
-        died mid-batch, or to this one after a handler failed), nothing is
-        read: reading past them would hand out an item's later record before
-        its earlier one. With ``block`` > 0, wait up to that long for them.
+        died mid-batch, or to this one after a handler failed), an ``ordered``
+        consumer reads nothing: reading past them would hand out an item's
+        later record before its earlier one. With ``block`` > 0, it waits up
+        to that long for them. ``ordered=False`` lets several consumers of a
+        group work in parallel, giving up per-item order.
         """
         deadline = self._clock.monotonic() + block
-        while True:
+        while self.ordered:
             held = await self._held_for()
             if held <= 0:
                 break

@@ -256,3 +256,31 @@ def test_record_becomes_an_eventbridge_event() -> None:
 def test_record_survives_its_byte_form() -> None:
     record = StreamRecord("t", "REMOVE", {"id": 1}, {"id": 1}, None, 3, 12.5, expired=True)
     assert StreamRecord.from_bytes(record.to_bytes()) == record
+
+
+async def test_unordered_consumers_share_a_group_in_parallel(
+    backend: Backend, articles: Table, clock: FakeClock
+) -> None:
+    for n in range(4):
+        await articles.put({"id": f"i{n}"})
+    await relay_for(backend, clock).pump()
+    one = StreamConsumer(backend.log, "articles", group="g", consumer="a", ordered=False)
+    two = StreamConsumer(backend.log, "articles", group="g", consumer="b", ordered=False)
+    first, second = await one.read(2), await two.read(2)
+    assert [r.keys["id"] for r in first + second] == ["i0", "i1", "i2", "i3"]
+
+
+async def test_rewriting_an_expired_item_records_its_removal_first(
+    backend: Backend, articles: Table, clock: FakeClock
+) -> None:
+    await articles.put({"id": "s", "expires": clock.time() + 5, "v": 1})
+    clock.advance(10)
+    await articles.put({"id": "s", "v": 2})
+    await relay_for(backend, clock).pump()
+    records = await relayed(backend)
+    assert [(r.event_name, r.expired) for r in records] == [
+        ("INSERT", False),
+        ("REMOVE", True),
+        ("INSERT", False),
+    ]
+    assert records[2].old is None and records[2].new == {"id": "s", "v": 2}

@@ -166,6 +166,22 @@ async def test_query_between_is_inclusive(comments: Table) -> None:
     assert [i["at"] for i in page.items] == ["2024-01-02", "2024-01-03"]
 
 
+async def test_query_between_reverse_with_limit_pages_backwards(comments: Table) -> None:
+    for n in range(10):
+        await comments.put({"article": "a", "at": n})
+    page = await comments.query("a", between=(2, 7), reverse=True, limit=4)
+    assert [i["at"] for i in page.items] == [7, 6, 5, 4]
+    rest = await comments.query("a", between=(2, 7), reverse=True, limit=4, cursor=page.cursor)
+    assert [i["at"] for i in rest.items] == [3, 2]
+    assert rest.cursor is None
+
+
+async def test_query_on_a_table_without_sort_key_returns_that_item(articles: Table) -> None:
+    await articles.put({"id": "a1"})
+    assert (await articles.query("a1")).items == [{"id": "a1"}]
+    assert (await articles.query("zz")).items == []
+
+
 async def test_query_begins_with_on_sort_key(comments: Table) -> None:
     await comments.put({"article": "a", "at": "x-1"})
     await comments.put({"article": "a", "at": "x-2"})
