@@ -22,16 +22,21 @@ local function clear(hash, name, index, expiring)
   redis.call('ZREM', expiring, name)
 end
 
-local function store(hash, name, value, ver, exp, index, expiring)
-  redis.call('HSET', hash, 'v', value, 'ver', ver)
+-- Write a new value; `old_value` and `old_exp` are what state() found, so
+-- that only the index and expiry entries that change are touched.
+local function store(hash, name, value, ver, exp, index, expiring, old_value, old_exp)
   if exp then
-    redis.call('HSET', hash, 'exp', exp)
+    redis.call('HSET', hash, 'v', value, 'ver', ver, 'exp', exp)
     redis.call('ZADD', expiring, exp, name)
   else
-    redis.call('HDEL', hash, 'exp')
-    redis.call('ZREM', expiring, name)
+    redis.call('HSET', hash, 'v', value, 'ver', ver)
+    if old_exp then
+      redis.call('HDEL', hash, 'exp')
+      redis.call('ZREM', expiring, name)
+    end
   end
-  redis.call('ZADD', index, 0, name)
+  -- The index holds exactly the keys whose hash has a value.
+  if not old_value then redis.call('ZADD', index, 0, name) end
 end
 
 -- Free the values of a few keys whose TTL has passed, so that keys nobody

@@ -18,6 +18,6 @@ if live then
   exp = old_exp or nil
 end
 local total = base + by
-store(hash, name, string.format('%d', total), ver + 1, exp, index, expiring)
+store(hash, name, string.format('%d', total), ver + 1, exp, index, expiring, value, old_exp)
 reap(index, expiring, ARGV[5], now)
 return total

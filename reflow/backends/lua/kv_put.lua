@@ -7,9 +7,9 @@ local hash, index, expiring = KEYS[1], KEYS[2], KEYS[3]
 local name, value, expect, exp = ARGV[1], ARGV[2], optional(ARGV[3]), optional(ARGV[4])
 local now = tonumber(ARGV[5])
 
-local live, ver = state(hash, now)
+local live, ver, old_value, old_exp = state(hash, now)
 local actual = live and ver or 0
 if expect and tonumber(expect) ~= actual then return {0, actual} end
-store(hash, name, value, ver + 1, exp, index, expiring)
+store(hash, name, value, ver + 1, exp, index, expiring, old_value, old_exp)
 reap(index, expiring, ARGV[6], now)
 return {1, ver + 1}

@@ -25,8 +25,8 @@ local results = {}
 for i = 1, count do
   local kind, hash, name = arg(i, 1), KEYS[i + 2], arg(i, 2)
   if kind == 'P' then
-    local _, ver = state(hash, now)
-    store(hash, name, arg(i, 3), ver + 1, optional(arg(i, 5)), index, expiring)
+    local _, ver, old_value, old_exp = state(hash, now)
+    store(hash, name, arg(i, 3), ver + 1, optional(arg(i, 5)), index, expiring, old_value, old_exp)
     results[i] = ver + 1
   elseif kind == 'D' then
     local _, _, value = state(hash, now)
