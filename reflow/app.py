@@ -42,7 +42,9 @@ __all__ = [
     "HTTP_METHODS",
     "ISOLATION_MODES",
     "App",
+    "BucketConfig",
     "ChangeConfig",
+    "EdgeOriginConfig",
     "EdgeConfig",
     "FlowConfig",
     "FunctionConfig",
@@ -163,6 +165,48 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
+class BucketConfig:
+    """A bucket: a namespace of the ``Blobs`` primitive (``NAME/...``), an edge origin."""
+
+    name: str
+    index: str = "index.html"
+
+
+# The cache-policy options app.edge_origin accepts, with their types (reflow.edge.cache).
+EDGE_POLICY_OPTIONS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
+    {
+        "default_ttl": (int, float),
+        "min_ttl": (int, float),
+        "max_ttl": (int, float),
+        "negative_ttl": (int, float),
+        "query_strings": (str, tuple, list),
+        "headers": (tuple, list),
+        "cookies": (tuple, list),
+        "store_authorized": bool,
+        "store_set_cookie": bool,
+        "store_private": bool,
+        "compress": bool,
+    }
+)
+_ORIGIN_RE = re.compile(r"^(bucket:[A-Za-z_][A-Za-z0-9_.-]*|http://[^/\s]+(/\S*)?|asgi:\S+:\S+)$")
+
+
+@dataclass(frozen=True)
+class EdgeOriginConfig:
+    """A CloudFront-style cache behaviour: a path pattern, its origin and cache policy.
+
+    ``origin`` is ``bucket:NAME``, ``http://host:port`` or ``asgi:module:attr``;
+    ``failover`` names a secondary origin tried on connect errors and 5xx.
+    """
+
+    path_pattern: str
+    origin: str
+    failover: str | None = None
+    timeout: float = 10.0
+    policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
 class ChangeConfig:
     """A function run on every change record of a streamed table."""
 
@@ -195,6 +239,8 @@ class App:
         self._flows: dict[str, FlowConfig] = {}
         self._tables: dict[str, TableConfig] = {}
         self._changes: dict[str, ChangeConfig] = {}
+        self._buckets: dict[str, BucketConfig] = {}
+        self._edge_origins: dict[str, EdgeOriginConfig] = {}
         self._frozen = False
 
     # -- reading what was registered ---------------------------------------
@@ -238,6 +284,16 @@ class App:
     def changes(self) -> Mapping[str, ChangeConfig]:
         """Change-stream handlers by name."""
         return MappingProxyType(self._changes)
+
+    @property
+    def buckets(self) -> Mapping[str, BucketConfig]:
+        """Buckets by name."""
+        return MappingProxyType(self._buckets)
+
+    @property
+    def edge_origins(self) -> Mapping[str, EdgeOriginConfig]:
+        """Edge cache behaviours by path pattern, in registration order."""
+        return MappingProxyType(self._edge_origins)
 
     @property
     def frozen(self) -> bool:
@@ -525,6 +581,76 @@ class App:
             raise RegistrationError(name, f"retention must be > 0 seconds, got {retention}")
         config = TableConfig(name, key, sort_key, ttl_attribute, bool(stream), float(retention))
         self._tables[name] = config
+        return config
+
+    def bucket(self, name: str, *, index: str = "index.html") -> BucketConfig:
+        """Declare a bucket (objects under ``NAME/`` in the backend's ``Blobs``)."""
+        self._check_open(f"bucket {name!r}")
+        _check_name(name, "bucket")
+        if name in self._buckets:
+            raise RegistrationError(name, "a bucket of that name is already registered")
+        if not index or "/" in index:
+            raise RegistrationError(name, f"index {index!r} must be a plain file name")
+        config = BucketConfig(name, index)
+        self._buckets[name] = config
+        return config
+
+    def edge_origin(
+        self,
+        path_pattern: str,
+        origin: str,
+        *,
+        failover: str | None = None,
+        timeout: float = 10.0,
+        **policy: Any,
+    ) -> EdgeOriginConfig:
+        """Serve paths matching ``path_pattern`` (``*``, ``?``) at the edge from ``origin``.
+
+        ``policy`` sets the behaviour's cache policy: ``default_ttl``,
+        ``min_ttl``, ``max_ttl``, ``negative_ttl``, ``query_strings`` (names or
+        ``"all"``), ``headers``, ``cookies`` (names in the cache key; none by
+        default), ``store_authorized``, ``store_set_cookie``, ``store_private``,
+        ``compress``. The most specific pattern wins at run time.
+        """
+        where = f"edge origin {path_pattern!r}"
+        self._check_open(where)
+        if not isinstance(path_pattern, str) or not (
+            path_pattern.startswith("/") or path_pattern == "*"
+        ):
+            raise RegistrationError(where, "path pattern must start with '/' (or be '*')")
+        if path_pattern in self._edge_origins:
+            raise RegistrationError(where, "a behaviour for that pattern is already registered")
+        for spec in (origin, failover):
+            if spec is not None and (not isinstance(spec, str) or not _ORIGIN_RE.match(spec)):
+                raise RegistrationError(
+                    where, f"origin {spec!r} must be bucket:NAME, http://host:port or asgi:mod:attr"
+                )
+        if not 0 < timeout <= 180:
+            raise RegistrationError(where, f"timeout must be in (0, 180] seconds, got {timeout}")
+        for option, value in policy.items():
+            expected = EDGE_POLICY_OPTIONS.get(option)
+            if expected is None:
+                raise RegistrationError(
+                    where,
+                    f"unknown policy option {option!r}; expected {sorted(EDGE_POLICY_OPTIONS)}",
+                )
+            if not isinstance(value, expected) or (
+                expected is not bool and isinstance(value, bool)
+            ):
+                raise RegistrationError(where, f"{option} has the wrong type: {value!r}")
+            if option.endswith("_ttl") and isinstance(value, (int, float)) and value < 0:
+                raise RegistrationError(where, f"{option} must be >= 0, got {value}")
+        if policy.get("min_ttl", 0) > policy.get("max_ttl", float("inf")):
+            raise RegistrationError(where, "min_ttl must not exceed max_ttl")
+        frozen_policy = {k: tuple(v) if isinstance(v, list) else v for k, v in policy.items()}
+        config = EdgeOriginConfig(
+            path_pattern,
+            origin,
+            failover,
+            float(timeout),
+            MappingProxyType(frozen_policy),
+        )
+        self._edge_origins[path_pattern] = config
         return config
 
     def on_change(

@@ -85,6 +85,19 @@ class Platform:
             )
         self._started_at = time.time()
         self._mount_core_routes()
+        if self.app.edge_origins:
+            # Imported here: an app without edge origins never loads the edge server.
+            from reflow.edge.service import EdgeService
+
+            edge = EdgeService(
+                self.app,
+                self.backend,
+                host=self.settings.host,
+                port=self.settings.edge_port,
+                clock=self.clock,
+                admin=self.admin,
+            )
+            await self.add_service("edge", edge)
         if admin:
             await self.admin.start(self.settings.host, self.settings.admin_port)
 

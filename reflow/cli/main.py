@@ -19,6 +19,7 @@ from rich.table import Table
 import reflow
 from reflow.backends import open_backend
 from reflow.cli import scaffold
+from reflow.cli.cache import cache_app
 from reflow.cli.functions import functions_app, invoke
 from reflow.cli.output import console, fail, run_guarded
 from reflow.clock import SYSTEM_CLOCK
@@ -37,6 +38,7 @@ app = typer.Typer(
 backend_app = typer.Typer(help="Inspect and check the configured backend.", no_args_is_help=True)
 app.add_typer(backend_app, name="backend")
 app.add_typer(functions_app, name="functions")
+app.add_typer(cache_app, name="cache")
 app.command("invoke")(invoke)
 
 BackendOption = Annotated[
@@ -101,6 +103,8 @@ def run(
                 f"admin API on http://{settings.host}:{platform.admin.port} "
                 "(GET /healthz, GET /api/status, POST /api/backend/check)"
             )
+            if "edge" in platform.services:
+                console.print(f"edge on http://{settings.host}:{settings.edge_port}")
             if platform.services:
                 console.print(f"services: {', '.join(platform.services)}")
             console.print("press Ctrl-C to stop")

@@ -600,7 +600,9 @@ class Edge:
 
     def _adopt(self, request: Request, result: HookResult) -> None:
         assert result.request is not None
-        request.path = normalise_path(str(result.request["uri"]))[0]
+        uri = result.request["uri"]
+        if uri != request.path:
+            request.path = normalise_path(str(uri))[0]
         request.query = str(result.request.get("querystring", ""))
         request.headers = [(k.lower(), v) for k, v in result.headers]
 

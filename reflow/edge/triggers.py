@@ -30,6 +30,7 @@ plugs in by replacing :meth:`Hook.call`.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module under signal
 import asyncio
 import contextlib
 import inspect
@@ -97,25 +98,46 @@ def headers_from_cf(hook: str, where: str, headers: Any) -> list[tuple[str, str]
         raise HookError(hook, where, "must be an object of lowercase names to lists")
     out: list[tuple[str, str]] = []
     for lower, entries in headers.items():
-        if not isinstance(lower, str) or lower != lower.lower():
-            raise HookError(hook, f"{where}.{lower}", "header names must be lowercase keys")
-        if not isinstance(entries, list):
+        if type(lower) is not str or (not lower.islower() and lower != lower.lower()):
+            _explain(hook, where, lower, [])
+        if type(entries) is not list:
             raise HookError(hook, f"{where}.{lower}", "must be a list of {key, value} objects")
-        for index, item in enumerate(entries):
-            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-                raise HookError(
-                    hook, f"{where}.{lower}[{index}]", "must be an object with a string 'value'"
-                )
-            key = item.get("key", lower)
-            if not isinstance(key, str) or key.lower() != lower:
-                raise HookError(
-                    hook, f"{where}.{lower}[{index}].key", f"{key!r} does not match {lower!r}"
-                )
-            value = item["value"]
-            if any(c in value for c in "\r\n\x00"):
-                raise HookError(hook, f"{where}.{lower}[{index}].value", "holds CR, LF or NUL")
-            out.append((key, value))
+        for item in entries:
+            key = item.get("key", lower) if type(item) is dict else None
+            value = item.get("value") if type(item) is dict else None
+            # One regex over "key\nvalue" checks both for names that disagree with
+            # the dict key and for CR, LF or NUL smuggled into the value.
+            if (
+                type(key) is not str
+                or type(value) is not str
+                or (key != lower and key.lower() != lower)
+                or _BAD_VALUE.search(value)
+            ):
+                _explain(hook, where, lower, entries)
+            out.append((key, value))  # type: ignore[arg-type]
     return out
+
+
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def _explain(hook: str, where: str, lower: Any, entries: list[Any]) -> None:
+    """Raise the precise HookError for a malformed header entry (the slow path)."""
+    if not isinstance(lower, str) or lower != lower.lower():
+        raise HookError(hook, f"{where}.{lower}", "header names must be lowercase keys")
+    for index, item in enumerate(entries):
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+            raise HookError(
+                hook, f"{where}.{lower}[{index}]", "must be an object with a string 'value'"
+            )
+        key = item.get("key", lower)
+        if not isinstance(key, str) or key.lower() != lower:
+            raise HookError(
+                hook, f"{where}.{lower}[{index}].key", f"{key!r} does not match {lower!r}"
+            )
+        if _BAD_VALUE.search(item["value"]):
+            raise HookError(hook, f"{where}.{lower}[{index}].value", "holds CR, LF or NUL")
+    raise HookError(hook, f"{where}.{lower}", "is malformed")  # pragma: no cover
 
 
 def request_to_cf(
@@ -182,6 +204,8 @@ class _Overrun(BaseException):
 
 
 _armed = False
+_SIGALRM = int(signal.SIGALRM)
+_ITIMER_REAL = int(signal.ITIMER_REAL)
 
 
 def _on_alarm(signum: int, frame: object) -> None:
@@ -200,19 +224,23 @@ def _time_limit(seconds: float) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    # The C-level functions: signal.signal() wraps every call in enum conversions.
+    previous = _signal.getsignal(_SIGALRM)
+    if previous is not _on_alarm:
+        _signal.signal(_SIGALRM, _on_alarm)
     started = time.monotonic()
     _armed = True
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    old_delay, old_interval = _signal.setitimer(_ITIMER_REAL, seconds)
     try:
         yield
     finally:
         _armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _signal.setitimer(_ITIMER_REAL, 0)
+        if previous is not _on_alarm and previous is not None:
+            _signal.signal(_SIGALRM, previous)
         if old_delay > 0:
             left = max(0.001, old_delay - (time.monotonic() - started))
-            signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+            _signal.setitimer(_ITIMER_REAL, left, old_interval)
 
 
 def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:
@@ -220,8 +248,8 @@ def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:
     if not isinstance(headers, dict):
         return []
     out = []
-    for name in names:
-        for item in headers.get(name, ()) or ():
+    for name in names & headers.keys():
+        for item in headers[name] or ():
             if isinstance(item, dict):
                 out.append((name, str(item.get("value"))))
     return sorted(out)

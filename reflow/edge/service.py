@@ -1,0 +1,182 @@
+"""The edge as a platform service: an App's behaviours, hooks and buckets, served.
+
+:class:`EdgeService` turns what an App declared — ``app.bucket(...)``,
+``app.edge_origin(...)`` and ``@app.edge(...)`` hooks — into an
+:class:`~reflow.edge.core.Edge` over the platform's backend, serves it with
+an :class:`~reflow.edge.server.EdgeServer`, relays purges through the
+backend's ``PubSub``, and mounts the admin API's cache routes::
+
+    POST /api/cache/purge   {"keys": [...], "paths": [...], "soft": false} -> {"purged": n}
+    GET  /api/edge/metrics  the counters of reflow.edge.core.Metrics
+
+Edge hooks run their handler inline through :class:`~reflow.edge.triggers.Hook`.
+When the functions runtime (reflow/functions) offers an invoke-with-limits
+call, :func:`hooks_from_app` is the one place to route hooks through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from reflow.admin import AdminRequest, AdminResponse, AdminServer
+from reflow.app import App
+from reflow.backends import Backend
+from reflow.clock import SYSTEM_CLOCK, Clock
+from reflow.edge.cache import CachePolicy
+from reflow.edge.core import Behaviour, Edge
+from reflow.edge.origins import Origin, OriginGroup, open_origin
+from reflow.edge.purge import PurgePlan, Purger
+from reflow.edge.server import EdgeServer
+from reflow.edge.store import Store
+from reflow.edge.triggers import Hook
+from reflow.errors import EdgeError
+
+__all__ = ["EdgeService", "behaviours_from_app", "hooks_from_app"]
+
+# Lambda@Edge's limits: 5 s for viewer hooks, 30 s for origin hooks.
+_HOOK_LIMITS = {
+    "viewer-request": 5.0,
+    "viewer-response": 5.0,
+    "origin-request": 30.0,
+    "origin-response": 30.0,
+}
+
+
+def hooks_from_app(app: App) -> list[Hook]:
+    """The app's ``@app.edge`` registrations as hooks (inline handlers)."""
+    hooks = []
+    for config in app.edges.values():
+        if config.shape != "lambda@edge":
+            raise EdgeError(
+                f"edge function {config.name!r}: shape {config.shape!r} is not served yet; "
+                "use the default Lambda@Edge shape"
+            )
+        function = app.functions[config.function]
+        limit = min(function.timeout, _HOOK_LIMITS[config.hook])
+        hooks.append(
+            Hook(
+                config.name,
+                config.hook,
+                config.path,
+                function.handler,
+                timeout=limit,
+                include_body=config.include_body,
+                distribution=app.name,
+            )
+        )
+    return hooks
+
+
+def behaviours_from_app(app: App, backend: Backend, clock: Clock = SYSTEM_CLOCK) -> list[Behaviour]:
+    """The app's ``edge_origin`` behaviours, with their origins opened."""
+    behaviours = []
+    for config in app.edge_origins.values():
+        origin = _origin(app, config.origin, backend, config.timeout, clock)
+        if config.failover is not None:
+            origin = OriginGroup(
+                origin, _origin(app, config.failover, backend, config.timeout, clock)
+            )
+        policy = CachePolicy(**dict(config.policy))
+        behaviours.append(Behaviour(config.path_pattern, origin, policy))
+    if behaviours and not any(b.pattern in ("*", "/*") for b in behaviours):
+        # CloudFront's default behaviour: the first origin also serves what no pattern matches.
+        behaviours.append(Behaviour("*", behaviours[0].origin, behaviours[0].policy))
+    return behaviours
+
+
+def _origin(app: App, spec: str, backend: Backend, timeout: float, clock: Clock) -> Origin:
+    if spec.startswith("bucket:") and spec.removeprefix("bucket:") not in app.buckets:
+        raise EdgeError(f"origin {spec!r}: no bucket of that name; declare it with app.bucket()")
+    if spec.startswith("asgi:"):
+        raise EdgeError(f"origin {spec!r}: ASGI origins are not served yet")
+    return open_origin(spec, backend.blobs, timeout=timeout, clock=clock)
+
+
+class EdgeService:
+    """The edge server of one App over one backend; start/stop like every service."""
+
+    def __init__(
+        self,
+        app: App,
+        backend: Backend,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        clock: Clock = SYSTEM_CLOCK,
+        admin: AdminServer | None = None,
+        budget: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.host = host
+        self.port = port
+        self.clock = clock
+        self.admin = admin
+        self.store = Store(budget)
+        self.edge: Edge | None = None
+        self.server: EdgeServer | None = None
+        self.purger = Purger(self.store, backend.pubsub)
+
+    async def start(self) -> None:
+        """Open the origins, start listening and subscribe to purges."""
+        behaviours = behaviours_from_app(self.app, self.backend, self.clock)
+        if not behaviours:
+            raise EdgeError(f"app {self.app.name!r} declares no edge origin (app.edge_origin)")
+        self.edge = Edge(behaviours, hooks_from_app(self.app), store=self.store, clock=self.clock)
+        self.server = EdgeServer(self.edge, host=self.host, port=self.port)
+        await self.purger.start()
+        await self.server.start()
+        self.port = self.server.port
+        if self.admin is not None:
+            self._mount(self.admin)
+
+    async def stop(self) -> None:
+        """Stop serving (gracefully) and stop listening for purges."""
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        await self.purger.stop()
+
+    async def purge(
+        self,
+        keys: list[str] | tuple[str, ...] = (),
+        paths: list[str] | tuple[str, ...] = (),
+        *,
+        soft: bool = False,
+    ) -> int:
+        """Purge on this edge and every other; the count is this edge's."""
+        count = await self.purger.purge(PurgePlan.of(keys, paths, soft=soft))
+        if self.edge is not None:
+            self.edge.metrics.purges += 1
+            self.edge.metrics.purged_objects += count
+        return count
+
+    def metrics(self) -> dict[str, Any]:
+        """The edge's counters, plus the store's size."""
+        if self.edge is None:
+            return {}
+        figures = asdict(self.edge.metrics)
+        figures.update(
+            objects=len(self.store), bytes=self.store.bytes, evictions=self.store.evictions
+        )
+        return figures
+
+    def _mount(self, admin: AdminServer) -> None:
+        async def purge(request: AdminRequest) -> AdminResponse:
+            try:
+                body = request.json() or {}
+                plan = PurgePlan.of(
+                    body.get("keys", []), body.get("paths", []), soft=bool(body.get("soft"))
+                )
+            except (ValueError, AttributeError, EdgeError) as exc:
+                return AdminResponse(400, {"error": str(exc)})
+            count = await self.purge(plan.keys, plan.paths, soft=plan.soft)
+            return AdminResponse(200, {"purged": count, "plan": plan.describe()})
+
+        async def metrics(_: AdminRequest) -> AdminResponse:
+            return AdminResponse(200, self.metrics())
+
+        if not any(r.template == "/api/cache/purge" for r in admin.routes):
+            admin.route("POST", "/api/cache/purge", purge)
+            admin.route("GET", "/api/edge/metrics", metrics)

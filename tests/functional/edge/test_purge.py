@@ -1,0 +1,139 @@
+"""Purges: by surrogate key, path and prefix, hard and soft, fanned out over PubSub."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from reflow.backends import memory_backend
+from reflow.edge.purge import PurgePlan, Purger
+from reflow.edge.store import Store
+from reflow.errors import EdgeError
+from tests.functional.edge.conftest import Harness, start_harness, stop_harness
+
+
+def tagged(harness: Harness, path: str, body: bytes, tags: str) -> None:
+    harness.origin.serve(path, body, [("Cache-Control", "max-age=600"), ("Surrogate-Key", tags)])
+
+
+async def test_purge_by_surrogate_key_counts_and_refetches(harness: Harness) -> None:
+    tagged(harness, "/a", b"a1", "article-1 home")
+    tagged(harness, "/b", b"b1", "article-2 home")
+    tagged(harness, "/c", b"c1", "article-3")
+    client = await harness.connect()
+    for path in ("/a", "/b", "/c"):
+        await client.get(path)
+    reply = await client.get("/a")
+    assert "surrogate-key" not in reply.headers  # tags stay at the edge
+    assert PurgePlan.of(["home"]).apply(harness.edge.store) == 2
+    tagged(harness, "/a", b"a2", "article-1 home")
+    assert (await client.get("/a")).body == b"a2"
+    assert (await client.get("/c")).headers["x-cache"] == "Hit"
+
+
+async def test_cache_tag_header_is_accepted_like_surrogate_key(harness: Harness) -> None:
+    harness.origin.serve("/t", b"t", [("Cache-Control", "max-age=600"), ("Cache-Tag", "x,y")])
+    client = await harness.connect()
+    await client.get("/t")
+    assert harness.edge.store.purge_keys(["y"]) == 1
+
+
+async def test_purge_by_exact_path_and_by_prefix(harness: Harness) -> None:
+    for path in ("/blog/1", "/blog/2", "/blogroll", "/about"):
+        harness.origin.serve(path, path.encode())
+    client = await harness.connect()
+    for path in ("/blog/1", "/blog/2", "/blogroll", "/about"):
+        await client.get(path)
+    assert PurgePlan.of(paths=["/about"]).apply(harness.edge.store) == 1
+    assert PurgePlan.of(paths=["/blog/*"]).apply(harness.edge.store) == 2
+    assert (await client.get("/blogroll")).headers["x-cache"] == "Hit"
+    assert (await client.get("/blog/1")).headers["x-cache"] == "Miss"
+
+
+async def test_soft_purge_serves_stale_once_while_one_refresh_runs(harness: Harness) -> None:
+    harness.origin.serve("/s", b"old")
+    client = await harness.connect()
+    await client.get("/s")
+    assert PurgePlan.of(paths=["/s"], soft=True).apply(harness.edge.store) == 1
+    harness.origin.serve("/s", b"new")
+    harness.origin.delay = 0.05
+    stale = await client.get("/s")
+    assert (stale.body, stale.headers["x-cache"]) == (b"old", "Stale")
+    await asyncio.sleep(0.2)
+    fresh = await client.get("/s")
+    assert (fresh.body, fresh.headers["x-cache"]) == (b"new", "Hit")
+    assert harness.origin.fetches == 2
+
+
+def test_purge_plans_refuse_bad_paths_and_keys() -> None:
+    with pytest.raises(EdgeError):
+        PurgePlan.of(paths=["blog"])
+    with pytest.raises(EdgeError):
+        PurgePlan.of(paths=["/a*b"])
+    with pytest.raises(EdgeError):
+        PurgePlan.of(keys=["two words"])
+    plan = PurgePlan.of(["k"], ["/p/*"], soft=True)
+    assert PurgePlan.from_json(plan.to_json()) == plan
+    assert plan.describe() == "soft purge of keys k; paths /p/*"
+
+
+async def test_purge_fans_out_to_every_edge_through_pubsub() -> None:
+    backend = memory_backend()
+    stores = [Store(), Store()]
+    purgers = [Purger(store, backend.pubsub) for store in stores]
+    try:
+        for purger in purgers:
+            await purger.start()
+        for store in stores:
+            from tests.unit.edge.test_store import entry
+
+            store.put(entry("/x", tags=("news",)))
+        assert await purgers[0].purge(PurgePlan.of(["news"])) == 1
+        for _ in range(100):
+            if len(stores[1]) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert len(stores[0]) == 0 and len(stores[1]) == 0
+        assert purgers[1].purged == 1
+    finally:
+        for purger in purgers:
+            await purger.stop()
+        await backend.close()
+
+
+async def test_no_old_body_after_purge_returns_while_64_connections_read() -> None:
+    harness = await start_harness()
+    try:
+        tagged(harness, "/hot", b"old" * 100, "hot")
+        clients = [await harness.connect() for _ in range(64)]
+        await clients[0].get("/hot")
+        purged_at: list[float] = []
+        stale_after_purge: list[bytes] = []
+        first_fresh: list[float] = []
+        stop = asyncio.Event()
+
+        async def read(client_index: int) -> None:
+            client = clients[client_index]
+            while not stop.is_set():
+                sent = time.perf_counter()
+                reply = await client.get("/hot")
+                if purged_at and sent > purged_at[0] and reply.body.startswith(b"old"):
+                    stale_after_purge.append(reply.body)
+                if purged_at and reply.body.startswith(b"new") and not first_fresh:
+                    first_fresh.append(time.perf_counter() - purged_at[0])
+
+        readers = [asyncio.create_task(read(i)) for i in range(64)]
+        await asyncio.sleep(0.1)
+        tagged(harness, "/hot", b"new" * 100, "hot")
+        count = harness.edge.store.purge_keys(["hot"])
+        purged_at.append(time.perf_counter())
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*readers)
+        assert count == 1
+        assert stale_after_purge == []
+        assert first_fresh and first_fresh[0] < 0.1
+    finally:
+        await stop_harness(harness)

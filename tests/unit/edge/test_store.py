@@ -1,0 +1,103 @@
+"""The store: LRU within a byte budget, Vary variants, surrogate-key and path indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reflow.edge.cache import Freshness
+from reflow.edge.store import Entry, Store
+
+T0 = 1_700_000_000.0
+
+
+def entry(
+    path: str,
+    body: bytes = b"x",
+    *,
+    tags: Sequence[str] = (),
+    vary: tuple[str, ...] = (),
+    secondary: tuple[str, ...] = (),
+    key: str | None = None,
+) -> Entry:
+    return Entry(
+        key=key or path,
+        path=path,
+        status=200,
+        reason="OK",
+        headers=[("Content-Type", "text/plain")],
+        body=body,
+        freshness=Freshness(response_time=T0, initial_age=0, lifetime=60),
+        surrogate_keys=frozenset(tags),
+        vary=vary,
+        secondary=secondary,
+    )
+
+
+def test_least_recently_used_key_is_evicted_first_past_the_budget() -> None:
+    one = entry("/1", b"a" * 1000)
+    store = Store(budget=one.size * 3)
+    for name in ("/1", "/2", "/3"):
+        store.put(entry(name, b"a" * 1000))
+    assert store.get("/1", []) is not None  # /1 is now the most recent
+    store.put(entry("/4", b"a" * 1000))
+    assert store.get("/2", []) is None
+    assert all(store.get(p, []) is not None for p in ("/1", "/3", "/4"))
+    assert store.evictions == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 3000)), max_size=60))
+def test_bytes_never_exceed_the_budget_and_match_the_entries(puts: list[tuple[str, int]]) -> None:
+    store = Store(budget=8000)
+    for name, size in puts:
+        store.put(entry(f"/{name}", b"z" * size))
+        held = sum(e.size for e in store.entries())
+        assert store.bytes == held
+        assert held <= 8000 or len(store) == 1
+
+
+def test_vary_variants_are_kept_apart_and_a_new_vary_replaces_them() -> None:
+    store = Store()
+    store.put(entry("/v", b"en", vary=("accept-language",), secondary=("en",)))
+    store.put(entry("/v", b"fr", vary=("accept-language",), secondary=("fr",)))
+    assert store.get("/v", [("accept-language", "fr")]).body == b"fr"  # type: ignore[union-attr]
+    assert store.get("/v", [("accept-language", "en")]).body == b"en"  # type: ignore[union-attr]
+    assert store.get("/v", [("accept-language", "de")]) is None
+    store.put(entry("/v", b"gz", vary=("accept-encoding",), secondary=("gzip",)))
+    assert len(store) == 1
+
+
+def test_purged_entries_leave_no_index_behind() -> None:
+    store = Store()
+    store.put(entry("/a", tags=("t1", "t2")))
+    store.put(entry("/b", tags=("t2",)))
+    assert store.purge_keys(["t2"]) == 2
+    assert store.purge_keys(["t1"]) == 0
+    assert store.bytes == 0 and len(store) == 0
+    assert store._by_surrogate == {} and store._by_path == {}
+
+
+def test_every_purge_bumps_the_generation() -> None:
+    store = Store()
+    before = store.generation
+    store.purge_path("/nothing")
+    assert store.generation == before + 1
+
+
+def test_soft_purge_keeps_the_entry_but_makes_it_stale() -> None:
+    store = Store()
+    store.put(entry("/s"))
+    assert store.purge_prefix("/", soft=True) == 1
+    kept = store.get("/s", [])
+    assert kept is not None and kept.soft_purged and kept.fresh_until < T0
+
+
+def test_prebuilt_hit_response_carries_age_and_length() -> None:
+    stored = entry("/p", b"hello")
+    data = stored.response(T0 + 7.5, head=False)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nAge: 7\r\n" in data and b"Content-Length: 5\r\n" in data
+    assert data.endswith(b"\r\n\r\nhello")
+    assert stored.response(T0 + 7.9, head=True).endswith(b"\r\n\r\n")
