@@ -229,10 +229,12 @@ def main() -> None:
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
     with redis_server() as url:
         comparisons = asyncio.run(run(url, args.rounds, ops, batch))
+    print(f"redis server {url}; this process on CPU {sorted(os.sched_getaffinity(0))}")
     report(
         "backends",
         comparisons,
         "raw redis-py pipelines",
+        redis=url,
         ops=ops,
         batch=batch,
         rounds=args.rounds,
