@@ -1,0 +1,214 @@
+"""State transitions: reflow's ASL engine against LocalStack's ASL interpreter.
+
+Three definitions, identical on both sides (JSONPath mode, in memory):
+
+* ``pass chain`` — 100 Pass states in a row, each writing its number with
+  ``Result``/``ResultPath``;
+* ``choice loop`` — a counter taken to 1,000 by a Choice state and a Pass state
+  that adds one with ``States.MathAdd`` (about 2,000 transitions);
+* ``map`` — an inline Map over 100 items whose processor is a Pass state with
+  ``Parameters`` that reads ``$$.Map.Item``-free data (101 states entered).
+
+reflow runs each through ``reflow.flows.run_async`` (the Express, in-memory
+executor, history included) with the definition parsed once. LocalStack runs
+in bench/.venv-peers through bench/_flows_peer.py: each definition parsed
+once by its ``AmazonStateLanguageParser``, each execution evaluated in a fresh
+``Environment`` as its ExecutionWorker does, with ``jsonpath_ng.parse``
+memoised (as shipped it re-parses every path; BENCHMARKS.md asks for the
+cached figure so the bar is honest). Before timing, both sides' outputs are
+compared on every definition; the script fails if they differ. Rounds
+alternate A B A B after a warm-up; the figure is states entered per second.
+
+Durable executions (SQLite, Redis) are not built yet, so they have no column.
+
+    python bench/flows.py            # full run
+    python bench/flows.py --smoke    # CI: tiny sizes, one round
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _common import Comparison, alternate, machine_is_quiet, parse_args, rate, report  # noqa: E402
+from _peers import peer_python  # noqa: E402
+
+from reflow.flows import StateMachine, parse, run_async  # noqa: E402
+
+PEER_PACKAGES = ("localstack-core[runtime]",)
+
+
+def pass_chain(length: int) -> dict[str, Any]:
+    """``length`` Pass states in a row."""
+    states: dict[str, Any] = {}
+    for index in range(length):
+        state: dict[str, Any] = {"Type": "Pass", "Result": index, "ResultPath": "$.last"}
+        if index + 1 < length:
+            state["Next"] = f"S{index + 1}"
+        else:
+            state["End"] = True
+        states[f"S{index}"] = state
+    return {"StartAt": "S0", "States": states}
+
+
+def choice_loop(limit: int) -> dict[str, Any]:
+    """A counter taken from 0 to ``limit`` by a Choice and a Pass."""
+    return {
+        "StartAt": "Init",
+        "States": {
+            "Init": {"Type": "Pass", "Result": 0, "ResultPath": "$.i", "Next": "Check"},
+            "Check": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.i", "NumericLessThan": limit, "Next": "Inc"}],
+                "Default": "Done",
+            },
+            "Inc": {
+                "Type": "Pass",
+                "Parameters": {"i.$": "States.MathAdd($.i, 1)"},
+                "Next": "Check",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+
+
+def map_over_items() -> dict[str, Any]:
+    """An inline Map whose processor reshapes each item with Parameters."""
+    return {
+        "StartAt": "M",
+        "States": {
+            "M": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {
+                    "StartAt": "Shape",
+                    "States": {
+                        "Shape": {
+                            "Type": "Pass",
+                            "Parameters": {"id.$": "$.id", "seen": True},
+                            "End": True,
+                        }
+                    },
+                },
+                "ResultPath": "$.shaped",
+                "End": True,
+            }
+        },
+    }
+
+
+class Peer:
+    """LocalStack's ASL interpreter in bench/.venv-peers, behind bench/_flows_peer.py."""
+
+    def __init__(self) -> None:
+        python = peer_python(PEER_PACKAGES)
+        self.process = subprocess.Popen(
+            [python, str(HERE / "_flows_peer.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the LocalStack adapter exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def ours_round(machine: StateMachine, value: Any, count: int, transitions: int) -> float:
+    """States entered per second over ``count`` executions."""
+
+    async def executions() -> None:
+        for _ in range(count):
+            execution = await run_async(machine, value)
+            assert execution.status == "SUCCEEDED", execution.error
+
+    started = time.perf_counter()
+    asyncio.run(executions())
+    return rate(transitions * count, time.perf_counter() - started)
+
+
+def main() -> int:
+    args = parse_args(__doc__ or "flows benchmark")
+    smoke = args.smoke
+    items = [{"id": index, "name": f"item-{index}"} for index in range(5 if smoke else 100)]
+    cases: dict[str, tuple[dict[str, Any], Any, int]] = {
+        "pass chain": (pass_chain(10 if smoke else 100), {"article": 7}, 2 if smoke else 60),
+        "choice loop": (choice_loop(20 if smoke else 1000), {}, 2 if smoke else 3),
+        "map": (map_over_items(), {"items": items}, 2 if smoke else 30),
+    }
+    peer_counts = {"pass chain": 2 if smoke else 10, "choice loop": 1, "map": 2 if smoke else 5}
+    machines = {name: parse(definition) for name, (definition, _, _) in cases.items()}
+    transitions: dict[str, int] = {}
+    peer = Peer()
+    comparisons: list[Comparison] = []
+    try:
+        peer.ask(
+            {
+                "op": "definitions",
+                "definitions": {name: json.dumps(d) for name, (d, _, _) in cases.items()},
+            }
+        )
+        for name, (_, value, _) in cases.items():
+            ours = asyncio.run(run_async(machines[name], value))
+            theirs = peer.ask({"op": "run", "name": name, "input": value, "count": 1})
+            if (ours.status, ours.output) != (theirs["status"], theirs["output"]):
+                print(f"{name}: outputs differ\n ours {ours.output}\n peer {theirs['output']}")
+                return 1
+            transitions[name] = sum(
+                1 for event in ours.history if event.type.endswith("StateEntered")
+            )
+        if not machine_is_quiet():
+            print("note: the machine is busy (other jobs running); figures will be noisy")
+        for name, (_, value, count) in cases.items():
+            states = transitions[name]
+
+            def peer_round(name: str = name, value: Any = value, states: int = states) -> float:
+                answer = peer.ask(
+                    {"op": "run", "name": name, "input": value, "count": peer_counts[name]}
+                )
+                return rate(states * peer_counts[name], answer["seconds"])
+
+            comparisons.append(
+                alternate(
+                    args.rounds,
+                    lambda m=machines[name], v=value, c=count, s=states: ours_round(m, v, c, s),
+                    peer_round,
+                    Comparison(f"{name} ({states} states)", "states/s"),
+                    warmup=not smoke,
+                )
+            )
+    finally:
+        peer.close()
+    report(
+        "flows",
+        comparisons,
+        "LocalStack ASL interpreter (jsonpath_ng.parse memoised)",
+        outputs_identical=True,
+        transitions=transitions,
+        mode="express, in memory",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
