@@ -73,7 +73,7 @@ class RedisSubscription:
         while waiting:
             raw = await self._connection.get_message(timeout=CONNECT_TIMEOUT)
             if raw is None:
-                raise BackendUnavailableError("redis", "no confirmation of SUBSCRIBE")
+                raise BackendUnavailableError(self._owner.url, "no confirmation of SUBSCRIBE")
             if raw["type"] == "subscribe":
                 waiting -= 1
             else:
@@ -137,9 +137,10 @@ class RedisSubscription:
 class RedisPubSub:
     """Fire-and-forget broadcast on Redis pub/sub channels under the prefix."""
 
-    def __init__(self, client: aioredis.Redis, namespace: Namespace) -> None:
+    def __init__(self, client: aioredis.Redis, namespace: Namespace, url: str = "redis") -> None:
         self._client = client
         self._ns = namespace
+        self.url = url  # as shown in errors: without the password
         self._open: set[RedisSubscription] = set()
 
     async def publish(self, channel: str, data: bytes) -> int:
@@ -204,7 +205,7 @@ async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backen
         problem = str(exc) or type(exc).__name__
         raise BackendUnavailableError(_shown(url), f"cannot reach the server: {problem}") from None
     namespace = Namespace(url.options.get("prefix", ""))
-    pubsub = RedisPubSub(client, namespace)
+    pubsub = RedisPubSub(client, namespace, _shown(url))
     blobs_dir = Path(url.options["blobs"]) if url.options.get("blobs") else data_dir / "blobs"
     batcher = Batcher(client)
     log = RedisLog(client, namespace, clock, batcher)
