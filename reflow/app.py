@@ -878,6 +878,13 @@ def _validate_pattern(name: str, pattern: Mapping[str, Any]) -> None:
 def _validate_schedule(name: str, expression: str) -> None:
     if not expression:
         raise RegistrationError(name, "a schedule expression must not be empty")
+    from reflow.errors import InvalidScheduleError
+    from reflow.events.schedules import parse_schedule
+
+    try:
+        parse_schedule(expression)
+    except InvalidScheduleError as exc:
+        raise RegistrationError(name, f"invalid {exc}") from exc
 
 
 def _validate_flow(name: str, definition: Mapping[str, Any]) -> None:
