@@ -17,7 +17,16 @@ from reflow.state.streams import (
     StreamRelay,
     to_event,
 )
-from reflow.state.tables import CheckOp, DeleteOp, Page, PutOp, Table, UpdateOp, WriteOp
+from reflow.state.tables import (
+    CheckOp,
+    DeleteOp,
+    Page,
+    PutOp,
+    Table,
+    UpdateOp,
+    WriteOp,
+    transact,
+)
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -41,4 +50,5 @@ __all__ = [
     "attr",
     "parse_rate",
     "to_event",
+    "transact",
 ]

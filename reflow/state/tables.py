@@ -51,6 +51,7 @@ __all__ = [
     "Table",
     "UpdateOp",
     "WriteOp",
+    "transact",
 ]
 
 Document = dict[str, Any]
@@ -176,7 +177,7 @@ class Table:
             # Nothing to check, report or record: a blind write, one round trip.
             await self._kv.put(kv_key, _dumps(new))
             return None
-        plans = await self._apply([(PutOp(new, condition), (kv_key, keys))])
+        plans = await _apply([(self, PutOp(new, condition), (kv_key, keys))])
         return plans[0].current if return_old else None
 
     async def update(
@@ -196,14 +197,14 @@ class Table:
         ``attr(key).exists()`` to refuse that.
         """
         op = UpdateOp(key, dict(set or {}), dict(add or {}), tuple(remove), condition)
-        plans = await self._apply([(op, self._locate(key))])
+        plans = await _apply([(self, op, self._locate(key))])
         new = plans[0].new
         assert new is not None  # an update always leaves an item
         return new
 
     async def delete(self, key: KeyInput, *, condition: Condition | None = None) -> Document | None:
         """Delete the item at ``key``; return it (None when there was none)."""
-        plans = await self._apply([(DeleteOp(key, condition), self._locate(key))])
+        plans = await _apply([(self, DeleteOp(key, condition), self._locate(key))])
         return plans[0].current
 
     async def put_versioned(
@@ -248,9 +249,8 @@ class Table:
                     continue
                 # Re-checked under compare-and-set: a rewrite since the scan wins.
                 op = CheckOp(self._key_document(doc), attr(self.key).not_exists())
-                plans = await self._apply(
-                    [(op, (stored.key, self._key_document(doc)))], expire=True
-                )
+                where = (stored.key, self._key_document(doc))
+                plans = await _apply([(self, op, where)], expire=True)
                 removed += 1 if plans[0].new is None and plans[0].raw is not None else 0
         return removed
 
@@ -336,57 +336,17 @@ class Table:
     # -- transactions -------------------------------------------------------------
 
     async def transact(self, operations: Sequence[WriteOp]) -> list[Document | None]:
-        """Apply every write, or none of them; return each item as it now stands.
+        """Apply every write to this table, or none of them (see :func:`transact`)."""
+        return await transact([(self, op) for op in operations])
 
-        Each write (or ``CheckOp``) may carry a condition; if any is false,
-        :class:`ConditionFailedError` names it (``write N of M``) with that
-        item's current state, and nothing is written. An item may appear
-        only once per transaction.
-        """
-        located: list[tuple[WriteOp, tuple[str, Document]]] = []
-        seen: set[str] = set()
-        for op in operations:
-            if isinstance(op, PutOp):
-                op = PutOp(self._checked_item(op.item), op.condition)
-                where = self._locate(op.item)
-            else:
-                where = self._locate(op.key)
-            if where[0] in seen:
-                raise InvalidKeyError(
-                    self.name, self.key, f"item {where[1]} appears twice in one transaction"
-                )
-            seen.add(where[0])
-            located.append((op, where))
-        plans = await self._apply(located)
-        return [p.current if p.check_only else p.new for p in plans]
+    def _located(self, op: WriteOp) -> tuple[WriteOp, tuple[str, Document]]:
+        """``op`` with its item checked, and the KV key and key attributes it names."""
+        if isinstance(op, PutOp):
+            op = PutOp(self._checked_item(op.item), op.condition)
+            return op, self._locate(op.item)
+        return op, self._locate(op.key)
 
     # -- the write path -------------------------------------------------------------
-
-    async def _apply(
-        self, located: Sequence[tuple[WriteOp, tuple[str, Document]]], *, expire: bool = False
-    ) -> list[_Plan]:
-        """Read, check, and compare-and-set ``located`` writes together, retrying on races."""
-        for attempt in range(self._max_attempts):
-            if attempt:
-                await _backoff(attempt)
-            kv_keys = [kv_key for _, (kv_key, _) in located]
-            stored = await self._kv.get_many(kv_keys)
-            plans: list[_Plan] = []
-            for index, ((op, (kv_key, keys)), found) in enumerate(
-                zip(located, stored, strict=True)
-            ):
-                plans.append(self._plan(op, kv_key, keys, found, index, len(located), expire))
-            operations = self._operations(plans)
-            if not operations:
-                return plans
-            if self.stream:
-                operations.extend(await self._records(plans))
-            try:
-                await self._commit(operations)
-            except (VersionConflictError, TransactionConflictError):
-                continue
-            return plans
-        raise TransactionConflictError(located[0][1][0], None, None)
 
     def _plan(
         self,
@@ -416,21 +376,6 @@ class Table:
         else:
             plan.check_only = True
         return plan
-
-    def _operations(self, plans: list[_Plan]) -> list[Operation]:
-        operations: list[Operation] = []
-        for plan in plans:
-            if plan.check_only or not plan.changes:
-                # Unchanged items still take part: their version must hold.
-                if len(plans) > 1:
-                    operations.append(Check(plan.kv_key, plan.version))
-            elif plan.new is None:
-                operations.append(Delete(plan.kv_key, expect_version=plan.version))
-            else:
-                operations.append(Put(plan.kv_key, _dumps(plan.new), expect_version=plan.version))
-        if all(isinstance(op, Check) for op in operations):
-            return []
-        return operations
 
     async def _records(self, plans: list[_Plan]) -> list[Operation]:
         """Outbox entries for the change records of ``plans``.
@@ -462,17 +407,6 @@ class Table:
                 Put(outbox_key(self.name, sequence), record.to_bytes(), expect_version=0)
             )
         return operations
-
-    async def _commit(self, operations: list[Operation]) -> None:
-        if len(operations) == 1 and not isinstance(operations[0], Check):
-            op = operations[0]
-            # One key: a plain compare-and-set is one round trip on every engine.
-            if isinstance(op, Put):
-                await self._kv.put(op.key, op.value, expect_version=op.expect_version)
-            else:
-                await self._kv.delete(op.key, expect_version=op.expect_version)
-            return
-        await self._kv.transact(operations)
 
     def _updated(self, current: Document | None, keys: Document, op: UpdateOp) -> Document:
         new: Document = dict(current) if current is not None else dict(keys)
@@ -565,6 +499,94 @@ class Table:
     def __repr__(self) -> str:
         sort = f", sort_key={self.sort_key!r}" if self.sort_key else ""
         return f"Table({self.name!r}, key={self.key!r}{sort})"
+
+
+async def transact(writes: Sequence[tuple[Table, WriteOp]]) -> list[Document | None]:
+    """Apply writes to items of one or several tables, all or none.
+
+    Each write (or ``CheckOp``) may carry a condition; if any is false,
+    :class:`ConditionFailedError` names it (``write N of M``) with that
+    item's current state, and nothing is written. An item may appear only
+    once. Returns each item as it now stands (a ``CheckOp``'s as it was
+    checked). The tables must share one KV store.
+    """
+    entries: list[tuple[Table, WriteOp, tuple[str, Document]]] = []
+    seen: set[str] = set()
+    for table, op in writes:
+        if entries and table._kv is not entries[0][0]._kv:
+            raise InvalidKeyError(table.name, table.key, "a transaction spans one backend")
+        located, where = table._located(op)
+        if where[0] in seen:
+            raise InvalidKeyError(
+                table.name, table.key, f"item {where[1]} appears twice in one transaction"
+            )
+        seen.add(where[0])
+        entries.append((table, located, where))
+    if not entries:
+        return []
+    plans = await _apply(entries)
+    return [p.current if p.check_only else p.new for p in plans]
+
+
+async def _apply(
+    entries: Sequence[tuple[Table, WriteOp, tuple[str, Document]]], *, expire: bool = False
+) -> list[_Plan]:
+    """Read, check, and compare-and-set ``entries`` together, retrying on lost races."""
+    kv = entries[0][0]._kv
+    attempts = entries[0][0]._max_attempts
+    for attempt in range(attempts):
+        if attempt:
+            await _backoff(attempt)
+        stored = await kv.get_many([kv_key for _, _, (kv_key, _) in entries])
+        plans = [
+            table._plan(op, kv_key, keys, found, index, len(entries), expire)
+            for index, ((table, op, (kv_key, keys)), found) in enumerate(
+                zip(entries, stored, strict=True)
+            )
+        ]
+        operations = _operations(plans)
+        if not operations:
+            return plans
+        for table in dict.fromkeys(table for table, _, _ in entries):
+            if table.stream:
+                mine = [
+                    p for p, (owner, _, _) in zip(plans, entries, strict=True) if owner is table
+                ]
+                operations.extend(await table._records(mine))
+        try:
+            await _commit(kv, operations)
+        except (VersionConflictError, TransactionConflictError):
+            continue
+        return plans
+    raise TransactionConflictError(entries[0][2][0], None, None)
+
+
+def _operations(plans: list[_Plan]) -> list[Operation]:
+    operations: list[Operation] = []
+    for plan in plans:
+        if plan.check_only or not plan.changes:
+            # Unchanged items still take part: their version must hold.
+            if len(plans) > 1:
+                operations.append(Check(plan.kv_key, plan.version))
+        elif plan.new is None:
+            operations.append(Delete(plan.kv_key, expect_version=plan.version))
+        else:
+            operations.append(Put(plan.kv_key, _dumps(plan.new), expect_version=plan.version))
+    if all(isinstance(op, Check) for op in operations):
+        return []
+    return operations
+
+
+async def _commit(kv: KV, operations: list[Operation]) -> None:
+    if len(operations) == 1 and not isinstance(operations[0], Check):
+        op = operations[0]
+        # One key: a plain compare-and-set is one round trip on every engine.
+        if isinstance(op, Put):
+            await kv.put(op.key, op.value, expect_version=op.expect_version)
+        else:
+            await kv.delete(op.key, expect_version=op.expect_version)
+        return
+    await kv.transact(operations)
 
 
 def _is_number(value: Any) -> bool:

@@ -295,6 +295,45 @@ async def test_transact_refuses_the_same_item_twice(articles: Table) -> None:
         await articles.transact([PutOp({"id": "a"}), DeleteOp("a")])
 
 
+async def test_transaction_across_tables_reserves_stock_and_records_the_order(
+    backend: Backend, clock: FakeClock
+) -> None:
+    from reflow.state import transact
+
+    stock = Table("stock", backend.kv, key="sku", stream=True, clock=clock)
+    orders = Table("orders", backend.kv, key="id", stream=True, clock=clock)
+    await stock.put({"sku": "s1", "left": 1})
+    await transact(
+        [
+            (stock, UpdateOp("s1", add={"left": -1}, condition=attr("left") >= 1)),
+            (orders, PutOp({"id": "o1", "sku": "s1"})),
+        ]
+    )
+    with pytest.raises(ConditionFailedError) as caught:
+        await transact(
+            [
+                (orders, PutOp({"id": "o2", "sku": "s1"})),
+                (stock, UpdateOp("s1", add={"left": -1}, condition=attr("left") >= 1)),
+            ]
+        )
+    assert caught.value.table == "stock"
+    assert await orders.get("o2") is None
+    assert await stock.get("s1") == {"sku": "s1", "left": 0}
+    assert [i["id"] for i in (await orders.scan()).items] == ["o1"]
+
+
+async def test_transaction_item_may_repeat_across_tables_but_not_within(
+    backend: Backend,
+) -> None:
+    from reflow.state import transact
+
+    one, two = Table("one", backend.kv), Table("two", backend.kv)
+    await transact([(one, PutOp({"id": "x"})), (two, PutOp({"id": "x"}))])
+    assert await one.get("x") == await two.get("x") == {"id": "x"}
+    with pytest.raises(InvalidKeyError, match="twice"):
+        await transact([(one, PutOp({"id": "y"})), (one, UpdateOp("y", set={"a": 1}))])
+
+
 # --- optimistic locking -------------------------------------------------------------------
 
 
