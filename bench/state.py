@@ -9,8 +9,11 @@ update as one Lua script (decode, check ``stock >= 1``, decrement, encode,
 ``--ops`` operations in batches of ``--batch``: reflow issues a batch as
 concurrent calls (``asyncio.gather``), the peer as one pipeline. Items are
 distinct per operation, so the conditional updates measure the path, not
-contention. Rounds rotate the order of the three sides (SQLite, Redis, peer)
-and each engine's ratio is against the peer of the same round.
+contention. A fourth measure is the latency of a rate-limit hit (sliding
+log, ``50/second`` over 100 keys, one hit at a time as on a request path):
+reflow's ``RateLimiter`` beside the same Lua script sent by raw redis-py.
+Rounds rotate the order of the three sides (SQLite, Redis, peer) and each
+engine's ratio is against the peer of the same round.
 
 The Redis server is ``REFLOW_BENCH_REDIS`` or 127.0.0.1:6379, else one this
 run starts itself (``bench/backends.py``'s helper: installs the Debian package
@@ -37,13 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis  # noqa: E402
-from _common import Comparison, parse_args, report  # noqa: E402
+from _common import Comparison, parse_args, percentile, report  # noqa: E402
 from backends import redis_server  # noqa: E402
 
 from reflow.backends import Backend, open_backend  # noqa: E402
-from reflow.state import Table, attr  # noqa: E402
+from reflow.state import RateLimiter, Table, attr  # noqa: E402
+from reflow.state.limits import _SCRIPT as SLIDING_LOG_LUA  # noqa: E402
 
 MEASURES = ("put", "get", "conditional update")
+LATENCIES = ("rate-limit hit p50", "rate-limit hit p99")
 ENGINES = ("sqlite", "redis")
 BODY = "x" * 100
 
@@ -93,11 +98,27 @@ async def reflow_round(backend: Backend, tag: str, ops: int, batch: int) -> dict
             )
         )
 
-    return {
+    figures = {
         "put": await _batches(ops, batch, put),
         "get": await _batches(ops, batch, get),
         "conditional update": await _batches(ops, batch, update),
     }
+    limiter = RateLimiter.for_backend(backend)
+    try:
+        figures.update(await _hits(ops // 3, lambda key: limiter.hit(f"{tag}{key}", "50/second")))
+    finally:
+        await limiter.close()
+    return figures
+
+
+async def _hits(count: int, hit: Callable[[str], Awaitable[Any]]) -> dict[str, float]:
+    """Sequential rate-limit hits over 100 keys: what a request path pays, in µs."""
+    samples = []
+    for index in range(count):
+        started = time.perf_counter()
+        await hit(f"ip{index % 100}")
+        samples.append((time.perf_counter() - started) * 1e6)
+    return {LATENCIES[0]: percentile(samples, 0.5), LATENCIES[1]: percentile(samples, 0.99)}
 
 
 async def peer_round(client: aioredis.Redis, prefix: str, ops: int, batch: int) -> dict[str, float]:
@@ -124,11 +145,23 @@ async def peer_round(client: aioredis.Redis, prefix: str, ops: int, batch: int) 
             results = await pipe.execute()
         assert all(r == 1 for r in results), "every conditional update applied"
 
-    return {
+    figures = {
         "put": await _batches(ops, batch, put),
         "get": await _batches(ops, batch, get),
         "conditional update": await _batches(ops, batch, update),
     }
+    limit_script = client.register_script(SLIDING_LOG_LUA)
+    counter = 0
+
+    async def hit(key: str) -> Any:
+        nonlocal counter
+        counter += 1
+        return await limit_script(
+            keys=[f"{prefix}rl:{key}"], args=[repr(time.time()), "1.0", 50, 1, f"peer:{counter}"]
+        )
+
+    figures.update(await _hits(ops // 3, hit))
+    return figures
 
 
 async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
@@ -139,6 +172,11 @@ async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
         for engine in ENGINES
         for measure in MEASURES
     }
+    for engine in ENGINES:
+        for measure in LATENCIES:
+            comparisons[(engine, measure)] = Comparison(
+                f"{measure} ({engine})", "µs", higher_is_better=False
+            )
     separator = "&" if "?" in url else "?"
     with tempfile.TemporaryDirectory() as scratch:
         sqlite = await open_backend(f"sqlite:///{scratch}/state.db", data_dir=Path(scratch))
@@ -161,7 +199,7 @@ async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
                 for side in rotated:
                     figures[side] = await sides[side](index)
                 for engine in ENGINES:
-                    for measure in MEASURES:
+                    for measure in MEASURES + LATENCIES:
                         comparison = comparisons[(engine, measure)]
                         comparison.ours.append(figures[engine][measure])
                         comparison.peer.append(figures["peer"][measure])
