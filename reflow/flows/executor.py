@@ -17,7 +17,6 @@ from its arguments and returns ``{"Payload": …, "StatusCode": 200}``.
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import json
 import uuid
@@ -37,6 +36,10 @@ __all__ = ["Execution", "Executor", "TaskContext", "resolve_function"]
 TaskFunction = Callable[[Any, "TaskContext"], Any]
 
 _LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+_TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
+_ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
+_EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
+_FINAL = (core.Goto, core.Succeed, core.Fail)
 _SUCCEEDED, _FAILED, _TIMED_OUT = "SUCCEEDED", "FAILED", "TIMED_OUT"
 
 
@@ -134,6 +137,8 @@ class Executor:
         now = self.clock.time()
         execution = Execution(self.name, self.execution_id, input, start_time=now)
         history = execution._history
+        # The caller keeps its own objects; the execution works on a copy of the input.
+        input = json_copy(input)
         history.add("ExecutionStarted", now, input=input)
         if self.machine.timeout_seconds is not None:
             self._deadline = now + self.machine.timeout_seconds
@@ -159,7 +164,7 @@ class Executor:
             history.add("ExecutionTimedOut", self.clock.time(), error=TIMEOUT)
         else:
             if isinstance(end, core.Succeed):
-                execution.status, execution.output = _SUCCEEDED, copy.deepcopy(end.output)
+                execution.status, execution.output = _SUCCEEDED, json_copy(end.output)
                 history.add("ExecutionSucceeded", self.clock.time(), output=execution.output)
             else:
                 execution.status, execution.error, execution.cause = _FAILED, end.error, end.cause
@@ -182,25 +187,14 @@ class Executor:
             self._check_deadline()
             state = machine.state(cursor.state)
             entered = self.clock.time()
-            history.add(f"{state.type}StateEntered", entered, name=state.name, input=cursor.input)
+            history.add(_ENTERED[state.type], entered, name=state.name, input=cursor.input)
             context = {
                 **base,
-                "State": {
-                    "EnteredTime": iso_time(entered),
-                    "Name": state.name,
-                    "RetryCount": 0,
-                },
+                "State": {"EnteredTime": iso_time(entered), "Name": state.name, "RetryCount": 0},
             }
             action = core.step(machine, cursor, context)
-            while True:
-                if isinstance(action, core.Invoke):
-                    outcome = await self._invoke(action, cursor, context, history)
-                elif isinstance(action, core.Sleep):
-                    await self._sleep(action)
-                    outcome = core.Result(None)
-                elif isinstance(action, core.Branches):
-                    outcome = await self._branches(action, base, history, state.name)
-                elif isinstance(action, core.Retry):
+            while not isinstance(action, _FINAL):
+                if isinstance(action, core.Retry):
                     await self._delay(backoff_delay(action.retrier, action.attempt))
                     cursor = action.cursor
                     context = {
@@ -209,26 +203,22 @@ class Executor:
                     }
                     action = core.step(machine, cursor, context)
                     continue
+                outcome: core.Outcome
+                if isinstance(action, core.Invoke):
+                    outcome = await self._invoke(action, cursor, context, history)
+                elif isinstance(action, core.Sleep):
+                    await self._sleep(action)
+                    outcome = core.Result(None)
                 else:
-                    break
+                    outcome = await self._branches(action, base, history, state.name)
                 action = core.step(machine, cursor, context, outcome)
-            if isinstance(action, core.Goto):
-                history.add(
-                    f"{state.type}StateExited",
-                    self.clock.time(),
-                    name=state.name,
-                    output=action.cursor.input,
-                )
-                cursor = action.cursor
-                continue
+            if isinstance(action, core.Fail):
+                return action
+            output = action.cursor.input if isinstance(action, core.Goto) else action.output
+            history.add(_EXITED[state.type], self.clock.time(), name=state.name, output=output)
             if isinstance(action, core.Succeed):
-                history.add(
-                    f"{state.type}StateExited",
-                    self.clock.time(),
-                    name=state.name,
-                    output=action.output,
-                )
-            return action
+                return action
+            cursor = action.cursor
 
     # -- the actions -------------------------------------------------------------------
 
@@ -313,7 +303,7 @@ class Executor:
     async def _call(
         self, function: TaskFunction, payload: Any, context: TaskContext, timeout: float | None
     ) -> Any:
-        result = function(copy.deepcopy(payload), context)
+        result = function(json_copy(payload), context)
         if not inspect.isawaitable(result):
             return result
         limit = timeout
@@ -339,6 +329,32 @@ class Executor:
         self._check_deadline()
         raise _TaskTimeout()
 
+    async def _child(
+        self, child: core.Child, base: Mapping[str, Any], history: History, state_name: str
+    ) -> core.Outcome:
+        """Run one branch or iteration to its end, recording Map iteration events."""
+        if child.index is not None:
+            history.add(
+                "MapIterationStarted", self.clock.time(), name=state_name, index=child.index
+            )
+        end = await self._run_machine(child.machine, child.input, child.variables, base, history)
+        if isinstance(end, core.Succeed):
+            if child.index is not None:
+                history.add(
+                    "MapIterationSucceeded", self.clock.time(), name=state_name, index=child.index
+                )
+            return core.Result(end.output)
+        if child.index is not None:
+            history.add(
+                "MapIterationFailed",
+                self.clock.time(),
+                name=state_name,
+                index=child.index,
+                error=end.error,
+                cause=end.cause,
+            )
+        return core.Failure(end.error, end.cause)
+
     async def _branches(
         self, action: core.Branches, base: Mapping[str, Any], history: History, state_name: str
     ) -> core.Outcome:
@@ -346,56 +362,37 @@ class Executor:
         history.add(
             f"{kind}StateStarted", self.clock.time(), name=state_name, length=len(action.children)
         )
-        limit = action.max_concurrency or len(action.children) or 1
-        gate = asyncio.Semaphore(limit)
+        gate = asyncio.Semaphore(action.max_concurrency) if action.max_concurrency else None
         fail_fast = action.tolerated_count is None and action.tolerated_percentage is None
 
         async def one(child: core.Child) -> core.Outcome:
-            async with gate:
-                if child.index is not None:
-                    history.add(
-                        "MapIterationStarted", self.clock.time(), name=state_name, index=child.index
-                    )
-                end = await self._run_machine(
-                    child.machine, child.input, child.variables, base, history
-                )
-            if isinstance(end, core.Succeed):
-                if child.index is not None:
-                    history.add(
-                        "MapIterationSucceeded",
-                        self.clock.time(),
-                        name=state_name,
-                        index=child.index,
-                    )
-                return core.Result(end.output)
-            if child.index is not None:
-                history.add(
-                    "MapIterationFailed",
-                    self.clock.time(),
-                    name=state_name,
-                    index=child.index,
-                    error=end.error,
-                    cause=end.cause,
-                )
-            return core.Failure(end.error, end.cause)
+            if gate is None:
+                outcome = await self._child(child, base, history, state_name)
+            else:
+                async with gate:
+                    outcome = await self._child(child, base, history, state_name)
+            if fail_fast and isinstance(outcome, core.Failure):
+                # Raising wakes asyncio.wait at once, so the other children are stopped.
+                raise _ChildFailed(outcome)
+            return outcome
 
         tasks = [asyncio.ensure_future(one(child)) for child in action.children]
         outcome: core.Outcome | None = None
         try:
-            if fail_fast:
-                # The first failure fails the state; the other children are stopped.
-                for next_done in asyncio.as_completed(tasks):
-                    finished = await next_done
-                    if isinstance(finished, core.Failure):
-                        outcome = finished
-                        break
-            else:
-                await asyncio.gather(*tasks)
+            if tasks:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             for task in tasks:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            error = task.exception() if not task.cancelled() else None
+            if isinstance(error, _ChildFailed):
+                outcome = error.outcome
+                break
+            if error is not None:
+                raise error
         if outcome is None:
             outcome = core.gather(action, [task.result() for task in tasks])
         if isinstance(outcome, core.Result):
@@ -411,8 +408,27 @@ class Executor:
         return outcome
 
 
+class _ChildFailed(Exception):
+    """A branch or iteration failed and the state fails fast."""
+
+    def __init__(self, outcome: core.Failure) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
 class _TaskTimeout(Exception):
     """A task ran past its TimeoutSeconds."""
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, scalars): much cheaper than deepcopy."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    if isinstance(value, tuple):
+        return [json_copy(item) for item in value]
+    return value
 
 
 def _error_name(error: BaseException) -> str:

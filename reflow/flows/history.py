@@ -11,28 +11,34 @@ error, cause, iteration index …).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["History", "HistoryEvent", "iso_time"]
 
 
+_last_second: list[Any] = [None, ""]
+
+
 def iso_time(seconds: float) -> str:
     """Epoch seconds as Step Functions writes times: ``2024-05-01T12:00:00.000Z``."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Every state entered formats a time; formatting each second once keeps that cheap.
+    whole = int(seconds // 1)
+    if _last_second[0] != whole:
+        _last_second[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second[0] = whole
+    millis = min(999, int((seconds - whole) * 1000))
+    return f"{_last_second[1]}{millis:03d}Z"
 
 
-@dataclass(frozen=True)
-class HistoryEvent:
-    """One event of an execution's history."""
+class HistoryEvent(NamedTuple):
+    """One event of an execution's history (a named tuple: cheap to make, immutable)."""
 
     id: int
     type: str
     timestamp: float
     previous_event_id: int
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any]
 
 
 class History:

@@ -110,11 +110,8 @@ class CompiledPath:
     text: str
     root: str  # "$", "$$" or a variable name
     steps: tuple[Step, ...]
-
-    @property
-    def definite(self) -> bool:
-        """Whether the path names at most one node (fields and indices only)."""
-        return all(isinstance(step, Field | Index) for step in self.steps)
+    definite: bool = True
+    """Whether the path names at most one node (fields and indices only)."""
 
 
 def is_path(text: object) -> bool:
@@ -172,7 +169,8 @@ def compile_path(text: str) -> CompiledPath:
             position = end + 1
         else:
             raise PathSyntaxError(text, f"unexpected {char!r} at offset {position}")
-    return CompiledPath(text, root, tuple(steps))
+    definite = all(isinstance(step, Field | Index) for step in steps)
+    return CompiledPath(text, root, tuple(steps), definite)
 
 
 def _bracket_end(text: str, start: int) -> int:
