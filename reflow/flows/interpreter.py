@@ -340,7 +340,8 @@ def _goto_after_choice(
 ) -> Action:
     variables = _assign_jsonpath(state.assign, effective, cursor, context)
     if rule is not None and rule.assign:
-        variables = {**variables, **_assign_jsonpath(rule.assign, effective, cursor, context)}
+        updates = templates.render(dict(rule.assign), effective, context, cursor.variables)
+        variables = {**variables, **updates}
     target = rule.next if rule is not None else state.default
     assert target is not None
     output = _output_path(state, effective, cursor, context)
@@ -626,11 +627,12 @@ def _transition(state: State, output: Any, variables: Mapping[str, Any]) -> Acti
 
 def _assign_jsonpath(
     assign: Mapping[str, Any] | None, data: Any, cursor: Cursor, context: Mapping[str, Any]
-) -> dict[str, Any]:
-    variables = dict(cursor.variables)
-    if assign:
-        variables.update(templates.render(dict(assign), data, context, cursor.variables))
-    return variables
+) -> Mapping[str, Any]:
+    if not assign:
+        # Variables are never changed in place, so an unchanged set is shared.
+        return cursor.variables
+    updates = templates.render(dict(assign), data, context, cursor.variables)
+    return {**cursor.variables, **updates}
 
 
 def _finish_jsonpath(
@@ -702,7 +704,7 @@ def _caught(
             else error_output
         )
         updates = _assign_jsonata(catcher.assign, states, cursor.variables)
-        variables = {**cursor.variables, **updates}
+        variables: Mapping[str, Any] = {**cursor.variables, **updates}
     else:
         variables = _assign_jsonpath(catcher.assign, error_output, cursor, context)
         if catcher.result_path is None:
