@@ -113,7 +113,12 @@ class EdgeProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.reject(InvalidRequestError(400, "protocol upgrades are not supported"))
+            # The request itself was answered (upgrades are not offered); what follows
+            # it is another protocol's bytes, so nothing more is read.
+            self.closing = True
+            self.queue.clear()
+            if self.transport is not None and not self.busy:
+                self.transport.close()
             return
         except httptools.HttpParserError as exc:
             problem = self.error or InvalidRequestError(400, f"malformed request: {exc}")

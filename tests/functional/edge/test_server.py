@@ -144,3 +144,18 @@ async def test_stop_refuses_new_connections() -> None:
         return
     writer.close()
     raise AssertionError("the port still accepts connections after stop()")
+
+
+async def test_upgrade_is_not_offered_the_request_is_answered_and_the_rest_unread(
+    harness: Harness,
+) -> None:
+    harness.origin.serve("/", b"plain")
+    harness.origin.serve("/poison", b"poisoned")
+    client = await harness.connect()
+    await client.send(
+        b"GET / HTTP/1.1\r\nHost: e\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        b"GET /poison HTTP/1.1\r\nHost: e\r\n\r\n"
+    )
+    replies = await client.replies(2)
+    assert [r.body for r in replies] == [b"plain"]
+    assert all(r.path != "/poison" for r in harness.origin.requests)
