@@ -380,3 +380,49 @@ async def test_expire_deletes_only_expired_items(articles: Table, clock: FakeClo
     clock.advance(2)
     assert await articles.expire() == 1
     assert [i["id"] for i in (await articles.scan()).items] == ["forever", "new"]
+
+
+# --- every condition, through a conditional write on every engine -----------------
+
+
+STORED = {"id": "c", "n": 5, "s": "hello", "tags": ["a", "b"], "m": {"k": 1}, "flag": True}
+CONDITIONS = [
+    (attr("n") == 5, True),
+    (attr("n") != 5, False),
+    (attr("n") < 6, True),
+    (attr("n") <= 4, False),
+    (attr("n") > 4, True),
+    (attr("n") >= 6, False),
+    (attr("s").exists(), True),
+    (attr("zz").exists(), False),
+    (attr("zz").not_exists(), True),
+    (attr("s").begins_with("he"), True),
+    (attr("s").begins_with("lo"), False),
+    (attr("s").contains("ll"), True),
+    (attr("tags").contains("b"), True),
+    (attr("tags").contains("c"), False),
+    (attr("n").between(1, 5), True),
+    (attr("n").between(6, 9), False),
+    (attr("s").is_in(["x", "hello"]), True),
+    (attr("s").is_in(["x"]), False),
+    (attr("m.k") == 1, True),
+    (attr("tags[0]") == "a", True),
+    ((attr("n") == 5) & (attr("flag") == True), True),  # noqa: E712
+    ((attr("n") == 4) | attr("zz").exists(), False),
+    (~(attr("n") == 4), True),
+]
+
+
+@pytest.mark.parametrize(("condition", "passes"), CONDITIONS, ids=[str(c) for c, _ in CONDITIONS])
+async def test_every_condition_guards_a_write_on_every_engine(
+    articles: Table, condition: Any, passes: bool
+) -> None:
+    await articles.put(STORED)
+    if passes:
+        new = await articles.update("c", add={"n": 1}, condition=condition)
+        assert new["n"] == 6
+    else:
+        with pytest.raises(ConditionFailedError) as caught:
+            await articles.update("c", add={"n": 1}, condition=condition)
+        assert caught.value.item == STORED
+        assert await articles.get("c") == STORED
