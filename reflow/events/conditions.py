@@ -34,11 +34,15 @@ __all__ = [
     "Exact",
     "Exists",
     "Field",
+    "Membership",
     "Numeric",
     "Path",
     "Prefix",
     "Suffix",
     "Wildcard",
+    "consistent",
+    "consistent_choice",
+    "leaf_entries",
     "leaf_values",
     "typed_key",
 ]
@@ -107,6 +111,65 @@ def leaf_values(event: Mapping[str, Any], path: Path) -> list[Any]:
             return reached
         nodes = reached
     return [item for item in nodes if not isinstance(item, dict)]
+
+
+Membership = tuple[tuple[int, int], ...]
+"""Which element of which array of objects a value sits in: ``((id(array), index), ...)``."""
+
+
+def leaf_entries(event: Mapping[str, Any], path: Path) -> tuple[list[Any], list[Membership] | None]:
+    """The leaf values at ``path`` and, when arrays of objects were crossed, where each sits.
+
+    EventBridge refuses a match in which two fields come from objects in
+    different elements of the same array (event-ruler's "array-consistent
+    matching"), so the matchers need each value's array membership. It is
+    ``None`` in the common case, when no array of objects lies on the path.
+    An array at the end of the path is not a membership: its elements are
+    several values of one field.
+    """
+    values = leaf_values(event, path)
+    if not values or not _crosses_array(event, path):
+        return values, None
+    last = len(path) - 1
+    nodes: list[tuple[Any, Membership]] = [(event, ())]
+    for depth, key in enumerate(path):
+        reached: list[tuple[Any, Membership]] = []
+        for item, membership in nodes:
+            if isinstance(item, dict) and key in item:
+                _spread_members(item[key], membership, reached, depth < last)
+        nodes = reached
+    kept = [(item, membership) for item, membership in nodes if not isinstance(item, dict)]
+    return [item for item, _ in kept], [membership for _, membership in kept]
+
+
+def _crosses_array(event: Mapping[str, Any], path: Path) -> bool:
+    node: Any = event
+    for key in path[:-1]:
+        if not isinstance(node, dict):
+            return False
+        node = node.get(key)
+        if isinstance(node, list):
+            return True
+    return False
+
+
+def _spread_members(
+    value: Any, membership: Membership, into: list[tuple[Any, Membership]], record: bool
+) -> None:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            inner = (*membership, (id(value), index)) if record else membership
+            _spread_members(item, inner, into, record)
+    else:
+        into.append((value, membership))
+
+
+def consistent(first: Membership, second: Membership) -> bool:
+    """Whether two memberships never put one array in two different elements."""
+    if not first or not second:
+        return True
+    chosen = dict(first)
+    return all(chosen.get(array, index) == index for array, index in second)
 
 
 _MISSING = object()
@@ -295,6 +358,35 @@ class Field:
         if not values:
             return self.accepts_absence
         return any(c.test(v) for c in self.conditions for v in values)
+
+    def witnesses(self, values: Sequence[Any], members: Sequence[Membership]) -> set[Membership]:
+        """The array memberships of the values that satisfy the field."""
+        if not values:
+            return {()} if self.accepts_absence else set()
+        return {
+            members[index]
+            for index, value in enumerate(values)
+            if any(c.test(value) for c in self.conditions)
+        }
+
+
+def consistent_choice(options: Sequence[set[Membership]]) -> bool:
+    """Whether one membership can be picked from each set with no array split.
+
+    A small backtracking search: patterns have few fields, and only fields
+    inside arrays of objects have more than one option.
+    """
+
+    def pick(index: int, chosen: dict[int, int]) -> bool:
+        if index == len(options):
+            return True
+        for membership in options[index]:
+            fits = all(chosen.get(array, element) == element for array, element in membership)
+            if fits and pick(index + 1, {**chosen, **dict(membership)}):
+                return True
+        return False
+
+    return pick(0, {})
 
 
 def describe(conditions: Iterable[Condition]) -> str:

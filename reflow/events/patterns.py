@@ -38,13 +38,15 @@ from reflow.events.conditions import (
     Exact,
     Exists,
     Field,
+    Membership,
     Numeric,
     Path,
     Prefix,
     Suffix,
     Wildcard,
+    consistent_choice,
     is_number,
-    leaf_values,
+    leaf_entries,
     typed_key,
 )
 
@@ -89,20 +91,37 @@ class Pattern:
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` matches the pattern."""
-        cache: dict[Path, list[Any]] = {}
+        cache: dict[Path, tuple[list[Any], list[Membership] | None]] = {}
         for alternative in self.alternatives:
+            inside_arrays = False
             for item in alternative:
-                values = cache.get(item.path)
-                if values is None:
-                    values = cache[item.path] = leaf_values(event, item.path)
-                if not item.test(values):
+                entry = cache.get(item.path)
+                if entry is None:
+                    entry = cache[item.path] = leaf_entries(event, item.path)
+                if not item.test(entry[0]):
                     break
+                inside_arrays = inside_arrays or entry[1] is not None
             else:
-                return True
+                if not inside_arrays or _array_consistent(alternative, cache):
+                    return True
         return False
 
     def __repr__(self) -> str:
         return f"Pattern({json.dumps(self.source, sort_keys=True)})"
+
+
+def _array_consistent(
+    alternative: Alternative, cache: Mapping[Path, tuple[list[Any], list[Membership] | None]]
+) -> bool:
+    # Only reached when some field's values sit in arrays of objects: the
+    # fields must then be satisfiable from one element of each such array.
+    options = []
+    for item in alternative:
+        values, members = cache[item.path]
+        if members is None:
+            continue  # not inside an array of objects: no constraint
+        options.append(item.witnesses(values, members))
+    return consistent_choice(options)
 
 
 def _load(pattern: Mapping[str, Any] | str) -> dict[str, Any]:

@@ -24,6 +24,11 @@ Matching walks the tree from the root, reading each event path at most once
 (a per-event cache), and collects the rules whose alternatives end at the
 nodes reached. Each node is reached at most once, since a child has exactly
 one parent branch and the children of a branch are deduplicated.
+
+Values inside arrays of objects are the exception: EventBridge requires the
+fields of one alternative to come from the same element of such an array, so
+a node reached through one carries the elements chosen so far, and the walk
+goes on from it only along values from those same elements.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ from reflow.events.conditions import (
     Exact,
     Exists,
     Field,
+    Membership,
     Path,
     Prefix,
     Suffix,
     TypedKey,
-    leaf_values,
+    consistent,
+    leaf_entries,
     typed_key,
 )
 from reflow.events.patterns import Pattern
@@ -231,6 +238,21 @@ def _probe_suffixes(
                 reached[id(node)] = node
 
 
+def _step_tied(
+    branch: _Branch,
+    values: list[Any],
+    members: list[Membership],
+    held: Membership,
+    into: list[tuple[_Node, Membership]],
+) -> None:
+    """Step value by value, keeping only children whose value fits the elements held."""
+    for value, membership in zip(values, members, strict=True):
+        if not consistent(held, membership):
+            continue
+        merged = tuple(sorted({**dict(held), **dict(membership)}.items()))
+        into.extend((child, merged) for child in branch.step([value]))
+
+
 _Trail = list[tuple[_Node, Path, frozenset[Condition], _Node]]
 
 
@@ -302,17 +324,25 @@ class RuleSet:
     def match(self, event: Mapping[str, Any]) -> list[str]:
         """The names of the rules that ``event`` matches, in the order they were added."""
         found: set[str] = set()
-        values_at: dict[Path, list[Any]] = {}
+        entries: dict[Path, tuple[list[Any], list[Membership] | None]] = {}
+        # Nodes reached with no array constraint; nodes reached through values
+        # inside arrays of objects wait, with the array elements they are tied
+        # to, in ``tied`` (rare: most events have no arrays of objects).
         pending = [self._root]
+        tied: list[tuple[_Node, Membership]] = []
         pop, push = pending.pop, pending.extend
         while pending:
             node = pop()
             if node.rules:
                 found.update(node.rules)
             for path, branch in node.branches.items():
-                values = values_at.get(path)
-                if values is None:
-                    values = values_at[path] = leaf_values(event, path)
+                entry = entries.get(path)
+                if entry is None:
+                    entry = entries[path] = leaf_entries(event, path)
+                values, members = entry
+                if members is not None:
+                    _step_tied(branch, values, members, (), tied)
+                    continue
                 if branch.inexact == 0:
                     # Only exact values here: one probe per value, and with a
                     # single value the hit list cannot repeat a node.
@@ -327,10 +357,39 @@ class RuleSet:
                             push(hit)
                         continue
                 push(branch.step(values))
+        if tied:
+            self._match_tied(event, tied, entries, found)
         if len(found) < 2:
             return list(found)
         order = self._order
         return sorted(found, key=order.__getitem__)
+
+    @staticmethod
+    def _match_tied(
+        event: Mapping[str, Any],
+        tied: list[tuple[_Node, Membership]],
+        entries: dict[Path, tuple[list[Any], list[Membership] | None]],
+        found: set[str],
+    ) -> None:
+        # The same walk, carrying the array elements already chosen, so that
+        # no two fields come from different elements of one array.
+        seen: set[tuple[int, Membership]] = set()
+        while tied:
+            node, held = tied.pop()
+            if (id(node), held) in seen:
+                continue
+            seen.add((id(node), held))
+            if node.rules:
+                found.update(node.rules)
+            for path, branch in node.branches.items():
+                entry = entries.get(path)
+                if entry is None:
+                    entry = entries[path] = leaf_entries(event, path)
+                values, members = entry
+                if members is None:
+                    tied.extend((child, held) for child in branch.step(values))
+                else:
+                    _step_tied(branch, values, members, held, tied)
 
     def pattern(self, name: str) -> Pattern:
         """The compiled pattern of rule ``name`` (``KeyError`` if there is none)."""

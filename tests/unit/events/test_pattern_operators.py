@@ -464,3 +464,47 @@ def test_a_field_named_inside_and_outside_or_must_satisfy_both() -> None:
     check(pattern, {"detail": {"words": 160}}, True)
     check(pattern, {"detail": {"words": 120, "tags": ["x"]}}, True)
     check(pattern, {"detail": {"words": 120}}, False)
+
+
+# --- array consistency (event-ruler's README, "JSON Array Matching") ----------------------
+
+EMPLOYEES: dict[str, Any] = {
+    "employees": [
+        {"firstName": "John", "lastName": "Doe"},
+        {"firstName": "Anna", "lastName": "Smith"},
+        {"firstName": "Peter", "lastName": "Jones"},
+    ]
+}
+
+
+def test_fields_inside_one_array_element_match_together() -> None:
+    check({"employees": {"firstName": ["Anna"]}}, EMPLOYEES, True)
+    check({"employees": {"firstName": ["Anna"], "lastName": ["Smith"]}}, EMPLOYEES, True)
+
+
+def test_fields_from_different_elements_of_one_array_do_not_match_together() -> None:
+    check({"employees": {"firstName": ["Anna"], "lastName": ["Jones"]}}, EMPLOYEES, False)
+
+
+def test_array_consistency_holds_for_operators_and_nested_arrays() -> None:
+    event = {
+        "employees": [
+            [{"firstName": "John", "age": 30}, {"firstName": "Anna", "age": 41}],
+            [{"firstName": "Peter", "age": 25}],
+        ]
+    }
+    pattern = {"employees": {"firstName": [{"prefix": "A"}], "age": [{"numeric": [">", 40]}]}}
+    check(pattern, event, True)
+    pattern = {"employees": {"firstName": [{"prefix": "P"}], "age": [{"numeric": [">", 40]}]}}
+    check(pattern, event, False)
+
+
+def test_a_field_outside_the_array_combines_with_any_element() -> None:
+    event = {**EMPLOYEES, "team": "core"}
+    check({"team": ["core"], "employees": {"lastName": ["Jones"]}}, event, True)
+
+
+def test_scalar_arrays_inside_array_elements_are_values_of_that_element() -> None:
+    event = {"items": [{"sku": "a", "tags": ["red", "big"]}, {"sku": "b", "tags": ["blue"]}]}
+    check({"items": {"sku": ["a"], "tags": ["big"]}}, event, True)
+    check({"items": {"sku": ["b"], "tags": ["big"]}}, event, False)

@@ -211,3 +211,29 @@ def test_ruleset_after_removals_agrees_with_the_remaining_patterns(
     for event in samples:
         expected = [n for n in rules.names() if Pattern(rules.pattern(n).source).matches(event)]
         assert rules.match(event) == expected
+
+
+flat_objects = st.dictionaries(
+    st.sampled_from(KEYS), st.one_of(SCALARS, st.lists(SCALARS, max_size=2))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    inner=st.dictionaries(st.sampled_from(KEYS), leaf_rules, min_size=1, max_size=3),
+    items=st.lists(flat_objects, min_size=1, max_size=4),
+)
+def test_fields_in_an_array_of_objects_match_as_if_one_element_were_alone(
+    inner: dict[str, Any], items: list[dict[str, Any]]
+) -> None:
+    # The oracle: a pattern over "items" matches the array exactly when it
+    # matches some element on its own (EventBridge's array consistency),
+    # except that exists: false must hold for the array as a whole.
+    pattern = {"items": inner}
+    compiled = Pattern(pattern)
+    rules = RuleSet()
+    rules.add("r", pattern)
+    got = compiled.matches({"items": items})
+    assert rules.match({"items": items}) == (["r"] if got else [])
+    if not any({"exists": False} in conditions for conditions in inner.values()):
+        assert got == any(compiled.matches({"items": item}) for item in items)
