@@ -232,3 +232,40 @@ async def test_a_check_guards_a_write_to_another_key(backend: Backend) -> None:
         await backend.kv.transact([Check("config", 1), Put("derived", b"from v1")])
     assert (caught.value.key, caught.value.expected, caught.value.actual) == ("config", 1, 2)
     assert await backend.kv.get("derived") is None
+
+
+async def test_a_message_reaches_a_subscriber_of_another_opener(
+    backend: Backend, tmp_path: Path
+) -> None:
+    other = await reopen(backend, tmp_path)
+    try:
+        sub = await other.pubsub.subscribe("purge")
+        try:
+            await backend.pubsub.publish("purge", b"key:home")
+            message = await sub.get(timeout=5)
+            assert message is not None and (message.channel, message.data) == (
+                "purge",
+                b"key:home",
+            )
+        finally:
+            await sub.close()
+    finally:
+        await other.close()
+
+
+async def test_a_blocked_read_wakes_for_an_append_by_another_opener(
+    backend: Backend, tmp_path: Path
+) -> None:
+    await backend.log.create_group("s", "g", start="$")
+    other = await reopen(backend, tmp_path)
+    try:
+
+        async def late_append() -> str:
+            await asyncio.sleep(0.1)
+            return await other.log.append("s", b"late")
+
+        task = asyncio.create_task(late_append())
+        entries = await backend.log.read("s", "g", "c", block=5)
+        assert [e.id for e in entries] == [await task]
+    finally:
+        await other.close()
