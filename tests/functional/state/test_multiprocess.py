@@ -6,6 +6,8 @@
   one second ever holds more than 100 admitted hits.
 * A change-stream consumer killed with SIGKILL mid-batch: its successor
   handles every record, none lost, each item's records in write order.
+* Three processes writing and relaying at once: each record in the stream
+  exactly once, each item's records in write order.
 """
 
 from __future__ import annotations
@@ -130,3 +132,19 @@ async def test_consumer_killed_mid_batch_resumes_without_losing_or_reordering(
             done.add(h["seq"])
             first_seen.setdefault(h["item"], []).append(h["n"])
     assert first_seen == {item: list(range(1, 21)) for item in ("a", "b", "c")}
+
+
+async def test_writers_relaying_concurrently_put_each_record_in_the_stream_once(
+    url: str, backend: Backend, tmp_path: Path
+) -> None:
+    workers = [spawn(tmp_path, "write-and-relay", url, "100") for _ in range(3)]
+    results(workers)
+    await StreamRelay(backend.kv, backend.log, "feed").pump()
+    records = [
+        StreamRecord.from_bytes(e.data) for e in await backend.log.range(stream_name("feed"))
+    ]
+    assert len(records) == 300
+    assert len({r.sequence for r in records}) == 300
+    for item in range(4):
+        counts = [r.new["n"] for r in records if r.keys["id"] == f"item{item}"]  # type: ignore[index]
+        assert counts == list(range(1, 76))

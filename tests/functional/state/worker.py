@@ -18,7 +18,7 @@ from pathlib import Path
 from reflow.backends import Backend
 from reflow.backends import open_backend as _open_backend
 from reflow.errors import ConditionFailedError
-from reflow.state import StreamConsumer, StreamRecord, Table, attr
+from reflow.state import StreamConsumer, StreamRecord, StreamRelay, Table, attr
 from reflow.state.limits import RateLimiter
 
 
@@ -102,9 +102,25 @@ async def consume(url: str, out: str, name: str, pause: float, lease: float) -> 
     return {"handled": handled}
 
 
+async def write_and_relay(url: str, count: int) -> dict[str, int]:
+    """Bump counters on a few items, running the table's relay every few writes."""
+    backend = await open_backend(url)
+    table = Table("feed", backend.kv, stream=True)
+    relay = StreamRelay(backend.kv, backend.log, "feed", batch=7)
+    moved = 0
+    try:
+        for index in range(count):
+            await table.update(f"item{index % 4}", add={"n": 1})
+            if index % 5 == 4:
+                moved += await relay.pump()
+    finally:
+        await backend.close()
+    return {"moved": moved}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["reserve", "limit", "consume"])
+    parser.add_argument("command", choices=["reserve", "limit", "consume", "write-and-relay"])
     parser.add_argument("url")
     parser.add_argument("arg")
     parser.add_argument("--count", type=int, default=0)
@@ -115,6 +131,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "reserve":
         result: object = asyncio.run(reserve(args.url, int(args.arg), args.concurrency))
+    elif args.command == "write-and-relay":
+        result = asyncio.run(write_and_relay(args.url, int(args.arg)))
     elif args.command == "limit":
         result = asyncio.run(limit(args.url, args.count, args.arg))
     else:
