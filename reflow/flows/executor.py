@@ -183,16 +183,19 @@ class Executor:
         history: History,
     ) -> core.Succeed | core.Fail:
         cursor = core.start(machine, input, variables)
+        # Locals for the per-transition loop: this is the hot path of every execution.
+        now, add, step, states = self.clock.time, history.add, core.step, machine.states
         while True:
-            self._check_deadline()
-            state = machine.state(cursor.state)
-            entered = self.clock.time()
-            history.add(_ENTERED[state.type], entered, name=state.name, input=cursor.input)
+            if self._deadline is not None:
+                self._check_deadline()
+            state = states[cursor.state]
+            entered = now()
+            add(_ENTERED[state.type], entered, name=state.name, input=cursor.input)
             context = {
                 **base,
                 "State": {"EnteredTime": iso_time(entered), "Name": state.name, "RetryCount": 0},
             }
-            action = core.step(machine, cursor, context)
+            action = step(machine, cursor, context)
             while not isinstance(action, _FINAL):
                 if isinstance(action, core.Retry):
                     await self._delay(backoff_delay(action.retrier, action.attempt))
@@ -215,7 +218,7 @@ class Executor:
             if isinstance(action, core.Fail):
                 return action
             output = action.cursor.input if isinstance(action, core.Goto) else action.output
-            history.add(_EXITED[state.type], self.clock.time(), name=state.name, output=output)
+            add(_EXITED[state.type], now(), name=state.name, output=output)
             if isinstance(action, core.Succeed):
                 return action
             cursor = action.cursor

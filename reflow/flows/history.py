@@ -49,7 +49,7 @@ class History:
 
     def add(self, type: str, timestamp: float, **details: Any) -> HistoryEvent:
         """Append an event of ``type`` and return it."""
-        previous = self._events[-1].id if self._events else 0
+        previous = len(self._events)  # ids are 1, 2, 3 …, so the last id is the count
         event = HistoryEvent(previous + 1, type, timestamp, previous, details)
         self._events.append(event)
         return event

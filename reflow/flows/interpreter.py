@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from reflow.flows import jsonata, paths, templates
 from reflow.flows.choice import matches, parse_timestamp
@@ -38,6 +39,7 @@ from reflow.flows.errors import (
     StatesRuntimeError,
 )
 from reflow.flows.model import (
+    JSONATA,
     UNSET,
     Catcher,
     ChoiceRule,
@@ -54,6 +56,8 @@ from reflow.flows.model import (
     WaitState,
 )
 from reflow.flows.retry import find_catcher, find_retrier
+
+_NO_VARIABLES: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
     "Action",
@@ -75,13 +79,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """Where a machine stands: the state, its raw input, the variables, retry counts."""
+class Cursor(NamedTuple):
+    """Where a machine stands: the state, its raw input, the variables, retry counts.
+
+    A named tuple rather than a frozen dataclass: one is made per transition,
+    and a tuple is several times cheaper to build.
+    """
 
     state: str
     input: Any
-    variables: Mapping[str, Any] = field(default_factory=dict)
+    variables: Mapping[str, Any] = _NO_VARIABLES
     attempts: tuple[int, ...] = ()
 
     @property
@@ -197,7 +204,7 @@ def step(
     outcome: Outcome | None = None,
 ) -> Action:
     """The next action for ``cursor``: entering its state, or finishing it with ``outcome``."""
-    state = machine.state(cursor.state)
+    state = machine.states[cursor.state]
     try:
         if outcome is None:
             return _enter(state, cursor, context)
@@ -256,7 +263,7 @@ def _effective_input(state: State, cursor: Cursor, context: Mapping[str, Any]) -
 
 
 def _enter(state: State, cursor: Cursor, context: Mapping[str, Any]) -> Action:
-    if state.jsonata:
+    if state.query_language == JSONATA:
         return _enter_jsonata(state, cursor, context)
     effective = _effective_input(state, cursor, context)
     variables = cursor.variables
@@ -677,7 +684,7 @@ def _handle_error(
         if attempts[index] < retrier.max_attempts:
             attempt = attempts[index]
             attempts[index] += 1
-            return Retry(replace(cursor, attempts=tuple(attempts)), retrier, attempt, error, cause)
+            return Retry(cursor._replace(attempts=tuple(attempts)), retrier, attempt, error, cause)
     catcher = find_catcher(error, state.catch)
     if catcher is None:
         return Fail(error, cause)
