@@ -21,27 +21,24 @@ What a hook may change is enforced on what it returns, and a violation is a
   headers may change, the body may not.
 
 Each hook has a time limit. Synchronous handlers run inline on the event
-loop (the fast path); when the loop runs in the main thread an interval
-timer interrupts a handler that overruns, so a runaway loop becomes a 5xx,
-not a hang. Async handlers are awaited under ``asyncio.wait_for``. The
+loop (the fast path); the watchdog thread (:mod:`reflow.edge.watchdog`)
+interrupts a handler that overruns, so a runaway loop becomes a 5xx, not a
+hang. Async handlers are awaited under ``asyncio.wait_for``. The
 functions runtime (reflow/functions) will later offer process isolation; it
 plugs in by replacing :meth:`Hook.call`.
 """
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # the C module under signal
 import asyncio
-import contextlib
 import inspect
 import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from reflow.edge.watchdog import WATCHDOG, Overrun
 from reflow.errors import HookError
 
 __all__ = [
@@ -198,51 +195,6 @@ class EdgeContext:
         return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
-class _Overrun(BaseException):
-    """Raised inside an inline handler by the interval timer (not an Exception on purpose,
-    so a handler's ``except Exception`` cannot swallow it)."""
-
-
-_armed = False
-_SIGALRM = int(signal.SIGALRM)
-_ITIMER_REAL = int(signal.ITIMER_REAL)
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    if _armed:
-        raise _Overrun()
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (main thread only; elsewhere, best effort).
-
-    Whoever owned SIGALRM before (pytest-timeout, an application) gets its
-    handler back afterwards, with its own timer re-armed for the time it had left.
-    """
-    global _armed
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # The C-level functions: signal.signal() wraps every call in enum conversions.
-    previous = _signal.getsignal(_SIGALRM)
-    if previous is not _on_alarm:
-        _signal.signal(_SIGALRM, _on_alarm)
-    started = time.monotonic()
-    _armed = True
-    old_delay, old_interval = _signal.setitimer(_ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        _armed = False
-        _signal.setitimer(_ITIMER_REAL, 0)
-        if previous is not _on_alarm and previous is not None:
-            _signal.signal(_SIGALRM, previous)
-        if old_delay > 0:
-            left = max(0.001, old_delay - (time.monotonic() - started))
-            _signal.setitimer(_ITIMER_REAL, left, old_interval)
-
-
 def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:
     """The values of the read-only headers in Lambda@Edge's header shape."""
     if not isinstance(headers, dict):
@@ -318,12 +270,15 @@ class Hook:
         return inspect.iscoroutinefunction(self.handler)
 
     def call_sync(self, event: dict[str, Any]) -> Any:
-        """Run a synchronous handler inline under the time limit."""
+        """Run a synchronous handler inline, interrupted by the watchdog past its limit."""
         context = EdgeContext(self.name, time.monotonic() + self.timeout)
         try:
-            with _time_limit(self.timeout):
+            token = WATCHDOG.arm(self.timeout)
+            try:
                 return self.handler(event, context)
-        except _Overrun:
+            finally:
+                WATCHDOG.disarm(token)
+        except Overrun:
             raise HookError(
                 self.hook, self.name, f"ran past its {self.timeout:g} s limit"
             ) from None
