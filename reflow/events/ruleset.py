@@ -33,6 +33,7 @@ goes on from it only along values from those same elements.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -253,6 +254,30 @@ def _step_tied(
         into.extend((child, merged) for child in branch.step([value]))
 
 
+_MAX_SPLIT = 64
+
+
+def _split_exact(alternative: tuple[Field, ...]) -> list[tuple[Field, ...]]:
+    """The alternative with each multi-value exact field split into one value per copy.
+
+    ``"source": ["a", "b"]`` then shares the node of every rule naming ``"a"``
+    alone instead of growing a subtree of its own; matching stays the same,
+    since a field holds when any of its values does. Splits that would make
+    more than ``_MAX_SPLIT`` copies are not made.
+    """
+    options: list[list[Field]] = []
+    copies = 1
+    for item in alternative:
+        if len(item.conditions) > 1 and all(isinstance(c, Exact) for c in item.conditions):
+            options.append([Field(item.path, frozenset({c})) for c in item.conditions])
+            copies *= len(item.conditions)
+        else:
+            options.append([item])
+    if copies == 1 or copies > _MAX_SPLIT:
+        return [alternative]
+    return [tuple(choice) for choice in itertools.product(*options)]
+
+
 _Trail = list[tuple[_Node, Path, frozenset[Condition], _Node]]
 
 
@@ -284,7 +309,11 @@ class RuleSet:
         self._patterns[name] = compiled
         self._order[name] = self._added
         self._added += 1
-        self._trails[name] = [self._insert(name, alt) for alt in compiled.alternatives]
+        self._trails[name] = [
+            self._insert(name, split)
+            for alternative in compiled.alternatives
+            for split in _split_exact(alternative)
+        ]
         return compiled
 
     def _insert(self, name: str, alternative: tuple[Field, ...]) -> _Trail:
