@@ -347,7 +347,7 @@ def _goto_after_choice(
 ) -> Action:
     variables = _assign_jsonpath(state.assign, effective, cursor, context)
     if rule is not None and rule.assign:
-        updates = templates.render(dict(rule.assign), effective, context, cursor.variables)
+        updates = templates.render(rule.assign, effective, context, cursor.variables)
         variables = {**variables, **updates}
     target = rule.next if rule is not None else state.default
     assert target is not None
@@ -638,7 +638,7 @@ def _assign_jsonpath(
     if not assign:
         # Variables are never changed in place, so an unchanged set is shared.
         return cursor.variables
-    updates = templates.render(dict(assign), data, context, cursor.variables)
+    updates = templates.render(assign, data, context, cursor.variables)
     return {**cursor.variables, **updates}
 
 
