@@ -170,8 +170,13 @@ class _Lane:
         finally:
             self._connection.close()
 
-    @staticmethod
-    def _report(work: _Work, result: Any, error: BaseException | None) -> None:
+    def _report(self, work: _Work, result: Any, error: BaseException | None) -> None:
+        if isinstance(error, sqlite3.Error):
+            # "database is locked" after the busy timeout, a full disk, an I/O
+            # error: callers see reflow's tree, naming the file; the cause stays.
+            wrapped = BackendUnavailableError(f"sqlite:///{self._path}", str(error))
+            wrapped.__cause__ = error
+            error = wrapped
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
             work.loop.call_soon_threadsafe(_settle, work.future, result, error)
 

@@ -305,3 +305,20 @@ def test_scan_returns_keys_in_byte_order(keys: list[str]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         scanned = asyncio.run(run(Path(directory)))
     assert scanned == sorted(keys, key=lambda k: k.encode())
+
+
+async def test_a_sqlite_failure_surfaces_as_backend_unavailable_naming_the_file(
+    backend: Backend,
+) -> None:
+    db = backend.kv._db  # type: ignore[attr-defined]
+    with pytest.raises(BackendUnavailableError) as caught:
+        await db.read(lambda c: c.execute("SELECT * FROM no_such_table").fetchall())
+    assert "no_such_table" in caught.value.problem
+    assert caught.value.url.endswith("r.db")
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    # The writer survives a failed job, and so does the data.
+    await backend.kv.put("k", b"v")
+    with pytest.raises(BackendUnavailableError):
+        await db.write(lambda c: c.execute("INSERT INTO no_such_table VALUES (1)"))
+    item = await backend.kv.get("k")
+    assert item is not None and item.value == b"v"
