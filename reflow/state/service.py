@@ -29,6 +29,7 @@ from typing import Any
 from reflow.app import App, ChangeConfig
 from reflow.backends import Backend
 from reflow.clock import Clock
+from reflow.state.clients import TablesClient
 from reflow.state.counters import Counters
 from reflow.state.limits import RateLimiter
 from reflow.state.streams import StreamConsumer, StreamRecord, StreamRelay, to_event
@@ -106,7 +107,8 @@ class StateService:
 
         tables = self.tables
         limits = LimitsClient(self.limits, self.counters)
-        register_client("tables", lambda context: tables)
+        # Per invocation: each context authorises against its own function.
+        register_client("tables", lambda context: TablesClient(tables, context.authorize))
         register_client("limits", lambda context: limits)
 
     async def step(self) -> int:

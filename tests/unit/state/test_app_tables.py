@@ -9,6 +9,7 @@ import pytest
 from reflow.app import App, ChangeConfig, TableConfig
 from reflow.backends import Backend
 from reflow.errors import AppFrozenError, RegistrationError
+from reflow.state import Table
 from reflow.state.service import StateService
 from reflow.testing import FakeClock
 
@@ -131,3 +132,32 @@ async def test_install_gives_handlers_context_tables_and_limits(
         context_module._factories.clear()
         context_module._factories.update(installed_before)
         await service.close()
+
+
+async def test_context_tables_pass_every_call_through_the_authorisation_hook(
+    backend: Backend, clock: FakeClock
+) -> None:
+    from reflow.errors import PermissionDeniedError
+    from reflow.state.clients import TablesClient
+
+    app_tables = {"articles": Table("articles", backend.kv, clock=clock)}
+    asked: list[tuple[str, str]] = []
+
+    def read_only(action: str, resource: str) -> None:
+        asked.append((action, resource))
+        if action != "tables:read":
+            raise PermissionDeniedError("render", action, resource)
+
+    tables = TablesClient(app_tables, read_only)
+    assert await tables["articles"].get("a") is None
+    assert (await tables["articles"].scan()).items == []
+    with pytest.raises(PermissionDeniedError):
+        await tables["articles"].put({"id": "a"})
+    assert await app_tables["articles"].get("a") is None
+    assert asked == [
+        ("tables:read", "articles"),
+        ("tables:read", "articles"),
+        ("tables:write", "articles"),
+    ]
+    with pytest.raises(KeyError, match="declares: articles"):
+        tables["missing"]

@@ -1,0 +1,108 @@
+"""What a handler reaches through ``context.tables``: tables behind the authorisation hook.
+
+Every call passes ``context.authorize(action, table)`` first — ``tables:read``
+for ``get``, ``query`` and ``scan``, ``tables:write`` for the writes — so a
+function's declared permissions (``permissions=["tables:write:articles"]``)
+govern it once enforcement lands in ``reflow.security``, without any handler
+changing. The hook allows everything until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from reflow.state.conditions import Condition
+from reflow.state.tables import Document, KeyInput, Page, Table, WriteOp
+
+__all__ = ["TableClient", "TablesClient"]
+
+Authorize = Callable[[str, str], None]
+
+
+class TableClient:
+    """One table as a handler sees it: the :class:`Table` API, each call authorised."""
+
+    def __init__(self, table: Table, authorize: Authorize) -> None:
+        self._table = table
+        self._authorize = authorize
+        self.name = table.name
+
+    async def get(self, key: KeyInput) -> Document | None:
+        """See :meth:`Table.get`."""
+        self._authorize("tables:read", self.name)
+        return await self._table.get(key)
+
+    async def put(
+        self,
+        item: Mapping[str, Any],
+        *,
+        condition: Condition | None = None,
+        return_old: bool = False,
+    ) -> Document | None:
+        """See :meth:`Table.put`."""
+        self._authorize("tables:write", self.name)
+        return await self._table.put(item, condition=condition, return_old=return_old)
+
+    async def update(
+        self,
+        key: KeyInput,
+        *,
+        set: Mapping[str, Any] | None = None,  # noqa: A002 - DynamoDB's word for it
+        add: Mapping[str, int | float] | None = None,
+        remove: Iterable[str] = (),
+        condition: Condition | None = None,
+    ) -> Document:
+        """See :meth:`Table.update`."""
+        self._authorize("tables:write", self.name)
+        return await self._table.update(key, set=set, add=add, remove=remove, condition=condition)
+
+    async def delete(self, key: KeyInput, *, condition: Condition | None = None) -> Document | None:
+        """See :meth:`Table.delete`."""
+        self._authorize("tables:write", self.name)
+        return await self._table.delete(key, condition=condition)
+
+    async def put_versioned(
+        self, item: Mapping[str, Any], *, attribute: str = "version"
+    ) -> Document:
+        """See :meth:`Table.put_versioned`."""
+        self._authorize("tables:write", self.name)
+        return await self._table.put_versioned(item, attribute=attribute)
+
+    async def query(self, partition: str | int | float, **options: Any) -> Page:
+        """See :meth:`Table.query`."""
+        self._authorize("tables:read", self.name)
+        return await self._table.query(partition, **options)
+
+    async def scan(self, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        """See :meth:`Table.scan`."""
+        self._authorize("tables:read", self.name)
+        return await self._table.scan(limit=limit, cursor=cursor)
+
+    async def transact(self, operations: Sequence[WriteOp]) -> list[Document | None]:
+        """See :meth:`Table.transact`."""
+        self._authorize("tables:write", self.name)
+        return await self._table.transact(operations)
+
+    def __repr__(self) -> str:
+        return f"TableClient({self.name!r})"
+
+
+class TablesClient(Mapping[str, TableClient]):
+    """``context.tables``: the app's tables by name, each behind the hook."""
+
+    def __init__(self, tables: Mapping[str, Table], authorize: Authorize) -> None:
+        self._clients = {name: TableClient(table, authorize) for name, table in tables.items()}
+
+    def __getitem__(self, name: str) -> TableClient:
+        try:
+            return self._clients[name]
+        except KeyError:
+            known = ", ".join(sorted(self._clients)) or "none"
+            raise KeyError(f"no table named {name!r}; the app declares: {known}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._clients)
+
+    def __len__(self) -> int:
+        return len(self._clients)
