@@ -100,7 +100,8 @@ class _Parser:
             return Call(name, ())
         while True:
             self.skip_space()
-            args.append(self.argument())
+            # Only States.Format's template gives braces a meaning; elsewhere \{ is just {.
+            args.append(self.argument(template=name == "States.Format" and not args))
             self.skip_space()
             if self.text.startswith(",", self.position):
                 self.position += 1
@@ -110,13 +111,13 @@ class _Parser:
                 return Call(name, tuple(args))
             raise self.fail("expected ',' or ')'")
 
-    def argument(self) -> Any:
+    def argument(self, *, template: bool = False) -> Any:
         text, position = self.text, self.position
         if position >= len(text):
             raise self.fail("expected an argument")
         char = text[position]
         if char == "'":
-            return self.string()
+            return self.string(template=template)
         if char == "$":
             match = _PATH_CHARS.match(text, position)
             assert match is not None
@@ -139,7 +140,7 @@ class _Parser:
             return float(number) if any(c in number for c in ".eE") else int(number)
         raise self.fail(f"unexpected {char!r}")
 
-    def string(self) -> str:
+    def string(self, *, template: bool = False) -> str:
         text = self.text
         self.position += 1
         out: list[str] = []
@@ -151,7 +152,7 @@ class _Parser:
                 following = text[self.position + 1]
                 # Escaped braces become private-use markers, so States.Format can
                 # tell them from placeholders while a plain backslash stays plain.
-                out.append(_ESCAPED.get(following, following))
+                out.append(_ESCAPED.get(following, following) if template else following)
                 self.position += 2
                 continue
             if char == "'":
@@ -188,11 +189,6 @@ def evaluate(
     """Evaluate an intrinsic call; raises ``States.IntrinsicFailure`` on bad arguments."""
     call = parse(text_or_call) if isinstance(text_or_call, str) else text_or_call
     args = [_value(arg, data, context, variables) for arg in call.args]
-    if call.name != "States.Format" or not args:
-        args = [a.translate(_UNESCAPE) if isinstance(a, str) else a for a in args]
-    else:
-        # Only the template keeps its markers; they are literal braces in the output.
-        args = [args[0]] + [a.translate(_UNESCAPE) if isinstance(a, str) else a for a in args[1:]]
     try:
         return FUNCTIONS[call.name](*args)
     except StatesError:

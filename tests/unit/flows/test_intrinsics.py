@@ -173,3 +173,12 @@ literals = st.recursive(
 @given(st.builds(lambda args: intrinsics.Call("States.Array", tuple(args)), st.lists(literals)))
 def test_render_then_parse_gives_back_the_same_call(call_tree: intrinsics.Call) -> None:
     assert intrinsics.parse(intrinsics.render(call_tree)) == call_tree
+
+
+def test_escaped_braces_outside_a_format_template_are_plain_braces() -> None:
+    assert call(r"States.Array('\{x\}')") == ["{x}"]
+
+
+def test_values_from_paths_are_never_unescaped_or_formatted() -> None:
+    data = {"s": "{} \\{ \ue000"}
+    assert call("States.Format('<{}>', $.s)", data) == "<{} \\{ \ue000>"
