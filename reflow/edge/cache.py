@@ -56,7 +56,9 @@ __all__ = [
     "Freshness",
     "RangeResult",
     "Verdict",
+    "accepts_gzip",
     "assess",
+    "compressible_type",
     "cache_key",
     "corrected_initial_age",
     "format_http_date",
@@ -522,3 +524,47 @@ def _if_range_holds(if_range: str, etag: str | None, last_modified: float | None
         return etag is not None and not etag.startswith("W/") and value == etag
     when = parse_http_date(value)
     return when is not None and last_modified is not None and when == last_modified
+
+
+# --- content coding ---------------------------------------------------------------------
+
+_TEXT_TYPES = frozenset(
+    {
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "application/xhtml+xml",
+        "application/rss+xml",
+        "application/atom+xml",
+        "image/svg+xml",
+    }
+)
+
+
+def compressible_type(content_type: str | None) -> bool:
+    """Whether a media type is text worth compressing (``text/*`` and text-like types)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.startswith("text/") or media in _TEXT_TYPES
+
+
+def accepts_gzip(request_headers: Headers) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (RFC 9110 §12.5.3: ``q=0`` refuses)."""
+    for name, value in request_headers:
+        if name != "accept-encoding":
+            continue
+        for item in value.split(","):
+            coding, _, params = item.strip().partition(";")
+            coding = coding.strip().lower()
+            if coding not in ("gzip", "x-gzip", "*"):
+                continue
+            weight = params.strip().lower()
+            if weight.startswith("q="):
+                try:
+                    if float(weight[2:]) <= 0:
+                        continue
+                except ValueError:
+                    continue
+            return True
+    return False

@@ -24,8 +24,10 @@ from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.cache import (
     Action,
     CachePolicy,
+    accepts_gzip,
     assess,
     cache_key,
+    compressible_type,
     not_modified,
     parse_http_date,
     parse_range,
@@ -45,6 +47,7 @@ from reflow.errors import EdgeError, HookError, InvalidRequestError, OriginError
 
 __all__ = ["Behaviour", "Edge", "Metrics"]
 
+_MIN_COMPRESS = 256  # bytes; smaller bodies do not gain from gzip
 _304_FIELDS = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "age", "x-cache"}
 )
@@ -170,7 +173,8 @@ class Edge:
         if now >= entry.fresh_until:
             return None
         self.metrics.hits += 1
-        data = entry.response(now, request.method == "HEAD")
+        gzip = entry.compressible and accepts_gzip(request.headers)
+        data = entry.response(now, request.method == "HEAD", gzip=gzip)
         self.metrics.bytes_out += len(data)
         return data
 
@@ -207,11 +211,13 @@ class Edge:
             self.metrics.hits += 1
             head = request.method == "HEAD"
             viewer_response = route.hooks.get("viewer-response")
+            gzip = entry.compressible and accepts_gzip(request.headers)
             if viewer_response is None:
-                data = entry.response(now, head)
+                data = entry.response(now, head, gzip=gzip)
             else:
+                body = entry.gzipped() if gzip else entry.body
                 headers = [
-                    *entry.headers,
+                    *(entry.gzip_headers() if gzip else entry.headers),
                     ("Age", str(int(entry.freshness.age(now)))),
                     ("X-Cache", "Hit"),
                 ]
@@ -224,11 +230,11 @@ class Edge:
                     answer.status,
                     answer.reason or entry.reason,
                     answer.headers,
-                    len(entry.body),
+                    len(body),
                     keep_alive=request.keep_alive,
                 )
                 if not head:
-                    data += entry.body
+                    data += body
         except HookError as exc:
             self.metrics.hook_errors += 1
             return error_response(502, str(exc), keep_alive=request.keep_alive)
@@ -337,12 +343,24 @@ class Edge:
         for name, value in headers:
             if name in ("surrogate-key", "cache-tag"):
                 tags.update(t for t in value.replace(",", " ").split() if t)
+        stored_headers = [
+            (k, v) for k, v in response.headers if k.lower() not in _NOT_STORED_HEADERS
+        ]
+        compressible = (
+            behaviour.policy.compress
+            and response.status == 200
+            and len(response.body) >= _MIN_COMPRESS
+            and response.header("content-encoding") is None
+            and compressible_type(response.header("content-type"))
+        )
+        if compressible and "accept-encoding" not in verdict.vary:
+            stored_headers.append(("Vary", "Accept-Encoding"))
         entry = Entry(
             key=key,
             path=request.path,
             status=response.status,
             reason=response.reason,
-            headers=[(k, v) for k, v in response.headers if k.lower() not in _NOT_STORED_HEADERS],
+            headers=stored_headers,
             body=response.body,
             freshness=verdict.freshness,
             etag=response.header("etag"),
@@ -350,6 +368,7 @@ class Edge:
             surrogate_keys=frozenset(tags),
             vary=verdict.vary,
             secondary=secondary_key(verdict.vary, request.headers),
+            compressible=compressible,
         )
         self.store.put(entry)
         return entry
@@ -508,20 +527,25 @@ class Edge:
         now = self.clock.time()
         head = request.method == "HEAD"
         viewer_response = route.hooks.get("viewer-response")
+        # Ranges are served from the identity representation only.
+        gzip = (
+            entry.compressible and accepts_gzip(request.headers) and request.header("range") is None
+        )
         if viewer_response is None and x_cache == "Hit" and not _has_conditional(request):
-            data = entry.response(now, head)
+            data = entry.response(now, head, gzip=gzip)
             self.metrics.bytes_out += len(data)
             return data
-        headers = list(entry.headers) + [
+        headers = list(entry.gzip_headers() if gzip else entry.headers) + [
             ("Age", str(int(entry.freshness.age(now)))),
             ("X-Cache", x_cache),
         ]
-        status, reason, body = entry.status, entry.reason, entry.body
+        status, reason = entry.status, entry.reason
+        body = entry.gzipped() if gzip else entry.body
         if entry.status == 200 and not_modified(request.headers, entry.etag, entry.last_modified):
             status, reason, body = 304, "Not Modified", b""
             # RFC 9110 §15.4.5: a 304 carries the validators and caching fields only.
             headers = [(k, v) for k, v in headers if k.lower() in _304_FIELDS]
-        elif entry.status == 200:
+        elif entry.status == 200 and not gzip:
             selected = parse_range(
                 request.header("range"),
                 len(entry.body),

@@ -19,6 +19,7 @@ could come back (see :mod:`reflow.edge.origins`).
 
 from __future__ import annotations
 
+import gzip as gzip_module
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,13 +60,21 @@ class Entry:
     built_second: int = field(default=-1, repr=False)
     built_get: bytes = field(default=b"", repr=False)
     built_head: bytes = field(default=b"", repr=False)
+    # Text bodies are also served gzip-compressed, compressed once (RFC 9110 §8.4.1.3).
+    compressible: bool = False
+    gzip_body: bytes | None = field(default=None, repr=False)
+    built_gzip_second: int = field(default=-1, repr=False)
+    built_gzip_get: bytes = field(default=b"", repr=False)
+    built_gzip_head: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         self.size = len(self.body) + sum(len(k) + len(v) + 4 for k, v in self.headers) + _OVERHEAD
         self.fresh_until = self.freshness.fresh_until
 
-    def response(self, now: float, head: bool, x_cache: str = "Hit") -> bytes:
-        """The whole response for a hit, pre-built once per second and per method."""
+    def response(self, now: float, head: bool, x_cache: str = "Hit", gzip: bool = False) -> bytes:
+        """The whole response for a hit, pre-built once per second, method and encoding."""
+        if gzip:
+            return self._gzip_response(now, head, x_cache)
         second = int(now)
         if second != self.built_second or x_cache != "Hit":
             age = int(self.freshness.age(now))
@@ -80,12 +89,45 @@ class Entry:
             self.built_get = head_bytes + self.body
         return self.built_head if head else self.built_get
 
+    def gzipped(self) -> bytes:
+        """The body gzip-compressed, computed once and kept with the entry."""
+        if self.gzip_body is None:
+            self.gzip_body = gzip_module.compress(self.body, compresslevel=6, mtime=0)
+            self.size += len(self.gzip_body)
+        return self.gzip_body
+
+    def gzip_headers(self) -> list[tuple[str, str]]:
+        """The stored headers for the gzip representation (weak ETag, Content-Encoding)."""
+        out = []
+        for name, value in self.headers:
+            if name.lower() == "etag" and not value.startswith("W/"):
+                value = "W/" + value  # another representation: never strongly equal
+            out.append((name, value))
+        out.append(("Content-Encoding", "gzip"))
+        return out
+
+    def _gzip_response(self, now: float, head: bool, x_cache: str) -> bytes:
+        second = int(now)
+        if second != self.built_gzip_second or x_cache != "Hit":
+            body = self.gzipped()
+            extra = [("Age", str(int(self.freshness.age(now)))), ("X-Cache", x_cache)]
+            head_bytes = build_head(
+                self.status, self.reason, self.gzip_headers() + extra, len(body), keep_alive=True
+            )
+            if x_cache != "Hit":
+                return head_bytes if head else head_bytes + body
+            self.built_gzip_second = second
+            self.built_gzip_head = head_bytes
+            self.built_gzip_get = head_bytes + body
+        return self.built_gzip_head if head else self.built_gzip_get
+
     def refresh(self, freshness: Freshness) -> None:
         """Adopt a new freshness after a successful revalidation."""
         self.freshness = freshness
         self.fresh_until = freshness.fresh_until
         self.soft_purged = False
         self.built_second = -1
+        self.built_gzip_second = -1
 
 
 @dataclass

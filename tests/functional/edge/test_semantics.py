@@ -204,3 +204,39 @@ async def test_purge_during_an_origin_fetch_does_not_store_the_purged_body(
     assert answer.endswith(b"new")
     stored = harness.edge.store.get("/p", [])
     assert stored is not None and stored.body == b"new"
+
+
+async def test_text_is_gzipped_once_for_clients_that_accept_it(harness: Harness) -> None:
+    import gzip
+
+    page = b"<p>" + b"reflow " * 500 + b"</p>"
+    harness.origin.serve(
+        "/page",
+        page,
+        [("Cache-Control", "max-age=60"), ("Content-Type", "text/html"), ("ETag", '"p"')],
+    )
+    client = await harness.connect()
+    plain = await client.get("/page")
+    assert plain.body == page and "content-encoding" not in plain.headers
+    assert plain.headers["vary"] == "Accept-Encoding"
+    packed = await client.get("/page", "Accept-Encoding: br, gzip;q=0.8")
+    assert packed.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(packed.body) == page and len(packed.body) < len(page) // 10
+    assert packed.headers["etag"] == 'W/"p"'
+    refused = await client.get("/page", "Accept-Encoding: gzip;q=0")
+    assert refused.body == page
+    stored = harness.edge.store.get("/page", [])
+    assert stored is not None and stored.gzip_body is not None
+    assert harness.origin.fetches == 1
+
+
+async def test_binary_types_are_never_compressed(harness: Harness) -> None:
+    harness.origin.serve(
+        "/img",
+        b"\x89PNG" + b"\x00" * 2000,
+        [("Cache-Control", "max-age=60"), ("Content-Type", "image/png")],
+    )
+    client = await harness.connect()
+    await client.get("/img")
+    reply = await client.get("/img", "Accept-Encoding: gzip")
+    assert "content-encoding" not in reply.headers

@@ -310,3 +310,27 @@ def test_range_slices_concatenate_to_the_body(body: bytes, cuts: list[int]) -> N
         assert selected.status == 206
         pieces.append(body[selected.start : selected.end + 1])
     assert b"".join(pieces) == body
+
+
+# --- content coding -------------------------------------------------------------------------
+
+
+def test_accept_encoding_honours_zero_weights() -> None:
+    from reflow.edge.cache import accepts_gzip
+
+    assert accepts_gzip([("accept-encoding", "gzip, deflate, br")])
+    assert accepts_gzip([("accept-encoding", "br;q=1.0, gzip;q=0.5")])
+    assert accepts_gzip([("accept-encoding", "*")])
+    assert not accepts_gzip([("accept-encoding", "gzip;q=0")])
+    assert not accepts_gzip([("accept-encoding", "br, identity")])
+    assert not accepts_gzip([])
+
+
+def test_only_text_like_types_are_compressible() -> None:
+    from reflow.edge.cache import compressible_type
+
+    assert compressible_type("text/html; charset=utf-8")
+    assert compressible_type("application/json")
+    assert compressible_type("image/svg+xml")
+    assert not compressible_type("image/png")
+    assert not compressible_type(None)
