@@ -261,6 +261,9 @@ class Database:
 
             await database.write(apply)
             await asyncio.wrap_future(database._reader.start())
+        except BackendUnavailableError:
+            await database.close()
+            raise
         except (OSError, sqlite3.Error) as exc:
             await database.close()
             raise BackendUnavailableError(f"sqlite:///{path}", str(exc)) from exc

@@ -98,6 +98,17 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     assert "not a database" in caught.value.problem
 
 
+async def test_a_schema_that_fails_to_apply_closes_the_threads(tmp_path: Path) -> None:
+    import threading
+
+    from reflow.backends.sqlite_db import Database
+
+    with pytest.raises(BackendUnavailableError) as caught:
+        await Database.open(tmp_path / "x.db", ["CREATE TABLE broken (", "SELECT 1"])
+    assert "syntax error" in caught.value.problem or "incomplete" in caught.value.problem
+    assert not [t for t in threading.enumerate() if t.name.endswith(":x.db")]
+
+
 async def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     first = await reopen(tmp_path)
     await first.close()
