@@ -101,45 +101,77 @@ class Zygote:
         self._server: asyncio.AbstractServer | None = None
         self._control: asyncio.Task[None] | None = None
         self._pid_tokens: dict[int, int] = {}
+        self._restarting = asyncio.Lock()
         self._folder = ""
+        self._path = ""
+        self.restarts = 0
 
     async def start(self) -> None:
         """Start the zygote and wait until it has imported the app."""
         self._folder = tempfile.mkdtemp(prefix="reflow-fn-")
-        path = os.path.join(self._folder, "workers.sock")
-        self._server = await asyncio.start_unix_server(self._accept, path)
+        self._path = os.path.join(self._folder, "workers.sock")
+        self._server = await asyncio.start_unix_server(self._accept, self._path)
+        try:
+            await self._start_process()
+        except BaseException:
+            await self.close()
+            raise
+
+    @property
+    def running(self) -> bool:
+        """Whether the zygote process is alive and reading requests."""
+        process = self._process
+        return (
+            process is not None
+            and process.returncode is None
+            and self._control is not None
+            and not self._control.done()
+        )
+
+    async def _start_process(self) -> None:
         env = dict(os.environ)
         # The zygote must find the same modules as this process (tests, src layouts).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self._process = await asyncio.create_subprocess_exec(
+        process = self._process = await asyncio.create_subprocess_exec(
             self.python,
             "-m",
             "reflow.functions.zygote",
             self.target,
-            path,
+            self._path,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
-        assert self._process.stdout is not None
+        assert process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
+            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
         except TimeoutError:
-            await self.close()
             raise SandboxError(self.target, "the zygote did not start in time") from None
         message = json.loads(line) if line else {"op": "error", "message": "it exited"}
         if message.get("op") != "ready":
-            await self.close()
             raise SandboxError(self.target, f"the zygote failed: {message.get('message')}")
         self.pid = int(message["pid"])
         self.init_ms = float(message["init_ms"])
         self._control = asyncio.create_task(self._read_control())
 
+    async def _ensure_running(self) -> None:
+        """Restart a zygote that died (the OOM killer, an operator's kill)."""
+        if self.running:
+            return
+        async with self._restarting:
+            if self.running or self._server is None:
+                return
+            await self._stop_process()
+            self.restarts += 1
+            await self._start_process()
+
     async def new_worker(self, function: str, *, spawn: bool = False) -> Worker:
         """A fresh worker for ``function``: forked (or, with ``spawn``, a new interpreter)."""
+        if self._server is None:
+            raise SandboxError(self.target, "the sandbox is closed")
+        await self._ensure_running()
         process = self._process
-        if process is None or process.stdin is None or process.returncode is not None:
-            raise SandboxError(self.target, "the zygote is not running")
+        assert process is not None and process.stdin is not None
         token = next(self._tokens)
         future: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
@@ -217,12 +249,11 @@ class Zygote:
             if not waiting.done():
                 waiting.set_exception(SandboxError(self.target, "the zygote exited"))
 
-    async def close(self) -> None:
-        """Stop the zygote (which kills its workers) and remove the socket."""
+    async def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is not None:
             if process.stdin is not None:
-                process.stdin.close()
+                process.stdin.close()  # the zygote's cue to kill its workers and exit
             try:
                 await asyncio.wait_for(process.wait(), 5.0)
             except TimeoutError:
@@ -232,6 +263,10 @@ class Zygote:
             with contextlib.suppress(Exception):
                 await self._control
             self._control = None
+
+    async def close(self) -> None:
+        """Stop the zygote (which kills its workers) and remove the socket."""
+        await self._stop_process()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -121,3 +121,26 @@ async def test_spawned_workers_run_the_same_handler_without_the_zygote_fork() ->
         assert result["event"] == {"b": 2}
         # A spawned worker imported the module itself: its init ran in it.
         assert result["init_pid"] == result["pid"]
+
+
+async def test_a_killed_zygote_is_restarted_and_new_workers_come_from_the_new_one(
+    runtime: Runtime,
+) -> None:
+    import asyncio
+    import signal
+
+    zygote = runtime.zygote
+    assert zygote is not None and zygote.pid is not None
+    first = await runtime.invoke("echo", {})
+    old_pid = zygote.pid
+    os.kill(old_pid, signal.SIGKILL)
+    for _ in range(200):
+        if not zygote.running:
+            break
+        await asyncio.sleep(0.01)
+    # The warm worker outlives its parent and keeps serving.
+    assert (await runtime.invoke("echo", {}))["pid"] == first["pid"]
+    # A cold start needs the zygote: a new one is started for it.
+    fresh = await runtime.invoke("misbehave", {})
+    assert zygote.restarts == 1 and zygote.pid != old_pid
+    assert fresh["pid"] != first["pid"]
