@@ -537,7 +537,10 @@ async def _apply(
     for attempt in range(attempts):
         if attempt:
             await _backoff(attempt)
-        stored = await kv.get_many([kv_key for _, _, (kv_key, _) in entries])
+        kv_keys = [kv_key for _, _, (kv_key, _) in entries]
+        # One key: `get`, which engines batch across concurrent callers (Redis
+        # pipelines every get queued in one loop turn); several: one get_many.
+        stored = [await kv.get(kv_keys[0])] if len(kv_keys) == 1 else await kv.get_many(kv_keys)
         plans = [
             table._plan(op, kv_key, keys, found, index, len(entries), expire)
             for index, ((table, op, (kv_key, keys)), found) in enumerate(
