@@ -161,3 +161,33 @@ async def test_context_tables_pass_every_call_through_the_authorisation_hook(
     ]
     with pytest.raises(KeyError, match="declares: articles"):
         tables["missing"]
+
+
+async def test_run_keeps_delivering_until_cancelled(backend: Backend, clock: FakeClock) -> None:
+    import asyncio
+    import contextlib
+
+    app = App("site")
+    app.table("articles")
+    seen: list[str] = []
+
+    @app.on_change("articles")
+    def rerender(event: dict[str, Any], context: Any) -> None:
+        seen.append(event["detail"]["keys"]["id"])
+
+    service = StateService(app, backend, clock=clock)
+    runner = asyncio.create_task(service.run(interval=1.0))
+    try:
+        for name in ("a", "b"):
+            await service.tables["articles"].put({"id": name})
+            for _ in range(200):
+                if name in seen:
+                    break
+                clock.advance(1.0)  # wakes the idle loop on virtual time
+                await asyncio.sleep(0.005)
+        assert seen == ["a", "b"]
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await service.close()
