@@ -164,7 +164,10 @@ class _Connection:
                 raise ConnectionResetError("origin closed the connection mid-response")
             parser.feed_data(data)
         self.status = parser.get_status_code()
-        self.keep_alive = parser.should_keep_alive()
+        # Decided from the message itself: llhttp's should_keep_alive() is only
+        # meaningful before the message completes.
+        closing = any(k.lower() == "connection" and "close" in v.lower() for k, v in self.headers)
+        self.keep_alive = parser.get_http_version() == "1.1" and not closing
         return OriginResponse(self.status, self.headers, b"".join(self.body))
 
     def close(self) -> None:
@@ -215,6 +218,9 @@ class HttpOrigin:
                 if reused and attempt == 0:
                     continue  # the origin closed an idle connection: retry on a fresh one
                 raise OriginError(self.name, f"exchange failed: {exc}") from None
+            except BaseException:
+                connection.close()  # timed out (cancelled) mid-exchange: never reuse it
+                raise
             if connection.keep_alive and len(self._idle) < self.pool_size:
                 self._idle.append(connection)
             else:

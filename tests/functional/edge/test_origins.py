@@ -1,0 +1,147 @@
+"""Origins: the pooled HTTP client, timeouts, fail-over groups, buckets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from reflow.backends import memory_backend
+from reflow.edge.origins import BucketOrigin, HttpOrigin, OriginGroup, OriginRequest
+from reflow.errors import OriginError
+
+
+class TinyOrigin:
+    """A raw HTTP/1.1 server that answers each request from a script and counts connections."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.status = 200
+        self.delay = 0.0
+        self.close_after_each = False
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                body = b"from origin"
+                writer.write(
+                    f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(body)}\r\n"
+                    "Cache-Control: max-age=60\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                if self.close_after_each:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def tiny() -> AsyncIterator[TinyOrigin]:
+    server = TinyOrigin()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_http_origin_reuses_one_pooled_connection(tiny: TinyOrigin) -> None:
+    origin = HttpOrigin(f"http://127.0.0.1:{tiny.port}")
+    try:
+        for _ in range(3):
+            response = await origin.fetch(OriginRequest("GET", "/a", "x=1", [("accept", "*/*")]))
+            assert (response.status, response.body) == (200, b"from origin")
+        assert tiny.connections == 1
+        assert tiny.requests[0].startswith(b"GET /a?x=1 HTTP/1.1\r\n")
+        assert b"accept: */*" in tiny.requests[0]
+    finally:
+        await origin.close()
+
+
+async def test_http_origin_retries_when_the_origin_closed_the_idle_connection(
+    tiny: TinyOrigin,
+) -> None:
+    tiny.close_after_each = True
+    origin = HttpOrigin(f"http://127.0.0.1:{tiny.port}")
+    try:
+        await origin.fetch(OriginRequest("GET", "/"))
+        await asyncio.sleep(0.05)
+        response = await origin.fetch(OriginRequest("GET", "/"))
+        assert response.status == 200
+    finally:
+        await origin.close()
+
+
+async def test_http_origin_timeout_and_refused_connection_are_origin_errors(
+    tiny: TinyOrigin,
+) -> None:
+    tiny.delay = 1.0
+    slow = HttpOrigin(f"http://127.0.0.1:{tiny.port}", timeout=0.1)
+    with pytest.raises(OriginError, match="within"):
+        await slow.fetch(OriginRequest("GET", "/"))
+    await slow.close()
+    dead = HttpOrigin("http://127.0.0.1:9")
+    with pytest.raises(OriginError, match="cannot connect"):
+        await dead.fetch(OriginRequest("GET", "/"))
+
+
+async def test_origin_group_fails_over_on_5xx_and_connect_errors(tiny: TinyOrigin) -> None:
+    backend = memory_backend()
+    await backend.blobs.put("spare/index.html", b"spare copy", content_type="text/html")
+    spare = BucketOrigin(backend.blobs, "spare")
+    tiny.status = 503
+    group = OriginGroup(HttpOrigin(f"http://127.0.0.1:{tiny.port}"), spare)
+    dead_group = OriginGroup(HttpOrigin("http://127.0.0.1:9"), spare)
+    try:
+        assert (await group.fetch(OriginRequest("GET", "/"))).body == b"spare copy"
+        assert (await dead_group.fetch(OriginRequest("GET", "/"))).body == b"spare copy"
+        tiny.status = 200
+        assert (await group.fetch(OriginRequest("GET", "/"))).body == b"from origin"
+        assert group.failovers == 1
+    finally:
+        await group.close()
+        await dead_group.close()
+        await backend.close()
+
+
+async def test_bucket_origin_answers_conditionals_and_maps_metadata() -> None:
+    backend = memory_backend()
+    info = await backend.blobs.put(
+        "site/a/b.css",
+        b"body{}",
+        content_type="text/css",
+        metadata={"cache-control": "max-age=5", "surrogate-key": "css", "owner": "x"},
+    )
+    origin = BucketOrigin(backend.blobs, "site")
+    try:
+        response = await origin.fetch(OriginRequest("GET", "/a/b.css"))
+        assert response.header("surrogate-key") == "css"
+        assert response.header("cache-control") == "max-age=5"
+        assert response.header("owner") is None
+        same = await origin.fetch(
+            OriginRequest("GET", "/a/b.css", "", [("If-None-Match", info.etag)])
+        )
+        assert same.status == 304
+        assert (await origin.fetch(OriginRequest("GET", "/nope"))).status == 404
+        assert (await origin.fetch(OriginRequest("DELETE", "/a/b.css"))).status == 405
+    finally:
+        await backend.close()
