@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import weakref
 from collections.abc import Sequence
 from functools import partial
 
@@ -64,6 +65,9 @@ LOG_SCHEMA = (
         ON log_pending (stream, grp, lease_until)""",
 )
 
+# Every SQLiteLog of this process, by database file, for in-process wake-ups.
+_NEIGHBOURS: dict[str, weakref.WeakSet[SQLiteLog]] = {}
+
 _MAX = 2**63 - 1  # SQLite's largest integer: the "+" end of a range
 _BACKOFF_START = 0.002
 _BACKOFF_MAX = 0.05
@@ -92,9 +96,27 @@ class SQLiteLog:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        # Appends through this object wake its blocked readers at once; other
-        # processes' appends are found by polling.
-        self._arrived: dict[str, asyncio.Event] = {}
+        # Appends made in this process wake its blocked readers at once (every
+        # SQLiteLog on the same file is told); other processes' appends are
+        # found by polling.
+        self._arrived: dict[str, tuple[asyncio.Event, asyncio.AbstractEventLoop]] = {}
+        self._file = str(db.path.resolve())
+        _NEIGHBOURS.setdefault(self._file, weakref.WeakSet()).add(self)
+
+    def _wake(self, stream: str) -> None:
+        waiting = self._arrived.pop(stream, None)
+        if waiting is None:
+            return
+        event, loop = waiting
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            event.set()
+        else:  # a reader on another thread's loop
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
 
     # --- writes ------------------------------------------------------------
 
@@ -122,9 +144,8 @@ class SQLiteLog:
             return key
 
         key = await self._db.write(job)
-        event = self._arrived.pop(stream, None)
-        if event is not None:
-            event.set()
+        for log in list(_NEIGHBOURS.get(self._file, ())):
+            log._wake(stream)
         return _fmt(key)
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
@@ -165,7 +186,9 @@ class SQLiteLog:
                 remaining = deadline - self._clock.monotonic()
                 if remaining <= 0:
                     return []
-                event = self._arrived.setdefault(stream, asyncio.Event())
+                event, _ = self._arrived.setdefault(
+                    stream, (asyncio.Event(), asyncio.get_running_loop())
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=min(remaining, backoff))
                 backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -158,6 +158,25 @@ async def test_a_blocked_read_sees_an_append_from_another_opener(
         await other.close()
 
 
+async def test_an_append_wakes_blocked_readers_of_every_opener_in_the_process(
+    backend: Backend, tmp_path: Path
+) -> None:
+    await backend.log.create_group("s", "g", start="$")
+    other = await reopen(tmp_path)
+    try:
+        reading = asyncio.create_task(backend.log.read("s", "g", "c", block=5))
+        await asyncio.sleep(0.05)
+        waiting = backend.log._arrived  # type: ignore[attr-defined]
+        assert "s" in waiting
+        event, _ = waiting["s"]
+        entry_id = await other.log.append("s", b"x")
+        # Told at once, by the append itself, not found later by polling.
+        assert event.is_set() and "s" not in waiting
+        assert [e.id for e in await reading] == [entry_id]
+    finally:
+        await other.close()
+
+
 # --- several processes ---------------------------------------------------------
 
 WORKER = textwrap.dedent(
