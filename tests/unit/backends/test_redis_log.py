@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from reflow.backends import Backend, open_backend
+from reflow.backends import Backend, Log, PendingEntry, open_backend
+from reflow.backends.memory import MemoryLog
 from reflow.backends.redis_log import MAX_BATCH
 from reflow.testing.clock import FakeClock
 from tests.conftest import REDIS_URL, require_server
@@ -183,3 +186,75 @@ async def test_large_reads_are_capped_and_large_acks_are_chunked(engine: Engine)
     assert len(set(everything)) == 2500
     assert await log.ack("s", "g", everything) == 2500
     assert await log.pending("s", "g") == []
+
+
+# --- a model check: random reads, acks and time steps match the memory engine --
+
+_LOG_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append")),
+        st.tuples(st.just("read"), st.sampled_from(["a", "b"]), st.sampled_from([1.0, 5.0])),
+        st.tuples(st.just("ack"), st.integers(0, 30)),
+        st.tuples(st.just("advance"), st.sampled_from([0.5, 2.0, 6.0])),
+    ),
+    max_size=30,
+)
+
+
+async def _log_step(
+    log: Log, step: tuple[object, ...], appended: int, ids: dict[bytes, str]
+) -> object:
+    """Run one step; describe its outcome by payloads (ids differ between engines)."""
+    if step[0] == "append":
+        data = f"e{appended}".encode()
+        ids[data] = await log.append("s", data)
+        return data
+    if step[0] == "read":
+        # count covers every entry a test can hold, so both engines take all
+        # that is due (which of several expired entries comes first is theirs).
+        entries = await log.read("s", "g", str(step[1]), count=50, lease=float(step[2]))  # type: ignore[arg-type]
+        return [(e.data, e.deliveries) for e in entries]
+    if step[0] == "ack":
+        data = f"e{step[1]}".encode()
+        return await log.ack("s", "g", [ids[data]]) if data in ids else None
+    raise AssertionError(step)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=_LOG_STEPS)
+async def test_random_reads_acks_and_leases_match_the_memory_engine(
+    tmp_path: Path, steps: list[tuple[object, ...]]
+) -> None:
+    require_server(REDIS_URL, "the Redis server")
+    clock = FakeClock()
+    separator = "&" if "?" in REDIS_URL else "?"
+    url = f"{REDIS_URL}{separator}prefix=test-{uuid.uuid4().hex[:12]}:"
+    backend = await open_backend(url, data_dir=tmp_path, clock=clock)
+    model = MemoryLog(clock)
+    ours_ids: dict[bytes, str] = {}
+    model_ids: dict[bytes, str] = {}
+    appended = 0
+    try:
+        for step in steps:
+            if step[0] == "advance":
+                clock.advance(float(step[1]))  # type: ignore[arg-type]
+                continue
+            ours = await _log_step(backend.log, step, appended, ours_ids)
+            expected = await _log_step(model, step, appended, model_ids)
+            appended += step[0] == "append"
+            assert ours == expected, step
+
+        def by_payload(rows: list[PendingEntry], ids: dict[bytes, str]) -> list[object]:
+            names = {entry_id: data for data, entry_id in ids.items()}
+            return [(names[r.id], r.consumer, r.deliveries, r.idle) for r in rows]
+
+        assert by_payload(await backend.log.pending("s", "g"), ours_ids) == by_payload(
+            await model.pending("s", "g"), model_ids
+        )
+    finally:
+        await backend.log.delete_stream("s")
+        await backend.close()
