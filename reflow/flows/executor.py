@@ -40,6 +40,7 @@ _TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map"
 _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
 _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
 _FINAL = (core.Goto, core.Succeed, core.Fail)
+_CONTEXT_READERS: dict[int, tuple[StateMachine, bool]] = {}
 _SUCCEEDED, _FAILED, _TIMED_OUT = "SUCCEEDED", "FAILED", "TIMED_OUT"
 
 
@@ -185,16 +186,25 @@ class Executor:
         cursor = core.start(machine, input, variables)
         # Locals for the per-transition loop: this is the hot path of every execution.
         now, add, step, states = self.clock.time, history.add, core.step, machine.states
+        reads_context = self._machine_reads_context(machine)
         while True:
             if self._deadline is not None:
                 self._check_deadline()
             state = states[cursor.state]
             entered = now()
             add(_ENTERED[state.type], entered, name=state.name, input=cursor.input)
-            context = {
-                **base,
-                "State": {"EnteredTime": iso_time(entered), "Name": state.name, "RetryCount": 0},
-            }
+            if reads_context or state.type == "Task":
+                context: Mapping[str, Any] = {
+                    **base,
+                    "State": {
+                        "EnteredTime": iso_time(entered),
+                        "Name": state.name,
+                        "RetryCount": 0,
+                    },
+                }
+            else:
+                # Nothing in this machine can read $$ (and no task sees it): skip building it.
+                context = base
             action = step(machine, cursor, context)
             while not isinstance(action, _FINAL):
                 if isinstance(action, core.Retry):
@@ -202,7 +212,7 @@ class Executor:
                     cursor = action.cursor
                     context = {
                         **context,
-                        "State": {**context["State"], "RetryCount": cursor.retry_count},
+                        "State": {**context.get("State", {}), "RetryCount": cursor.retry_count},
                     }
                     action = core.step(machine, cursor, context)
                     continue
@@ -222,6 +232,18 @@ class Executor:
             if isinstance(action, core.Succeed):
                 return action
             cursor = action.cursor
+
+    def _machine_reads_context(self, machine: StateMachine) -> bool:
+        """Whether any state of ``machine`` may read the context object (``$$``, ``$states``)."""
+        entry = _CONTEXT_READERS.get(id(machine))
+        if entry is None or entry[0] is not machine:
+            text = json.dumps(machine.definition)
+            entry = (machine, "$$" in text or "$states" in text)
+            if len(_CONTEXT_READERS) >= 1024:
+                _CONTEXT_READERS.clear()
+            # The machine is kept with its answer, so its id cannot be reused meanwhile.
+            _CONTEXT_READERS[id(machine)] = entry
+        return entry[1]
 
     # -- the actions -------------------------------------------------------------------
 

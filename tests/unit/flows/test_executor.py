@@ -235,3 +235,19 @@ def test_task_result_that_is_not_json_fails_the_task() -> None:
     definition = chain(T={"Type": "Task", "Resource": "bad", "End": True})
     execution = run(definition, {}, functions={"bad": lambda e, c: object()})
     assert (execution.status, execution.error) == ("FAILED", "States.TaskFailed")
+
+
+def test_a_task_sees_the_context_object_even_when_no_path_reads_it() -> None:
+    seen: list[TaskContext] = []
+
+    def spy(event: Any, context: TaskContext) -> Any:
+        seen.append(context)
+        return None
+
+    definition = chain(
+        Before={"Type": "Pass", "Next": "T"}, T={"Type": "Task", "Resource": "spy", "End": True}
+    )
+    run(definition, {}, functions={"spy": spy}, name="ctx", clock=FakeClock())
+    state = seen[0].context_object["State"]
+    assert (state["Name"], state["EnteredTime"]) == ("T", "2023-11-14T22:13:20.000Z")
+    assert seen[0].context_object["Execution"]["Name"] == "ctx"
