@@ -270,6 +270,46 @@ async def test_a_message_reaches_a_subscriber_of_another_opener(
         await other.close()
 
 
+PUBLISHER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from reflow.backends import open_backend
+
+    async def main(url, data_dir):
+        backend = await open_backend(url, data_dir=Path(data_dir))
+        try:
+            for key in ("a", "b", "c"):
+                await backend.pubsub.publish("purge", key.encode())
+        finally:
+            await backend.close()
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+async def test_a_message_published_by_another_process_arrives_in_order(
+    backend: Backend, tmp_path: Path
+) -> None:
+    sub = await backend.pubsub.subscribe("purge")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            PUBLISHER,
+            str(backend.url),
+            str(tmp_path),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        received = [await sub.get(timeout=5) for _ in range(3)]
+        assert [m.data if m else None for m in received] == [b"a", b"b", b"c"]
+    finally:
+        await sub.close()
+
+
 async def test_local_subscribers_get_a_message_once(backend: Backend) -> None:
     sub = await backend.pubsub.subscribe("c")
     try:
