@@ -399,10 +399,16 @@ def _map(state: MapState, cursor: Cursor, context: Mapping[str, Any], effective:
         )
     else:
         items = paths.evaluate(state.items_path, effective, context, variables)
-    if not isinstance(items, list):
+    if state.item_reader is not None or state.result_writer is not None:
         raise StatesRuntimeError(
-            f"Map state '{state.name}' needs an array of items, got {json.dumps(items)[:80]}"
+            f"Map state '{state.name}': Distributed Map (ItemReader, ResultWriter) "
+            "is not supported yet"
         )
+    if not isinstance(items, list):
+        problem = f"Map state '{state.name}' needs an array of items, got {json.dumps(items)[:80]}"
+        if state.jsonata:
+            raise StatesError(QUERY_EVALUATION_ERROR, problem)
+        raise StatesRuntimeError(problem)
     selected = [
         _select_item(state, cursor, context, effective, index, item)
         for index, item in enumerate(items)

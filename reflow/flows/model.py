@@ -224,3 +224,13 @@ class StateMachine:
     def state(self, name: str) -> State:
         """The state called ``name`` (validation guarantees every ``Next`` exists)."""
         return self.states[name]
+
+    @classmethod
+    def parse(cls, definition: str | bytes | Mapping[str, Any]) -> StateMachine:
+        """Validate and build ``definition`` (a dict or JSON text).
+
+        Raises :class:`reflow.errors.InvalidDefinitionError` listing every problem.
+        """
+        from reflow.flows.parse import parse  # parse.py builds this model: import late
+
+        return parse(definition)

@@ -8,7 +8,7 @@ import pytest
 
 from reflow import App
 from reflow.errors import InvalidDefinitionError
-from reflow.flows import parse
+from reflow.flows import StateMachine, parse
 from reflow.flows.model import MapState, TaskState
 
 
@@ -200,3 +200,10 @@ def test_app_flow_refuses_an_invalid_definition_with_every_problem() -> None:
     with pytest.raises(InvalidDefinitionError) as caught:
         app.flow("publish", machine(A={"Type": "Pass", "Next": "Purj"}))
     assert caught.value.problems[0][0] == "publish: States.A.Next"
+
+
+def test_state_machine_parse_is_the_same_as_parse() -> None:
+    definition = machine(A={"Type": "Succeed"})
+    assert StateMachine.parse(definition) == parse(definition)
+    with pytest.raises(InvalidDefinitionError):
+        StateMachine.parse(machine(A={"Type": "Pass"}))
