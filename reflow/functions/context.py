@@ -148,6 +148,7 @@ class Context:
         loop: asyncio.AbstractEventLoop | None = None,
         unavailable: str | None = None,
         log_stream_name: str | None = None,
+        remote: Callable[[str, str, dict[str, Any]], Any] | None = None,
     ) -> None:
         self.function = function
         self.function_name = function.name
@@ -165,6 +166,7 @@ class Context:
         self._blobs = blobs
         self._loop = loop
         self._unavailable = unavailable
+        self._remote = remote  # in a process worker: calls proxied to the runtime
         self._clients: dict[str, Any] = {}
 
     @property
@@ -237,6 +239,15 @@ class Context:
             return client
         if self._unavailable is not None:
             raise NotAvailableError(name, self._unavailable)
+        if self._remote is not None:
+            if name != "blobs":
+                raise NotAvailableError(
+                    name, "only context.blobs is reachable from isolation='process' yet"
+                )
+            from reflow.functions.remote import RemoteBlobs
+
+            client = self._clients[name] = RemoteBlobs(self._remote)
+            return client
         factory = _factories.get(name)
         if factory is None:
             if name == "blobs" and self._blobs is not None:

@@ -44,6 +44,7 @@ from reflow.errors import (
 from reflow.functions import wire
 from reflow.functions.context import Authorizer, Context, allow_all, log_stream_for
 from reflow.functions.metrics import FunctionMetrics
+from reflow.functions.remote import serve_call
 from reflow.functions.sandbox import Worker, Zygote
 from reflow.functions.worker import error_shape
 
@@ -279,11 +280,17 @@ class ProcessPool(Pool):
         clock: Clock = SYSTEM_CLOCK,
         keep_alive: float = 600.0,
         spawn: bool = False,
+        region: str = "local",
+        authorizer: Authorizer = allow_all,
+        blobs: Blobs | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.gate = Gate(config.name, config.reserved, metrics)
         self.zygote = zygote
+        self._region = region
+        self._authorizer = authorizer
+        self._blobs = blobs
         self.keep_alive = keep_alive
         self.spawn = spawn
         self._clock = clock
@@ -368,9 +375,28 @@ class ProcessPool(Pool):
 
     async def _call(self, worker: Worker, payload: Any, request_id: str) -> tuple[int, Any]:
         config = self.config
+        server_side: list[Context] = []
+
+        async def on_call(body: Any) -> Any:
+            # The handler's platform calls run here, on the trusted side,
+            # through a context of this invocation (built on first use).
+            if not server_side:
+                server_side.append(
+                    Context(
+                        config,
+                        request_id=request_id,
+                        clock=self._clock,
+                        region=self._region,
+                        authorizer=self._authorizer,
+                        blobs=self._blobs,
+                        loop=asyncio.get_running_loop(),
+                    )
+                )
+            return await serve_call(server_side[0], body)
+
         try:
             async with asyncio.timeout(config.timeout) as scope:
-                return await worker.call(request_id, config.timeout, payload)
+                return await worker.call(request_id, config.timeout, payload, on_call)
         except TimeoutError:
             if not scope.expired():
                 raise

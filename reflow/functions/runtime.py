@@ -151,6 +151,9 @@ class Runtime:
                     clock=self.clock,
                     keep_alive=self.keep_alive,
                     spawn=self.spawn,
+                    region=self.region,
+                    authorizer=self.authorizer,
+                    blobs=blobs,
                 )
             else:
                 self.pools[name] = InlinePool(

@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reflow.errors import FunctionError
@@ -61,14 +62,31 @@ class Worker:
         self.invocations = 0
         self.last_used = 0.0  # on the runtime's clock, set by the pool
 
-    async def call(self, request_id: str, timeout: float, payload: Any) -> tuple[int, Any]:
-        """Send one invocation and wait for its answer frame."""
+    async def call(
+        self,
+        request_id: str,
+        timeout: float,
+        payload: Any,
+        on_call: Callable[[Any], Awaitable[Any]] | None = None,
+    ) -> tuple[int, Any]:
+        """Send one invocation and wait for its answer frame.
+
+        Platform calls the handler makes meanwhile (``CALL`` frames) are
+        answered with ``on_call``'s result.
+        """
         self.writer.write(wire.encode(wire.INVOKE, {"r": request_id, "t": timeout, "p": payload}))
-        header = await self.reader.readexactly(wire.HEADER.size)
-        length, kind = wire.HEADER.unpack(header)
-        body = await self.reader.readexactly(length)
-        self.invocations += 1
-        return kind, wire.decode(body)
+        while True:
+            header = await self.reader.readexactly(wire.HEADER.size)
+            length, kind = wire.HEADER.unpack(header)
+            body = wire.decode(await self.reader.readexactly(length))
+            if kind != wire.CALL:
+                self.invocations += 1
+                return kind, body
+            if on_call is None:
+                reply: Any = {"error": {"type": "NotAvailableError", "message": "no clients"}}
+            else:
+                reply = await on_call(body)
+            self.writer.write(wire.encode(wire.REPLY, reply))
 
     def kill(self) -> None:
         """SIGKILL the worker (a timeout, or a worker in an unknown state)."""

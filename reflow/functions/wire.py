@@ -14,6 +14,9 @@ Frames:
 * ``ERROR`` (worker → runtime): Lambda's error shape ``{"errorType",
   "errorMessage", "stackTrace"}`` plus ``"retire": true`` when the worker
   must not be reused (after a ``MemoryError``)
+* ``CALL`` (worker → runtime, during an invocation): a platform client call
+  ``{"c": client, "m": method, "a": {arguments}}``, answered by
+* ``REPLY`` (runtime → worker): ``{"ok": result}`` or ``{"error": {...}}``
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import struct
 from typing import Any
 
 __all__ = [
+    "CALL",
     "ERROR",
     "HEADER",
     "HELLO",
     "INVOKE",
+    "REPLY",
     "RESULT",
     "decode",
     "encode",
@@ -35,7 +40,7 @@ __all__ = [
 ]
 
 HEADER = struct.Struct("!IB")
-HELLO, INVOKE, RESULT, ERROR = 1, 2, 3, 4
+HELLO, INVOKE, RESULT, ERROR, CALL, REPLY = 1, 2, 3, 4, 5, 6
 MAX_FRAME = 64 * 1024 * 1024  # a bound so that a corrupt header cannot ask for terabytes
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -30,15 +30,11 @@ from typing import Any
 from reflow.app import FunctionConfig
 from reflow.functions import wire
 from reflow.functions.context import Context, log_stream_for
+from reflow.functions.remote import raise_remote
 
 __all__ = ["connect", "limit_memory", "main", "serve"]
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-PROCESS_CLIENTS = (
-    "platform clients are not reachable from isolation='process' yet; "
-    "use isolation='inline' for handlers that call context clients"
-)
 
 
 def limit_memory(memory_mb: int) -> None:
@@ -81,6 +77,17 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
             "retire": True,
         },
     )
+
+    def remote(client: str, method: str, args: dict[str, Any]) -> Any:
+        sock.sendall(wire.encode(wire.CALL, {"c": client, "m": method, "a": args}))
+        frame = wire.read_frame(sock)
+        if frame is None:
+            raise ConnectionError("the runtime closed the connection during a platform call")
+        reply = frame[1]
+        if "error" in reply:
+            raise_remote(reply["error"])
+        return reply["ok"]
+
     try:
         while True:
             frame = wire.read_frame(sock)
@@ -92,7 +99,7 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
                 request_id=body["r"],
                 deadline=time.monotonic() + float(body["t"]),
                 region=region,
-                unavailable=PROCESS_CLIENTS,
+                remote=remote,
                 log_stream_name=log_stream,
             )
             try:

@@ -87,3 +87,26 @@ def once_slow(event: Any, context: Any) -> int:
         os.unlink(marker)
         time.sleep(float(event["hold"]))
     return os.getpid()
+
+
+@app.function(isolation="process", timeout=5, permissions=["blobs:write:site/*"])
+def store(event: Any, context: Any) -> dict[str, Any]:
+    """Write and read back an object through context.blobs (proxied to the runtime)."""
+    key = event["key"]
+    info = context.blobs.sync.put(key, event["text"].encode(), content_type="text/plain")
+    blob = context.blobs.sync.get(key)
+    listed = [i.key for i in context.blobs.sync.list("site/")]
+    return {"etag": info.etag, "text": blob.data.decode(), "listed": listed}
+
+
+@app.function(isolation="process", timeout=5)
+async def store_async(event: Any, context: Any) -> Any:
+    """The same through the async methods; then try a client that is not there."""
+    await context.blobs.put(event["key"], b"\x00\xffbinary")
+    head = await context.blobs.head(event["key"])
+    missing = "none"
+    try:
+        _ = context.tables
+    except Exception as exc:
+        missing = type(exc).__name__
+    return {"size": head.size, "missing": missing, "deleted": await context.blobs.delete("nope")}

@@ -1,0 +1,201 @@
+"""Platform clients inside a ``process`` worker, proxied over the worker's socket.
+
+A worker has no connection to the backend, and should not: the runtime is the
+trusted side, and the authorisation hook must not be something a sandboxed
+handler can step around. So ``context.blobs`` in a worker is a
+:class:`RemoteBlobs` that turns each call into a ``CALL`` frame; the runtime
+(:func:`serve_call`) performs it through the invocation's own server-side
+:class:`Context` — authorisation hook included — and answers with a
+``REPLY`` frame. The handler sees the same methods as inline (``await
+context.blobs.put(...)`` or ``context.blobs.sync.put(...)``).
+
+Only the object store is proxied so far; the other clients arrive with their
+subsystems and raise :class:`NotAvailableError` in workers until then.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from reflow.errors import FunctionError, NotAvailableError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from reflow.backends.protocols import Blob, BlobInfo
+    from reflow.functions.context import Context
+
+__all__ = ["PlatformCallError", "RemoteBlobs", "serve_call"]
+
+Call = Callable[[str, str, dict[str, Any]], Any]
+
+
+class PlatformCallError(FunctionError):
+    """A proxied platform call failed in the runtime with an unexpected error."""
+
+    def __init__(self, error_type: str, error_message: str) -> None:
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(f"platform call failed: {error_type}: {error_message}")
+
+
+def _info_to_json(info: BlobInfo) -> dict[str, Any]:
+    return {
+        "key": info.key,
+        "size": info.size,
+        "etag": info.etag,
+        "content_type": info.content_type,
+        "modified": info.modified,
+        "metadata": dict(info.metadata),
+    }
+
+
+def _info_from_json(data: Mapping[str, Any]) -> BlobInfo:
+    from reflow.backends.protocols import BlobInfo
+
+    return BlobInfo(
+        key=data["key"],
+        size=int(data["size"]),
+        etag=data["etag"],
+        content_type=data["content_type"],
+        modified=float(data["modified"]),
+        metadata=dict(data["metadata"]),
+    )
+
+
+def raise_remote(error: Mapping[str, Any]) -> None:
+    """Raise, in the worker, the error the runtime reported for a call."""
+    kind, fields = error.get("type"), error.get("fields") or {}
+    if kind == "PermissionDeniedError":
+        raise PermissionDeniedError(fields["function"], fields["action"], fields["resource"])
+    if kind == "NotAvailableError":
+        raise NotAvailableError(fields["client"], fields["reason"])
+    raise PlatformCallError(str(kind), str(error.get("message")))
+
+
+async def serve_call(context: Context, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Perform one proxied call through ``context``; the ``REPLY`` body."""
+    try:
+        client, method, args = body["c"], body["m"], body.get("a") or {}
+        if client != "blobs":
+            raise NotAvailableError(
+                client, "only context.blobs is reachable from isolation='process' yet"
+            )
+        return {"ok": await _serve_blobs(context, method, args)}
+    except PermissionDeniedError as exc:
+        fields = {"function": exc.function, "action": exc.action, "resource": exc.resource}
+        return {"error": {"type": "PermissionDeniedError", "message": str(exc), "fields": fields}}
+    except NotAvailableError as exc:
+        fields = {"client": exc.client, "reason": exc.reason}
+        return {"error": {"type": "NotAvailableError", "message": str(exc), "fields": fields}}
+    except Exception as exc:
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+async def _serve_blobs(context: Context, method: str, args: Mapping[str, Any]) -> Any:
+    blobs = context.blobs
+    if method == "put":
+        info = await blobs.put(
+            args["key"],
+            base64.b64decode(args["data"]),
+            content_type=args["content_type"],
+            metadata=args.get("metadata"),
+        )
+        return _info_to_json(info)
+    if method == "get":
+        blob = await blobs.get(args["key"])
+        if blob is None:
+            return None
+        return {"info": _info_to_json(blob.info), "data": base64.b64encode(blob.data).decode()}
+    if method == "head":
+        found = await blobs.head(args["key"])
+        return None if found is None else _info_to_json(found)
+    if method == "list":
+        return [_info_to_json(i) for i in await blobs.list(args["prefix"], limit=args["limit"])]
+    if method == "delete":
+        return await blobs.delete(args["key"])
+    raise NotAvailableError("blobs", f"unknown method {method!r}")
+
+
+class _RemoteBlobsSync:
+    """The object store's calls, each one round trip to the runtime."""
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        """Store an object under ``key``."""
+        args = {
+            "key": key,
+            "data": base64.b64encode(bytes(data)).decode(),
+            "content_type": content_type,
+            "metadata": dict(metadata or {}),
+        }
+        return _info_from_json(self._call("blobs", "put", args))
+
+    def get(self, key: str) -> Blob | None:
+        """The object, or None."""
+        from reflow.backends.protocols import Blob
+
+        found = self._call("blobs", "get", {"key": key})
+        if found is None:
+            return None
+        return Blob(_info_from_json(found["info"]), base64.b64decode(found["data"]))
+
+    def head(self, key: str) -> BlobInfo | None:
+        """The object's information, or None."""
+        found = self._call("blobs", "head", {"key": key})
+        return None if found is None else _info_from_json(found)
+
+    def list(self, prefix: str = "", *, limit: int | None = None) -> list[BlobInfo]:
+        """Objects under ``prefix``."""
+        rows = self._call("blobs", "list", {"prefix": prefix, "limit": limit})
+        return [_info_from_json(row) for row in rows]
+
+    def delete(self, key: str) -> bool:
+        """Remove an object."""
+        return bool(self._call("blobs", "delete", {"key": key}))
+
+
+class RemoteBlobs:
+    """``context.blobs`` in a worker: the inline client's methods, proxied."""
+
+    def __init__(self, call: Call) -> None:
+        self.sync = _RemoteBlobsSync(call)
+
+    # The worker's event loop runs only this invocation, so the async
+    # methods may block on the socket without starving anything.
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        """Store an object under ``key``."""
+        return self.sync.put(key, data, content_type=content_type, metadata=metadata)
+
+    async def get(self, key: str) -> Blob | None:
+        """The object, or None."""
+        return self.sync.get(key)
+
+    async def head(self, key: str) -> BlobInfo | None:
+        """The object's information, or None."""
+        return self.sync.head(key)
+
+    async def list(self, prefix: str = "", *, limit: int | None = None) -> list[BlobInfo]:
+        """Objects under ``prefix``."""
+        return self.sync.list(prefix, limit=limit)
+
+    async def delete(self, key: str) -> bool:
+        """Remove an object."""
+        return self.sync.delete(key)
