@@ -359,28 +359,36 @@ def _take(
         _create_group(c, stream, group, "0")
         row = (0, -1)
     out: list[LogEntry] = []
-    # Expired leases first: their entries go to whoever reads next.
-    expired = c.execute(
-        "SELECT p.ms, p.seq, p.deliveries, e.data FROM log_pending AS p "
-        "LEFT JOIN log_entries AS e ON e.stream = p.stream AND e.ms = p.ms AND e.seq = p.seq "
-        "WHERE p.stream = ? AND p.grp = ? AND p.lease_until <= ? ORDER BY p.ms, p.seq",
-        (stream, group, now),
-    ).fetchall()
-    for ms, seq, deliveries, data in expired:
-        if len(out) >= count:
+    # Expired leases first: their entries go to whoever reads next. Paged by
+    # id, so a backlog of expired leases is never loaded all at once.
+    after: Key = (-1, -1)
+    while len(out) < count:
+        page = c.execute(
+            "SELECT p.ms, p.seq, p.deliveries, e.data FROM log_pending AS p "
+            "LEFT JOIN log_entries AS e "
+            "  ON e.stream = p.stream AND e.ms = p.ms AND e.seq = p.seq "
+            "WHERE p.stream = ? AND p.grp = ? AND p.lease_until <= ? AND (p.ms, p.seq) > (?, ?) "
+            "ORDER BY p.ms, p.seq LIMIT ?",
+            (stream, group, now, after[0], after[1], count),
+        ).fetchall()
+        if not page:
             break
-        if data is None:  # trimmed away while pending: nothing left to deliver
+        for ms, seq, deliveries, data in page:
+            if len(out) >= count:
+                break
+            after = (ms, seq)
+            if data is None:  # trimmed away while pending: nothing left to deliver
+                c.execute(
+                    "DELETE FROM log_pending WHERE stream = ? AND grp = ? AND ms = ? AND seq = ?",
+                    (stream, group, ms, seq),
+                )
+                continue
             c.execute(
-                "DELETE FROM log_pending WHERE stream = ? AND grp = ? AND ms = ? AND seq = ?",
-                (stream, group, ms, seq),
+                "UPDATE log_pending SET consumer = ?, deliveries = ?, delivered_at = ?, "
+                "lease_until = ? WHERE stream = ? AND grp = ? AND ms = ? AND seq = ?",
+                (consumer, deliveries + 1, now, now + lease, stream, group, ms, seq),
             )
-            continue
-        c.execute(
-            "UPDATE log_pending SET consumer = ?, deliveries = ?, delivered_at = ?, "
-            "lease_until = ? WHERE stream = ? AND grp = ? AND ms = ? AND seq = ?",
-            (consumer, deliveries + 1, now, now + lease, stream, group, ms, seq),
-        )
-        out.append(LogEntry(stream, _fmt((ms, seq)), bytes(data), deliveries + 1))
+            out.append(LogEntry(stream, _fmt((ms, seq)), bytes(data), deliveries + 1))
     room = count - len(out)
     if room <= 0:
         return out

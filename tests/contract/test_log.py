@@ -198,3 +198,12 @@ async def test_a_pending_entry_trimmed_away_is_not_redelivered(backend: Backend)
     await asyncio.sleep(0.35)
     entries = await backend.log.read("s", "g", "b", count=10)
     assert [e.id for e in entries] == [kept]
+
+
+async def test_many_trimmed_pending_entries_do_not_hide_a_live_one(backend: Backend) -> None:
+    ids = [await backend.log.append("s", str(i).encode()) for i in range(6)]
+    assert len(await backend.log.read("s", "g", "a", count=6, lease=0.2)) == 6
+    await backend.log.trim("s", max_length=1)  # five pending entries lose their data
+    await asyncio.sleep(0.35)
+    entries = await backend.log.read("s", "g", "b", count=2)
+    assert [(e.id, e.data, e.deliveries) for e in entries] == [(ids[5], b"5", 2)]
