@@ -185,14 +185,14 @@ class Executor:
     ) -> core.Succeed | core.Fail:
         cursor = core.start(machine, input, variables)
         # Locals for the per-transition loop: this is the hot path of every execution.
-        now, add, step, states = self.clock.time, history.add, core.step, machine.states
+        now, add, step, states = self.clock.time, history.state, core.step, machine.states
         reads_context = self._machine_reads_context(machine)
         while True:
             if self._deadline is not None:
                 self._check_deadline()
             state = states[cursor.state]
             entered = now()
-            add(_ENTERED[state.type], entered, name=state.name, input=cursor.input)
+            add(_ENTERED[state.type], entered, state.name, "input", cursor.input)
             if reads_context or state.type == "Task":
                 context: Mapping[str, Any] = {
                     **base,
@@ -228,7 +228,7 @@ class Executor:
             if isinstance(action, core.Fail):
                 return action
             output = action.cursor.input if isinstance(action, core.Goto) else action.output
-            add(_EXITED[state.type], now(), name=state.name, output=output)
+            add(_EXITED[state.type], now(), state.name, "output", output)
             if isinstance(action, core.Succeed):
                 return action
             cursor = action.cursor

@@ -42,29 +42,38 @@ class HistoryEvent(NamedTuple):
 
 
 class History:
-    """The append-only list of an execution's events."""
+    """The append-only list of an execution's events.
+
+    State transitions are the hot path of every execution, so they are kept
+    as plain tuples (:meth:`state`) and turned into :class:`HistoryEvent`
+    objects only when someone reads the history.
+    """
 
     def __init__(self) -> None:
-        self._events: list[HistoryEvent] = []
+        # (type, timestamp, details) or (type, timestamp, name, field, value)
+        self._raw: list[tuple[Any, ...]] = []
 
-    def add(self, type: str, timestamp: float, **details: Any) -> HistoryEvent:
-        """Append an event of ``type`` and return it."""
-        previous = len(self._events)  # ids are 1, 2, 3 …, so the last id is the count
-        event = HistoryEvent(previous + 1, type, timestamp, previous, details)
-        self._events.append(event)
-        return event
+    def add(self, type: str, timestamp: float, **details: Any) -> None:
+        """Append an event of ``type`` carrying ``details``."""
+        self._raw.append((type, timestamp, details))
+
+    def state(self, type: str, timestamp: float, name: str, field: str, value: Any) -> None:
+        """Append a state event: ``{"name": name, field: value}`` (input or output)."""
+        self._raw.append((type, timestamp, name, field, value))
 
     @property
     def events(self) -> tuple[HistoryEvent, ...]:
-        """Every event so far, oldest first."""
-        return tuple(self._events)
+        """Every event so far, oldest first; ids are 1, 2, 3 …"""
+        return tuple(self)
 
     def types(self) -> list[str]:
         """The event types in order (handy in tests)."""
-        return [event.type for event in self._events]
+        return [raw[0] for raw in self._raw]
 
     def __iter__(self) -> Iterator[HistoryEvent]:
-        return iter(self._events)
+        for index, raw in enumerate(self._raw):
+            details = raw[2] if len(raw) == 3 else {"name": raw[2], raw[3]: raw[4]}
+            yield HistoryEvent(index + 1, raw[0], raw[1], index, details)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._raw)
