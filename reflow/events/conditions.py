@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,7 +246,6 @@ class Wildcard:
 
     source: str
     regex: re.Pattern[str] = field(compare=False, hash=False, repr=False)
-    literal_prefix: str = field(compare=False, hash=False, repr=False, default="")
 
     def test(self, value: Any) -> bool:
         """Whether ``value`` satisfies the condition."""
@@ -387,8 +386,3 @@ def consistent_choice(options: Sequence[set[Membership]]) -> bool:
         return False
 
     return pick(0, {})
-
-
-def describe(conditions: Iterable[Condition]) -> str:
-    """A short, stable text for conditions (used in error messages and debugging)."""
-    return ", ".join(sorted(repr(c) for c in conditions))
