@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FunctionMetrics", "percentile"]
+__all__ = ["FunctionMetrics", "percentile", "prometheus_text"]
 
 WINDOW = 2048  # recent durations kept for p50/p99
 
@@ -43,6 +43,8 @@ class FunctionMetrics:
     async_accepted: int = 0
     async_retries: int = 0
     dead_letters: int = 0
+    completed: int = 0
+    duration_total: float = 0.0  # seconds, over every completed invocation
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     init_durations: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
@@ -56,6 +58,8 @@ class FunctionMetrics:
         """An execution ended after ``seconds``."""
         self.concurrent -= 1
         self.durations.append(seconds)
+        self.completed += 1
+        self.duration_total += seconds
         if error:
             self.errors += 1
 
@@ -88,4 +92,44 @@ class FunctionMetrics:
             "duration_p50_ms": ms(percentile(durations, 0.5)),
             "duration_p99_ms": ms(percentile(durations, 0.99)),
             "init_duration_ms": ms(sum(inits) / len(inits)) if inits else None,
+            "completed": self.completed,
+            "duration_total_s": round(self.duration_total, 6),
         }
+
+
+# name in the snapshot → (metric name, type, help)
+_EXPOSED = (
+    ("invocations", "reflow_function_invocations_total", "counter", "Invocations started."),
+    ("errors", "reflow_function_errors_total", "counter", "Invocations that failed."),
+    ("throttles", "reflow_function_throttles_total", "counter", "Calls refused over reserved."),
+    ("timeouts", "reflow_function_timeouts_total", "counter", "Invocations past their timeout."),
+    ("crashes", "reflow_function_crashes_total", "counter", "Worker processes that died."),
+    ("cold_starts", "reflow_function_cold_starts_total", "counter", "New workers for a call."),
+    ("dead_letters", "reflow_function_dead_letters_total", "counter", "Events dead-lettered."),
+    ("concurrent_executions", "reflow_function_concurrent_executions", "gauge", "Running now."),
+)
+
+
+def _label(value: str) -> str:
+    # The exposition format's escapes for label values: backslash, quote, newline.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
+    """Snapshots (``FunctionMetrics.snapshot()``) in Prometheus' text format 0.0.4."""
+    lines: list[str] = []
+    for key, metric, kind, text in _EXPOSED:
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+        for row in snapshots:
+            lines.append(f'{metric}{{function="{_label(row["name"])}"}} {row[key]}')
+    metric = "reflow_function_duration_seconds"
+    lines += [f"# HELP {metric} Recent invocation durations.", f"# TYPE {metric} summary"]
+    for row in snapshots:
+        name = _label(row["name"])
+        for quantile, key in (("0.5", "duration_p50_ms"), ("0.99", "duration_p99_ms")):
+            if row[key] is not None:
+                seconds = row[key] / 1000
+                lines.append(f'{metric}{{function="{name}",quantile="{quantile}"}} {seconds:g}')
+        lines.append(f'{metric}_sum{{function="{name}"}} {row["duration_total_s"]:g}')
+        lines.append(f'{metric}_count{{function="{name}"}} {row["completed"]}')
+    return "\n".join(lines) + "\n"

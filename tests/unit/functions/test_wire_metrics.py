@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reflow.functions import wire
-from reflow.functions.metrics import FunctionMetrics, percentile
+from reflow.functions.metrics import FunctionMetrics, percentile, prometheus_text
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
@@ -58,3 +58,22 @@ def test_metrics_track_concurrency_peaks_and_errors() -> None:
     assert snap["max_concurrent_executions"] == 2 and snap["concurrent_executions"] == 0
     assert snap["cold_starts"] == 1 and snap["init_duration_ms"] == 3.0
     assert snap["duration_p99_ms"] == 4.0
+
+
+def test_prometheus_text_exposes_counters_gauges_and_a_duration_summary() -> None:
+    metrics = FunctionMetrics('we"ird\\name')
+    metrics.started()
+    metrics.finished(0.25, error=True)
+    metrics.throttles = 3
+    text = prometheus_text([metrics.snapshot()])
+    label = 'function="we\\"ird\\\\name"'
+    assert "# TYPE reflow_function_invocations_total counter" in text
+    assert f"reflow_function_invocations_total{{{label}}} 1" in text.splitlines()
+    assert f"reflow_function_errors_total{{{label}}} 1" in text.splitlines()
+    assert f"reflow_function_throttles_total{{{label}}} 3" in text.splitlines()
+    assert f"reflow_function_concurrent_executions{{{label}}} 0" in text.splitlines()
+    assert "# TYPE reflow_function_duration_seconds summary" in text
+    assert f'reflow_function_duration_seconds{{{label},quantile="0.99"}} 0.25' in text
+    assert f"reflow_function_duration_seconds_sum{{{label}}} 0.25" in text
+    assert f"reflow_function_duration_seconds_count{{{label}}} 1" in text
+    assert text.endswith("\n")
