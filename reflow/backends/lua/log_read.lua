@@ -5,7 +5,7 @@
 -- times (a hash: entry id -> when it was last delivered).
 -- ARGV: group, consumer, count, lease (seconds), now (seconds since the epoch).
 --
--- Entries whose lease ended are claimed first (XCLAIM raises their delivery
+-- Entries whose lease ended are claimed first, oldest first (XCLAIM raises their delivery
 -- count, so a first redelivery reports 2, exactly as XPENDING shows it),
 -- then new entries are read (XREADGROUP). Time is the caller's injected
 -- clock, passed in as `now`, like every other timer in reflow. Doing all of
@@ -48,10 +48,31 @@ local function payload(fields)
   return fields[2] or ''
 end
 
-local claimed = {}
-local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, count)
-if #due > 0 then
-  local got = redis.pcall('XCLAIM', stream, group, consumer, 0, unpack(due))
+-- Entry ids compare as numbers: milliseconds, then sequence.
+local function id_less(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+  if a_ms ~= b_ms then return a_ms < b_ms end
+  return tonumber(a_seq) < tonumber(b_seq)
+end
+
+-- Expired entries go out oldest entry first, as on the other engines: of
+-- (at most 1,000) expired leases, the lowest ids. They are claimed a chunk
+-- at a time, because an entry trimmed away while pending is not claimed
+-- (XCLAIM drops it from the PEL, and we drop its lease) and must not use up
+-- the `count` of a read that has live entries behind it.
+local claimed, taken = {}, 0
+local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, math.max(count, 1000))
+table.sort(due, id_less)
+local next_due = 1
+while taken < count and next_due <= #due do
+  local chunk = {}
+  for i = next_due, math.min(#due, next_due + count - taken - 1) do
+    table.insert(chunk, due[i])
+  end
+  next_due = next_due + #chunk
+  local got = redis.pcall('XCLAIM', stream, group, consumer, 0, unpack(chunk))
   if type(got) ~= 'table' or got.err then got = {} end
   local seen = {}
   for _, entry in ipairs(got) do
@@ -59,12 +80,13 @@ if #due > 0 then
     seen[id] = true
     local info = redis.call('XPENDING', stream, group, id, id, 1)
     hold(id)
+    taken = taken + 1
     table.insert(claimed, id)
     table.insert(claimed, payload(entry[2]))
     table.insert(claimed, info[1][4])
   end
   -- Trimmed or acknowledged behind our back: XCLAIM dropped them; so do we.
-  for _, id in ipairs(due) do
+  for _, id in ipairs(chunk) do
     if not seen[id] then
       redis.call('ZREM', leases, id)
       redis.call('HDEL', delivered, id)
@@ -73,7 +95,7 @@ if #due > 0 then
 end
 
 local fresh = {}
-local wanted = count - math.floor(#claimed / 3)
+local wanted = count - taken
 if wanted > 0 then
   local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', wanted, 'STREAMS', stream, '>'}
   local got = redis.pcall(unpack(args))

@@ -193,7 +193,12 @@ async def test_large_reads_are_capped_and_large_acks_are_chunked(engine: Engine)
 _LOG_STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("append")),
-        st.tuples(st.just("read"), st.sampled_from(["a", "b"]), st.sampled_from([1.0, 5.0])),
+        st.tuples(
+            st.just("read"),
+            st.sampled_from(["a", "b"]),
+            st.sampled_from([1.0, 5.0]),
+            st.sampled_from([1, 2, 50]),
+        ),
         st.tuples(st.just("ack"), st.integers(0, 30)),
         st.tuples(st.just("advance"), st.sampled_from([0.5, 2.0, 6.0])),
     ),
@@ -210,9 +215,8 @@ async def _log_step(
         ids[data] = await log.append("s", data)
         return data
     if step[0] == "read":
-        # count covers every entry a test can hold, so both engines take all
-        # that is due (which of several expired entries comes first is theirs).
-        entries = await log.read("s", "g", str(step[1]), count=50, lease=float(step[2]))  # type: ignore[arg-type]
+        consumer, lease, count = str(step[1]), float(step[2]), int(step[3])  # type: ignore[arg-type,call-overload]
+        entries = await log.read("s", "g", consumer, count=count, lease=lease)
         return [(e.data, e.deliveries) for e in entries]
     if step[0] == "ack":
         data = f"e{step[1]}".encode()
@@ -221,7 +225,7 @@ async def _log_step(
 
 
 @settings(
-    max_examples=30,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
