@@ -63,7 +63,8 @@ class RedisSubscription:
         self._owner = owner
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
-        self._closed = False
+        self._closed = False  # no message will arrive any more
+        self._released = False  # the connection went back to the pool
 
     async def _start(self, channels: list[str]) -> None:
         await self._connection.subscribe(*channels)
@@ -122,13 +123,14 @@ class RedisSubscription:
 
     async def close(self) -> None:
         """Unsubscribe and release the connection; iteration ends."""
-        if self._pump is None:
+        if self._released:
             return
+        self._released = self._closed = True
         pump, self._pump = self._pump, None
-        self._closed = True
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
         self._queue.put_nowait(_CLOSED)
         await self._connection.aclose()
         self._owner.forget(self)
@@ -157,7 +159,6 @@ class RedisPubSub:
             await subscription._start([self._ns.channel(c) for c in channels])
         except BaseException:
             await subscription.close()
-            self.forget(subscription)
             raise
         return subscription
 
