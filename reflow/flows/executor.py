@@ -299,6 +299,8 @@ class Executor:
         history.add("TaskStarted", self.clock.time(), name=state_name)
         try:
             result = await self._call(function, payload, task_context, action.timeout)
+        except _TimedOut:
+            raise  # the whole execution ran out of time: not the task's error
         except _TaskTimeout:
             history.add("TaskTimedOut", self.clock.time(), name=state_name, error=TIMEOUT)
             return core.Failure(TIMEOUT, f"Task '{state_name}' ran past its TimeoutSeconds")

@@ -3,13 +3,15 @@
 Each file in ``cases/`` holds a list of cases written from the AWS Step
 Functions documentation (the ``doc`` field names the page a case follows).
 A case runs ``definition`` on ``input`` with a fixed set of task functions and
-a FakeClock at 2023-11-14T22:13:20Z, and expects either an outcome
+a FakeClock at 2023-11-14T22:13:20Z (autojump: every sleep, and so every
+timeout, ends at once), and expects either an outcome
 (``status`` and ``output``, or ``error`` and optionally ``cause``) or, with
 ``invalid``, the JSON paths of the problems validation must report.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,11 @@ def _load() -> list[Any]:
 CASES = _load()
 
 
+async def _hang(event: Any, context: TaskContext) -> Any:
+    # Never finishes: only a TimeoutSeconds (raced on the FakeClock) ends it.
+    await asyncio.Event().wait()
+
+
 def _raise(event: Any, context: TaskContext) -> Any:
     error = type(str(event.get("error", "CustomError")), (Exception,), {})
     raise error(event.get("cause", ""))
@@ -60,6 +67,7 @@ def _functions() -> dict[str, Callable[[Any, TaskContext], Any]]:
         "attempt": lambda event, context: context.attempt,
         "raise": _raise,
         "flaky": flaky,
+        "hang": _hang,
     }
 
 
