@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reflow.flows import paths
 from reflow.flows.errors import PathSyntaxError, StatesError
@@ -92,3 +95,33 @@ def test_result_path_into_a_scalar_input_fails_to_match() -> None:
     with pytest.raises(StatesError) as caught:
         paths.set_reference("text", "$.x", 1)
     assert caught.value.name == "States.ResultPathMatchFailure"
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+names = st.text(alphabet="abcxyz_", min_size=1, max_size=4)
+
+
+@given(
+    st.dictionaries(names, json_values, max_size=4),
+    st.lists(names, min_size=1, max_size=4),
+    json_values,
+)
+def test_a_value_set_at_a_reference_path_reads_back_and_the_input_is_untouched(
+    data: dict[str, Any], fields: list[str], value: Any
+) -> None:
+    path = "$." + ".".join(fields)
+    before = json.dumps(data, sort_keys=True)
+    try:
+        written = paths.set_reference(data, path, value)
+    except StatesError as error:
+        # Only a field asked of an array on the way may refuse the write.
+        assert error.name == "States.ResultPathMatchFailure"
+    else:
+        assert paths.evaluate(path, written) == value
+    assert json.dumps(data, sort_keys=True) == before
