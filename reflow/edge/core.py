@@ -273,13 +273,14 @@ class Edge:
         behaviour = route.behaviour
         if request.method not in ("GET", "HEAD"):
             response = await self._fetch_origin(behaviour, route, request, request.query, [])
-            return await self._deliver_uncached(route, request, response, "Miss")
+            return await self._deliver_uncached(route, request, response, "Miss", response.elapsed)
         key, forwarded_query = cache_key(
             request.path, request.query, request.headers, behaviour.policy
         )
         now = self.clock.time()
         entry = self.store.get(key, request.headers)
         x_cache = "Hit"
+        timing: float | None = None
         if entry is not None:
             action = Action.STALE_REFRESH if entry.soft_purged else entry.freshness.decide(now)
             if action is Action.STALE_REFRESH:
@@ -290,16 +291,18 @@ class Edge:
                 entry, x_cache, fallback = await self._revalidate(
                     behaviour, route, request, key, forwarded_query, entry
                 )
+                timing = fallback.elapsed
                 if entry is None:
-                    return await self._deliver_uncached(route, request, fallback, "Miss")
+                    return await self._deliver_uncached(route, request, fallback, "Miss", timing)
             else:
                 self.metrics.hits += 1
         else:
             entry, response = await self._miss(behaviour, route, request, key, forwarded_query)
             x_cache = "Miss"
+            timing = response.elapsed
             if entry is None:
-                return await self._deliver_uncached(route, request, response, "Miss")
-        return await self._deliver(route, request, entry, x_cache)
+                return await self._deliver_uncached(route, request, response, "Miss", timing)
+        return await self._deliver(route, request, entry, x_cache, timing)
 
     async def _miss(
         self, behaviour: Behaviour, route: _Route, request: Request, key: str, query: str
@@ -489,7 +492,8 @@ class Edge:
         started = time.perf_counter()
         self.metrics.origin_fetches += 1
         response = await behaviour.origin.fetch(origin_request)
-        self.metrics.origin_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.metrics.origin_seconds += elapsed
         hook = route.hooks.get("origin-response")
         if hook is not None:
             cf_request = request_to_cf(
@@ -504,6 +508,7 @@ class Edge:
             )
             body = response.body if result.body is None else result.body
             response = OriginResponse(result.status, result.headers, body, result.reason)
+        response.elapsed = elapsed
         return response
 
     def _forwarded_headers(self, policy: CachePolicy, request: Request) -> list[tuple[str, str]]:
@@ -523,7 +528,14 @@ class Edge:
 
     # -- building responses -------------------------------------------------------------
 
-    async def _deliver(self, route: _Route, request: Request, entry: Entry, x_cache: str) -> bytes:
+    async def _deliver(
+        self,
+        route: _Route,
+        request: Request,
+        entry: Entry,
+        x_cache: str,
+        timing: float | None = None,
+    ) -> bytes:
         now = self.clock.time()
         head = request.method == "HEAD"
         viewer_response = route.hooks.get("viewer-response")
@@ -531,7 +543,12 @@ class Edge:
         gzip = (
             entry.compressible and accepts_gzip(request.headers) and request.header("range") is None
         )
-        if viewer_response is None and x_cache == "Hit" and not _has_conditional(request):
+        if (
+            viewer_response is None
+            and x_cache == "Hit"
+            and timing is None
+            and not _has_conditional(request)
+        ):
             data = entry.response(now, head, gzip=gzip)
             self.metrics.bytes_out += len(data)
             return data
@@ -539,6 +556,8 @@ class Edge:
             ("Age", str(int(entry.freshness.age(now)))),
             ("X-Cache", x_cache),
         ]
+        if timing is not None:
+            headers.append(("Server-Timing", f"origin;dur={timing * 1000:.1f}"))
         status, reason = entry.status, entry.reason
         body = entry.gzipped() if gzip else entry.body
         if entry.status == 200 and not_modified(request.headers, entry.etag, entry.last_modified):
@@ -566,10 +585,17 @@ class Edge:
         return await self._finish(route, request, status, reason, headers, body)
 
     async def _deliver_uncached(
-        self, route: _Route, request: Request, response: OriginResponse, x_cache: str
+        self,
+        route: _Route,
+        request: Request,
+        response: OriginResponse,
+        x_cache: str,
+        timing: float | None = None,
     ) -> bytes:
         headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_STORED_HEADERS]
         headers.append(("X-Cache", x_cache))
+        if timing:
+            headers.append(("Server-Timing", f"origin;dur={timing * 1000:.1f}"))
         return await self._finish(
             route, request, response.status, response.reason, headers, response.body
         )

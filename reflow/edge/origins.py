@@ -1,7 +1,7 @@
 """Where misses go: bucket and HTTP origins, origin groups, and request collapsing.
 
 An origin is anything with ``async fetch(OriginRequest) -> OriginResponse``.
-Three kinds exist:
+Four kinds exist:
 
 * :class:`BucketOrigin` — ``bucket:NAME``, objects of the ``Blobs`` primitive
   under the ``NAME/`` prefix; answers conditional requests itself; user
@@ -9,6 +9,8 @@ Three kinds exist:
 * :class:`HttpOrigin` — ``http://host:port``, a small HTTP/1.1 client with a
   pool of kept-alive connections, a timeout per fetch and a retry on a
   connection that the origin closed while idle;
+* :class:`AsgiOrigin` — ``asgi:module:attr``, any ASGI 3 application
+  (Starlette, FastAPI, ...) called in-process with an HTTP scope;
 * :class:`OriginGroup` — a primary and a secondary; the secondary answers
   when the primary fails to connect or answers 5xx.
 
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -34,6 +37,7 @@ from reflow.edge.http import HOP_BY_HOP, reason_phrase
 from reflow.errors import OriginError
 
 __all__ = [
+    "AsgiOrigin",
     "BucketOrigin",
     "Collapser",
     "HttpOrigin",
@@ -64,6 +68,7 @@ class OriginResponse:
     headers: list[tuple[str, str]]
     body: bytes = b""
     reason: str = ""
+    elapsed: float = 0.0  # seconds the origin took (for Server-Timing)
 
     def __post_init__(self) -> None:
         if not self.reason:
@@ -271,6 +276,83 @@ class OriginGroup:
         await self.secondary.close()
 
 
+class AsgiOrigin:
+    """Any ASGI 3 application (``asgi:module:attr``, e.g. Starlette or FastAPI) in-process."""
+
+    def __init__(self, spec: str, *, timeout: float = 10.0) -> None:
+        self.name = spec
+        self.timeout = timeout
+        _, module_name, attribute = (spec.split(":", 2) + ["", ""])[:3]
+        if not module_name or not attribute:
+            raise OriginError(spec, "an ASGI origin must look like asgi:module:attribute")
+        try:
+            module = importlib.import_module(module_name)
+            self.app: Callable[..., Awaitable[None]] = getattr(module, attribute)
+        except (ImportError, AttributeError) as exc:
+            raise OriginError(spec, f"cannot load the ASGI app: {exc}") from None
+
+    async def fetch(self, request: OriginRequest) -> OriginResponse:
+        """Call the app with an HTTP scope; collect its response."""
+        try:
+            return await asyncio.wait_for(self._call(request), self.timeout)
+        except TimeoutError:
+            raise OriginError(self.name, f"no response within {self.timeout:g} s") from None
+        except OriginError:
+            raise
+        except Exception as exc:
+            raise OriginError(self.name, f"the app raised {type(exc).__name__}: {exc}") from exc
+
+    async def _call(self, request: OriginRequest) -> OriginResponse:
+        method = "GET" if request.method == "HEAD" else request.method
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": unquote(request.path),
+            "raw_path": request.path.encode("latin-1"),
+            "query_string": request.query.encode("latin-1"),
+            "root_path": "",
+            "headers": [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers
+            ],
+            "client": None,
+            "server": ("reflow-edge", 80),
+        }
+        sent_body = False
+        finished = asyncio.Event()
+        status = 500
+        headers: list[tuple[str, str]] = []
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": request.body, "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    headers.append((bytes(name).decode("latin-1"), bytes(value).decode("latin-1")))
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body", False):
+                    finished.set()
+
+        await self.app(scope, receive, send)
+        finished.set()
+        return OriginResponse(status, headers, b"".join(chunks))
+
+    async def close(self) -> None:
+        """Nothing pooled."""
+
+
 def open_origin(
     spec: str, blobs: Blobs, *, timeout: float = 10.0, clock: Clock = SYSTEM_CLOCK
 ) -> Origin:
@@ -279,7 +361,11 @@ def open_origin(
         return BucketOrigin(blobs, spec.removeprefix("bucket:"), clock=clock)
     if spec.startswith("http://"):
         return HttpOrigin(spec, timeout=timeout)
-    raise OriginError(spec, "unknown origin kind; expected bucket:NAME or http://host:port")
+    if spec.startswith("asgi:"):
+        return AsgiOrigin(spec, timeout=timeout)
+    raise OriginError(
+        spec, "unknown origin kind; expected bucket:NAME, http://host:port or asgi:module:attr"
+    )
 
 
 class Collapser:

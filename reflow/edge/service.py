@@ -88,8 +88,6 @@ def behaviours_from_app(app: App, backend: Backend, clock: Clock = SYSTEM_CLOCK)
 def _origin(app: App, spec: str, backend: Backend, timeout: float, clock: Clock) -> Origin:
     if spec.startswith("bucket:") and spec.removeprefix("bucket:") not in app.buckets:
         raise EdgeError(f"origin {spec!r}: no bucket of that name; declare it with app.bucket()")
-    if spec.startswith("asgi:"):
-        raise EdgeError(f"origin {spec!r}: ASGI origins are not served yet")
     return open_origin(spec, backend.blobs, timeout=timeout, clock=clock)
 
 

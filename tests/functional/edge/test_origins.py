@@ -145,3 +145,36 @@ async def test_bucket_origin_answers_conditionals_and_maps_metadata() -> None:
         assert (await origin.fetch(OriginRequest("DELETE", "/a/b.css"))).status == 405
     finally:
         await backend.close()
+
+
+async def asgi_site(scope: dict[str, object], receive: object, send: object) -> None:
+    """A minimal ASGI 3 app: echoes the path and query it was called with."""
+    assert scope["type"] == "http"
+    body = f"{scope['method']} {scope['path']}?{scope['query_string']!r}".encode()
+    await send(  # type: ignore[operator]
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"cache-control", b"max-age=30")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+async def broken_site(scope: dict[str, object], receive: object, send: object) -> None:
+    raise RuntimeError("template missing")
+
+
+async def test_asgi_origin_calls_the_app_in_process() -> None:
+    from reflow.edge.origins import AsgiOrigin, open_origin
+
+    origin = open_origin(f"asgi:{__name__}:asgi_site", memory_backend().blobs)
+    assert isinstance(origin, AsgiOrigin)
+    response = await origin.fetch(OriginRequest("HEAD", "/a%20b", "x=1"))
+    assert response.status == 200
+    assert response.body == b"GET /a b?b'x=1'"
+    assert response.header("cache-control") == "max-age=30"
+    with pytest.raises(OriginError, match="template missing"):
+        await AsgiOrigin(f"asgi:{__name__}:broken_site").fetch(OriginRequest("GET", "/"))
+    with pytest.raises(OriginError, match="cannot load"):
+        AsgiOrigin("asgi:no_such_module_here:app")

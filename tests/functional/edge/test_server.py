@@ -14,6 +14,8 @@ async def test_miss_then_hit_on_one_kept_alive_connection(harness: Harness) -> N
     second = await client.get("/a")
     assert (first.status, first.headers["x-cache"], first.body) == (200, "Miss", b"alpha")
     assert (second.status, second.headers["x-cache"], second.body) == (200, "Hit", b"alpha")
+    assert first.headers["server-timing"].startswith("origin;dur=")
+    assert "server-timing" not in second.headers
     assert harness.origin.fetches == 1
 
 
