@@ -27,7 +27,6 @@ from reflow.config import Settings
 from reflow.errors import (
     FunctionError,
     FunctionNotFoundError,
-    HandlerError,
 )
 from reflow.loader import load_app
 
@@ -57,16 +56,6 @@ def _payload(text: str) -> Any:
         fail(f"--payload is not valid JSON: {exc.msg} at column {exc.colno}")
 
 
-def _error_shape(exc: FunctionError) -> dict[str, Any]:
-    if isinstance(exc, HandlerError):
-        return {
-            "errorType": exc.error_type,
-            "errorMessage": exc.error_message,
-            "stackTrace": list(exc.trace),
-        }
-    return {"errorType": type(exc).__name__, "errorMessage": str(exc)}
-
-
 def invoke(
     function: Annotated[str, typer.Argument(help="The function's name.")],
     payload: Annotated[
@@ -79,6 +68,7 @@ def invoke(
     ] = False,
 ) -> None:
     """Invoke a function once and print its result as JSON."""
+    from reflow.functions.invocations import lambda_error
     from reflow.functions.runtime import Runtime
 
     event_payload = _payload(payload)
@@ -104,7 +94,7 @@ def invoke(
                 try:
                     return True, await runtime.invoke(function, event_payload)
                 except FunctionError as exc:
-                    return False, _error_shape(exc)
+                    return False, lambda_error(exc)
                 finally:
                     await runtime.stop()
             finally:

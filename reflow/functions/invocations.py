@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import Log, LogEntry
 from reflow.clock import Clock
-from reflow.errors import HandlerError, InvalidEventError, RegistrationError
+from reflow.errors import (
+    FunctionCrashedError,
+    FunctionTimeoutError,
+    HandlerError,
+    InvalidEventError,
+    RegistrationError,
+    ThrottledError,
+)
 from reflow.functions.context import function_arn
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ __all__ = [
     "dead_letters",
     "dlq_stream",
     "events_stream",
+    "lambda_error",
     "parse_destination",
 ]
 
@@ -108,13 +116,28 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _error_of(exc: BaseException) -> dict[str, Any]:
+def lambda_error(exc: BaseException) -> dict[str, Any]:
+    """An invocation failure in Lambda's shape ``{"errorType", "errorMessage", "stackTrace"}``.
+
+    A handler's exception keeps its own class name; the runtime's failures
+    take the names Lambda gives them, so records read the same as AWS's:
+    ``Sandbox.Timedout``, ``Runtime.ExitError``, ``TooManyRequestsException``.
+    """
     if isinstance(exc, HandlerError):
         return {
             "errorType": exc.error_type,
             "errorMessage": exc.error_message,
             "stackTrace": list(exc.trace),
         }
+    if isinstance(exc, FunctionTimeoutError):
+        message = f"Task timed out after {exc.timeout:.2f} seconds"
+        return {"errorType": "Sandbox.Timedout", "errorMessage": message, "stackTrace": []}
+    if isinstance(exc, FunctionCrashedError):
+        message = f"Runtime exited: {exc.cause}"
+        return {"errorType": "Runtime.ExitError", "errorMessage": message, "stackTrace": []}
+    if isinstance(exc, ThrottledError):
+        message = f"Rate Exceeded: reserved concurrency of {exc.limit}"
+        return {"errorType": "TooManyRequestsException", "errorMessage": message, "stackTrace": []}
     return {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": []}
 
 
@@ -240,7 +263,7 @@ class AsyncInvocations:
                     function, record["payload"], request_id=record["id"], wait=True
                 )
             except Exception as exc:  # every failure is an attempt; none is lost
-                error = _error_of(exc)
+                error = lambda_error(exc)
                 due = self.clock.time() + backoff(attempt)
                 if attempt <= config.retries and due - record["accepted"] <= config.max_event_age:
                     metrics.async_retries += 1

@@ -51,3 +51,42 @@ async def test_sigkilled_worker_mid_event_is_retried_on_another_worker(tmp_path:
         assert (metrics.crashes, metrics.async_retries, metrics.dead_letters) == (1, 1, 0)
         assert await dead_letters(backend.log, "once_slow") == []
         assert await backend.log.pending("functions.once_slow.events", "functions") == []
+
+
+async def drain_to_dlq(runtime: Runtime, clock: FakeClock, name: str) -> None:
+    for _ in range(1500):
+        if runtime.metrics[name].dead_letters:
+            return
+        if clock.sleepers > 2:
+            clock.advance(60)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never reached the dead-letter queue")
+
+
+async def test_an_event_that_times_out_every_time_is_retried_then_dead_lettered() -> None:
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    async with Runtime(app, backend=backend) as runtime:
+        await runtime.invoke_async("sleepy", {"seconds": 30})
+        await drain_to_dlq(runtime, clock, "sleepy")
+        (letter,) = await dead_letters(backend.log, "sleepy")
+        metrics = runtime.metrics["sleepy"]
+        assert (metrics.timeouts, metrics.async_retries) == (3, 2)
+    assert letter["attempts"] == 3
+    assert letter["error"]["errorType"] == "Sandbox.Timedout"
+    assert letter["error"]["errorMessage"] == "Task timed out after 0.50 seconds"
+    assert letter["payload"] == {"seconds": 30}
+
+
+async def test_an_event_whose_worker_exits_every_time_is_dead_lettered_as_exit_error() -> None:
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    async with Runtime(app, backend=backend) as runtime:
+        await runtime.invoke_async("misbehave", {"how": "exit"})
+        await drain_to_dlq(runtime, clock, "misbehave")
+        (letter,) = await dead_letters(backend.log, "misbehave")
+        assert runtime.metrics["misbehave"].crashes == 3
+        # And the function still works for the next event, on a fresh worker.
+        assert "pid" in await runtime.invoke("misbehave", {})
+    assert letter["error"]["errorType"] == "Runtime.ExitError"
+    assert "exited with status 1" in letter["error"]["errorMessage"]

@@ -323,3 +323,19 @@ async def test_an_outcome_that_cannot_be_recorded_leaves_the_event_for_redeliver
     assert letter["payload"] == {"n": 5} and letter["condition"] == "RetriesExhausted"
     assert attempts["no_retry"] == [0.0]
     assert "left for redelivery" in caplog.text
+
+
+def test_runtime_failures_take_lambdas_error_names() -> None:
+    from reflow.errors import FunctionCrashedError, FunctionTimeoutError, HandlerError
+    from reflow.errors import ThrottledError as Throttled
+    from reflow.functions.invocations import lambda_error
+
+    assert lambda_error(FunctionTimeoutError("f", 3))["errorType"] == "Sandbox.Timedout"
+    assert lambda_error(FunctionTimeoutError("f", 3))["errorMessage"] == (
+        "Task timed out after 3.00 seconds"
+    )
+    crashed = lambda_error(FunctionCrashedError("f", "worker 9 killed by SIGSEGV"))
+    assert crashed["errorType"] == "Runtime.ExitError" and "SIGSEGV" in crashed["errorMessage"]
+    assert lambda_error(Throttled("f", 2))["errorType"] == "TooManyRequestsException"
+    handler = lambda_error(HandlerError("f", "KeyError", "'k'", ["trace"]))
+    assert handler == {"errorType": "KeyError", "errorMessage": "'k'", "stackTrace": ["trace"]}
