@@ -110,3 +110,9 @@ async def store_async(event: Any, context: Any) -> Any:
     except Exception as exc:
         missing = type(exc).__name__
     return {"size": head.size, "missing": missing, "deleted": await context.blobs.delete("nope")}
+
+
+@app.function(isolation="process", environment={"GREETING": "bonjour"})
+def configured(event: Any, context: Any) -> str | None:
+    """Read the function's environment, as a Lambda handler reads its variables."""
+    return os.environ.get("GREETING")

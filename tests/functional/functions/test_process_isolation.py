@@ -144,3 +144,8 @@ async def test_a_killed_zygote_is_restarted_and_new_workers_come_from_the_new_on
     fresh = await runtime.invoke("misbehave", {})
     assert zygote.restarts == 1 and zygote.pid != old_pid
     assert fresh["pid"] != first["pid"]
+
+
+async def test_a_process_function_sees_its_declared_environment(runtime: Runtime) -> None:
+    assert await runtime.invoke("configured", {}) == "bonjour"
+    assert "GREETING" not in os.environ  # only the worker's environment changed

@@ -214,3 +214,20 @@ def test_app_invoke_runs_a_function_once_outside_an_event_loop() -> None:
     with pytest.raises(HandlerError) as caught:
         app.invoke("broken", "x")
     assert caught.value.error_type == "KeyError"
+
+
+@app.function(name="saves")
+def saves(event: Any, context: Context) -> str:
+    """A synchronous inline handler writing through the platform client."""
+    context.blobs.sync.put(f"out/{event}", b"saved")
+    blob = context.blobs.sync.get(f"out/{event}")
+    return blob.data.decode() if blob else "missing"
+
+
+async def test_a_sync_inline_handler_reaches_blobs_through_the_runtime() -> None:
+    from reflow.backends import memory_backend
+
+    backend = memory_backend()
+    async with Runtime(app, backend=backend, serve=False) as runtime:
+        assert await runtime.invoke("saves", "a") == "saved"
+    assert await backend.blobs.head("out/a") is not None
