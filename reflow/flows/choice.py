@@ -21,7 +21,14 @@ from reflow.flows import paths
 from reflow.flows.errors import StatesRuntimeError
 from reflow.flows.model import ChoiceRule
 
-__all__ = ["COMPARISONS", "TYPE_TESTS", "matches", "parse_timestamp", "string_matches"]
+__all__ = [
+    "COMPARISONS",
+    "TYPE_TESTS",
+    "compile_rule",
+    "matches",
+    "parse_timestamp",
+    "string_matches",
+]
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
     "Equals": operator.eq,
@@ -110,6 +117,13 @@ TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
 """The Is* tests other than IsPresent (which needs to know about absence)."""
 
 
+Test = Callable[[Any, Any, "Mapping[str, Any] | None"], bool]
+
+# id(rule) -> (rule, test): each rule is compiled once; the rule is kept so its id stays unique.
+_compiled: dict[int, tuple[ChoiceRule, Test]] = {}
+_NUMBERS = (int, float)
+
+
 def matches(
     rule: ChoiceRule,
     data: Any,
@@ -117,31 +131,58 @@ def matches(
     variables: Mapping[str, Any] | None = None,
 ) -> bool:
     """Whether a JSONPath-mode ``rule`` holds for ``data``."""
+    entry = _compiled.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_compiled) >= 4096:
+            _compiled.clear()
+        entry = (rule, compile_rule(rule))
+        _compiled[id(rule)] = entry
+    return entry[1](data, context, variables)
+
+
+def compile_rule(rule: ChoiceRule) -> Test:
+    """A function ``(data, context, variables) -> bool`` for a JSONPath-mode rule."""
     operator_name = rule.operator
-    if operator_name == "And":
-        return all(matches(child, data, context, variables) for child in rule.children)
-    if operator_name == "Or":
-        return any(matches(child, data, context, variables) for child in rule.children)
-    if operator_name == "Not":
-        return not matches(rule.children[0], data, context, variables)
+    if operator_name in ("And", "Or", "Not"):
+        children = [compile_rule(child) for child in rule.children]
+        if operator_name == "And":
+            return lambda d, c, v: all(child(d, c, v) for child in children)
+        if operator_name == "Or":
+            return lambda d, c, v: any(child(d, c, v) for child in children)
+        only = children[0]
+        return lambda d, c, v: not only(d, c, v)
     assert rule.variable is not None
+    variable = paths.compile_path(rule.variable)
+    expected = bool(rule.operand)
     if operator_name == "IsPresent":
-        try:
-            found = _present(rule.variable, data, context, variables)
-        except StatesRuntimeError:
-            found = False
-        return found == bool(rule.operand)
-    value = paths.evaluate(rule.variable, data, context, variables)
+        return lambda d, c, v: _present(variable, d, c, v) == expected
     if operator_name in TYPE_TESTS:
-        return TYPE_TESTS[operator_name](value) == bool(rule.operand)
-    operand = rule.operand
+        type_test = TYPE_TESTS[operator_name]
+        return lambda d, c, v: type_test(paths.evaluate(variable, d, c, v)) == expected
     if operator_name.endswith("Path"):
-        operator_name = operator_name[: -len("Path")]
-        operand = paths.evaluate(operand, data, context, variables)
-    return COMPARISONS[operator_name](value, operand)
+        compare = COMPARISONS[operator_name[: -len("Path")]]
+        other = paths.compile_path(rule.operand)
+        return lambda d, c, v: compare(
+            paths.evaluate(variable, d, c, v), paths.evaluate(other, d, c, v)
+        )
+    operand = rule.operand
+    if operator_name.startswith("Numeric"):
+        # The common case, made cheap: a number (never a boolean) against a constant.
+        order = _ORDER[operator_name[len("Numeric") :]]
+        return lambda d, c, v: _numeric(paths.evaluate(variable, d, c, v), operand, order)
+    compare = COMPARISONS[operator_name]
+    return lambda d, c, v: compare(paths.evaluate(variable, d, c, v), operand)
 
 
-def _present(variable: str, data: Any, context: Any, variables: Mapping[str, Any] | None) -> bool:
-    compiled = paths.compile_path(variable)
-    value = paths.evaluate(compiled, data, context, variables)
-    return compiled.definite or bool(value)
+def _numeric(value: Any, operand: Any, order: Callable[[Any, Any], bool]) -> bool:
+    return type(value) in _NUMBERS and order(value, operand)
+
+
+def _present(
+    variable: paths.CompiledPath, data: Any, context: Any, variables: Mapping[str, Any] | None
+) -> bool:
+    try:
+        value = paths.evaluate(variable, data, context, variables)
+    except StatesRuntimeError:
+        return False
+    return variable.definite or bool(value)

@@ -23,7 +23,7 @@ The executor (:mod:`reflow.flows.executor`) does what the actions say.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -265,40 +265,53 @@ def _effective_input(state: State, cursor: Cursor, context: Mapping[str, Any]) -
 def _enter(state: State, cursor: Cursor, context: Mapping[str, Any]) -> Action:
     if state.query_language == JSONATA:
         return _enter_jsonata(state, cursor, context)
+    # Dispatch on the state's class: this runs once per transition.
+    return _ENTER_JSONPATH[type(state)](state, cursor, context)
+
+
+def _enter_pass(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
     effective = _effective_input(state, cursor, context)
-    variables = cursor.variables
-    if isinstance(state, PassState):
-        if state.result is not UNSET:
-            result = state.result
-        elif state.parameters is not UNSET:
-            result = templates.render(state.parameters, effective, context, variables)
-        else:
-            result = effective
-        return _finish_jsonpath(state, cursor, context, result, result)
-    if isinstance(state, TaskState):
-        payload = _payload(state, effective, cursor, context)
-        return Invoke(
-            state.resource,
-            payload,
-            _seconds(state.timeout_seconds, state.timeout_seconds_path, effective, cursor, context),
-            _seconds(
-                state.heartbeat_seconds, state.heartbeat_seconds_path, effective, cursor, context
-            ),
-        )
-    if isinstance(state, ChoiceState):
-        return _choose(state, cursor, context, effective)
-    if isinstance(state, WaitState):
-        return _wait(state, cursor, context, effective)
-    if isinstance(state, SucceedState):
-        return Succeed(_output_path(state, effective, cursor, context), cursor.variables)
-    if isinstance(state, FailState):
-        return _fail_state(state, cursor, context)
-    if isinstance(state, ParallelState):
-        payload = _payload(state, effective, cursor, context)
-        children = tuple(Child(branch, payload, variables) for branch in state.branches)
-        return Branches("Parallel", children)
-    assert isinstance(state, MapState)
-    return _map(state, cursor, context, effective)
+    if state.result is not UNSET:
+        result = state.result
+    elif state.parameters is not UNSET:
+        result = templates.render(state.parameters, effective, context, cursor.variables)
+    else:
+        result = effective
+    return _finish_jsonpath(state, cursor, context, result, result)
+
+
+def _enter_task(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    effective = _effective_input(state, cursor, context)
+    return Invoke(
+        state.resource,
+        _payload(state, effective, cursor, context),
+        _seconds(state.timeout_seconds, state.timeout_seconds_path, effective, cursor, context),
+        _seconds(state.heartbeat_seconds, state.heartbeat_seconds_path, effective, cursor, context),
+    )
+
+
+def _enter_choice(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    return _choose(state, cursor, context, _effective_input(state, cursor, context))
+
+
+def _enter_wait(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    return _wait(state, cursor, context, _effective_input(state, cursor, context))
+
+
+def _enter_succeed(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    effective = _effective_input(state, cursor, context)
+    return Succeed(_output_path(state, effective, cursor, context), cursor.variables)
+
+
+def _enter_parallel(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    payload = _payload(state, _effective_input(state, cursor, context), cursor, context)
+    return Branches(
+        "Parallel", tuple(Child(branch, payload, cursor.variables) for branch in state.branches)
+    )
+
+
+def _enter_map(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
+    return _map(state, cursor, context, _effective_input(state, cursor, context))
 
 
 def _payload(state: State, effective: Any, cursor: Cursor, context: Mapping[str, Any]) -> Any:
@@ -521,6 +534,18 @@ def _batch(
             entry["BatchInput"] = batch_input
         out.append(entry)
     return out
+
+
+_ENTER_JSONPATH: dict[type[State], Callable[[Any, Cursor, Mapping[str, Any]], Action]] = {
+    PassState: _enter_pass,
+    TaskState: _enter_task,
+    ChoiceState: _enter_choice,
+    WaitState: _enter_wait,
+    SucceedState: _enter_succeed,
+    FailState: lambda state, cursor, context: _fail_state(state, cursor, context),
+    ParallelState: _enter_parallel,
+    MapState: _enter_map,
+}
 
 
 # -- JSONata states ---------------------------------------------------------------

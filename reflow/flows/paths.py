@@ -112,6 +112,8 @@ class CompiledPath:
     steps: tuple[Step, ...]
     definite: bool = True
     """Whether the path names at most one node (fields and indices only)."""
+    keys: tuple[str | int, ...] = ()
+    """For a definite path, its field names (str) and indices (int) in order."""
 
 
 def is_path(text: object) -> bool:
@@ -170,7 +172,12 @@ def compile_path(text: str) -> CompiledPath:
         else:
             raise PathSyntaxError(text, f"unexpected {char!r} at offset {position}")
     definite = all(isinstance(step, Field | Index) for step in steps)
-    return CompiledPath(text, root, tuple(steps), definite)
+    keys = tuple(
+        step.name if isinstance(step, Field) else step.index
+        for step in steps
+        if isinstance(step, Field | Index)
+    )
+    return CompiledPath(text, root, tuple(steps), definite, keys if definite else ())
 
 
 def _bracket_end(text: str, start: int) -> int:
@@ -292,9 +299,15 @@ def evaluate(
             )
         base = variables[compiled.root]
     if compiled.definite:
+        # The hot path of every state: plain loops over precomputed keys.
         value = base
-        for step in compiled.steps:
-            value = _child(value, step)  # type: ignore[arg-type]
+        for key in compiled.keys:
+            if type(key) is str:
+                value = value.get(key, _MISSING) if type(value) is dict else _MISSING
+            elif type(value) is list and -len(value) <= key < len(value):  # type: ignore[operator]
+                value = value[key]  # type: ignore[index]
+            else:
+                value = _MISSING
             if value is _MISSING:
                 raise StatesRuntimeError(
                     f"The JSONPath '{compiled.text}' could not be found in the input"
