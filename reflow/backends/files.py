@@ -133,7 +133,7 @@ class FileBlobs:
             # A concurrent delete may remove an emptied parent between our
             # mkdir and the rename; then we simply make it again.
             for attempt in range(5):
-                target.parent.mkdir(parents=True, exist_ok=True)
+                _make_dirs(target.parent)
                 try:
                     os.replace(temp, target)
                     break
@@ -231,6 +231,19 @@ def _parse_header(line: bytes, path: Path) -> BlobInfo:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a reflow blob file: bad header ({exc})") from None
+
+
+def _make_dirs(directory: Path) -> None:
+    """``mkdir -p``, fsyncing each new directory's parent so the new entries
+    survive a crash along with the object renamed into them."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir()
+        _fsync_dir(new.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

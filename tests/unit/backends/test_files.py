@@ -104,3 +104,17 @@ async def test_a_foreign_file_is_reported_with_its_path(blobs: FileBlobs) -> Non
     path.write_bytes(b"not json\n")
     with pytest.raises(ValueError, match="x.o"):
         await blobs.get("x")
+
+
+async def test_a_put_racing_the_delete_that_empties_its_directory_survives(
+    blobs: FileBlobs,
+) -> None:
+    for round_ in range(30):
+        await blobs.put("d/e/old", b"x")
+        deleted, info = await asyncio.gather(
+            blobs.delete("d/e/old"), blobs.put(f"d/e/new{round_}", b"y")
+        )
+        assert deleted is True
+        blob = await blobs.get(info.key)
+        assert blob is not None and blob.data == b"y"
+    assert len(await blobs.list("d/e/")) == 30
