@@ -49,6 +49,7 @@ from reflow.events.conditions import (
     leaf_entries,
     typed_key,
 )
+from reflow.events.model import Event
 
 __all__ = ["MAX_ALTERNATIVES", "Alternative", "Pattern", "compile_pattern"]
 
@@ -89,8 +90,10 @@ class Pattern:
         self.source: dict[str, Any] = _load(pattern)
         self.alternatives: tuple[Alternative, ...] = compile_pattern(self.source)
 
-    def matches(self, event: Mapping[str, Any]) -> bool:
-        """Whether ``event`` matches the pattern."""
+    def matches(self, event: Mapping[str, Any] | Event) -> bool:
+        """Whether ``event`` (an EventBridge event dict, or an :class:`Event`) matches."""
+        if isinstance(event, Event):
+            event = event.to_eventbridge()
         cache: dict[Path, tuple[list[Any], list[Membership] | None]] = {}
         for alternative in self.alternatives:
             inside_arrays = False

@@ -52,6 +52,7 @@ from reflow.events.conditions import (
     leaf_entries,
     typed_key,
 )
+from reflow.events.model import Event
 from reflow.events.patterns import Pattern
 
 __all__ = ["RuleSet"]
@@ -350,8 +351,14 @@ class RuleSet:
                     if not branch:
                         del parent.branches[path]
 
-    def match(self, event: Mapping[str, Any]) -> list[str]:
-        """The names of the rules that ``event`` matches, in the order they were added."""
+    def match(self, event: Mapping[str, Any] | Event) -> list[str]:
+        """The names of the rules that ``event`` matches, in the order they were added.
+
+        ``event`` is an EventBridge event (a dict) or an :class:`Event`,
+        matched through its EventBridge view.
+        """
+        if isinstance(event, Event):
+            event = event.to_eventbridge()
         found: set[str] = set()
         entries: dict[Path, tuple[list[Any], list[Membership] | None]] = {}
         # Nodes reached with no array constraint; nodes reached through values

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reflow.errors import InvalidPatternError
-from reflow.events import Pattern, RuleSet
+from reflow.events import Event, Pattern, RuleSet
 
 
 def test_match_returns_matching_rule_names_in_the_order_added() -> None:
@@ -237,3 +237,71 @@ def test_fields_in_an_array_of_objects_match_as_if_one_element_were_alone(
     assert rules.match({"items": items}) == (["r"] if got else [])
     if not any({"exists": False} in conditions for conditions in inner.values()):
         assert got == any(compiled.matches({"items": item}) for item in items)
+
+
+def _event_like(pattern: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
+    """An event shaped like ``pattern``, its leaves often taken from the pattern itself.
+
+    Random events rarely reach a pattern's nested fields; mirroring the
+    pattern's structure makes matches (and near misses) common, so the
+    agreement test compares both answers, not mostly "no".
+    """
+    event: dict[str, Any] = {}
+    for key, value in pattern.items():
+        if key == "$or":
+            for branch in value:
+                for k, v in _event_like(branch, data).items():
+                    event.setdefault(k, v)
+        elif isinstance(value, dict):
+            if data.draw(st.integers(0, 3)):
+                nested = _event_like(value, data)
+                event[key] = [nested, data.draw(events)] if data.draw(st.booleans()) else nested
+        elif data.draw(st.integers(0, 4)):
+            likely = [v for item in value for v in _likely_values(item)]
+            pick = st.sampled_from(likely) if likely else SCALARS
+            leaf = st.one_of(pick, pick, SCALARS, st.lists(st.one_of(pick, SCALARS), max_size=3))
+            event[key] = data.draw(leaf)
+    return event
+
+
+def _likely_values(item: Any) -> list[Any]:
+    """Values that satisfy (or nearly satisfy) one member of a pattern's value array."""
+    if not isinstance(item, dict):
+        return [item]
+    ((operator, operand),) = item.items()
+    if operator in ("prefix", "suffix", "equals-ignore-case"):
+        text = operand["equals-ignore-case"] if isinstance(operand, dict) else operand
+        return [text, text + "b", "a" + text, text.swapcase()]
+    if operator == "wildcard":
+        return [operand.replace("\\*", "*").replace("*", ""), operand.replace("*", "zz")]
+    if operator == "numeric":
+        return [n for n in operand[1::2]] + [operand[1] + 0.5, operand[1] - 0.5]
+    if operator == "cidr":
+        return ["10.1.2.3", "11.0.0.1", "2001:db8::5", "2001:db9::5"]
+    if operator == "anything-but":
+        if isinstance(operand, list):
+            return [*operand, "other"]
+        return [operand, "other"] if not isinstance(operand, dict) else ["a", "b", "other"]
+    return []
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(patterns=st.lists(pattern_objects(2), min_size=1, max_size=6), data=st.data())
+def test_ruleset_agrees_with_patterns_on_events_shaped_like_them(
+    patterns: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    rules = RuleSet()
+    compiled = {f"r{i}": rules.add(f"r{i}", p) for i, p in enumerate(patterns)}
+    for pattern in patterns:
+        event = _event_like(pattern, data)
+        expected = [name for name, p in compiled.items() if p.matches(event)]
+        assert rules.match(event) == expected
+
+
+def test_match_and_matches_accept_an_event_through_its_eventbridge_view() -> None:
+    event = Event(source="cms", type="ArticlePublished", data={"section": "sport"})
+    pattern = {"detail-type": ["ArticlePublished"], "detail": {"section": [{"prefix": "sp"}]}}
+    rules = RuleSet()
+    rules.add("r", pattern)
+    assert rules.match(event) == ["r"]
+    assert Pattern(pattern).matches(event)
