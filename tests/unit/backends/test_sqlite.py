@@ -392,3 +392,30 @@ async def test_a_sqlite_failure_surfaces_as_backend_unavailable_naming_the_file(
         await db.write(lambda c: c.execute("INSERT INTO no_such_table VALUES (1)"))
     item = await backend.kv.get("k")
     assert item is not None and item.value == b"v"
+
+
+async def test_expired_values_are_swept_into_tombstones_that_keep_the_version(
+    tmp_path: Path,
+) -> None:
+    from reflow.backends import sqlite_kv
+    from reflow.testing import FakeClock
+
+    clock = FakeClock()
+    backend = await open_backend(f"sqlite:///{tmp_path / 'r.db'}", data_dir=tmp_path, clock=clock)
+    every = sqlite_kv._SWEEP_EVERY
+    sqlite_kv._SWEEP_EVERY = 4
+    try:
+        await backend.kv.put("session", b"secret" * 100, ttl=10)
+        await backend.kv.put("session", b"secret" * 100, ttl=10)  # version 2
+        clock.advance(11)
+        for i in range(4):
+            await backend.kv.put(f"other{i}", b"x")
+        path = backend.url.path
+        assert path is not None
+        with sqlite3.connect(path) as probe:
+            row = probe.execute("SELECT value, version FROM kv WHERE key = 'session'").fetchone()
+        assert row == (None, 2)  # the value is gone from the file; the version stays
+        assert await backend.kv.put("session", b"new", expect_version=0) == 3
+    finally:
+        sqlite_kv._SWEEP_EVERY = every
+        await backend.close()
