@@ -23,7 +23,7 @@ the entry is then simply delivered again, which at-least-once allows.
 
 A blocking ``read`` polls a cheap read-only "is anything ready?" query with a
 short back-off (2 ms doubling to 50 ms), and is woken at once by appends made
-through the same :class:`SQLiteLog`.
+in this process (through any :class:`SQLiteLog` on the same file).
 """
 
 from __future__ import annotations
