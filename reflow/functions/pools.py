@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import threading
 import time
 from collections import deque
@@ -49,6 +50,8 @@ from reflow.functions.sandbox import Worker, Zygote
 from reflow.functions.worker import error_shape
 
 __all__ = ["Gate", "InlinePool", "Pool", "ProcessPool"]
+
+_log = logging.getLogger("reflow.functions")
 
 
 class Gate:
@@ -320,12 +323,32 @@ class ProcessPool(Pool):
 
     def _schedule_top_up(self) -> None:
         if self.config.provisioned and (self._topping is None or self._topping.done()):
-            self._topping = asyncio.create_task(self._top_up())
+            self._topping = asyncio.create_task(self._top_up_quietly())
+
+    async def _top_up_quietly(self) -> None:
+        try:
+            await self._top_up()
+        except Exception:
+            # The next invocation will cold-start instead, and say why if it fails.
+            _log.exception("could not replace provisioned workers of %s", self.config.name)
 
     async def _new_worker(self) -> Worker:
         worker = await self.zygote.new_worker(self.config.name, spawn=self.spawn)
         self._workers.add(worker)
         return worker
+
+    def _take_idle(self) -> Worker | None:
+        """The most recently used idle worker that is still alive."""
+        while self._idle:
+            worker = self._idle.pop()
+            if not worker.reader.at_eof():
+                return worker
+            # It died while idle (killed from outside, the OOM killer): no
+            # invocation should pay for that, so it is dropped before use.
+            self._workers.discard(worker)
+            worker.writer.close()
+            self._schedule_top_up()
+        return None
 
     def _park(self, worker: Worker) -> None:
         worker.last_used = self._clock.monotonic()
@@ -349,9 +372,8 @@ class ProcessPool(Pool):
         started = time.perf_counter()
         failed = True
         try:
-            if self._idle:
-                worker = self._idle.pop()
-            else:
+            worker = self._take_idle()
+            if worker is None:
                 worker = await self._new_worker()
                 metrics.cold_start(worker.init_seconds)
             kind, body = await self._call(worker, payload, request_id)
