@@ -32,13 +32,11 @@ __all__ = [
     "CompiledPath",
     "compile_path",
     "evaluate",
-    "is_path",
     "set_reference",
 ]
 
 _NAME = re.compile(r"[A-Za-z_][\w-]*|[^\W\d][\w-]*", re.UNICODE)
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -114,17 +112,6 @@ class CompiledPath:
     """Whether the path names at most one node (fields and indices only)."""
     keys: tuple[str | int, ...] = ()
     """For a definite path, its field names (str) and indices (int) in order."""
-
-
-def is_path(text: object) -> bool:
-    """Whether ``text`` is a string that parses as a path."""
-    if not isinstance(text, str) or not text.startswith("$"):
-        return False
-    try:
-        compile_path(text)
-    except PathSyntaxError:
-        return False
-    return True
 
 
 @lru_cache(maxsize=4096)
