@@ -79,8 +79,9 @@ def new_request_id() -> str:
     Request ids must be unique, not secret: a seeded generator suffices and
     saves the system call on the hot path of every invocation.
     """
-    value = (_random.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60)
-    value |= 0x8 << 60
+    value = _random.getrandbits(128)
+    value = (value & ~(0xF << 76)) | (0x4 << 76)  # the version nibble: 4
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the variant bits: RFC 4122
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
@@ -137,6 +138,8 @@ class Runtime:
 
     async def _start(self) -> None:
         functions = self.app.functions
+        for name in functions:  # registered after this runtime was built
+            self.metrics.setdefault(name, FunctionMetrics(name))
         if any(f.isolation == "process" for f in functions.values()):
             self.zygote = Zygote(self._target or app_target(self.app))
             await self.zygote.start()
