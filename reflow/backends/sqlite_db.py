@@ -62,13 +62,17 @@ class _Work:
     future: asyncio.Future[Any]
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the job ran anyway
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+_Outcome = tuple[Any, BaseException | None]
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
+    for future, (result, error) in settled:
+        if future.done():  # the caller was cancelled; the job ran anyway
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -150,46 +154,46 @@ class _Lane:
                 first = self._queue.get()
                 if first is None:
                     return
+                # Take whatever else is already waiting: one transaction (and
+                # one wake-up of each waiting event loop) for all of it.
                 batch = [first]
                 stop = False
+                while len(batch) < _BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
                 if self._transactional:
-                    while len(batch) < _BATCH:
-                        try:
-                            more = self._queue.get_nowait()
-                        except queue.Empty:
-                            break
-                        if more is None:
-                            stop = True
-                            break
-                        batch.append(more)
-                    self._run_transaction(self._connection, batch)
+                    outcomes = self._run_transaction(self._connection, batch)
                 else:
-                    self._run_plain(self._connection, first)
+                    outcomes = [_attempt(self._connection, work) for work in batch]
+                self._report(batch, outcomes)
                 if stop:
                     return
         finally:
             self._connection.close()
 
-    def _report(self, work: _Work, result: Any, error: BaseException | None) -> None:
-        if isinstance(error, sqlite3.Error):
-            # "database is locked" after the busy timeout, a full disk, an I/O
-            # error: callers see reflow's tree, naming the file; the cause stays.
-            wrapped = BackendUnavailableError(f"sqlite:///{self._path}", str(error))
-            wrapped.__cause__ = error
-            error = wrapped
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            work.loop.call_soon_threadsafe(_settle, work.future, result, error)
+    def _report(self, batch: list[_Work], outcomes: list[_Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]] = {}
+        for work, (result, error) in zip(batch, outcomes, strict=True):
+            if isinstance(error, sqlite3.Error):
+                # "database is locked" after the busy timeout, a full disk, an
+                # I/O error: callers see reflow's tree, naming the file.
+                wrapped = BackendUnavailableError(f"sqlite:///{self._path}", str(error))
+                wrapped.__cause__ = error
+                error = wrapped
+            by_loop.setdefault(work.loop, []).append((work.future, (result, error)))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle_all, settled)
 
-    def _run_plain(self, connection: sqlite3.Connection, work: _Work) -> None:
-        try:
-            result = work.job(connection)
-        except BaseException as exc:
-            self._report(work, None, exc)
-        else:
-            self._report(work, result, None)
-
-    def _run_transaction(self, connection: sqlite3.Connection, batch: list[_Work]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
+    def _run_transaction(
+        self, connection: sqlite3.Connection, batch: list[_Work]
+    ) -> list[_Outcome]:
         try:
             level = "FULL" if any(work.durable for work in batch) else "NORMAL"
             if self._synchronous == "OFF":
@@ -199,31 +203,30 @@ class _Lane:
                 self._level = level
             connection.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
-            for work in batch:
-                self._report(work, None, exc)
-            return
+            return [(None, exc)] * len(batch)
+        outcomes: list[_Outcome] = []
         try:
             for work in batch:
                 connection.execute("SAVEPOINT job")
-                try:
-                    result = work.job(connection)
-                except BaseException as exc:
+                outcome = _attempt(connection, work)
+                if outcome[1] is not None:
                     connection.execute("ROLLBACK TO job")
-                    connection.execute("RELEASE job")
-                    outcomes.append((None, exc))
-                else:
-                    connection.execute("RELEASE job")
-                    outcomes.append((result, None))
+                connection.execute("RELEASE job")
+                outcomes.append(outcome)
             connection.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             # Nothing of the batch is durable: every job fails with the cause.
-            for work in batch:
-                self._report(work, None, exc)
-            return
-        for work, (result, error) in zip(batch, outcomes, strict=True):
-            self._report(work, result, error)
+            return [(None, exc)] * len(batch)
+        return outcomes
+
+
+def _attempt(connection: sqlite3.Connection, work: _Work) -> _Outcome:
+    try:
+        return work.job(connection), None
+    except BaseException as exc:
+        return None, exc
 
 
 class Database:
