@@ -47,11 +47,6 @@ def hooks_from_app(app: App) -> list[Hook]:
     """The app's ``@app.edge`` registrations as hooks (inline handlers)."""
     hooks = []
     for config in app.edges.values():
-        if config.shape != "lambda@edge":
-            raise EdgeError(
-                f"edge function {config.name!r}: shape {config.shape!r} is not served yet; "
-                "use the default Lambda@Edge shape"
-            )
         function = app.functions[config.function]
         limit = min(function.timeout, _HOOK_LIMITS[config.hook])
         hooks.append(
@@ -63,6 +58,7 @@ def hooks_from_app(app: App) -> list[Hook]:
                 timeout=limit,
                 include_body=config.include_body,
                 distribution=app.name,
+                shape=config.shape,
             )
         )
     return hooks

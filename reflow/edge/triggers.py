@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from reflow.edge.shapes import FUNCTION_HOOKS, from_function_result, to_function_event
 from reflow.edge.watchdog import WATCHDOG, Overrun
 from reflow.errors import HookError
 
@@ -244,6 +245,13 @@ class Hook:
     timeout: float = 5.0
     include_body: bool = False
     distribution: str = "reflow"
+    shape: str = "lambda@edge"  # or "function": CloudFront Functions' event (reflow.edge.shapes)
+
+    def __post_init__(self) -> None:
+        if self.shape == "function" and self.hook not in FUNCTION_HOOKS:
+            raise HookError(self.hook, self.name, 'shape="function" serves viewer hooks only')
+        if self.shape not in ("lambda@edge", "function"):
+            raise HookError(self.hook, self.name, f"unknown shape {self.shape!r}")
 
     @property
     def matcher(self) -> re.Pattern[str]:
@@ -314,6 +322,10 @@ class Hook:
     ) -> HookResult:
         """Call the hook with ``request``/``response`` (which it may mutate); check the result."""
         snapshot = _Snapshot.of(request, response)
+        if self.shape == "function":
+            event = to_function_event(self.hook, self.distribution, request, response)
+            result = from_function_result(self.hook, await self.call(event), request)
+            return self.check(snapshot, result)
         return self.check(snapshot, await self.call(self.event(request, response)))
 
     def run_sync(
@@ -321,6 +333,10 @@ class Hook:
     ) -> HookResult:
         """:meth:`run` for a synchronous handler, without the event loop."""
         snapshot = _Snapshot.of(request, response)
+        if self.shape == "function":
+            event = to_function_event(self.hook, self.distribution, request, response)
+            result = from_function_result(self.hook, self.call_sync(event), request)
+            return self.check(snapshot, result)
         return self.check(snapshot, self.call_sync(self.event(request, response)))
 
     def check(self, snapshot: _Snapshot, result: Any) -> HookResult:
