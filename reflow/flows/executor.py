@@ -41,6 +41,7 @@ _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
 _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
 _FINAL = (core.Goto, core.Succeed, core.Fail)
 _CONTEXT_READERS: dict[int, tuple[StateMachine, bool]] = {}
+_YIELD_EVERY = 64
 _SUCCEEDED, _FAILED, _TIMED_OUT = "SUCCEEDED", "FAILED", "TIMED_OUT"
 
 
@@ -187,7 +188,13 @@ class Executor:
         # Locals for the per-transition loop: this is the hot path of every execution.
         now, add, step, states = self.clock.time, history.state, core.step, machine.states
         reads_context = self._machine_reads_context(machine)
+        transitions = 0
         while True:
+            transitions += 1
+            if transitions % _YIELD_EVERY == 0:
+                # Pass and Choice states never await: give the loop a turn now and then so
+                # other executions run and a looping machine can still be cancelled.
+                await asyncio.sleep(0)
             if self._deadline is not None:
                 self._check_deadline()
             state = states[cursor.state]

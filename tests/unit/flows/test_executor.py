@@ -251,3 +251,23 @@ def test_a_task_sees_the_context_object_even_when_no_path_reads_it() -> None:
     state = seen[0].context_object["State"]
     assert (state["Name"], state["EnteredTime"]) == ("T", "2023-11-14T22:13:20.000Z")
     assert seen[0].context_object["Execution"]["Name"] == "ctx"
+
+
+async def test_an_endless_choice_loop_can_be_cancelled_and_lets_others_run() -> None:
+    definition = chain(
+        Loop={
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.go", "BooleanEquals": True, "Next": "Loop"}],
+            "Default": "End",
+        },
+        End={"Type": "Succeed"},
+    )
+    endless = asyncio.ensure_future(run_async(definition, {"go": True}))
+    for _ in range(5):  # the endless execution starts and hands the loop back each time
+        await asyncio.sleep(0)
+    assert not endless.done()
+    quick = await run_async(chain(P={"Type": "Pass", "End": True}), {"ok": 1})
+    assert quick.output == {"ok": 1}
+    endless.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await endless
