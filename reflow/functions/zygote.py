@@ -125,12 +125,16 @@ class _Zygote:
         if function is None:
             self.send({"op": "error", "id": request["id"], "message": f"no function {name!r}"})
             return
-        if request["op"] == "spawn":
-            pid = self.spawn(request, function.memory_mb, dict(function.environment))
-        else:
-            pid = os.fork()
-            if pid == 0:
-                self.become_worker(request["id"], function)
+        try:
+            if request["op"] == "spawn":
+                pid = self.spawn(request, function.memory_mb, dict(function.environment))
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    self.become_worker(request["id"], function)
+        except OSError as exc:  # EAGAIN, ENOMEM: refuse this one, keep serving
+            self.send({"op": "error", "id": request["id"], "message": f"fork failed: {exc}"})
+            return
         self.children.add(pid)
         self.send({"op": "forked", "id": request["id"], "pid": pid})
 
