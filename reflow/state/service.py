@@ -94,7 +94,7 @@ class StateService:
             for change in app.changes.values()
         ]
         self.limits = RateLimiter.for_backend(backend, clock=self._clock)
-        self.counters = Counters(backend.kv)
+        self.counters = Counters.for_backend(backend)
 
     @property
     def tables(self) -> Mapping[str, Table]:
@@ -129,8 +129,9 @@ class StateService:
                 await asyncio.sleep(0)
 
     async def close(self) -> None:
-        """Release what the service opened (the rate limiter's Redis pool)."""
+        """Release what the service opened (Redis pools of the limiter and counters)."""
         await self.limits.close()
+        await self.counters.close()
 
     def _handler_for(self, change: ChangeConfig) -> Callable[[StreamRecord], Awaitable[object]]:
         async def handle(record: StreamRecord) -> object:

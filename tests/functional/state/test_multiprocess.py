@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from reflow.backends import Backend, open_backend
-from reflow.state import StreamRecord, StreamRelay, Table
+from reflow.state import Counters, StreamRecord, StreamRelay, Table
 from reflow.state.streams import stream_name
 from tests.conftest import REDIS_URL, require_server
 
@@ -85,6 +85,21 @@ async def test_thousand_reservations_from_four_processes_sell_exactly_the_stock(
     entries = await backend.log.range(stream_name("stock"))
     levels = [StreamRecord.from_bytes(e.data).new["stock"] for e in entries]  # type: ignore[index]
     assert levels == list(range(100, -1, -1))  # every unit sold once, never below zero
+
+
+async def test_thousand_counter_reservations_from_four_processes_never_oversell(
+    url: str, backend: Backend, tmp_path: Path
+) -> None:
+    counters = Counters.for_backend(backend)
+    try:
+        await counters.set("flash", 100)
+        workers = [spawn(tmp_path, "reserve-counter", url, "250") for _ in range(4)]
+        outcome = results(workers)
+        assert sum(int(r["won"]) for r in outcome) == 100  # type: ignore[call-overload]
+        assert sum(int(r["lost"]) for r in outcome) == 900  # type: ignore[call-overload]
+        assert await counters.get("flash") == 0
+    finally:
+        await counters.close()
 
 
 async def test_ten_thousand_hits_from_four_processes_respect_the_rate(

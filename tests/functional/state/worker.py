@@ -17,8 +17,9 @@ from pathlib import Path
 
 from reflow.backends import Backend
 from reflow.backends import open_backend as _open_backend
-from reflow.errors import ConditionFailedError
+from reflow.errors import ConditionFailedError, InsufficientError
 from reflow.state import StreamConsumer, StreamRecord, StreamRelay, Table, attr
+from reflow.state.counters import Counters
 from reflow.state.limits import RateLimiter
 
 
@@ -47,6 +48,32 @@ async def reserve(url: str, count: int, concurrency: int) -> dict[str, int]:
     try:
         await asyncio.gather(*(shopper() for _ in range(concurrency)))
     finally:
+        await backend.close()
+    return {"won": won, "lost": lost}
+
+
+async def reserve_counter(url: str, count: int, concurrency: int) -> dict[str, int]:
+    backend = await open_backend(url)
+    counters = Counters.for_backend(backend)
+    won = lost = 0
+    queue = list(range(count))
+
+    async def shopper() -> None:
+        nonlocal won, lost
+        while queue:
+            queue.pop()
+            try:
+                left = await counters.decrement_if("flash", 1, minimum=0)
+            except InsufficientError:
+                lost += 1
+            else:
+                assert left >= 0
+                won += 1
+
+    try:
+        await asyncio.gather(*(shopper() for _ in range(concurrency)))
+    finally:
+        await counters.close()
         await backend.close()
     return {"won": won, "lost": lost}
 
@@ -120,7 +147,9 @@ async def write_and_relay(url: str, count: int) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["reserve", "limit", "consume", "write-and-relay"])
+    parser.add_argument(
+        "command", choices=["reserve", "reserve-counter", "limit", "consume", "write-and-relay"]
+    )
     parser.add_argument("url")
     parser.add_argument("arg")
     parser.add_argument("--count", type=int, default=0)
@@ -131,6 +160,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "reserve":
         result: object = asyncio.run(reserve(args.url, int(args.arg), args.concurrency))
+    elif args.command == "reserve-counter":
+        result = asyncio.run(reserve_counter(args.url, int(args.arg), args.concurrency))
     elif args.command == "write-and-relay":
         result = asyncio.run(write_and_relay(args.url, int(args.arg)))
     elif args.command == "limit":
