@@ -57,6 +57,9 @@ from reflow.events.patterns import Pattern
 
 __all__ = ["RuleSet"]
 
+_Nodes = dict[int, "_Node"]
+"""Child nodes keyed by ``id``: a set that keeps insertion order and removes in O(1)."""
+
 
 class _Node:
     """A point in the tree: the rules that end here and the branches that go on."""
@@ -89,14 +92,14 @@ class _Branch:
 
     def __init__(self) -> None:
         self.children: dict[frozenset[Condition], _Node] = {}
-        self.exact: dict[TypedKey, list[_Node]] = {}
-        self.prefix: dict[str, list[_Node]] = {}
-        self.prefix_ci: dict[str, list[_Node]] = {}
-        self.suffix: dict[str, list[_Node]] = {}
-        self.suffix_ci: dict[str, list[_Node]] = {}
-        self.ignore_case: dict[str, list[_Node]] = {}
-        self.others: list[tuple[Condition, _Node]] = []
-        self.absent: list[_Node] = []
+        self.exact: dict[TypedKey, _Nodes] = {}
+        self.prefix: dict[str, _Nodes] = {}
+        self.prefix_ci: dict[str, _Nodes] = {}
+        self.suffix: dict[str, _Nodes] = {}
+        self.suffix_ci: dict[str, _Nodes] = {}
+        self.ignore_case: dict[str, _Nodes] = {}
+        self.others: dict[tuple[Condition, int], tuple[Condition, _Node]] = {}
+        self.absent: _Nodes = {}
         self.inexact = 0  # index entries other than exact values (0: the fast path applies)
         # High-water marks: a stale (too long) one after a removal only costs
         # a few extra dictionary probes, never a wrong answer.
@@ -118,7 +121,7 @@ class _Branch:
         for condition in conditions:
             self._unindex(condition, node)
 
-    def _table(self, condition: Condition) -> tuple[dict[Any, list[_Node]], Any] | None:
+    def _table(self, condition: Condition) -> tuple[dict[Any, _Nodes], Any] | None:
         if isinstance(condition, Exact):
             return self.exact, condition.key
         if isinstance(condition, Prefix):
@@ -133,14 +136,14 @@ class _Branch:
         if not isinstance(condition, Exact):
             self.inexact += 1
         if condition == Exists(False):
-            self.absent.append(node)
+            self.absent[id(node)] = node
             return
         table = self._table(condition)
         if table is None:
-            self.others.append((condition, node))
+            self.others[condition, id(node)] = (condition, node)
             return
         mapping, key = table
-        mapping.setdefault(key, []).append(node)
+        mapping.setdefault(key, {})[id(node)] = node
         if isinstance(condition, Prefix):
             self.prefix_longest = max(self.prefix_longest, len(condition.text))
         elif isinstance(condition, Suffix):
@@ -150,30 +153,29 @@ class _Branch:
         if not isinstance(condition, Exact):
             self.inexact -= 1
         if condition == Exists(False):
-            self.absent.remove(node)
+            del self.absent[id(node)]
             return
         table = self._table(condition)
         if table is None:
-            self.others.remove((condition, node))
+            del self.others[condition, id(node)]
             return
         mapping, key = table
         nodes = mapping[key]
-        nodes.remove(node)
+        del nodes[id(node)]
         if not nodes:
             del mapping[key]
 
     def step(self, values: list[Any]) -> Iterator[_Node]:
         """The children that the leaf ``values`` at this branch's path lead to."""
         if not values:
-            return iter(self.absent)
+            return iter(self.absent.values())
         reached: dict[int, _Node] = {}
-        exact, others = self.exact, self.others
+        exact, others = self.exact, self.others.values()
         for value in values:
             if exact:
                 hit = exact.get(("s", value) if type(value) is str else typed_key(value))
                 if hit:
-                    for node in hit:
-                        reached[id(node)] = node
+                    reached.update(hit)
             if type(value) is str:
                 self._step_text(value, reached)
             for condition, node in others:
@@ -194,8 +196,7 @@ class _Branch:
                 _probe_suffixes(self.suffix_ci, lowered, self.suffix_longest, reached)
             hit = self.ignore_case.get(lowered)
             if hit:
-                for node in hit:
-                    reached[id(node)] = node
+                reached.update(hit)
 
     def __bool__(self) -> bool:
         return bool(self.children)
@@ -208,36 +209,32 @@ _FEW = 4
 
 
 def _probe_prefixes(
-    table: dict[str, list[_Node]], value: str, longest: int, reached: dict[int, _Node]
+    table: dict[str, _Nodes], value: str, longest: int, reached: dict[int, _Node]
 ) -> None:
     if len(table) <= _FEW:
         for text, nodes in table.items():
             if value.startswith(text):
-                for node in nodes:
-                    reached[id(node)] = node
+                reached.update(nodes)
         return
     for end in range(min(len(value), longest) + 1):
         hit = table.get(value[:end])
         if hit:
-            for node in hit:
-                reached[id(node)] = node
+            reached.update(hit)
 
 
 def _probe_suffixes(
-    table: dict[str, list[_Node]], value: str, longest: int, reached: dict[int, _Node]
+    table: dict[str, _Nodes], value: str, longest: int, reached: dict[int, _Node]
 ) -> None:
     if len(table) <= _FEW:
         for text, nodes in table.items():
             if value.endswith(text):
-                for node in nodes:
-                    reached[id(node)] = node
+                reached.update(nodes)
         return
     size = len(value)
     for length in range(min(size, longest) + 1):
         hit = table.get(value[size - length :])
         if hit:
-            for node in hit:
-                reached[id(node)] = node
+            reached.update(hit)
 
 
 def _step_tied(
@@ -390,7 +387,7 @@ class RuleSet:
                             ("s", value) if type(value) is str else typed_key(value)
                         )
                         if hit:
-                            push(hit)
+                            push(hit.values())
                         continue
                 push(branch.step(values))
         if tied:
