@@ -17,27 +17,42 @@ something, the :class:`Outcome` of that something. :func:`step` returns an
 * :class:`Goto` — continue at another state; :class:`Succeed` / :class:`Fail`
   — this machine (execution, branch or iteration) is over.
 
-The executor (:mod:`reflow.flows.executor`) does what the actions say.
+The executor (:mod:`reflow.flows.executor`) does what the actions say. The
+value types live in :mod:`reflow.flows.actions` and the Map state's fan-out
+and gathering in :mod:`reflow.flows.mapping`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from reflow.flows import jsonata, paths, templates
+from reflow.flows.actions import (
+    Action,
+    Branches,
+    Child,
+    Cursor,
+    Fail,
+    Failure,
+    Goto,
+    Invoke,
+    Outcome,
+    Result,
+    Retry,
+    Sleep,
+    Succeed,
+)
 from reflow.flows.choice import matches, parse_timestamp
 from reflow.flows.errors import (
-    EXCEED_TOLERATED_FAILURE,
     NO_CHOICE_MATCHED,
     QUERY_EVALUATION_ERROR,
     RUNTIME,
     StatesError,
     StatesRuntimeError,
 )
+from reflow.flows.mapping import fan_out, gather
 from reflow.flows.model import (
     JSONATA,
     UNSET,
@@ -48,7 +63,6 @@ from reflow.flows.model import (
     MapState,
     ParallelState,
     PassState,
-    Retrier,
     State,
     StateMachine,
     SucceedState,
@@ -56,8 +70,6 @@ from reflow.flows.model import (
     WaitState,
 )
 from reflow.flows.retry import find_catcher, find_retrier
-
-_NO_VARIABLES: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
     "Action",
@@ -77,119 +89,6 @@ __all__ = [
     "start",
     "step",
 ]
-
-
-class Cursor(NamedTuple):
-    """Where a machine stands: the state, its raw input, the variables, retry counts.
-
-    A named tuple rather than a frozen dataclass: one is made per transition,
-    and a tuple is several times cheaper to build.
-    """
-
-    state: str
-    input: Any
-    variables: Mapping[str, Any] = _NO_VARIABLES
-    attempts: tuple[int, ...] = ()
-
-    @property
-    def retry_count(self) -> int:
-        """How many retries of the current state have happened (``$$.State.RetryCount``)."""
-        return sum(self.attempts)
-
-
-@dataclass(frozen=True)
-class Result:
-    """A task, wait or set of branches finished with ``value``."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A task or set of branches failed with ASL ``error`` and ``cause``."""
-
-    error: str
-    cause: str = ""
-
-
-Outcome = Result | Failure
-
-
-@dataclass(frozen=True)
-class Invoke:
-    """Call ``resource`` with ``payload`` (timeouts in seconds, if any)."""
-
-    resource: str
-    payload: Any
-    timeout: float | None = None
-    heartbeat: float | None = None
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """Wait ``seconds``, or until epoch time ``until``."""
-
-    seconds: float | None = None
-    until: float | None = None
-
-
-@dataclass(frozen=True)
-class Child:
-    """One child run: a branch or a Map iteration (``index`` set for iterations)."""
-
-    machine: StateMachine
-    input: Any
-    variables: Mapping[str, Any]
-    index: int | None = None
-
-
-@dataclass(frozen=True)
-class Branches:
-    """Run ``children`` (at most ``max_concurrency`` at once; 0 means no limit)."""
-
-    kind: str  # "Parallel" or "Map"
-    children: tuple[Child, ...]
-    max_concurrency: int = 0
-    tolerated_count: int | None = None
-    tolerated_percentage: float | None = None
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Wait the back-off for retry ``attempt`` of ``retrier``, then re-enter with ``cursor``."""
-
-    cursor: Cursor
-    retrier: Retrier
-    attempt: int
-    error: str
-    cause: str
-
-
-@dataclass(frozen=True)
-class Goto:
-    """Continue at ``cursor.state`` (``caught`` is the error a Catch handled, if any)."""
-
-    cursor: Cursor
-    caught: Failure | None = None
-
-
-@dataclass(frozen=True)
-class Succeed:
-    """The machine finished with ``output`` (and these variables)."""
-
-    output: Any
-    variables: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Fail:
-    """The machine failed with ``error`` and ``cause``."""
-
-    error: str
-    cause: str = ""
-
-
-Action = Invoke | Sleep | Branches | Retry | Goto | Succeed | Fail
 
 
 def start(machine: StateMachine, input: Any, variables: Mapping[str, Any] | None = None) -> Cursor:
@@ -213,38 +112,6 @@ def step(
         return _complete(state, cursor, context, outcome.value)
     except StatesError as error:
         return _handle_error(state, cursor, context, error.name, error.cause)
-
-
-def gather(action: Branches, outcomes: Sequence[Outcome]) -> Outcome:
-    """The outcome of a set of branches: their outputs in order, or the failure that counts.
-
-    Without a tolerance the first failure fails the whole; with
-    ``ToleratedFailureCount``/``Percentage`` the failures are counted, failed
-    iterations appear as their error output, and only exceeding the
-    threshold fails (``States.ExceedToleratedFailureThreshold``).
-    """
-    failures = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, Failure)]
-    if not failures:
-        return Result([o.value for o in outcomes if isinstance(o, Result)])
-    if action.tolerated_count is None and action.tolerated_percentage is None:
-        first = failures[0][1]
-        return first
-    count = len(failures)
-    over_count = action.tolerated_count is not None and count > action.tolerated_count
-    over_share = action.tolerated_percentage is not None and (
-        count * 100.0 / max(1, len(outcomes)) > action.tolerated_percentage
-    )
-    if over_count or over_share:
-        return Failure(
-            EXCEED_TOLERATED_FAILURE,
-            f"{count} of {len(outcomes)} items failed, over the tolerated threshold",
-        )
-    return Result(
-        [
-            o.value if isinstance(o, Result) else {"Error": o.error, "Cause": o.cause}
-            for o in outcomes
-        ]
-    )
 
 
 # -- entering a state -------------------------------------------------------------
@@ -311,7 +178,7 @@ def _enter_parallel(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> A
 
 
 def _enter_map(state: Any, cursor: Cursor, context: Mapping[str, Any]) -> Action:
-    return _map(state, cursor, context, _effective_input(state, cursor, context))
+    return fan_out(state, cursor, context, _effective_input(state, cursor, context))
 
 
 def _payload(state: State, effective: Any, cursor: Cursor, context: Mapping[str, Any]) -> Any:
@@ -401,141 +268,6 @@ def _fail_state(state: FailState, cursor: Cursor, context: Mapping[str, Any]) ->
     return Fail(error if isinstance(error, str) else "", cause if isinstance(cause, str) else "")
 
 
-def _map(state: MapState, cursor: Cursor, context: Mapping[str, Any], effective: Any) -> Action:
-    variables = cursor.variables
-    if state.jsonata:
-        states = _states(cursor, context)
-        items = (
-            jsonata.evaluate_template(state.items, states, variables)
-            if state.items is not UNSET
-            else cursor.input
-        )
-    else:
-        items = paths.evaluate(state.items_path, effective, context, variables)
-    if state.item_reader is not None or state.result_writer is not None:
-        raise StatesRuntimeError(
-            f"Map state '{state.name}': Distributed Map (ItemReader, ResultWriter) "
-            "is not supported yet"
-        )
-    if not isinstance(items, list):
-        problem = f"Map state '{state.name}' needs an array of items, got {json.dumps(items)[:80]}"
-        if state.jsonata:
-            raise StatesError(QUERY_EVALUATION_ERROR, problem)
-        raise StatesRuntimeError(problem)
-    selected = [
-        _select_item(state, cursor, context, effective, index, item)
-        for index, item in enumerate(items)
-    ]
-    selected = _batch(state, selected, effective, cursor, context)
-    assert state.processor is not None
-    children = tuple(
-        Child(state.processor, item, variables, index) for index, item in enumerate(selected)
-    )
-    return Branches(
-        "Map",
-        children,
-        max_concurrency=_map_number(
-            state, state.max_concurrency, state.max_concurrency_path, effective, cursor, context
-        )
-        or 0,
-        tolerated_count=_map_number(
-            state,
-            state.tolerated_failure_count,
-            state.tolerated_failure_count_path,
-            effective,
-            cursor,
-            context,
-        ),
-        tolerated_percentage=_map_number(
-            state,
-            state.tolerated_failure_percentage,
-            state.tolerated_failure_percentage_path,
-            effective,
-            cursor,
-            context,
-        ),
-    )
-
-
-def _map_number(
-    state: MapState,
-    value: Any,
-    path: str | None,
-    effective: Any,
-    cursor: Cursor,
-    context: Mapping[str, Any],
-) -> Any:
-    if path is not None:
-        value = paths.evaluate(path, effective, context, cursor.variables)
-    elif state.jsonata and jsonata.is_expression(value):
-        value = jsonata.evaluate(value, _states(cursor, context), cursor.variables)
-    if value is UNSET or value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise StatesRuntimeError(f"Map state '{state.name}': {value!r} is not a valid number")
-    return value
-
-
-def _select_item(
-    state: MapState,
-    cursor: Cursor,
-    context: Mapping[str, Any],
-    effective: Any,
-    index: int,
-    item: Any,
-) -> Any:
-    if state.item_selector is UNSET:
-        return item
-    item_context = {**context, "Map": {"Item": {"Index": index, "Value": item}}}
-    if state.jsonata:
-        states = _states(cursor, item_context)
-        return jsonata.evaluate_template(state.item_selector, states, cursor.variables)
-    return templates.render(state.item_selector, effective, item_context, cursor.variables)
-
-
-def _batch(
-    state: MapState, items: list[Any], effective: Any, cursor: Cursor, context: Mapping[str, Any]
-) -> list[Any]:
-    batcher = state.item_batcher
-    if not batcher:
-        return items
-    most = batcher.get("MaxItemsPerBatch")
-    if "MaxItemsPerBatchPath" in batcher:
-        most = paths.evaluate(batcher["MaxItemsPerBatchPath"], effective, context, cursor.variables)
-    limit = batcher.get("MaxInputBytesPerBatch")
-    if "MaxInputBytesPerBatchPath" in batcher:
-        limit = paths.evaluate(
-            batcher["MaxInputBytesPerBatchPath"], effective, context, cursor.variables
-        )
-    batch_input = batcher.get("BatchInput")
-    if batch_input is not None and not state.jsonata:
-        batch_input = templates.render(batch_input, effective, context, cursor.variables)
-    elif batch_input is not None:
-        batch_input = jsonata.evaluate_template(
-            batch_input, _states(cursor, context), cursor.variables
-        )
-    batches: list[list[Any]] = []
-    size = 0
-    for item in items:
-        item_size = len(json.dumps(item, separators=(",", ":")))
-        full = batches and (
-            (most is not None and len(batches[-1]) >= most)
-            or (limit is not None and size + item_size > limit)
-        )
-        if not batches or full:
-            batches.append([])
-            size = 0
-        batches[-1].append(item)
-        size += item_size
-    out: list[Any] = []
-    for batch in batches:
-        entry: dict[str, Any] = {"Items": batch}
-        if batch_input is not None:
-            entry["BatchInput"] = batch_input
-        out.append(entry)
-    return out
-
-
 _ENTER_JSONPATH: dict[type[State], Callable[[Any, Cursor, Mapping[str, Any]], Action]] = {
     PassState: _enter_pass,
     TaskState: _enter_task,
@@ -608,7 +340,7 @@ def _enter_jsonata(state: State, cursor: Cursor, context: Mapping[str, Any]) -> 
             "Parallel", tuple(Child(branch, payload, variables) for branch in state.branches)
         )
     assert isinstance(state, MapState)
-    return _map(state, cursor, context, cursor.input)
+    return fan_out(state, cursor, context, cursor.input)
 
 
 def _jsonata_choice(
