@@ -3,10 +3,12 @@
 A loop over patterns costs every rule on every event. :class:`RuleSet`
 instead merges all rules into one tree, in the manner of a trie: every
 alternative of every rule (``$or`` already expanded by the compiler) is a
-sequence of fields in a canonical order (exact fields first, then by path),
-and alternatives that begin with the same fields share the same nodes. A
-node branches on a path; a branch maps what the event holds at that path to
-the child nodes it leads to:
+sequence of fields in a canonical order (exact fields first, shallow before
+deep, then by path), and alternatives that begin with the same fields share
+the same nodes. An exact field listing several values is split into one
+copy of the alternative per value (``"source": ["a", "b"]`` joins the node
+of every rule naming ``"a"``). A node branches on a path; a branch maps what
+the event holds at that path to the child nodes it leads to:
 
 * exact values, through one dictionary keyed by :func:`typed_key`, so 10,000
   rules naming 10,000 sources cost one hash probe;
@@ -14,7 +16,7 @@ the child nodes it leads to:
   text, probed with each prefix of the value up to the longest one indexed:
   the cost is the value's length, not the number of prefix rules;
 * ``equals-ignore-case``, through a dictionary of lower-cased texts;
-* ``exists: false``, through the list of children reached when the path holds
+* ``exists: false``, through the children reached when the path holds
   nothing;
 * everything else (numeric ranges, CIDR blocks, wildcards, ``anything-but``,
   ``exists: true``), by testing each condition of that branch; these sit
