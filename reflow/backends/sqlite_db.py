@@ -2,10 +2,11 @@
 
 A :class:`Database` owns two connections, each on a thread of its own:
 
-* the **writer** runs every read-modify-write. Jobs queue up in order; the
-  thread takes all that are waiting (up to :data:`_BATCH`) and runs them in one
-  ``BEGIN IMMEDIATE`` transaction, each inside a savepoint so that one job's
-  error (a lost compare-and-set, say) undoes only that job. One commit, one
+* the **writer** runs every read-modify-write. Jobs queue up in order (the
+  jobs of one event-loop turn are handed over together, at the end of the
+  turn); the thread takes all that are waiting (up to :data:`_BATCH`) and runs
+  them in one ``BEGIN IMMEDIATE`` transaction, each inside a savepoint so that
+  one job's error (a lost compare-and-set, say) undoes only that job. One commit, one
   fsync, for the whole batch: this "group commit" is what lets fifty
   concurrent writers cost little more than one. A job's future resolves only
   after the ``COMMIT`` returned, so a write is durable when it is awaited.
@@ -104,7 +105,12 @@ class _Lane:
         # FULL lanes drop to NORMAL for batches that need no fsync; an OFF
         # lane (pub/sub) stays OFF.
         self._level = synchronous if synchronous == "OFF" else "FULL"
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Work] | None] = queue.SimpleQueue()
+        # Jobs submitted during one turn of an event loop, handed over together
+        # at the end of that turn: a gather() of a hundred writes reaches the
+        # thread as one list, instead of waking it (and fighting it for the
+        # GIL) a hundred times.
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Work]] = {}
         self._started: Future[None] = Future()
         self._connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -128,13 +134,24 @@ class _Lane:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Work(job, durable, loop, future))
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        pending.append(_Work(job, durable, loop, future))
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._pending.pop(loop, None)
+        if batch:
+            self._queue.put(batch)
 
     def stop(self) -> None:
         """Let queued jobs finish, then close the connection and end the thread."""
         if not self._closed:
             self._closed = True
+            for loop in list(self._pending):
+                self._hand_over(loop)
             self._queue.put(None)
 
     def join(self) -> None:
@@ -156,7 +173,7 @@ class _Lane:
                     return
                 # Take whatever else is already waiting: one transaction (and
                 # one wake-up of each waiting event loop) for all of it.
-                batch = [first]
+                batch = list(first)
                 stop = False
                 while len(batch) < _BATCH:
                     try:
@@ -166,7 +183,7 @@ class _Lane:
                     if more is None:
                         stop = True
                         break
-                    batch.append(more)
+                    batch.extend(more)
                 if self._transactional:
                     outcomes = self._run_transaction(self._connection, batch)
                 else:
