@@ -48,6 +48,7 @@ _SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-ran
 _NOTED = _SPECIAL | {b"host", b"content-length", b"transfer-encoding"}
 # Bytes of an unfinished request head we hold before refusing it (414/431).
 _MAX_HEAD = MAX_URL + MAX_HEADER_BYTES + 1024
+_LINGER = 2.0  # seconds a rejected connection keeps draining input before it closes
 _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 
 
@@ -63,10 +64,14 @@ class EdgeProtocol(asyncio.Protocol):
         self.queue: deque[tuple[Request, bool]] = deque()
         self.busy = False
         self.closing = False
+        self.linger_until = 0.0  # closing after a rejection: discard input until then
+        self.write_paused = False  # the client is not reading its responses
+        self.paused_at = 0.0
         self.head_started = 0.0
         self.last_seen = 0.0
         self.error: InvalidRequestError | None = None
         self.in_head = False
+        self.began = False
         self.head_bytes = 0
         self._reset()
 
@@ -106,9 +111,8 @@ class EdgeProtocol(asyncio.Protocol):
         now = time.monotonic()
         self.last_seen = now
         if not self.in_head:
-            self.head_bytes = 0
             self.head_started = now
-        self.head_bytes += len(data)
+        self.began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -123,25 +127,41 @@ class EdgeProtocol(asyncio.Protocol):
             problem = self.error or InvalidRequestError(400, f"malformed request: {exc}")
             self.reject(problem)
             return
-        if self.in_head and self.head_bytes > _MAX_HEAD:
-            status = 414 if not self.headers else 431
-            self.reject(InvalidRequestError(status, "request head too large"))
+        if self.in_head:
+            # httptools holds a header's pieces until the header ends, so an endless
+            # header would grow without bound: count the bytes of a head that spans
+            # chunks. (The chunk a head starts in is not counted: it may also hold
+            # whole pipelined requests before it, and it is bounded by the read size.)
+            self.head_bytes = 0 if self.began else self.head_bytes + len(data)
+            if self.head_bytes > _MAX_HEAD:
+                status = 414 if not self.headers else 431
+                self.reject(InvalidRequestError(status, "request head too large"))
 
     def reject(self, problem: InvalidRequestError) -> None:
         """Answer a protocol violation and close: the stream can no longer be trusted."""
         self.server.edge.metrics.rejected += 1
         self.closing = True
         self.queue.clear()
-        if self.transport is not None:
-            if not self.busy:
-                self.transport.write(error_response(problem.status, problem.problem))
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if not self.busy:
+            transport.write(error_response(problem.status, problem.problem))
+        if transport.can_write_eof():
+            # Lingering close: send FIN after the error but keep reading (and
+            # discarding) for a moment, so that unread request bytes do not make the
+            # kernel answer with a reset that destroys the error before it is read.
+            transport.write_eof()
+            self.linger_until = time.monotonic() + _LINGER
+        else:
+            transport.close()
 
     # -- httptools callbacks ---------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._reset()
         self.in_head = True
+        self.began = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -216,7 +236,7 @@ class EdgeProtocol(asyncio.Protocol):
             self.client_ip,
         )
         special = self.special
-        if self.busy:
+        if self.busy or self.write_paused:
             self.queue.append((request, special))
             if len(self.queue) > 16 and self.transport is not None:
                 self.transport.pause_reading()
@@ -260,11 +280,28 @@ class EdgeProtocol(asyncio.Protocol):
         if self.closing:
             transport.close()
             return
-        while self.queue and not self.busy and not self.closing:
+        self._drain()
+
+    def _drain(self) -> None:
+        """Answer queued requests in order until one needs a task or writing pauses."""
+        while self.queue and not self.busy and not self.closing and not self.write_paused:
             queued, special = self.queue.popleft()
             self.answer(queued, special)
-        if not self.queue and not self.closing:
-            transport.resume_reading()
+        if not self.queue and not self.closing and not self.write_paused and self.transport:
+            self.transport.resume_reading()
+
+    # -- flow control: a client that does not read must not make us buffer without end --
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.paused_at = time.monotonic()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy:
+            self._drain()
 
 
 class EdgeServer:
@@ -311,9 +348,18 @@ class EdgeServer:
             await asyncio.sleep(min(1.0, self.head_timeout / 2))
             now = time.monotonic()
             for connection in list(self.connections):
+                if connection.linger_until:
+                    if now > connection.linger_until and connection.transport:
+                        connection.transport.close()
+                    continue
                 if connection.busy:
                     continue
-                if connection.in_head and now - connection.head_started > self.head_timeout:
+                if connection.write_paused:
+                    # A client that stopped reading its responses is as slow as one that
+                    # stopped sending its request.
+                    if now - connection.paused_at > self.idle_timeout and connection.transport:
+                        connection.transport.close()
+                elif connection.in_head and now - connection.head_started > self.head_timeout:
                     connection.reject(InvalidRequestError(408, "request head timed out"))
                 elif now - connection.last_seen > self.idle_timeout and connection.transport:
                     connection.transport.close()

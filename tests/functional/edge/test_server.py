@@ -161,3 +161,51 @@ async def test_upgrade_is_not_offered_the_request_is_answered_and_the_rest_unrea
     replies = await client.replies(2)
     assert [r.body for r in replies] == [b"plain"]
     assert all(r.path != "/poison" for r in harness.origin.requests)
+
+
+async def test_a_client_that_does_not_read_is_paused_not_buffered_without_end(
+    harness: Harness,
+) -> None:
+    harness.origin.serve("/x", b"x" * 10_000)
+    harness.origin.serve("/y", b"y" * 10_000)
+    client = await harness.connect()
+    await client.get("/x")
+    await client.get("/y")
+    count = 3000
+    batch = b"".join(
+        f"GET /{'xy'[i % 2]} HTTP/1.1\r\nHost: e\r\n\r\n".encode() for i in range(count)
+    )
+    await client.send(batch)
+    await asyncio.sleep(0.3)
+    (connection,) = harness.server.connections
+    assert connection.write_paused
+    buffered = connection.transport.get_write_buffer_size()  # type: ignore[union-attr]
+    assert buffered < 2 * 1024 * 1024  # not 30 MB of responses
+    replies = await client.replies(count, timeout=20)
+    assert len(replies) == count
+    assert all(r.body[:1] == b"xy"[i % 2 : i % 2 + 1] for i, r in enumerate(replies))
+
+
+async def test_an_endless_header_is_cut_off_with_431(harness: Harness) -> None:
+    client = await harness.connect()
+    await client.send(b"GET / HTTP/1.1\r\nHost: e\r\nX-Endless: ")
+    for _ in range(40):
+        try:
+            await client.send(b"v" * 8192)
+        except ConnectionError:
+            break
+        await asyncio.sleep(0)
+    (reply,) = await client.replies(1)
+    assert reply.status == 431
+    assert await client.closed()
+
+
+async def test_a_pipelined_burst_larger_than_the_head_limit_is_not_refused(
+    harness: Harness,
+) -> None:
+    harness.origin.serve("/p", b"ok")
+    client = await harness.connect()
+    batch = b"GET /p HTTP/1.1\r\nHost: e\r\nX-Pad: " + b"p" * 900 + b"\r\n\r\n"
+    await client.send(batch * 200)  # ~190 KB in a few reads
+    replies = await client.replies(200)
+    assert [r.status for r in replies] == [200] * 200
