@@ -209,3 +209,30 @@ async def test_a_pipelined_burst_larger_than_the_head_limit_is_not_refused(
     await client.send(batch * 200)  # ~190 KB in a few reads
     replies = await client.replies(200)
     assert [r.status for r in replies] == [200] * 200
+
+
+async def test_random_pipelines_of_hits_misses_and_conditionals_keep_their_order(
+    harness: Harness,
+) -> None:
+    import random
+
+    for name in "abcdef":
+        harness.origin.serve(f"/{name}", name.encode() * 5, [("Cache-Control", "max-age=60")])
+    harness.origin.delay = 0.002
+    rng = random.Random(5)
+    client = await harness.connect()
+    for _ in range(20):
+        picks = [rng.choice("abcdefz") for _ in range(rng.randint(1, 30))]
+        lines = []
+        for pick in picks:
+            extra = "Range: bytes=0-1\r\n" if rng.random() < 0.2 else ""
+            lines.append(f"GET /{pick} HTTP/1.1\r\nHost: e\r\n{extra}\r\n")
+        await client.send("".join(lines).encode())
+        replies = await client.replies(len(picks))
+        for pick, line, reply in zip(picks, lines, replies, strict=True):
+            if pick == "z":
+                assert reply.status == 404
+            elif "Range" in line:
+                assert (reply.status, reply.body) == (206, pick.encode() * 2)
+            else:
+                assert reply.body == pick.encode() * 5

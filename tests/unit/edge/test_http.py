@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httptools
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reflow.edge.http import build_head, check_framing, check_header, normalise_path
 from reflow.errors import InvalidRequestError
@@ -83,3 +85,19 @@ def test_unroutable_targets_are_refused(target: str) -> None:
 def test_response_head_is_one_block_with_length_and_close() -> None:
     head = build_head(200, "OK", [("X", "1")], 3, keep_alive=False)
     assert head == b"HTTP/1.1 200 OK\r\nX: 1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+
+
+_SEGMENTS = st.sampled_from(["a", "b", ".", "..", "", "%2e", "%2E%2e", "%41", "%2F", "~x", "c%20d"])
+
+
+@given(st.lists(_SEGMENTS, max_size=12), st.booleans())
+def test_normalised_paths_are_fixed_points_without_dot_segments_or_empty_ones(
+    segments: list[str], trailing: bool
+) -> None:
+    target = "/" + "/".join(segments) + ("/" if trailing else "")
+    path, _ = normalise_path(target)
+    assert normalise_path(path) == (path, "")
+    parts = path.split("/")[1:]
+    assert all(p not in (".", "..") for p in parts)
+    assert "//" not in path
+    assert path.startswith("/")
