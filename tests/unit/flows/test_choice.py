@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reflow.flows.choice import matches, parse_timestamp, string_matches
 from reflow.flows.errors import StatesError
@@ -98,3 +100,54 @@ def test_timestamps_need_a_zone_and_a_t() -> None:
     assert parse_timestamp("2024-01-01 00:00:00Z") is None
     assert parse_timestamp("2024-01-01T00:00:00") is None
     assert parse_timestamp("2024-02-30T00:00:00Z") is None
+
+
+any_json = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(-5, 5, allow_nan=False),
+    st.text(alphabet="ab", max_size=3),
+    st.lists(st.integers(), max_size=2),
+)
+RELATIONS = {
+    "Equals": lambda a, b: a == b,
+    "LessThan": lambda a, b: a < b,
+    "GreaterThan": lambda a, b: a > b,
+    "LessThanEquals": lambda a, b: a <= b,
+    "GreaterThanEquals": lambda a, b: a >= b,
+}
+
+
+@given(any_json, st.integers(-5, 5), st.sampled_from(sorted(RELATIONS)))
+def test_numeric_rules_hold_only_for_numbers_in_that_relation(
+    value: Any, operand: int, relation: str
+) -> None:
+    expected = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and RELATIONS[relation](value, operand)
+    )
+    assert matches(rule("Numeric" + relation, operand), {"v": value}) is expected
+    assert matches(rule(f"Numeric{relation}Path", "$.o"), {"v": value, "o": operand}) is expected
+
+
+@given(any_json, st.text(alphabet="ab", max_size=3), st.sampled_from(sorted(RELATIONS)))
+def test_string_rules_hold_only_for_strings_in_that_relation(
+    value: Any, operand: str, relation: str
+) -> None:
+    expected = isinstance(value, str) and RELATIONS[relation](value, operand)
+    assert matches(rule("String" + relation, operand), {"v": value}) is expected
+
+
+@given(any_json, any_json)
+def test_not_is_the_negation_and_and_or_agree_with_python(left: Any, right: Any) -> None:
+    a, b = rule("IsNumeric", True), rule("IsString", True, "$.w")
+    data = {"v": left, "w": right}
+    both = ChoiceRule(operator="And", children=(a, b))
+    either = ChoiceRule(operator="Or", children=(a, b))
+    assert matches(both, data) is (matches(a, data) and matches(b, data))
+    assert matches(either, data) is (matches(a, data) or matches(b, data))
+    assert matches(ChoiceRule(operator="Not", children=(either,)), data) is not matches(
+        either, data
+    )
