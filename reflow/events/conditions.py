@@ -94,13 +94,7 @@ def leaf_values(event: Mapping[str, Any], path: Path) -> list[Any]:
         if node is _MISSING:
             return []
     else:
-        if isinstance(node, dict):
-            return []
-        if not isinstance(node, list):
-            return [node]
-        found: list[Any] = []
-        _spread(node, found)
-        return [item for item in found if not isinstance(item, dict)]
+        return _leaves(node)
     nodes: list[Any] = [event]
     for key in path:
         reached: list[Any] = []
@@ -127,9 +121,18 @@ def leaf_entries(event: Mapping[str, Any], path: Path) -> tuple[list[Any], list[
     An array at the end of the path is not a membership: its elements are
     several values of one field.
     """
-    values = leaf_values(event, path)
-    if not values or not _crosses_array(event, path):
-        return values, None
+    node: Any = event
+    for key in path:
+        # The common case, objects all the way down: no membership to track.
+        if type(node) is not dict:
+            break
+        node = node.get(key, _MISSING)
+        if node is _MISSING:
+            return [], None
+    else:
+        return _leaves(node), None
+    if not isinstance(node, list | dict):
+        return [], None  # a plain value where the path goes on
     last = len(path) - 1
     nodes: list[tuple[Any, Membership]] = [(event, ())]
     for depth, key in enumerate(path):
@@ -139,18 +142,18 @@ def leaf_entries(event: Mapping[str, Any], path: Path) -> tuple[list[Any], list[
                 _spread_members(item[key], membership, reached, depth < last)
         nodes = reached
     kept = [(item, membership) for item, membership in nodes if not isinstance(item, dict)]
-    return [item for item, _ in kept], [membership for _, membership in kept]
+    members = [membership for _, membership in kept]
+    return [item for item, _ in kept], (members if any(members) else None)
 
 
-def _crosses_array(event: Mapping[str, Any], path: Path) -> bool:
-    node: Any = event
-    for key in path[:-1]:
-        if not isinstance(node, dict):
-            return False
-        node = node.get(key)
-        if isinstance(node, list):
-            return True
-    return False
+def _leaves(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return []
+    if not isinstance(node, list):
+        return [node]
+    found: list[Any] = []
+    _spread(node, found)
+    return [item for item in found if not isinstance(item, dict)]
 
 
 def _spread_members(
