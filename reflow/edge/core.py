@@ -51,6 +51,7 @@ _MIN_COMPRESS = 256  # bytes; smaller bodies do not gain from gzip
 _304_FIELDS = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "age", "x-cache"}
 )
+_FRAMING = HOP_BY_HOP | {"content-length"}
 _CONDITIONAL = ("if-none-match", "if-modified-since", "range", "if-range")
 _NOT_STORED_HEADERS = HOP_BY_HOP | {
     "content-length",
@@ -229,7 +230,7 @@ class Edge:
                 data = build_head(
                     answer.status,
                     answer.reason or entry.reason,
-                    answer.headers,
+                    _framing_free(answer.headers),
                     len(body),
                     keep_alive=request.keep_alive,
                 )
@@ -614,7 +615,8 @@ class Edge:
             result = await self._run_hook(
                 hook, self._cf_request(request), response_to_cf(status, reason, headers)
             )
-            status, reason, headers = result.status, result.reason or reason, result.headers
+            status, reason = result.status, result.reason or reason
+            headers = _framing_free(result.headers)
         length = len(body)
         if status == 304 or status == 204:
             body = b""
@@ -635,7 +637,7 @@ class Edge:
         data = build_head(
             result.status,
             result.reason or "Generated",
-            [*result.headers, ("X-Cache", "FunctionGeneratedResponse")],
+            [*_framing_free(result.headers), ("X-Cache", "FunctionGeneratedResponse")],
             len(body),
             keep_alive=request.keep_alive,
         )
@@ -677,6 +679,16 @@ class Edge:
             if id(behaviour.origin) not in seen:
                 seen.add(id(behaviour.origin))
                 await behaviour.origin.close()
+
+
+def _framing_free(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A hook's headers without the ones the edge frames the message with.
+
+    The edge writes ``Content-Length`` itself; a second one (or a
+    ``Transfer-Encoding``) from a function would make the response ambiguous
+    to the client and everything between: the response-splitting case.
+    """
+    return [(k, v) for k, v in headers if k.lower() not in _FRAMING]
 
 
 def _has_conditional(request: Request) -> bool:

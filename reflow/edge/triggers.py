@@ -96,7 +96,11 @@ def headers_from_cf(hook: str, where: str, headers: Any) -> list[tuple[str, str]
         raise HookError(hook, where, "must be an object of lowercase names to lists")
     out: list[tuple[str, str]] = []
     for lower, entries in headers.items():
-        if type(lower) is not str or (not lower.islower() and lower != lower.lower()):
+        if (
+            type(lower) is not str
+            or (not lower.islower() and lower != lower.lower())
+            or not _TOKEN.match(lower)
+        ):
             _explain(hook, where, lower, [])
         if type(entries) is not list:
             raise HookError(hook, f"{where}.{lower}", "must be a list of {key, value} objects")
@@ -122,10 +126,17 @@ def headers_from_cf(hook: str, where: str, headers: Any) -> list[tuple[str, str]
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
+_NOT_QUERY = re.compile(r"[^\x21-\x7e]|#")
+# RFC 9110 §5.6.2 token: what a header name may be (no spaces, colons, CR or LF).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
 def _explain(hook: str, where: str, lower: Any, entries: list[Any]) -> None:
     """Raise the precise HookError for a malformed header entry (the slow path)."""
     if not isinstance(lower, str) or lower != lower.lower():
         raise HookError(hook, f"{where}.{lower}", "header names must be lowercase keys")
+    if not _TOKEN.match(lower):
+        raise HookError(hook, f"{where}.{lower!r}", "a header name must be an HTTP token")
     for index, item in enumerate(entries):
         if not isinstance(item, dict) or not isinstance(item.get("value"), str):
             raise HookError(
@@ -366,6 +377,11 @@ class Hook:
         querystring = result.get("querystring", "")
         if not isinstance(querystring, str):
             raise HookError(self.hook, "request.querystring", "must be a string")
+        if _NOT_QUERY.search(querystring):
+            # It goes into the origin's request line: a space, CR or LF would split it.
+            raise HookError(
+                self.hook, "request.querystring", "must be percent-encoded visible ASCII"
+            )
         headers = headers_from_cf(self.hook, "request.headers", result.get("headers", {}))
         if (
             _read_only(result.get("headers"), _READ_ONLY_REQUEST_HEADERS)

@@ -286,3 +286,53 @@ async def test_event_shape_matches_lambda_at_edge() -> None:
     assert record_cf["request"]["headers"]["host"] == [{"key": "Host", "value": "edge"}]
     assert record_cf["request"]["clientIp"] == "10.0.0.1"
     assert record_cf["response"]["status"] == "200"
+
+
+async def test_a_generated_response_cannot_smuggle_its_own_framing() -> None:
+    def framed(event: Event, context: Any) -> Any:
+        return {
+            "status": "200",
+            "headers": {
+                "content-length": [{"key": "Content-Length", "value": "0"}],
+                "transfer-encoding": [{"key": "Transfer-Encoding", "value": "chunked"}],
+                "connection": [{"key": "Connection", "value": "keep-alive, x"}],
+            },
+            "body": "payload",
+        }
+
+    harness = await start_harness(hooks=[Hook("f", "viewer-request", "/*", framed)])
+    try:
+        client = await harness.connect()
+        await client.send(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
+        raw = await client.reader.readuntil(b"payload")
+        head = raw.split(b"\r\n\r\n")[0].lower()
+        assert head.count(b"content-length") == 1 and b"content-length: 7" in head
+        assert b"transfer-encoding" not in head and b"keep-alive, x" not in head
+    finally:
+        await stop_harness(harness)
+
+
+async def test_a_header_name_that_is_not_a_token_is_refused() -> None:
+    def split(event: Event, context: Any) -> Any:
+        response = cf(event)["response"]
+        response["headers"]["x: y\r\nset-cookie"] = [{"key": "x: y\r\nset-cookie", "value": "a"}]
+        return response
+
+    hook = Hook("s", "viewer-response", "/*", split)
+    with pytest.raises(HookError, match="token"):
+        await hook.run(
+            request_to_cf("GET", "/", "", [], "10.0.0.1"),
+            {"status": "200", "statusDescription": "OK", "headers": {}},
+        )
+
+
+async def test_a_query_string_that_would_split_the_origin_request_is_refused() -> None:
+    def inject(event: Event, context: Any) -> Any:
+        request = cf(event)["request"]
+        request["querystring"] = "a=1 HTTP/1.1\r\nHost: evil\r\n\r\nGET /x"
+        return request
+
+    hook = Hook("q", "origin-request", "/*", inject)
+    with pytest.raises(HookError) as caught:
+        await hook.run(request_to_cf("GET", "/", "", [], "10.0.0.1"))
+    assert caught.value.field == "request.querystring"
