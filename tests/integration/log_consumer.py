@@ -2,7 +2,11 @@
 
     python log_consumer.py URL DATA_DIR STREAM GROUP CONSUMER --lease S --ack-first K
 
-It opens the backend, then reads one entry at a time with a lease and acks
+With ``--produce`` it instead appends ``produced-<n>`` entries to STREAM as
+fast as it can, printing ``APPENDED <id>`` after each append returned, until
+it is killed (GROUP and CONSUMER are then unused).
+
+Otherwise it opens the backend, then reads one entry at a time with a lease and acks
 it, printing ``GOT <id> <deliveries>`` before each ack and ``ACKED <id>``
 after it. After ``K`` acks it reads one more entry, prints
 ``HOLDING <id> <deliveries>`` and waits forever without acking, for the test
@@ -21,6 +25,19 @@ from reflow.backends import open_backend
 
 def say(*words: object) -> None:
     print(*words, flush=True)
+
+
+async def produce(args: argparse.Namespace) -> None:
+    backend = await open_backend(args.url, data_dir=Path(args.data_dir))
+    try:
+        say("READY")
+        n = 0
+        while True:
+            entry_id = await backend.log.append(args.stream, f"produced-{n}".encode())
+            say("APPENDED", entry_id)
+            n += 1
+    finally:
+        await backend.close()
 
 
 async def consume(args: argparse.Namespace) -> None:
@@ -52,7 +69,9 @@ def main() -> None:
         parser.add_argument(name)
     parser.add_argument("--lease", type=float, default=1.0)
     parser.add_argument("--ack-first", type=int, default=sys.maxsize)
-    asyncio.run(consume(parser.parse_args()))
+    parser.add_argument("--produce", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(produce(args) if args.produce else consume(args))
 
 
 if __name__ == "__main__":

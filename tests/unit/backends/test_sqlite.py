@@ -11,6 +11,7 @@ import sqlite3
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ async def reopen(tmp_path: Path) -> Backend:
 async def test_the_database_is_in_wal_mode_with_full_sync(backend: Backend) -> None:
     path = backend.url.path
     assert path is not None and path.exists()
-    with sqlite3.connect(path) as probe:
+    with closing(sqlite3.connect(path)) as probe:
         assert probe.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # synchronous is per connection: ask the engine's own writer.
     level = await backend.log._db.write(  # type: ignore[attr-defined]
@@ -112,8 +113,9 @@ async def test_a_schema_that_fails_to_apply_closes_the_threads(tmp_path: Path) -
 async def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     first = await reopen(tmp_path)
     await first.close()
-    with sqlite3.connect(tmp_path / "r.db") as edit:
+    with closing(sqlite3.connect(tmp_path / "r.db")) as edit:
         edit.execute("UPDATE meta SET value = '99' WHERE name = 'schema'")
+        edit.commit()
     with pytest.raises(BackendUnavailableError) as caught:
         await reopen(tmp_path)
     assert "schema version 99" in caught.value.problem
@@ -334,7 +336,7 @@ async def test_the_message_table_is_trimmed(backend: Backend) -> None:
         sqlite_pubsub.KEEP_MESSAGES, sqlite_pubsub._TRIM_EVERY = keep, every
     path = backend.url.path
     assert path is not None
-    with sqlite3.connect(path.with_name(path.name + ".pubsub")) as probe:
+    with closing(sqlite3.connect(path.with_name(path.name + ".pubsub"))) as probe:
         (rows,) = probe.execute("SELECT COUNT(*) FROM messages").fetchone()
     assert 10 <= rows < 40
 
@@ -412,7 +414,7 @@ async def test_expired_values_are_swept_into_tombstones_that_keep_the_version(
             await backend.kv.put(f"other{i}", b"x")
         path = backend.url.path
         assert path is not None
-        with sqlite3.connect(path) as probe:
+        with closing(sqlite3.connect(path)) as probe:
             row = probe.execute("SELECT value, version FROM kv WHERE key = 'session'").fetchone()
         assert row == (None, 2)  # the value is gone from the file; the version stays
         assert await backend.kv.put("session", b"new", expect_version=0) == 3
