@@ -8,6 +8,8 @@ All in one run, on one handler module (written to a temporary folder):
   (a cold start here is: ask for a new worker → it connects → first answer)
 * a warm invocation in ``process`` mode (through the runtime: pool, framing, socket);
 * an ``inline`` invocation, sync (on a handler thread) and async (awaited);
+* ``loop.run_in_executor`` of the plain handler: the floor of any way to run
+  a synchronous function off the event loop;
 * a direct Python call of the handler, the floor of any overhead.
 
 Each pair is measured alternately, round after round (BENCHMARKS.md); the
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +95,7 @@ class Bench:
         self.loop.run_until_complete(self.runtime.start())
         self.loop.run_until_complete(self.zygote.start())
         self.all: dict[str, list[float]] = {}
+        self.pool = ThreadPoolExecutor(1)
 
     def keep(self, name: str, values: list[float]) -> float:
         """Remember every sample (µs) and return this round's median."""
@@ -157,7 +161,26 @@ class Bench:
 
         return self.keep(f"direct call ({name})", self.loop.run_until_complete(run()))
 
+    def executor(self, name: str) -> float:
+        """The floor of running a plain function off the loop: ``run_in_executor``."""
+        function = self.app.functions[name]
+        handler = function.handler
+        context = Context(function)
+        count = self.samples["warm"]
+
+        async def run() -> list[float]:
+            loop = asyncio.get_running_loop()
+            values = []
+            for _ in range(count):
+                started = time.perf_counter()
+                await loop.run_in_executor(self.pool, handler, EVENT, context)
+                values.append((time.perf_counter() - started) * 1e6)
+            return values
+
+        return self.keep(f"run_in_executor ({name})", self.loop.run_until_complete(run()))
+
     def close(self) -> None:
+        self.pool.shutdown()
         self.loop.run_until_complete(self.runtime.stop())
         self.loop.run_until_complete(self.zygote.close())
         self.loop.close()
@@ -194,6 +217,12 @@ def main() -> None:
                     lambda: bench.invoke("inline_sync"),
                     lambda: bench.direct("inline_sync"),
                     Comparison("inline sync (thread) vs direct call", "µs p50", False),
+                ),
+                alternate(
+                    args.rounds,
+                    lambda: bench.invoke("inline_sync"),
+                    lambda: bench.executor("inline_sync"),
+                    Comparison("inline sync vs loop.run_in_executor", "µs p50", False),
                 ),
                 alternate(
                     args.rounds,
