@@ -176,3 +176,13 @@ async def test_compare_and_set_under_50_concurrent_writers_loses_no_update(
     assert state["n"] == 50
     assert sorted(state["by"]) == list(range(50))
     assert item.version == 51
+
+
+async def test_incr_refuses_a_value_that_is_not_an_integer_and_keeps_it(
+    backend: Backend,
+) -> None:
+    await backend.kv.put("name", b"ada")
+    with pytest.raises(ValueError):
+        await backend.kv.incr("name")
+    item = await backend.kv.get("name")
+    assert item is not None and (item.value, item.version) == (b"ada", 1)
