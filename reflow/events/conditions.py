@@ -266,7 +266,7 @@ class Numeric:
 
     def test(self, value: Any) -> bool:
         """Whether ``value`` satisfies the condition."""
-        if not is_number(value):
+        if not is_number(value) or value != value:  # NaN is in no range
             return False
         if self.low is not None and (
             value < self.low or (value == self.low and not self.low_inclusive)

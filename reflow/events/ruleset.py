@@ -18,9 +18,11 @@ the event holds at that path to the child nodes it leads to:
 * ``equals-ignore-case``, through a dictionary of lower-cased texts;
 * ``exists: false``, through the children reached when the path holds
   nothing;
-* everything else (numeric ranges, CIDR blocks, wildcards, ``anything-but``,
-  ``exists: true``), by testing each condition of that branch; these sit
-  below the exact fields of their rule, so few of them are reached.
+* numeric ranges, through an interval tree once a branch holds more than a
+  few (:mod:`reflow.events.intervals`);
+* everything else (CIDR blocks, wildcards, ``anything-but``, ``exists:
+  true``), by testing each condition of that branch; these sit below the
+  exact fields of their rule, so few of them are reached.
 
 Matching walks the tree from the root, reading each event path at most once
 (a per-event cache), and collects the rules whose alternatives end at the
@@ -46,14 +48,17 @@ from reflow.events.conditions import (
     Exists,
     Field,
     Membership,
+    Numeric,
     Path,
     Prefix,
     Suffix,
     TypedKey,
     consistent,
+    is_number,
     leaf_entries,
     typed_key,
 )
+from reflow.events.intervals import IntervalTree
 from reflow.events.model import Event
 from reflow.events.patterns import Pattern
 
@@ -83,6 +88,8 @@ class _Branch:
         "exact",
         "ignore_case",
         "inexact",
+        "numeric",
+        "numeric_tree",
         "others",
         "prefix",
         "prefix_ci",
@@ -101,6 +108,8 @@ class _Branch:
         self.suffix_ci: dict[str, _Nodes] = {}
         self.ignore_case: dict[str, _Nodes] = {}
         self.others: dict[tuple[Condition, int], tuple[Condition, _Node]] = {}
+        self.numeric: dict[tuple[Numeric, int], tuple[Numeric, _Node]] = {}
+        self.numeric_tree: IntervalTree[_Node] | None = None  # built on first need
         self.absent: _Nodes = {}
         self.inexact = 0  # index entries other than exact values (0: the fast path applies)
         # High-water marks: a stale (too long) one after a removal only costs
@@ -140,6 +149,10 @@ class _Branch:
         if condition == Exists(False):
             self.absent[id(node)] = node
             return
+        if isinstance(condition, Numeric):
+            self.numeric[condition, id(node)] = (condition, node)
+            self.numeric_tree = None
+            return
         table = self._table(condition)
         if table is None:
             self.others[condition, id(node)] = (condition, node)
@@ -156,6 +169,10 @@ class _Branch:
             self.inexact -= 1
         if condition == Exists(False):
             del self.absent[id(node)]
+            return
+        if isinstance(condition, Numeric):
+            del self.numeric[condition, id(node)]
+            self.numeric_tree = None
             return
         table = self._table(condition)
         if table is None:
@@ -180,10 +197,25 @@ class _Branch:
                     reached.update(hit)
             if type(value) is str:
                 self._step_text(value, reached)
+            elif self.numeric and is_number(value):
+                self._step_number(value, reached)
             for condition, node in others:
                 if id(node) not in reached and condition.test(value):
                     reached[id(node)] = node
         return iter(reached.values())
+
+    def _step_number(self, value: float, reached: dict[int, _Node]) -> None:
+        if len(self.numeric) <= _FEW_RANGES:
+            for condition, node in self.numeric.values():
+                if condition.test(value):
+                    reached[id(node)] = node
+            return
+        if value != value:
+            return  # NaN is in no range
+        if self.numeric_tree is None:
+            self.numeric_tree = IntervalTree(list(self.numeric.values()))
+        for node in self.numeric_tree.containing(value):
+            reached[id(node)] = node
 
     def _step_text(self, value: str, reached: dict[int, _Node]) -> None:
         if self.prefix:
@@ -208,6 +240,10 @@ class _Branch:
 # than probing every prefix of the value; past it, probing wins and its cost
 # stays the value's length however many rules there are.
 _FEW = 4
+
+# Up to this many numeric ranges in a branch, testing each beats the
+# interval tree's bookkeeping.
+_FEW_RANGES = 8
 
 
 def _probe_prefixes(

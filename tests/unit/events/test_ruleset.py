@@ -305,3 +305,47 @@ def test_match_and_matches_accept_an_event_through_its_eventbridge_view() -> Non
     rules.add("r", pattern)
     assert rules.match(event) == ["r"]
     assert Pattern(pattern).matches(event)
+
+
+numeric_rules = st.lists(
+    st.one_of(
+        st.builds(lambda op, n: [op, n], st.sampled_from(["<", "<=", "=", ">", ">="]), numbers),
+        st.builds(
+            lambda lo, width, a, b: [a, lo, b, lo + width],
+            numbers,
+            st.sampled_from([0.5, 1, 5]),
+            st.sampled_from([">", ">="]),
+            st.sampled_from(["<", "<="]),
+        ),
+    ),
+    min_size=9,
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ranges=numeric_rules,
+    values=st.lists(
+        st.one_of(numbers, st.floats(-5, 400), st.sampled_from(["1", None])), max_size=8
+    ),
+    removed=st.sets(st.integers(0, 39), max_size=10),
+)
+def test_many_numeric_rules_on_one_path_agree_with_each_pattern(
+    ranges: list[list[Any]], values: list[Any], removed: set[int]
+) -> None:
+    # Past a handful of ranges a branch answers from its interval tree.
+    rules = RuleSet()
+    for index, numeric in enumerate(ranges):
+        rules.add(f"r{index}", {"detail": {"n": [{"numeric": numeric}]}})
+    for value in values:
+        event = {"detail": {"n": value}}
+        expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
+        assert rules.match(event) == expected
+    for index in removed:
+        if index < len(ranges):
+            rules.remove(f"r{index}")
+    for value in values:
+        event = {"detail": {"n": [value, 2]}}
+        expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
+        assert rules.match(event) == expected
