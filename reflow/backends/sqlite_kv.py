@@ -190,11 +190,11 @@ class SQLiteKV:
 
         def job(c: sqlite3.Connection) -> int:
             row = c.execute(
-                f"SELECT value, version, expires_at FROM kv WHERE key = ? AND {_LIVE}",
-                (key, now),
+                f"SELECT value, version, expires_at, {_LIVE} FROM kv WHERE key = ?",
+                (now, key),
             ).fetchone()
-            _, last = _current(c, key, now)
-            if row is None:
+            last = row[1] if row else 0
+            if row is None or not row[3]:  # absent or expired: a new counter
                 total, expires_at = by, new_expiry
             else:
                 try:
