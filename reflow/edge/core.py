@@ -198,7 +198,9 @@ class Edge:
                 self._adopt(request, result)
                 request.viewer_done = True
                 moved = self.route(request.path)
-                if moved.behaviour is not route.behaviour or moved.hooks != route.hooks:
+                if moved is not route and (
+                    moved.behaviour is not route.behaviour or moved.hooks != route.hooks
+                ):
                     return None
             policy = route.behaviour.policy
             if (request.query and policy.query_strings) or _has_conditional(request):

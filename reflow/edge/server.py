@@ -87,6 +87,7 @@ class EdgeProtocol(asyncio.Protocol):
     # -- connection lifecycle ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection, or refuse it with 503 past the cap."""
         # uvloop's transports do not subclass asyncio.Transport; they quack like one.
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
@@ -101,11 +102,13 @@ class EdgeProtocol(asyncio.Protocol):
         self.last_seen = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection and anything queued on it."""
         self.server.connections.discard(self)
         self.closing = True
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        """Feed bytes to the parser; answer or reject what it finds."""
         if self.closing:
             return
         now = time.monotonic()
@@ -159,16 +162,19 @@ class EdgeProtocol(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        """httptools: a new request starts."""
         self._reset()
         self.in_head = True
         self.began = True
 
     def on_url(self, url: bytes) -> None:
+        """httptools: a piece of the request target (414 past the limit)."""
         self.url += url
         if len(self.url) > MAX_URL:
             self._fail(414, f"request target longer than {MAX_URL} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one complete header field (431 past the limits)."""
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADERS:
             self._fail(431, "request header fields too large")
@@ -186,6 +192,7 @@ class EdgeProtocol(asyncio.Protocol):
         self.headers.append((lower.decode("latin-1"), value.decode("latin-1").strip(" \t")))
 
     def on_headers_complete(self) -> None:
+        """httptools: the head is complete; check framing, method, version, Host."""
         self.in_head = False
         length = 0
         if self.framing:
@@ -210,11 +217,13 @@ class EdgeProtocol(asyncio.Protocol):
             self._fail(505, f"HTTP/{version} is not supported")
 
     def on_body(self, body: bytes) -> None:
+        """httptools: a piece of the body (413 past the limit)."""
         self.body += body
         if len(self.body) > MAX_BODY:
             self._fail(413, f"request body over {MAX_BODY} bytes")
 
     def on_message_complete(self) -> None:
+        """httptools: the request is complete; normalise its target and answer it."""
         targets = self.server.targets
         split = targets.get(self.url)
         if split is None:
@@ -293,12 +302,14 @@ class EdgeProtocol(asyncio.Protocol):
     # -- flow control: a client that does not read must not make us buffer without end --
 
     def pause_writing(self) -> None:
+        """asyncio: the client is not reading; stop reading its requests."""
         self.write_paused = True
         self.paused_at = time.monotonic()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        """asyncio: the client drained its responses; answer what waited."""
         self.write_paused = False
         if not self.busy:
             self._drain()

@@ -196,14 +196,16 @@ class HookResult:
     body: bytes | None = None
 
 
-@dataclass
 class EdgeContext:
     """The ``context`` a hook receives (a subset of Lambda's)."""
 
-    function_name: str
-    deadline: float
-    aws_request_id: str = ""
-    function_version: str = "$LATEST"
+    __slots__ = ("aws_request_id", "deadline", "function_name", "function_version")
+
+    def __init__(self, function_name: str, deadline: float) -> None:
+        self.function_name = function_name
+        self.deadline = deadline
+        self.aws_request_id = ""
+        self.function_version = "$LATEST"
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the hook's time limit."""
@@ -212,7 +214,7 @@ class EdgeContext:
 
 def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:
     """The values of the read-only headers in Lambda@Edge's header shape."""
-    if not isinstance(headers, dict):
+    if not isinstance(headers, dict) or names.isdisjoint(headers):
         return []
     out = []
     for name in names & headers.keys():
@@ -234,6 +236,7 @@ class _Snapshot:
 
     @classmethod
     def of(cls, request: dict[str, Any], response: dict[str, Any] | None) -> _Snapshot:
+        """The read-only parts of ``request`` and ``response``."""
         return cls(
             request.get("clientIp"),
             request.get("method"),
