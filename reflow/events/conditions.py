@@ -44,6 +44,7 @@ __all__ = [
     "consistent_choice",
     "leaf_entries",
     "leaf_values",
+    "parse_address",
     "typed_key",
 ]
 
@@ -287,7 +288,7 @@ class Cidr:
         """Whether ``value`` satisfies the condition."""
         if not isinstance(value, str):
             return False
-        address = _address(value)
+        address = parse_address(value)
         return (
             address is not None
             and address.version == self.network.version
@@ -296,8 +297,8 @@ class Cidr:
 
 
 @functools.lru_cache(maxsize=4096)
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    # Cached: several CIDR rules usually test the same address of one event.
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``text`` spells, or ``None``; cached, as rules test one address often."""
     try:
         return ipaddress.ip_address(text)
     except ValueError:

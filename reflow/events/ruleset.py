@@ -16,11 +16,13 @@ the event holds at that path to the child nodes it leads to:
   text, probed with each prefix of the value up to the longest one indexed:
   the cost is the value's length, not the number of prefix rules;
 * ``equals-ignore-case``, through a dictionary of lower-cased texts;
+* CIDR blocks, through a dictionary keyed by network, probed once per
+  prefix length in use;
 * ``exists: false``, through the children reached when the path holds
   nothing;
 * numeric ranges, through an interval tree once a branch holds more than a
   few (:mod:`reflow.events.intervals`);
-* everything else (CIDR blocks, wildcards, ``anything-but``, ``exists:
+* everything else (wildcards, ``anything-but``, ``exists:
   true``), by testing each condition of that branch; these sit below the
   exact fields of their rule, so few of them are reached.
 
@@ -42,6 +44,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from reflow.events.conditions import (
+    Cidr,
     Condition,
     EqualsIgnoreCase,
     Exact,
@@ -56,6 +59,7 @@ from reflow.events.conditions import (
     consistent,
     is_number,
     leaf_entries,
+    parse_address,
     typed_key,
 )
 from reflow.events.intervals import IntervalTree
@@ -85,6 +89,8 @@ class _Branch:
     __slots__ = (
         "absent",
         "children",
+        "cidr",
+        "cidr_lengths",
         "exact",
         "ignore_case",
         "inexact",
@@ -107,6 +113,10 @@ class _Branch:
         self.suffix: dict[str, _Nodes] = {}
         self.suffix_ci: dict[str, _Nodes] = {}
         self.ignore_case: dict[str, _Nodes] = {}
+        # CIDR blocks by (IP version, prefix length, network as an integer);
+        # an address probes one key per prefix length in use.
+        self.cidr: dict[tuple[int, int, int], _Nodes] = {}
+        self.cidr_lengths: dict[tuple[int, int], int] = {}
         self.others: dict[tuple[Condition, int], tuple[Condition, _Node]] = {}
         self.numeric: dict[tuple[Numeric, int], tuple[Numeric, _Node]] = {}
         self.numeric_tree: IntervalTree[_Node] | None = None  # built on first need
@@ -141,6 +151,9 @@ class _Branch:
             return (self.suffix_ci if condition.ignore_case else self.suffix), condition.text
         if isinstance(condition, EqualsIgnoreCase):
             return self.ignore_case, condition.text
+        if isinstance(condition, Cidr):
+            network = condition.network
+            return self.cidr, (network.version, network.prefixlen, int(network.network_address))
         return None
 
     def _index(self, condition: Condition, node: _Node) -> None:
@@ -159,6 +172,9 @@ class _Branch:
             return
         mapping, key = table
         mapping.setdefault(key, {})[id(node)] = node
+        if isinstance(condition, Cidr):
+            length = (condition.network.version, condition.network.prefixlen)
+            self.cidr_lengths[length] = self.cidr_lengths.get(length, 0) + 1
         if isinstance(condition, Prefix):
             self.prefix_longest = max(self.prefix_longest, len(condition.text))
         elif isinstance(condition, Suffix):
@@ -183,6 +199,11 @@ class _Branch:
         del nodes[id(node)]
         if not nodes:
             del mapping[key]
+        if isinstance(condition, Cidr):
+            length = (condition.network.version, condition.network.prefixlen)
+            self.cidr_lengths[length] -= 1
+            if not self.cidr_lengths[length]:
+                del self.cidr_lengths[length]
 
     def step(self, values: list[Any]) -> Iterator[_Node]:
         """The children that the leaf ``values`` at this branch's path lead to."""
@@ -231,6 +252,20 @@ class _Branch:
             hit = self.ignore_case.get(lowered)
             if hit:
                 reached.update(hit)
+        if self.cidr:
+            self._step_address(value, reached)
+
+    def _step_address(self, value: str, reached: dict[int, _Node]) -> None:
+        address = parse_address(value)
+        if address is None:
+            return
+        number, bits = int(address), address.max_prefixlen
+        for version, length in self.cidr_lengths:
+            if version == address.version:
+                network = number >> (bits - length) << (bits - length)
+                hit = self.cidr.get((version, length, network))
+                if hit:
+                    reached.update(hit)
 
     def __bool__(self) -> bool:
         return bool(self.children)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -347,5 +348,51 @@ def test_many_numeric_rules_on_one_path_agree_with_each_pattern(
             rules.remove(f"r{index}")
     for value in values:
         event = {"detail": {"n": [value, 2]}}
+        expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
+        assert rules.match(event) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    blocks=st.lists(
+        st.one_of(
+            st.builds(
+                lambda a, n: f"10.{a}.0.0/{n}", st.integers(0, 3), st.sampled_from([8, 14, 16])
+            ),
+            st.builds(
+                lambda a, n: f"10.{a}.{a}.0/{n}", st.integers(0, 3), st.sampled_from([24, 31])
+            ),
+            st.builds(
+                lambda a, n: f"2001:db8:{a}::/{n}", st.integers(0, 3), st.sampled_from([48, 64])
+            ),
+            st.just("0.0.0.0/0"),
+            st.just("::/0"),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    addresses=st.lists(
+        st.one_of(
+            st.builds(lambda a, b: f"10.{a}.{a}.{b}", st.integers(0, 4), st.integers(0, 255)),
+            st.builds(lambda a, b: f"2001:db8:{a}::{b:x}", st.integers(0, 4), st.integers(0, 999)),
+            st.sampled_from(["not-an-ip", "::ffff:10.0.0.1", "10.0.0.1/8"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_many_cidr_rules_agree_with_each_pattern(blocks: list[str], addresses: list[str]) -> None:
+    rules = RuleSet()
+    for index, block in enumerate(blocks):
+        network = ipaddress.ip_network(block, strict=False)  # normalise host bits away
+        rules.add(f"r{index}", {"ip": [{"cidr": str(network)}]})
+    for address in addresses:
+        event = {"ip": address}
+        expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
+        assert rules.match(event) == expected
+    for index in range(0, len(blocks), 2):
+        rules.remove(f"r{index}")
+    for address in addresses:
+        event = {"ip": address}
         expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
         assert rules.match(event) == expected

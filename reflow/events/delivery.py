@@ -1,0 +1,292 @@
+"""Delivering one rule's events to its target: attempts, back-off, dead letters.
+
+Each rule has its own delivery stream (``events.rule.<rule>``), which the
+dispatcher fills with one record per matching event, so a slow or failing
+target only ever holds up its own rule. A :class:`DeliveryWorker` reads that
+stream through a consumer group and, for each record:
+
+1. waits until the record's ``due`` time (a retry's back-off), on the Clock;
+2. refuses it to the dead-letter queue if the event is older than the rule's
+   ``max_event_age``, or if crashed consumers already used up its attempts
+   (a redelivery of the record after a lease ran out counts as an attempt:
+   a consumer died while delivering it);
+3. calls the target once. On success the record is acknowledged. On failure
+   a retry record with ``attempt + 1`` and a ``due`` time after an
+   exponential back-off with jitter is appended — durably — and only then is
+   the failed record acknowledged; after the last attempt the record goes to
+   the dead-letter queue instead, again before the ack.
+
+So no record is acknowledged before its successor (success, retry or dead
+letter) is durable: a crash at any point leads to a redelivery, never a loss.
+Every attempt carries the same event, so the same event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reflow.backends.protocols import LogEntry
+from reflow.clock import Clock
+from reflow.events.model import Event
+from reflow.events.transform import RuleInput
+
+if TYPE_CHECKING:
+    from reflow.backends import Backend
+    from reflow.events.dlq import DeadLetters
+    from reflow.events.targets import Target
+
+__all__ = [
+    "DELIVER_GROUP",
+    "Delivery",
+    "DeliveryWorker",
+    "RetryPolicy",
+    "Rule",
+    "decode_record",
+    "encode_record",
+    "rule_stream",
+]
+
+_log = logging.getLogger("reflow.events")
+
+DELIVER_GROUP = "deliver"
+
+
+def rule_stream(rule: str) -> str:
+    """The delivery stream of ``rule``."""
+    return f"events.rule.{rule}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a rule retries: attempts, event age, and the back-off between attempts.
+
+    The wait after failed attempt *n* is drawn uniformly from
+    ``[d/2, d]`` with ``d = min(cap, base * 2**(n-1))`` ("equal jitter"):
+    exponential, never zero, and spread so that many failing events do not
+    retry in lock-step.
+    """
+
+    max_attempts: int = 185
+    max_event_age: float = 24 * 3600.0
+    base: float = 1.0
+    cap: float = 60.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based)."""
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 62))
+        return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A compiled rule of the bus: where its events go and how they are retried."""
+
+    name: str
+    pattern: Any
+    target: Target
+    bus: str = "default"
+    input: RuleInput = field(default_factory=RuleInput)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    dead_letter: bool = True
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt's view of a delivery record, handed to the target."""
+
+    event: Event
+    rule: str
+    attempt: int
+    first: float  # when the bus accepted the event (seconds since the epoch)
+    replay: str | None = None
+
+
+def encode_record(
+    event: Event,
+    rule: str,
+    *,
+    attempt: int,
+    first: float,
+    due: float = 0.0,
+    replay: str | None = None,
+    error: dict[str, str] | None = None,
+) -> bytes:
+    """The bytes of a delivery record."""
+    record: dict[str, Any] = {
+        "event": event.to_cloudevent(),
+        "rule": rule,
+        "attempt": attempt,
+        "first": first,
+        "due": due,
+    }
+    if replay is not None:
+        record["replay"] = replay
+    if error is not None:
+        record["error"] = error
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """A delivery record's fields, with ``event`` turned back into an :class:`Event`."""
+    record: dict[str, Any] = json.loads(data)
+    record["event"] = Event.from_cloudevent(record["event"])
+    return record
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """The kept form of a failure: its class name and message."""
+    kind = getattr(exc, "error_type", None) or type(exc).__name__
+    message = getattr(exc, "error_message", None) or str(exc)
+    return {"type": str(kind), "message": str(message)}
+
+
+class DeliveryWorker:
+    """Consumes one rule's delivery stream and drives each record to an outcome."""
+
+    def __init__(
+        self,
+        rule: Rule,
+        backend: Backend,
+        dead_letters: DeadLetters,
+        *,
+        clock: Clock,
+        lease: float,
+        concurrency: int = 16,
+        rng: random.Random | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        self.rule = rule
+        self.log = backend.log
+        self.dead_letters = dead_letters
+        self.clock = clock
+        self.lease = lease
+        self.concurrency = concurrency
+        self.rng = rng or random.Random()
+        self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
+        self.stream = rule_stream(rule.name)
+        self._reader: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start reading the rule's stream."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        """Stop reading; records in flight stay unacknowledged and come back later."""
+        tasks = [t for t in (self._reader, *self._running) if t is not None]
+        self._reader = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._running.clear()
+
+    async def _read(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        while True:
+            await slots.acquire()
+            try:
+                entries = await self.log.read(
+                    self.stream, DELIVER_GROUP, self.consumer, count=1, lease=self.lease, block=1.0
+                )
+            except BaseException:
+                slots.release()
+                raise
+            if not entries:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._guarded(entries[0]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _guarded(self, entry: LogEntry) -> None:
+        try:
+            await self.handle(entry)
+        except Exception:
+            # The backend failed while recording an outcome: the record stays
+            # unacknowledged and comes back when its lease runs out.
+            _log.exception("delivery %s of rule %s left for redelivery", entry.id, self.rule.name)
+
+    async def handle(self, entry: LogEntry) -> None:
+        """Drive one delivery record to success, a retry record or a dead letter, then ack."""
+        record = decode_record(entry.data)
+        event: Event = record["event"]
+        policy = self.rule.retry
+        attempt = int(record["attempt"]) + entry.deliveries - 1
+        first = float(record["first"])
+        replay = record.get("replay")
+        wait = float(record.get("due", 0.0)) - self.clock.time()
+        if wait > 0:
+            await self.clock.sleep(wait)
+        age = self.clock.time() - first
+        if age > policy.max_event_age:
+            error = {
+                "type": "EventAgeExceeded",
+                "message": f"the event is {age:.0f} s old; the rule allows "
+                f"{policy.max_event_age:g} s",
+            }
+            await self._dead(event, error, attempt - 1, first, replay)
+        elif attempt > policy.max_attempts:
+            error = record.get("error") or {
+                "type": "RetriesExhausted",
+                "message": f"delivered {attempt - 1} times without an outcome",
+            }
+            await self._dead(event, error, attempt - 1, first, replay)
+        else:
+            delivery = Delivery(event, self.rule.name, attempt, first, replay)
+            try:
+                view = event.to_eventbridge()
+                if replay is not None:
+                    view["replay-name"] = replay
+                payload = self.rule.input.apply(view, rule=self.rule.name)
+                await self.rule.target.deliver(payload, delivery)
+            except Exception as exc:  # every failure is an attempt; none is lost
+                error = error_of(exc)
+                due = self.clock.time() + policy.backoff(attempt, self.rng)
+                if attempt < policy.max_attempts and due - first <= policy.max_event_age:
+                    retry = encode_record(
+                        event,
+                        self.rule.name,
+                        attempt=attempt + 1,
+                        first=first,
+                        due=due,
+                        replay=replay,
+                        error=error,
+                    )
+                    await self.log.append(self.stream, retry)
+                else:
+                    await self._dead(event, error, attempt, first, replay)
+        await self.log.ack(self.stream, DELIVER_GROUP, [entry.id])
+
+    async def _dead(
+        self,
+        event: Event,
+        error: dict[str, str],
+        attempts: int,
+        first: float,
+        replay: str | None,
+    ) -> None:
+        if not self.rule.dead_letter:
+            # The rule asked for no dead-letter queue: EventBridge drops such
+            # events; we at least say so.
+            _log.warning(
+                "rule %s dropped event %s after %d attempts: %s",
+                self.rule.name,
+                event.id,
+                attempts,
+                error["message"],
+            )
+            return
+        await self.dead_letters.add(
+            self.rule.name, event, error=error, attempts=attempts, first=first, replay=replay
+        )

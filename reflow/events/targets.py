@@ -1,0 +1,183 @@
+"""Where a rule delivers: functions, flows, another bus, HTTP webhooks, or a callable.
+
+A target is anything with ``kind``, ``name`` and ``async deliver(payload,
+delivery)``. Delivery succeeds when ``deliver`` returns and fails when it
+raises; the bus's delivery workers do the retrying, back-off and
+dead-lettering, so a target makes exactly one attempt per call.
+
+``delivery`` carries the event id, which stays the same on every
+redelivery: function targets pass it as the invocation's request id, webhooks
+send it as the ``X-Reflow-Event-Id`` header, so receivers can de-duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from reflow.errors import EventError, NotAvailableError
+
+if TYPE_CHECKING:
+    from reflow.events.bus import EventBus
+    from reflow.events.delivery import Delivery
+    from reflow.functions.runtime import Runtime
+
+__all__ = [
+    "BusTarget",
+    "CallableTarget",
+    "DeliveryFailedError",
+    "FlowTarget",
+    "FunctionTarget",
+    "Target",
+    "WebhookTarget",
+]
+
+
+class DeliveryFailedError(EventError):
+    """A target refused or failed a delivery (``.target`` names it)."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        self.target = target
+        self.problem = problem
+        super().__init__(f"target {target}: {problem}")
+
+
+class Target(Protocol):
+    """A rule's destination; one call to ``deliver`` is one attempt."""
+
+    @property
+    def kind(self) -> str:
+        """``"function"``, ``"flow"``, ``"bus"``, ``"webhook"`` or ``"callable"``."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """What the target is called (function name, URL, ...)."""
+        ...
+
+    async def deliver(self, payload: Any, delivery: Delivery) -> None:
+        """Deliver ``payload``; raise to have the bus retry."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallableTarget:
+    """A Python callable ``(payload, delivery)`` (plain or async); for embedding and tests."""
+
+    name: str
+    call: Callable[[Any, Delivery], Any]
+    kind: str = "callable"
+
+    async def deliver(self, payload: Any, delivery: Delivery) -> None:
+        """Call it; await the result if it is awaitable."""
+        result = self.call(payload, delivery)
+        if inspect.isawaitable(result):
+            await result
+
+
+@dataclass(frozen=True)
+class FunctionTarget:
+    """A function of the App, invoked synchronously through the functions runtime."""
+
+    runtime: Runtime
+    name: str
+    kind: str = "function"
+
+    async def deliver(self, payload: Any, delivery: Delivery) -> None:
+        """Invoke the function with the event id as its request id."""
+        await self.runtime.invoke(self.name, payload, request_id=delivery.event.id, wait=True)
+
+
+@dataclass(frozen=True)
+class BusTarget:
+    """Another bus: the event is put there, keeping its id."""
+
+    bus: EventBus
+    name: str
+    kind: str = "bus"
+
+    async def deliver(self, payload: Any, delivery: Delivery) -> None:
+        """Put the original event on the other bus (its id is kept)."""
+        await self.bus.put([delivery.event], bus=self.name)
+
+
+@dataclass(frozen=True)
+class FlowTarget:
+    """A state machine: each delivery would start one execution.
+
+    The durable flows executor has no start API yet, so delivering fails
+    with :class:`NotAvailableError`, which the bus retries and finally
+    dead-letters: nothing is lost, and a redrive starts the executions once
+    flows can be started.
+    """
+
+    name: str
+    start: Callable[[str, Any, str], Awaitable[Any]] | None = None
+    kind: str = "flow"
+
+    async def deliver(self, payload: Any, delivery: Delivery) -> None:
+        """Start the flow with the payload, named after the event id."""
+        if self.start is None:
+            raise NotAvailableError("flows", "the durable flows executor has no start API yet")
+        await self.start(self.name, payload, delivery.event.id)
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """An HTTP(S) endpoint: POST the payload as JSON; any 2xx status is success."""
+
+    url: str
+    timeout: float = 10.0
+    kind: str = "webhook"
+
+    @property
+    def name(self) -> str:
+        """The URL."""
+        return self.url
+
+    async def deliver(self, payload: Any, delivery: Delivery) -> None:
+        """POST the payload; raise :class:`DeliveryFailedError` unless the reply is 2xx."""
+        try:
+            status = await asyncio.wait_for(self._post(payload, delivery), self.timeout)
+        except TimeoutError:
+            raise DeliveryFailedError(self.url, f"no reply within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise DeliveryFailedError(self.url, f"cannot connect: {exc}") from None
+        if not 200 <= status < 300:
+            raise DeliveryFailedError(self.url, f"replied with status {status}")
+
+    async def _post(self, payload: Any, delivery: Delivery) -> int:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DeliveryFailedError(self.url, "the URL must be http:// or https://")
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        head = (
+            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"X-Reflow-Event-Id: {delivery.event.id}\r\n"
+            f"X-Reflow-Rule: {delivery.rule}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=secure or None)
+        try:
+            writer.write(head.encode("latin-1") + body)
+            await writer.drain()
+            status_line = await reader.readline()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        fields = status_line.split()
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise DeliveryFailedError(self.url, f"malformed status line {status_line[:80]!r}")
+        return int(fields[1])
