@@ -245,11 +245,15 @@ class Wildcard:
     """A string value matches a glob where ``*`` stands for any run of characters.
 
     ``source`` is the pattern as written (``\\*`` is a literal star);
-    ``regex`` its compiled form, kept out of equality and hashing.
+    ``regex`` its compiled form; ``head`` and ``tail`` the literal text
+    before the first and after the last ``*`` (which the rule index keys
+    on). Only ``source`` takes part in equality and hashing.
     """
 
     source: str
     regex: re.Pattern[str] = field(compare=False, hash=False, repr=False)
+    head: str = field(default="", compare=False, hash=False, repr=False)
+    tail: str = field(default="", compare=False, hash=False, repr=False)
 
     def test(self, value: Any) -> bool:
         """Whether ``value`` satisfies the condition."""

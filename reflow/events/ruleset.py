@@ -22,7 +22,10 @@ the event holds at that path to the child nodes it leads to:
   nothing;
 * numeric ranges, through an interval tree once a branch holds more than a
   few (:mod:`reflow.events.intervals`);
-* everything else (wildcards, ``anything-but``, ``exists:
+* wildcards, by the literal text before their first ``*`` (or after their
+  last), probed like prefixes (suffixes): only wildcards whose literal
+  part fits run their regular expression;
+* everything else (``anything-but``, ``exists:
   true``), by testing each condition of that branch; these sit below the
   exact fields of their rule, so few of them are reached.
 
@@ -56,6 +59,7 @@ from reflow.events.conditions import (
     Prefix,
     Suffix,
     TypedKey,
+    Wildcard,
     consistent,
     is_number,
     leaf_entries,
@@ -70,6 +74,9 @@ __all__ = ["RuleSet"]
 
 _Nodes = dict[int, "_Node"]
 """Child nodes keyed by ``id``: a set that keeps insertion order and removes in O(1)."""
+
+_Wilds = dict[tuple["Wildcard", int], tuple["Wildcard", "_Node"]]
+"""Wildcard conditions and the child each leads to, keyed by (condition, id(child))."""
 
 
 class _Node:
@@ -103,6 +110,10 @@ class _Branch:
         "suffix",
         "suffix_ci",
         "suffix_longest",
+        "wild_head",
+        "wild_head_longest",
+        "wild_tail",
+        "wild_tail_longest",
     )
 
     def __init__(self) -> None:
@@ -117,6 +128,13 @@ class _Branch:
         # an address probes one key per prefix length in use.
         self.cidr: dict[tuple[int, int, int], _Nodes] = {}
         self.cidr_lengths: dict[tuple[int, int], int] = {}
+        # Wildcards by the literal text before their first * (or, when they
+        # start with *, after their last *): only those whose head (tail)
+        # the value starts (ends) with run their regular expression.
+        self.wild_head: dict[str, _Wilds] = {}
+        self.wild_tail: dict[str, _Wilds] = {}
+        self.wild_head_longest = -1
+        self.wild_tail_longest = -1
         self.others: dict[tuple[Condition, int], tuple[Condition, _Node]] = {}
         self.numeric: dict[tuple[Numeric, int], tuple[Numeric, _Node]] = {}
         self.numeric_tree: IntervalTree[_Node] | None = None  # built on first need
@@ -166,6 +184,15 @@ class _Branch:
             self.numeric[condition, id(node)] = (condition, node)
             self.numeric_tree = None
             return
+        if isinstance(condition, Wildcard) and (condition.head or condition.tail):
+            if condition.head:
+                bucket = self.wild_head.setdefault(condition.head, {})
+                self.wild_head_longest = max(self.wild_head_longest, len(condition.head))
+            else:
+                bucket = self.wild_tail.setdefault(condition.tail, {})
+                self.wild_tail_longest = max(self.wild_tail_longest, len(condition.tail))
+            bucket[condition, id(node)] = (condition, node)
+            return
         table = self._table(condition)
         if table is None:
             self.others[condition, id(node)] = (condition, node)
@@ -189,6 +216,16 @@ class _Branch:
         if isinstance(condition, Numeric):
             del self.numeric[condition, id(node)]
             self.numeric_tree = None
+            return
+        if isinstance(condition, Wildcard) and (condition.head or condition.tail):
+            wilds, text = (
+                (self.wild_head, condition.head)
+                if condition.head
+                else (self.wild_tail, condition.tail)
+            )
+            del wilds[text][condition, id(node)]
+            if not wilds[text]:
+                del wilds[text]
             return
         table = self._table(condition)
         if table is None:
@@ -254,6 +291,17 @@ class _Branch:
                 reached.update(hit)
         if self.cidr:
             self._step_address(value, reached)
+        if self.wild_head:
+            for end in range(min(len(value), self.wild_head_longest) + 1):
+                bucket = self.wild_head.get(value[:end])
+                if bucket:
+                    _test_wilds(bucket, value, reached)
+        if self.wild_tail:
+            size = len(value)
+            for length in range(min(size, self.wild_tail_longest) + 1):
+                bucket = self.wild_tail.get(value[size - length :])
+                if bucket:
+                    _test_wilds(bucket, value, reached)
 
     def _step_address(self, value: str, reached: dict[int, _Node]) -> None:
         address = parse_address(value)
@@ -308,6 +356,12 @@ def _probe_suffixes(
         hit = table.get(value[size - length :])
         if hit:
             reached.update(hit)
+
+
+def _test_wilds(bucket: _Wilds, value: str, reached: dict[int, _Node]) -> None:
+    for condition, node in bucket.values():
+        if id(node) not in reached and condition.test(value):
+            reached[id(node)] = node
 
 
 def _step_tied(

@@ -396,3 +396,33 @@ def test_many_cidr_rules_agree_with_each_pattern(blocks: list[str], addresses: l
         event = {"ip": address}
         expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
         assert rules.match(event) == expected
+
+
+wildcards = st.lists(
+    st.text(alphabet="ab/*.", max_size=6)
+    .map(lambda text: text.replace("**", "*"))
+    .filter(lambda text: "**" not in text),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    globs=wildcards,
+    values=st.lists(st.text(alphabet="ab/.*", max_size=8), min_size=1, max_size=6),
+)
+def test_many_wildcard_rules_agree_with_each_pattern(globs: list[str], values: list[str]) -> None:
+    # Wildcards are indexed by their literal head (or tail); each must still
+    # answer exactly as its own pattern does, after removals too.
+    rules = RuleSet()
+    for index, glob in enumerate(globs):
+        rules.add(f"r{index}", {"key": [{"wildcard": glob}]})
+    for round_ in range(2):
+        for value in values:
+            event = {"key": value}
+            expected = [n for n in rules.names() if rules.pattern(n).matches(event)]
+            assert rules.match(event) == expected
+        if round_ == 0:
+            for index in range(0, len(globs), 2):
+                rules.remove(f"r{index}")
