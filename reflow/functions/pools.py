@@ -193,6 +193,7 @@ class InlinePool(Pool):
         self._threads: set[_HandlerThread] = set()
 
     async def invoke(self, payload: Any, request_id: str, *, wait: bool) -> Any:
+        """Run the handler here: awaited, or on a handler thread."""
         config = self.config
         await self.gate.enter(wait=wait)
         metrics = self.metrics
@@ -256,6 +257,7 @@ class InlinePool(Pool):
         return thread
 
     async def close(self) -> None:
+        """Stop the handler threads (a thread stuck in C is left to die with the process)."""
         threads, self._threads, self._idle = self._threads, set(), []
         for thread in threads:
             thread.calls.put(None)
@@ -313,6 +315,7 @@ class ProcessPool(Pool):
         return len(self._idle)
 
     async def start(self) -> None:
+        """Fork the provisioned workers."""
         await self._top_up()
 
     async def _top_up(self) -> None:
@@ -365,6 +368,7 @@ class ProcessPool(Pool):
             self._schedule_top_up()
 
     async def invoke(self, payload: Any, request_id: str, *, wait: bool) -> Any:
+        """Run the handler in a worker: a warm one if idle, else a fresh fork."""
         config = self.config
         await self.gate.enter(wait=wait)
         metrics = self.metrics
@@ -438,6 +442,7 @@ class ProcessPool(Pool):
             raise
 
     async def retire_idle(self) -> int:
+        """Close idle workers beyond ``provisioned`` unused for ``keep_alive`` seconds."""
         now = self._clock.monotonic()
         retired = 0
         # The bottom of the stack has waited longest.
@@ -453,6 +458,7 @@ class ProcessPool(Pool):
         return retired
 
     async def close(self) -> None:
+        """Close every worker; each exits when its socket closes."""
         self._closed = True
         if self._topping is not None:
             self._topping.cancel()
