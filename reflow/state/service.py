@@ -122,8 +122,15 @@ class StateService:
 
     async def run(self, *, interval: float = 0.2) -> None:
         """Step until cancelled, sleeping on the clock when there was nothing to do."""
+        me = asyncio.current_task()
         while True:
-            if await self.step() == 0:
+            handled = await self.step()
+            # A cancellation that arrived while a client library was finishing a
+            # call can be swallowed below us (seen with redis-py on 3.11): the
+            # task still says it is cancelling, so honour that before sleeping.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
+            if handled == 0:
                 await self._clock.sleep(interval)
             else:
                 await asyncio.sleep(0)
