@@ -65,7 +65,9 @@ class Child:
                 if self.process.stderr is not None:
                     stderr = await self.process.stderr.read()
                 raise AssertionError(f"consumer exited early: {stderr.decode()[-2000:]}")
-            self.lines.append(raw.decode().split())
+            words = raw.decode(errors="replace").split()
+            if words:
+                self.lines.append(words)
         return [line for line in self.lines if line[0] == word][count - 1]
 
     def said(self, word: str) -> list[str]:
@@ -77,10 +79,13 @@ class Child:
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
         assert self.process.returncode == -signal.SIGKILL
-        # Whatever it printed before dying still counts.
+        # Whatever it printed before dying still counts, but only whole lines:
+        # SIGKILL can land in the middle of a write, leaving a torn last line.
         assert self.process.stdout is not None
-        for raw in (await self.process.stdout.read()).splitlines():
-            self.lines.append(raw.decode().split())
+        for raw in (await self.process.stdout.read()).splitlines(keepends=True):
+            words = raw.decode(errors="replace").split()
+            if raw.endswith(b"\n") and words:
+                self.lines.append(words)
 
 
 async def start_consumer(
