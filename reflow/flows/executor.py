@@ -50,7 +50,9 @@ class TaskContext:
     """What a task function is told about the call (its second argument).
 
     ``idempotency_key`` is the same for every delivery of one attempt and
-    differs between attempts: execution, state and attempt number.
+    differs between attempts: execution, state and attempt number. Durable
+    executions also set ``visit`` (the transition at which the state was
+    entered), so a state entered again by a loop gets keys of its own.
     """
 
     execution_name: str
@@ -58,11 +60,14 @@ class TaskContext:
     state_name: str
     attempt: int
     context_object: Mapping[str, Any]
+    visit: int | None = None
 
     @property
     def idempotency_key(self) -> str:
-        """``execution/state/attempt``."""
-        return f"{self.execution_id}/{self.state_name}/{self.attempt}"
+        """``execution/state/attempt`` (``execution/state@visit/attempt`` when durable)."""
+        if self.visit is None:
+            return f"{self.execution_id}/{self.state_name}/{self.attempt}"
+        return f"{self.execution_id}/{self.state_name}@{self.visit}/{self.attempt}"
 
 
 @dataclass
@@ -133,6 +138,8 @@ class Executor:
             f"arn:aws:states:local:000000000000:execution:{machine_name}:{self.name}"
         )
         self._deadline: float | None = None
+        # Set by the durable runner before each task: see TaskContext.visit.
+        self.visit: int | None = None
 
     async def run(self, input: Any) -> Execution:
         """Run to the end and return the finished :class:`Execution`."""
@@ -301,7 +308,7 @@ class Executor:
             )
         _, function = found
         task_context = TaskContext(
-            self.name, self.execution_id, state_name, cursor.retry_count, context
+            self.name, self.execution_id, state_name, cursor.retry_count, context, self.visit
         )
         history.add("TaskStarted", self.clock.time(), name=state_name)
         try:

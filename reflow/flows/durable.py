@@ -1,0 +1,372 @@
+"""Durable Standard executions: one state transition at a time, each one persisted.
+
+A :class:`DurableRunner` advances an execution from its stored record (see
+:mod:`reflow.flows.store`): it rebuilds the value-only cursor, asks the pure
+:func:`~reflow.flows.interpreter.step` what to do, does it (a task call, the
+branches of a Parallel or Map), and saves the resulting cursor and that
+transition's history events in one compare-and-set transaction. Waiting is
+never done in memory: a Wait state, a retry back-off, a callback task's
+timeout and heartbeat and the execution's ``TimeoutSeconds`` become durable
+timers, and the execution is simply not runnable until one fires. So a
+process killed at any point loses at most the transition in progress, which
+the next worker redoes — with the same task idempotency key.
+
+Parallel and Map states run their children in memory inside one transition
+(with the in-memory executor): a crash during one reruns the whole state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from reflow.clock import Clock
+from reflow.flows import interpreter as core
+from reflow.flows.errors import HEARTBEAT_TIMEOUT, TIMEOUT
+from reflow.flows.executor import (
+    Executor,
+    TaskFunction,
+    _TimedOut,
+    json_copy,
+    resolve_function,
+)
+from reflow.flows.history import History, iso_time
+from reflow.flows.model import State, StateMachine
+from reflow.flows.retry import backoff_delay
+from reflow.flows.store import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    TIMED_OUT,
+    ExecutionRecord,
+    ExecutionStore,
+    FencedError,
+    timer_key,
+)
+
+__all__ = [
+    "CALLBACK_SUFFIX",
+    "DurableRunner",
+    "PersistHook",
+    "execution_arn",
+    "runnable",
+    "task_token",
+]
+
+CALLBACK_SUFFIX = ".waitForTaskToken"
+PersistHook = Callable[[str, str, int], None]
+"""Called as ``hook(phase, execution, seq)`` with phase ``"before"``/``"after"`` a save."""
+
+_TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
+_ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
+_EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
+_ACCOUNT = "arn:aws:states:local:000000000000"
+
+
+def execution_arn(flow: str, name: str) -> str:
+    """The execution's id, shaped like a Step Functions execution ARN."""
+    return f"{_ACCOUNT}:execution:{flow}:{name}"
+
+
+def runnable(record: ExecutionRecord, now: float) -> bool:
+    """Whether a worker has something to do for ``record`` at ``now``."""
+    if record.status != RUNNING:
+        return False
+    if record.deadline is not None and now >= record.deadline:
+        return True  # it must be timed out
+    wait = record.wait
+    if wait is None or wait["kind"] == "outcome":
+        return True
+    return bool(wait["kind"] == "timer" and wait["at"] <= now)
+
+
+def events_of(history: History) -> list[dict[str, Any]]:
+    """A transition's events as stored (ids are given when the history is read)."""
+    return [
+        {"type": event.type, "timestamp": event.timestamp, "details": dict(event.details)}
+        for event in history
+    ]
+
+
+class DurableRunner:
+    """Advances durable executions of the machines in ``machines``."""
+
+    def __init__(
+        self,
+        store: ExecutionStore,
+        machines: Mapping[str, StateMachine],
+        *,
+        functions: Mapping[str, TaskFunction],
+        clock: Clock,
+        on_persist: PersistHook | None = None,
+    ) -> None:
+        self.store = store
+        self.machines = machines
+        self.functions = functions
+        self.clock = clock
+        self.on_persist = on_persist
+
+    async def advance(
+        self, record: ExecutionRecord, version: int
+    ) -> tuple[ExecutionRecord, int] | None:
+        """Make one transition and save it; None when the record must be read again.
+
+        Raises :class:`~reflow.flows.store.FencedError` when the record changed
+        under this worker (the transition is then dropped, unsaved).
+        """
+        machine = self.machines[record.flow]
+        now = self.clock.time()
+        history = History()
+        if record.deadline is not None and now >= record.deadline:
+            return await self._time_out(record, version, history)
+        cursor = core.Cursor(
+            record.state, record.state_input, record.variables, tuple(record.attempts)
+        )
+        state = machine.states[cursor.state]
+        wait = record.wait
+        outcome: core.Outcome | None = None
+        if wait is None and not record.entered:
+            record.entered_at, record.visit = now, record.seq
+            history.state(_ENTERED[state.type], now, state.name, "input", cursor.input)
+        elif wait is not None and wait["kind"] == "outcome":
+            if "error" in wait:
+                outcome = core.Failure(wait["error"], wait.get("cause") or "")
+            else:
+                outcome = core.Result(wait.get("result"))
+        elif wait is not None and wait.get("then") == "outcome":
+            history.add("WaitStateTimerFired", now, name=state.name)
+            outcome = core.Result(None)
+        # else: a retry back-off ran out, or a crash came mid-state: enter it again.
+        record.wait = None
+        context = self._context(record, machine, state)
+        executor = Executor(
+            machine,
+            functions=self.functions,
+            clock=self.clock,
+            name=record.name,
+            machine_name=record.flow,
+        )
+        executor._deadline = record.deadline
+        executor.visit = record.visit
+        action = core.step(machine, cursor, context, outcome)
+        try:
+            while True:
+                if isinstance(action, core.Retry):
+                    delay = backoff_delay(action.retrier, action.attempt)
+                    record.attempts = list(action.cursor.attempts)
+                    if delay <= 0:
+                        cursor = action.cursor
+                        context = self._context(record, machine, state)
+                        action = core.step(machine, cursor, context)
+                        continue
+                    at = self.clock.time() + delay
+                    record.wait = {"kind": "timer", "at": at, "then": "enter"}
+                    record.entered = True
+                    timer = timer_key(at, record.name, "wake")
+                    return await self._save(record, version, history, [timer])
+                if isinstance(action, core.Goto):
+                    history.state(
+                        _EXITED[state.type], self.clock.time(), state.name, "output",
+                        action.cursor.input,
+                    )  # fmt: skip
+                    record.state, record.state_input = action.cursor.state, action.cursor.input
+                    record.variables = dict(action.cursor.variables)
+                    record.attempts, record.entered = [], False
+                    return await self._save(record, version, history)
+                if isinstance(action, core.Succeed):
+                    end = self.clock.time()
+                    history.state(_EXITED[state.type], end, state.name, "output", action.output)
+                    record.output = json_copy(action.output)
+                    history.add("ExecutionSucceeded", end, output=record.output)
+                    return await self._finish(record, version, history, SUCCEEDED)
+                if isinstance(action, core.Fail):
+                    record.error, record.cause = action.error, action.cause
+                    history.add(
+                        "ExecutionFailed", self.clock.time(), error=action.error, cause=action.cause
+                    )
+                    return await self._finish(record, version, history, FAILED)
+                if isinstance(action, core.Sleep):
+                    current = self.clock.time()
+                    at = (
+                        action.until
+                        if action.until is not None
+                        else current + (action.seconds or 0)
+                    )
+                    if at > current:
+                        record.wait = {"kind": "timer", "at": at, "then": "outcome"}
+                        record.entered = True
+                        timer = timer_key(at, record.name, "wake")
+                        return await self._save(record, version, history, [timer])
+                    outcome = core.Result(None)
+                elif isinstance(action, core.Invoke):
+                    if action.resource.endswith(CALLBACK_SUFFIX):
+                        await self._await_callback(
+                            record, version, history, action, cursor, context, executor
+                        )
+                        return None
+                    outcome = await executor._invoke(action, cursor, context, history)
+                else:
+                    base = {key: value for key, value in context.items() if key != "State"}
+                    outcome = await executor._branches(action, base, history, state.name)
+                action = core.step(machine, cursor, context, outcome)
+        except _TimedOut:
+            return await self._time_out(record, version, history)
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    async def _await_callback(
+        self,
+        record: ExecutionRecord,
+        version: int,
+        history: History,
+        action: core.Invoke,
+        cursor: core.Cursor,
+        context: Mapping[str, Any],
+        executor: Executor,
+    ) -> None:
+        """Save the token wait, then hand the payload (with its token) to the function."""
+        token = str(context["Task"]["Token"])
+        now = self.clock.time()
+        wait: dict[str, Any] = {"kind": "token", "token": token, "heartbeat": action.heartbeat}
+        timers = []
+        if action.timeout is not None:
+            wait["timeout_at"] = now + action.timeout
+            timers.append(timer_key(wait["timeout_at"], record.name, "task"))
+        if action.heartbeat is not None:
+            wait["heartbeat_at"] = now + action.heartbeat
+            timers.append(timer_key(wait["heartbeat_at"], record.name, "task"))
+        record.wait, record.entered = wait, True
+        history.add(
+            "TaskScheduled", now, name=cursor.state, resource=action.resource,
+            parameters=action.payload,
+        )  # fmt: skip
+        history.add("TaskStarted", now, name=cursor.state)
+        await self._save(record, version, history, timers, [token])
+        resource = action.resource[: -len(CALLBACK_SUFFIX)]
+        if resource.startswith("arn:aws:states:::lambda:invoke") or resolve_function(
+            resource, self.functions
+        ):
+            # The function is told the token in its payload; its own result is not the
+            # task's (that comes with send_task_success), but its failure is.
+            outcome = await executor._invoke(
+                core.Invoke(resource, action.payload, action.timeout, None),
+                cursor, context, History(),
+            )  # fmt: skip
+            if isinstance(outcome, core.Failure):
+                await self.complete_callback(record.name, token, outcome, "TaskFailed")
+        return None
+
+    async def complete_callback(
+        self, name: str, token: str, outcome: core.Outcome, event: str
+    ) -> bool:
+        """Record a callback's answer if the execution still waits for ``token``."""
+        for _ in range(20):
+            loaded = await self.store.load(name)
+            if loaded is None:
+                return False
+            record, version = loaded
+            wait = record.wait
+            if record.status != RUNNING or wait is None or wait.get("token") != token:
+                return False
+            now = self.clock.time()
+            history = History()
+            if isinstance(outcome, core.Failure):
+                record.wait = {"kind": "outcome", "error": outcome.error, "cause": outcome.cause}
+                history.add(event, now, name=record.state, error=outcome.error, cause=outcome.cause)
+            else:
+                record.wait = {"kind": "outcome", "result": outcome.value}
+                history.add(event, now, name=record.state, output=outcome.value)
+            try:
+                await self._save(record, version, history)
+            except FencedError:
+                continue  # changed meanwhile (a heartbeat, say): read it again
+            return True
+        return False
+
+    async def expire_callback(self, name: str) -> bool:
+        """A callback task's timer fired: fail it if its time or heartbeat ran out."""
+        loaded = await self.store.load(name)
+        if loaded is None:
+            return False
+        record, _ = loaded
+        wait = record.wait
+        if record.status != RUNNING or wait is None or wait["kind"] != "token":
+            return False
+        now = self.clock.time()
+        token = wait["token"]
+        if wait.get("timeout_at") is not None and now >= wait["timeout_at"]:
+            failure = core.Failure(TIMEOUT, f"Task '{record.state}' ran past its TimeoutSeconds")
+        elif wait.get("heartbeat_at") is not None and now >= wait["heartbeat_at"]:
+            failure = core.Failure(HEARTBEAT_TIMEOUT, f"Task '{record.state}' sent no heartbeat")
+        else:
+            return False
+        return await self.complete_callback(name, token, failure, "TaskTimedOut")
+
+    # -- saving ------------------------------------------------------------------------
+
+    async def _time_out(
+        self, record: ExecutionRecord, version: int, history: History
+    ) -> tuple[ExecutionRecord, int]:
+        record.error, record.cause = TIMEOUT, "The execution ran past its TimeoutSeconds"
+        history.add("ExecutionTimedOut", self.clock.time(), error=TIMEOUT, cause=record.cause)
+        return await self._finish(record, version, history, TIMED_OUT)
+
+    async def _finish(
+        self, record: ExecutionRecord, version: int, history: History, status: str
+    ) -> tuple[ExecutionRecord, int]:
+        record.status, record.stop_time, record.wait = status, self.clock.time(), None
+        return await self._save(record, version, history)
+
+    async def _save(
+        self,
+        record: ExecutionRecord,
+        version: int,
+        history: History,
+        timers: list[str] | None = None,
+        tokens: list[str] | None = None,
+    ) -> tuple[ExecutionRecord, int]:
+        record.seq += 1
+        hook = self.on_persist
+        if hook is not None:
+            hook("before", record.name, record.seq)
+        new_version = await self.store.save(
+            record, version, events_of(history), timers or (), tokens or ()
+        )
+        if hook is not None:
+            hook("after", record.name, record.seq)
+        return record, new_version
+
+    # -- the context object ------------------------------------------------------------
+
+    def _context(
+        self, record: ExecutionRecord, machine: StateMachine, state: State
+    ) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "Execution": {
+                "Id": record.id,
+                "Input": record.input,
+                "Name": record.name,
+                "RoleArn": "arn:aws:iam::000000000000:role/reflow",
+                "StartTime": iso_time(record.start_time),
+                "RedriveCount": record.redrive_count,
+            },
+            "StateMachine": {
+                "Id": f"{_ACCOUNT}:stateMachine:{record.flow}",
+                "Name": record.flow,
+            },
+            "State": {
+                "EnteredTime": iso_time(record.entered_at),
+                "Name": state.name,
+                "RetryCount": sum(record.attempts),
+            },
+        }
+        if state.type == "Task" and str(getattr(state, "resource", "")).endswith(CALLBACK_SUFFIX):
+            context["Task"] = {"Token": task_token(record)}
+        return context
+
+
+def task_token(record: ExecutionRecord) -> str:
+    """The token of the current callback task: the same on every redo of the transition."""
+    seed = f"{record.id}/{record.state}@{record.visit}/{sum(record.attempts)}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:40]

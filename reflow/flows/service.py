@@ -1,0 +1,412 @@
+"""The flows service: durable Standard executions shared by any number of workers.
+
+:class:`FlowService` is the API (start, describe, list, history, stop,
+redrive, the task-token callbacks) and the machinery behind it:
+
+* a **work queue** — the backend ``Log`` stream ``flows.work``, one entry per
+  "this execution has something to do". Worker tasks in every process
+  running the service read it through one consumer group, so they share the
+  load; an entry whose worker died unacknowledged is redelivered after its
+  lease. Duplicate entries are harmless: a worker only acts on a runnable
+  record, and every save is a compare-and-set.
+* **durable timers** — keys in ``KV`` sorted by due time (see
+  :mod:`reflow.flows.store`), polled on the injected ``Clock``; a due timer
+  puts its execution back on the queue (or fails a callback task whose
+  timeout or heartbeat ran out).
+* **recovery** — on start, every RUNNING execution with work to do is queued
+  again, so a restarted server resumes at once rather than after a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from reflow.backends import Backend
+from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
+from reflow.flows import interpreter as core
+from reflow.flows.durable import DurableRunner, PersistHook, events_of, execution_arn, runnable
+from reflow.flows.executor import TaskFunction, json_copy
+from reflow.flows.history import History
+from reflow.flows.model import StateMachine
+from reflow.flows.parse import parse
+from reflow.flows.store import (
+    ABORTED,
+    FAILED,
+    RUNNING,
+    STATUSES,
+    TIMED_OUT,
+    ExecutionRecord,
+    ExecutionStore,
+    FencedError,
+    InvalidExecutionRequestError,
+    check_name,
+    timer_key,
+)
+
+__all__ = ["FlowService", "WORK_STREAM"]
+
+WORK_STREAM = "flows.work"
+_GROUP = "flow-workers"
+_log = logging.getLogger("reflow.flows")
+
+
+class FlowService:
+    """Durable executions of ``flows`` (name → definition) over ``backend``.
+
+    ``functions`` maps Task resources to callables ``(input, context)``;
+    ``workers`` is how many executions this process advances at once;
+    ``lease`` how long a worker holds a queue entry before another may take
+    it; ``poll`` how often timers are checked (seconds on ``clock``).
+    ``on_persist`` is called around every save (tests use it to crash).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        flows: Mapping[str, StateMachine | Mapping[str, Any] | str],
+        *,
+        functions: Mapping[str, TaskFunction] | None = None,
+        workers: int = 4,
+        lease: float = 60.0,
+        poll: float = 0.25,
+        block: float = 0.5,
+        on_persist: PersistHook | None = None,
+    ) -> None:
+        self.backend = backend
+        self.clock = backend.clock
+        self.machines = {
+            name: flow if isinstance(flow, StateMachine) else parse(flow)
+            for name, flow in flows.items()
+        }
+        self.store = ExecutionStore(backend.kv)
+        self.runner = DurableRunner(
+            self.store,
+            self.machines,
+            functions=dict(functions or {}),
+            clock=self.clock,
+            on_persist=on_persist,
+        )
+        self.workers = workers
+        self.lease = lease
+        self.poll = poll
+        self.block = block
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def functions(self) -> dict[str, TaskFunction]:
+        """The task functions (mutable until executions run)."""
+        return dict(self.runner.functions)
+
+    def set_functions(self, functions: Mapping[str, TaskFunction]) -> None:
+        """Replace the task functions (the platform wires the app's after start)."""
+        self.runner.functions = dict(functions)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Queue recovered work, then start the workers and the timer loop."""
+        await self.backend.log.create_group(WORK_STREAM, _GROUP, start="0")
+        await self.recover()
+        self._tasks = [
+            asyncio.create_task(
+                self._work(f"{self._consumer}-{index}"), name=f"flow-worker-{index}"
+            )
+            for index in range(self.workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._timers(), name="flow-timers"))
+
+    async def stop(self) -> None:
+        """Stop the workers (an execution mid-transition is redone by the next worker)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> FlowService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def recover(self) -> int:
+        """Queue every RUNNING execution that has work to do now; return how many."""
+        queued, after, now = 0, None, self.clock.time()
+        while True:
+            records = await self.store.records(start_after=after, limit=500)
+            for record in records:
+                if runnable(record, now):
+                    await self._enqueue(record.name)
+                    queued += 1
+            if len(records) < 500:
+                return queued
+            after = records[-1].name
+
+    # -- the API -----------------------------------------------------------------------
+
+    async def start_execution(
+        self, flow: str, input: Any = None, *, name: str | None = None
+    ) -> dict[str, Any]:
+        """Start ``flow`` on ``input``; return the execution's description.
+
+        Starting again with the name of a RUNNING execution of the same flow and
+        input returns that execution (idempotent); any other reuse of a name
+        raises :class:`~reflow.errors.ExecutionAlreadyExistsError`.
+        """
+        machine = self.machines.get(flow)
+        if machine is None:
+            raise InvalidExecutionRequestError("flow", f"no flow named {flow!r}")
+        name = check_name(name or str(uuid.uuid4()))
+        input = {} if input is None else input
+        try:
+            input = json.loads(json.dumps(input))
+        except (TypeError, ValueError) as error:
+            raise InvalidExecutionRequestError("input", f"is not JSON: {error}") from None
+        now = self.clock.time()
+        deadline = now + machine.timeout_seconds if machine.timeout_seconds is not None else None
+        record = ExecutionRecord(
+            name=name,
+            flow=flow,
+            id=execution_arn(flow, name),
+            input=input,
+            state=machine.start_at,
+            state_input=json_copy(input),
+            start_time=now,
+            entered_at=now,
+            deadline=deadline,
+        )
+        history = History()
+        history.add("ExecutionStarted", now, input=input, stateMachine=flow)
+        timers = [timer_key(deadline, name, "deadline")] if deadline is not None else []
+        if await self.store.create(record, events_of(history), timers):
+            await self._enqueue(name)
+            return record.describe()
+        existing = await self._load(name)
+        if existing.flow == flow and existing.input == input and existing.status == RUNNING:
+            return existing.describe()
+        raise ExecutionAlreadyExistsError(name)
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        """Status, input, output or error, and where a running execution stands."""
+        return (await self._load(name)).describe()
+
+    async def list_executions(
+        self, *, flow: str | None = None, status: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Executions in name order, optionally of one flow and/or in one status."""
+        if status is not None and status not in STATUSES:
+            raise InvalidExecutionRequestError("status", f"{status!r} is not one of {STATUSES}")
+        rows: list[dict[str, Any]] = []
+        after: str | None = None
+        while len(rows) < limit:
+            records = await self.store.records(start_after=after, limit=500)
+            for record in records:
+                if (flow is None or record.flow == flow) and (
+                    status is None or record.status == status
+                ):
+                    rows.append(record.summary())
+            if len(records) < 500:
+                break
+            after = records[-1].name
+        return rows[:limit]
+
+    async def history(self, name: str) -> list[dict[str, Any]]:
+        """The execution's events with Step Functions' type names, oldest first."""
+        await self._load(name)
+        return await self.store.history(name)
+
+    async def stop_execution(
+        self, name: str, *, error: str | None = None, cause: str | None = None
+    ) -> dict[str, Any]:
+        """Abort a RUNNING execution (status ABORTED, an ExecutionAborted event)."""
+
+        def abort(record: ExecutionRecord, history: History) -> None:
+            if record.status != RUNNING:
+                raise InvalidExecutionRequestError("name", f"execution {name!r} is {record.status}")
+            now = self.clock.time()
+            record.status, record.stop_time, record.wait = ABORTED, now, None
+            record.error, record.cause = error, cause
+            history.add("ExecutionAborted", now, error=error, cause=cause)
+
+        return (await self._update(name, abort)).describe()
+
+    async def redrive(self, name: str) -> dict[str, Any]:
+        """Run a FAILED, TIMED_OUT or ABORTED execution again from the state it stopped in."""
+
+        def again(record: ExecutionRecord, history: History) -> None:
+            if record.status not in (FAILED, TIMED_OUT, ABORTED):
+                raise InvalidExecutionRequestError(
+                    "name", f"execution {name!r} is {record.status}; only a failed one redrives"
+                )
+            machine = self.machines[record.flow]
+            now = self.clock.time()
+            record.status, record.stop_time, record.wait = RUNNING, None, None
+            record.error = record.cause = None
+            record.attempts, record.entered = [], False
+            record.redrive_count += 1
+            if machine.timeout_seconds is not None:
+                record.deadline = now + machine.timeout_seconds
+            history.add("ExecutionRedriven", now, redriveCount=record.redrive_count)
+
+        record = await self._update(name, again)
+        if record.deadline is not None:
+            # The new deadline needs its timer (an older, stale one is harmless).
+            await self.backend.kv.put(timer_key(record.deadline, name, "deadline"), b"")
+        await self._enqueue(name)
+        return record.describe()
+
+    async def send_task_success(self, token: str, output: Any) -> None:
+        """A callback task succeeded with ``output``."""
+        try:
+            output = json.loads(json.dumps(output))
+        except (TypeError, ValueError) as error:
+            raise InvalidExecutionRequestError("output", f"is not JSON: {error}") from None
+        await self._answer(token, core.Result(output), "TaskSucceeded")
+
+    async def send_task_failure(
+        self, token: str, *, error: str | None = None, cause: str | None = None
+    ) -> None:
+        """A callback task failed with ``error`` and ``cause``."""
+        failure = core.Failure(error or "States.TaskFailed", cause or "")
+        await self._answer(token, failure, "TaskFailed")
+
+    async def send_task_heartbeat(self, token: str) -> None:
+        """A callback task is alive: its ``HeartbeatSeconds`` start again."""
+        name = await self._token_owner(token)
+
+        def beat(record: ExecutionRecord, history: History) -> None:
+            wait = record.wait
+            if record.status != RUNNING or wait is None or wait.get("token") != token:
+                raise InvalidExecutionRequestError("token", "the task is no longer waiting")
+            if wait.get("heartbeat") is not None:
+                wait["heartbeat_at"] = self.clock.time() + wait["heartbeat"]
+
+        record = await self._update(name, beat)
+        wait = record.wait or {}
+        if wait.get("heartbeat_at") is not None:
+            await self.backend.kv.put(timer_key(wait["heartbeat_at"], name, "task"), b"")
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run_execution(self, name: str) -> None:
+        """Advance ``name`` until it finishes or waits (for a timer or a callback)."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        try:
+            async with lock:
+                await self._advance(name)
+        finally:
+            if not lock.locked() and self._locks.get(name) is lock:
+                del self._locks[name]
+
+    async def _advance(self, name: str) -> None:
+        loaded = await self.store.load(name)
+        while loaded is not None:
+            record, version = loaded
+            if not runnable(record, self.clock.time()):
+                return
+            try:
+                advanced = await self.runner.advance(record, version)
+            except FencedError:
+                return  # someone else moved it on; their worker carries on
+            loaded = advanced if advanced is not None else await self.store.load(name)
+
+    async def drain(self, consumer: str = "drain") -> int:
+        """Fire due timers and run queued work until the queue is empty (tests, scripts)."""
+        done = 0
+        while True:
+            await self.fire_due_timers()
+            entries = await self.backend.log.read(
+                WORK_STREAM, _GROUP, consumer, count=16, lease=self.lease
+            )
+            if not entries:
+                return done
+            for entry in entries:
+                await self.run_execution(entry.data.decode())
+                done += 1
+            await self.backend.log.ack(WORK_STREAM, _GROUP, [entry.id for entry in entries])
+
+    async def fire_due_timers(self) -> int:
+        """Handle every timer due now; return how many."""
+        fired = 0
+        for timer in await self.store.due_timers(self.clock.time()):
+            if timer.kind == "task":
+                await self.runner.expire_callback(timer.name)
+            await self._enqueue(timer.name)
+            # Enqueued before the timer goes: a crash in between repeats the wake, never loses it.
+            await self.store.drop_timer(timer)
+            fired += 1
+        return fired
+
+    async def _work(self, consumer: str) -> None:
+        log = self.backend.log
+        while True:
+            try:
+                entries = await log.read(
+                    WORK_STREAM, _GROUP, consumer, count=1, lease=self.lease, block=self.block
+                )
+                for entry in entries:
+                    await self.run_execution(entry.data.decode())
+                    await log.ack(WORK_STREAM, _GROUP, [entry.id])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # an execution's bug or a backend hiccup: leave it for redelivery
+                _log.exception("flow worker %s", consumer)
+                await self.clock.sleep(self.poll)
+
+    async def _timers(self) -> None:
+        while True:
+            try:
+                await self.fire_due_timers()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("flow timers")
+            await self.clock.sleep(self.poll)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _enqueue(self, name: str) -> None:
+        await self.backend.log.append(WORK_STREAM, name.encode())
+
+    async def _load(self, name: str) -> ExecutionRecord:
+        loaded = await self.store.load(check_name(name))
+        if loaded is None:
+            raise ExecutionNotFoundError(name)
+        return loaded[0]
+
+    async def _update(self, name: str, change: Any) -> ExecutionRecord:
+        """Apply ``change(record, history)`` with compare-and-set, retrying on conflicts."""
+        while True:
+            loaded = await self.store.load(check_name(name))
+            if loaded is None:
+                raise ExecutionNotFoundError(name)
+            record, version = loaded
+            history = History()
+            change(record, history)
+            record.seq += 1
+            try:
+                await self.store.save(record, version, events_of(history))
+            except FencedError:
+                continue
+            return record
+
+    async def _token_owner(self, token: str) -> str:
+        name = await self.store.token_owner(token)
+        if name is None:
+            raise InvalidExecutionRequestError("token", "no task has this token")
+        return name
+
+    async def _answer(self, token: str, outcome: core.Outcome, event: str) -> None:
+        name = await self._token_owner(token)
+        if not await self.runner.complete_callback(name, token, outcome, event):
+            raise InvalidExecutionRequestError("token", "the task is no longer waiting")
+        await self._enqueue(name)

@@ -1,0 +1,271 @@
+"""Where durable executions live in the backend's ``KV``, and how a transition is saved.
+
+Key layout (all under ``flows/``):
+
+* ``flows/x/NAME`` — the execution record (JSON): status, the value-only
+  cursor (state, raw input, variables, retry attempts), what the execution
+  waits for, output or error, times, the transition counter ``seq``.
+* ``flows/h/NAME/SEQ`` — the history events one transition produced.
+* ``flows/t/DUE_MS/NAME/KIND`` — a durable timer (a Wait, a retry back-off,
+  a task token's timeout or heartbeat, the execution's ``TimeoutSeconds``).
+* ``flows/k/TOKEN`` — which execution a ``.waitForTaskToken`` token belongs to.
+
+Every transition is one ``KV.transact``: the record written at the version
+it was read at (a compare-and-set, so a worker that lost the execution to
+another — or to a ``stop`` — cannot overwrite it), plus that transition's
+history chunk, timers and tokens. A crash before the transaction loses the
+transition's work, which is simply done again; a crash after it loses
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reflow.backends import KV, Item, Operation, Put
+from reflow.errors import FlowError, TransactionConflictError, VersionConflictError
+
+__all__ = [
+    "ExecutionRecord",
+    "ExecutionStore",
+    "FencedError",
+    "InvalidExecutionRequestError",
+    "Timer",
+    "check_name",
+]
+
+RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "TIMED_OUT",
+    "ABORTED",
+)
+STATUSES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED)
+
+_RECORDS, _HISTORY, _TIMERS, _TOKENS = "flows/x/", "flows/h/", "flows/t/", "flows/k/"
+# Step Functions allows 1-80 characters for an execution name; the key layout needs no "/".
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+
+
+class InvalidExecutionRequestError(FlowError):
+    """A request about an execution is malformed: ``field`` names what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class FencedError(Exception):
+    """The record changed under this worker (another worker, a stop, a callback)."""
+
+
+def check_name(name: str, field: str = "name") -> str:
+    """``name`` if it is a usable execution name, else :class:`InvalidExecutionRequestError`."""
+    if not _NAME.match(name):
+        raise InvalidExecutionRequestError(
+            field, f"{name!r} must be 1-80 characters of letters, digits and _ . : -"
+        )
+    return name
+
+
+@dataclass
+class ExecutionRecord:
+    """Everything needed to resume an execution, as plain JSON values.
+
+    ``wait`` says what a RUNNING execution waits for: None (runnable now),
+    ``{"kind": "timer", "at": T, "then": "outcome"|"enter"}`` (a Wait state,
+    or a retry back-off that re-enters the state), ``{"kind": "token", …}``
+    (a callback task) or ``{"kind": "outcome", …}`` (a callback's answer,
+    runnable now). ``entered`` is whether the current state's Entered event
+    is already in the history; ``visit`` is the ``seq`` at which the current
+    state was entered (part of each task's idempotency key).
+    """
+
+    name: str
+    flow: str
+    id: str
+    input: Any
+    state: str
+    state_input: Any
+    variables: dict[str, Any] = field(default_factory=dict)
+    attempts: list[int] = field(default_factory=list)
+    status: str = RUNNING
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    start_time: float = 0.0
+    stop_time: float | None = None
+    deadline: float | None = None
+    seq: int = 0
+    visit: int = 0
+    entered: bool = False
+    entered_at: float = 0.0
+    wait: dict[str, Any] | None = None
+    redrive_count: int = 0
+
+    def to_json(self) -> bytes:
+        """The record as stored."""
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ExecutionRecord:
+        """A record read back."""
+        return cls(**json.loads(data))
+
+    def summary(self) -> dict[str, Any]:
+        """What ``list`` shows of an execution."""
+        return {
+            "name": self.name,
+            "flow": self.flow,
+            "status": self.status,
+            "start_time": self.start_time,
+            "stop_time": self.stop_time,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What ``describe`` shows: the summary plus input, output, error and position."""
+        return {
+            **self.summary(),
+            "id": self.id,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "cause": self.cause,
+            "state": self.state,
+            "waiting_for": (self.wait or {}).get("kind") if self.status == RUNNING else None,
+            "redrive_count": self.redrive_count,
+            "transitions": self.seq,
+        }
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A due timer read back: which execution, what kind, its key and version."""
+
+    due: float
+    name: str
+    kind: str
+    key: str
+    version: int
+
+
+def timer_key(due: float, name: str, kind: str) -> str:
+    """The key of a timer; keys sort by due time."""
+    return f"{_TIMERS}{int(due * 1000):015d}/{name}/{kind}"
+
+
+def token_key(token: str) -> str:
+    """The key mapping a task token to its execution."""
+    return f"{_TOKENS}{token}"
+
+
+class ExecutionStore:
+    """Reads and writes execution records, history chunks, timers and tokens."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+
+    async def load(self, name: str) -> tuple[ExecutionRecord, int] | None:
+        """The record and its version, or None."""
+        item = await self.kv.get(_RECORDS + name)
+        if item is None:
+            return None
+        return ExecutionRecord.from_json(item.value), item.version
+
+    async def create(
+        self, record: ExecutionRecord, events: Sequence[Mapping[str, Any]], timers: Sequence[str]
+    ) -> bool:
+        """Store a new record with its first events; False if the name is taken."""
+        try:
+            await self.save(record, 0, events, timers)
+        except FencedError:
+            return False
+        return True
+
+    async def save(
+        self,
+        record: ExecutionRecord,
+        version: int,
+        events: Sequence[Mapping[str, Any]],
+        timers: Sequence[str] = (),
+        tokens: Sequence[str] = (),
+    ) -> int:
+        """Write ``record`` if it is still at ``version`` (0: new), with this transition's
+        events, timers and tokens, all or nothing; return the new version."""
+        operations: list[Operation] = [
+            Put(_RECORDS + record.name, record.to_json(), expect_version=version)
+        ]
+        if events:
+            chunk = json.dumps(list(events), separators=(",", ":")).encode()
+            operations.append(Put(f"{_HISTORY}{record.name}/{record.seq:010d}", chunk))
+        operations.extend(Put(key, b"") for key in timers)
+        operations.extend(Put(token_key(token), record.name.encode()) for token in tokens)
+        try:
+            versions = await self.kv.transact(operations)
+        except (TransactionConflictError, VersionConflictError) as error:
+            raise FencedError(record.name) from error
+        return versions[0]
+
+    async def history(self, name: str) -> list[dict[str, Any]]:
+        """Every event of the execution, oldest first, numbered 1, 2, 3 …"""
+        events: list[dict[str, Any]] = []
+        start_after: str | None = None
+        prefix = f"{_HISTORY}{name}/"
+        while True:
+            items = await self.kv.scan(prefix, start_after=start_after, limit=500)
+            for item in items:
+                events.extend(json.loads(item.value))
+            if len(items) < 500:
+                break
+            start_after = items[-1].key
+        for index, event in enumerate(events):
+            event["id"] = index + 1
+            event["previous_event_id"] = index
+        return events
+
+    async def records(
+        self, start_after: str | None = None, limit: int = 1000
+    ) -> list[ExecutionRecord]:
+        """Records in name order."""
+        after = _RECORDS + start_after if start_after is not None else None
+        items = await self.kv.scan(_RECORDS, start_after=after, limit=limit)
+        return [ExecutionRecord.from_json(item.value) for item in items]
+
+    async def due_timers(self, now: float, limit: int = 200) -> list[Timer]:
+        """Timers due at or before ``now``, earliest first."""
+        items = await self.kv.scan(_TIMERS, limit=limit)
+        due: list[Timer] = []
+        for item in items:
+            timer = _parse_timer(item)
+            if timer.due > now:
+                break
+            due.append(timer)
+        return due
+
+    async def next_timer(self) -> float | None:
+        """When the earliest timer is due, if any."""
+        items = await self.kv.scan(_TIMERS, limit=1)
+        return _parse_timer(items[0]).due if items else None
+
+    async def drop_timer(self, timer: Timer) -> bool:
+        """Remove a handled timer; False if another service handled it first."""
+        try:
+            return await self.kv.delete(timer.key, expect_version=timer.version)
+        except VersionConflictError:
+            return False
+
+    async def token_owner(self, token: str) -> str | None:
+        """The execution a task token belongs to."""
+        item = await self.kv.get(token_key(token))
+        return item.value.decode() if item is not None else None
+
+
+def _parse_timer(item: Item) -> Timer:
+    due_ms, name, kind = item.key[len(_TIMERS) :].split("/")
+    return Timer(int(due_ms) / 1000, name, kind, item.key, item.version)
