@@ -21,20 +21,21 @@ than pretending to work. Subsystems plug their clients in with
 
 from __future__ import annotations
 
-import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from reflow.app import FunctionConfig
 from reflow.errors import NotAvailableError
 
-# ``import reflow`` brings this module in, and so does every app: keep asyncio
-# and the backends out of its import (they cost tens of milliseconds at a
-# cold start) and reach for them only when a context actually needs them.
+# ``import reflow`` brings this module in, and so does every app: keep asyncio,
+# logging, uuid and the backends out of its import (together they cost tens
+# of milliseconds at every cold start and in the import floor) and reach for
+# them only when a context actually needs them.
 if TYPE_CHECKING:
     import asyncio
+    import logging
 
     from reflow.backends.protocols import Blob, BlobInfo, Blobs
     from reflow.clock import Clock
@@ -86,7 +87,14 @@ def allow_all(function: FunctionConfig, action: str, resource: str) -> None:
 def log_stream_for(clock: Clock | None = None, version: str = "$LATEST") -> str:
     """A fresh execution environment's log stream name, Lambda's way."""
     day = time.strftime("%Y/%m/%d", time.gmtime(clock.time() if clock else time.time()))
-    return f"{day}/[{version}]{uuid.uuid4().hex}"
+    return f"{day}/[{version}]{os.urandom(16).hex()}"
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())`` without importing ``uuid`` at module load."""
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 def function_arn(name: str, region: str, account: str = "000000000000") -> str:
@@ -153,7 +161,7 @@ class Context:
         self.function = function
         self.function_name = function.name
         self.memory_limit_in_mb = function.memory_mb
-        self.aws_request_id = request_id or str(uuid.uuid4())
+        self.aws_request_id = request_id or _uuid4()
         self.invoked_function_arn = function_arn(function.name, region)
         self.log_group_name = f"/reflow/functions/{function.name}"
         # Lambda names a log stream per execution environment, not per request:
@@ -176,6 +184,8 @@ class Context:
         # created for every one of them.
         adapter = self.__dict__.get("_logger")
         if adapter is None:
+            import logging
+
             adapter = self.__dict__["_logger"] = logging.LoggerAdapter(
                 logging.getLogger(f"reflow.functions.{self.function_name}"),
                 {"aws_request_id": self.aws_request_id},
