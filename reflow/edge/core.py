@@ -52,7 +52,7 @@ _304_FIELDS = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "age", "x-cache"}
 )
 _FRAMING = HOP_BY_HOP | {"content-length"}
-_CONDITIONAL = ("if-none-match", "if-modified-since", "range", "if-range")
+_CONDITIONAL = frozenset({"if-none-match", "if-modified-since", "range", "if-range"})
 _NOT_STORED_HEADERS = HOP_BY_HOP | {
     "content-length",
     "age",
@@ -188,6 +188,7 @@ class Edge:
         if request.method != "GET" and request.method != "HEAD":
             return None
         try:
+            cf_request = None  # the request as the viewer-request hook left it
             viewer_request = route.hooks.get("viewer-request")
             if viewer_request is not None:
                 started = time.perf_counter()
@@ -195,6 +196,7 @@ class Edge:
                 self._spent(viewer_request, started)
                 if result.request is None:
                     return self._generated(result, request)
+                cf_request = result.request
                 self._adopt(request, result)
                 request.viewer_done = True
                 moved = self.route(request.path)
@@ -226,7 +228,8 @@ class Edge:
                 ]
                 started = time.perf_counter()
                 answer = viewer_response.run_sync(
-                    self._cf_request(request), response_to_cf(entry.status, entry.reason, headers)
+                    cf_request if cf_request is not None else self._cf_request(request),
+                    response_to_cf(entry.status, entry.reason, headers),
                 )
                 self._spent(viewer_response, started)
                 data = build_head(
@@ -658,7 +661,7 @@ class Edge:
         if uri != request.path:
             request.path = normalise_path(str(uri))[0]
         request.query = str(result.request.get("querystring", ""))
-        request.headers = [(k.lower(), v) for k, v in result.headers]
+        request.headers = result.headers  # names already lowercase (headers_from_cf)
 
     async def _run_hook(
         self, hook: Hook, request: dict[str, object], response: dict[str, object] | None = None

@@ -90,8 +90,13 @@ def headers_to_cf(headers: list[tuple[str, str]]) -> CfHeaders:
     return out
 
 
-def headers_from_cf(hook: str, where: str, headers: Any) -> list[tuple[str, str]]:
-    """Lambda@Edge headers back to ``[(name, value)]``, checking their shape."""
+def headers_from_cf(
+    hook: str, where: str, headers: Any, *, lowercase: bool = False
+) -> list[tuple[str, str]]:
+    """Lambda@Edge headers back to ``[(name, value)]``, checking their shape.
+
+    ``lowercase`` returns the lowercase names (the dict keys) instead of each ``key``.
+    """
     if not isinstance(headers, dict):
         raise HookError(hook, where, "must be an object of lowercase names to lists")
     out: list[tuple[str, str]] = []
@@ -119,7 +124,7 @@ def headers_from_cf(hook: str, where: str, headers: Any) -> list[tuple[str, str]
                 or (key != lower and key.lower() != lower)
             ):
                 _explain(hook, where, lower, entries)
-            out.append((key, value))
+            out.append((lower if lowercase else key, value))
     return out
 
 
@@ -385,7 +390,9 @@ class Hook:
             raise HookError(
                 self.hook, "request.querystring", "must be percent-encoded visible ASCII"
             )
-        headers = headers_from_cf(self.hook, "request.headers", result.get("headers", {}))
+        headers = headers_from_cf(
+            self.hook, "request.headers", result.get("headers", {}), lowercase=True
+        )
         if (
             _read_only(result.get("headers"), _READ_ONLY_REQUEST_HEADERS)
             != original.request_headers
