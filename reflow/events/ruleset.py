@@ -18,16 +18,15 @@ the event holds at that path to the child nodes it leads to:
 * ``equals-ignore-case``, through a dictionary of lower-cased texts;
 * CIDR blocks, through a dictionary keyed by network, probed once per
   prefix length in use;
-* ``exists: false``, through the children reached when the path holds
-  nothing;
+* ``exists``, through the children reached when the path holds nothing
+  (``false``) or anything (``true``);
 * numeric ranges, through an interval tree once a branch holds more than a
   few (:mod:`reflow.events.intervals`);
 * wildcards, by the literal text before their first ``*`` (or after their
   last), probed like prefixes (suffixes): only wildcards whose literal
   part fits run their regular expression;
-* everything else (``anything-but``, ``exists:
-  true``), by testing each condition of that branch; these sit below the
-  exact fields of their rule, so few of them are reached.
+* ``anything-but``, by testing each condition of that branch (most values
+  pass it, so the answer is as large as the work).
 
 Matching walks the tree from the root, reading each event path at most once
 (a per-event cache), and collects the rules whose alternatives end at the
@@ -105,6 +104,7 @@ class _Branch:
         "numeric_tree",
         "others",
         "prefix",
+        "present",
         "prefix_ci",
         "prefix_longest",
         "suffix",
@@ -139,6 +139,7 @@ class _Branch:
         self.numeric: dict[tuple[Numeric, int], tuple[Numeric, _Node]] = {}
         self.numeric_tree: IntervalTree[_Node] | None = None  # built on first need
         self.absent: _Nodes = {}
+        self.present: _Nodes = {}  # exists: true
         self.inexact = 0  # index entries other than exact values (0: the fast path applies)
         # High-water marks: a stale (too long) one after a removal only costs
         # a few extra dictionary probes, never a wrong answer.
@@ -177,8 +178,8 @@ class _Branch:
     def _index(self, condition: Condition, node: _Node) -> None:
         if not isinstance(condition, Exact):
             self.inexact += 1
-        if condition == Exists(False):
-            self.absent[id(node)] = node
+        if isinstance(condition, Exists):
+            (self.present if condition.present else self.absent)[id(node)] = node
             return
         if isinstance(condition, Numeric):
             self.numeric[condition, id(node)] = (condition, node)
@@ -210,8 +211,8 @@ class _Branch:
     def _unindex(self, condition: Condition, node: _Node) -> None:
         if not isinstance(condition, Exact):
             self.inexact -= 1
-        if condition == Exists(False):
-            del self.absent[id(node)]
+        if isinstance(condition, Exists):
+            del (self.present if condition.present else self.absent)[id(node)]
             return
         if isinstance(condition, Numeric):
             del self.numeric[condition, id(node)]
@@ -246,7 +247,7 @@ class _Branch:
         """The children that the leaf ``values`` at this branch's path lead to."""
         if not values:
             return iter(self.absent.values())
-        reached: dict[int, _Node] = {}
+        reached: dict[int, _Node] = dict(self.present) if self.present else {}
         exact, others = self.exact, self.others.values()
         for value in values:
             if exact:
