@@ -67,7 +67,8 @@ __all__ = [
 _log = logging.getLogger("reflow.functions")
 
 GROUP = "functions"
-CONCURRENCY = 4  # per function, when reserved concurrency does not say
+CONCURRENCY = 4  # executions per function and consumer, when reserved does not say
+MAX_HELD = 256  # entries one consumer holds per function (waiting or running)
 
 
 def events_stream(function: str) -> str:
@@ -204,35 +205,40 @@ class AsyncInvocations:
         return max(1, reserved) if reserved is not None else CONCURRENCY
 
     async def _read(self, function: str) -> None:
+        # Two bounds: how many entries this consumer holds (waiting out a
+        # back-off or running), and how many of them run at once. A retry
+        # waiting for its minute holds no execution slot, so failing events
+        # never stall the healthy ones queued behind them.
+        held = asyncio.Semaphore(MAX_HELD)
         slots = asyncio.Semaphore(self._concurrency(function))
         stream = events_stream(function)
         lease = self._lease(function)
         while True:
-            await slots.acquire()
+            await held.acquire()
             try:
                 entries = await self.log.read(
                     stream, GROUP, self.consumer, count=1, lease=lease, block=1.0
                 )
             except BaseException:
-                slots.release()
+                held.release()
                 raise
             if not entries:
-                slots.release()
+                held.release()
                 continue
-            task = asyncio.create_task(self._guarded(function, entries[0]))
+            task = asyncio.create_task(self._guarded(function, entries[0], slots))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-            task.add_done_callback(lambda _: slots.release())
+            task.add_done_callback(lambda _: held.release())
 
-    async def _guarded(self, function: str, entry: LogEntry) -> None:
+    async def _guarded(self, function: str, entry: LogEntry, slots: asyncio.Semaphore) -> None:
         try:
-            await self._handle(function, entry)
+            await self._handle(function, entry, slots)
         except Exception:
             # The backend failed while recording an outcome: the entry stays
             # unacknowledged and comes back when its lease runs out.
             _log.exception("event invocation %s of %s left for redelivery", entry.id, function)
 
-    async def _handle(self, function: str, entry: LogEntry) -> None:
+    async def _handle(self, function: str, entry: LogEntry, slots: asyncio.Semaphore) -> None:
         config = self.runtime.app.functions[function]
         metrics = self.runtime.metrics[function]
         record = json.loads(entry.data)
@@ -259,9 +265,10 @@ class AsyncInvocations:
             await self._failed(function, record, error, attempt - 1, "RetriesExhausted")
         else:
             try:
-                result = await self.runtime.invoke(
-                    function, record["payload"], request_id=record["id"], wait=True
-                )
+                async with slots:
+                    result = await self.runtime.invoke(
+                        function, record["payload"], request_id=record["id"], wait=True
+                    )
             except Exception as exc:  # every failure is an attempt; none is lost
                 error = lambda_error(exc)
                 due = self.clock.time() + backoff(attempt)

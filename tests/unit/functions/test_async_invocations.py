@@ -77,6 +77,16 @@ async def one_at_a_time(event: Any, context: Context) -> None:
     await asyncio.sleep(0.01)
 
 
+@app.function
+async def picky(event: Any, context: Context) -> str:
+    """Fail the events marked to fail; succeed on the others."""
+    note("picky", context)
+    if event.get("fail"):
+        raise RuntimeError("marked to fail")
+    recorded.append(event)
+    return "ok"
+
+
 recorded: list[Any] = []
 
 
@@ -339,3 +349,16 @@ def test_runtime_failures_take_lambdas_error_names() -> None:
     assert lambda_error(Throttled("f", 2))["errorType"] == "TooManyRequestsException"
     handler = lambda_error(HandlerError("f", "KeyError", "'k'", ["trace"]))
     assert handler == {"errorType": "KeyError", "errorMessage": "'k'", "stackTrace": ["trace"]}
+
+
+async def test_retries_waiting_out_their_back_off_do_not_stall_healthy_events() -> None:
+    clock, backend = setup()
+    async with Runtime(app, backend=backend) as runtime:
+        for n in range(6):  # more failing events than the function runs at once
+            await runtime.invoke_async("picky", {"fail": True, "n": n})
+        await drive(clock, lambda: len(attempts.get("picky", [])) == 6, step=0)
+        await runtime.invoke_async("picky", {"fail": False})
+        # No virtual time passes: every retry is still waiting for its minute.
+        await drive(clock, lambda: recorded == [{"fail": False}], step=0)
+        assert runtime.metrics["picky"].async_retries == 6
+        assert clock.sleepers >= 6
