@@ -276,7 +276,12 @@ class EdgeProtocol(asyncio.Protocol):
         task.add_done_callback(self.server.tasks.discard)
 
     async def _answer_slowly(self, request: Request) -> None:
-        data = await self.edge.handle(request)
+        try:
+            data = await self.edge.handle(request)
+        except Exception as exc:  # a bug must cost one response, not the connection's queue
+            self.server.errors += 1
+            request.keep_alive = False
+            data = error_response(500, f"internal error: {type(exc).__name__}")
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -337,6 +342,7 @@ class EdgeServer:
         self.idle_timeout = idle_timeout
         self.grace = grace
         self.connections: set[EdgeProtocol] = set()
+        self.errors = 0  # unexpected exceptions answered with 500
         self.tasks: set[asyncio.Task[None]] = set()
         # Raw request targets already normalised: the hit path skips the byte walk.
         self.targets: dict[bytes, tuple[str, str]] = {}

@@ -236,3 +236,16 @@ async def test_random_pipelines_of_hits_misses_and_conditionals_keep_their_order
                 assert (reply.status, reply.body) == (206, pick.encode() * 2)
             else:
                 assert reply.body == pick.encode() * 5
+
+
+async def test_an_unexpected_error_is_a_500_and_a_close_not_a_hang(harness: Harness) -> None:
+    def broken(request: object) -> object:
+        raise ZeroDivisionError("bug")
+
+    harness.origin.answers["/bug"] = broken  # type: ignore[assignment]
+    client = await harness.connect()
+    await client.send(b"GET /bug HTTP/1.1\r\nHost: e\r\n\r\n")
+    (reply,) = await client.replies(1)
+    assert reply.status == 500
+    assert await client.closed()
+    assert harness.server.errors == 1
