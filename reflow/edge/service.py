@@ -120,7 +120,13 @@ class EdgeService:
         self.edge = Edge(behaviours, hooks_from_app(self.app), store=self.store, clock=self.clock)
         self.server = EdgeServer(self.edge, host=self.host, port=self.port)
         await self.purger.start()
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            await self.purger.stop()
+            raise EdgeError(
+                f"the edge cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
         self.port = self.server.port
         if self.admin is not None:
             self._mount(self.admin)

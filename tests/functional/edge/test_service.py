@@ -122,3 +122,23 @@ async def test_an_undeclared_bucket_origin_fails_at_start(tmp_path: Path) -> Non
         await platform.start(admin=False)
     await platform.stop()
     await backend.close()
+
+
+async def test_a_busy_edge_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from reflow.edge.service import EdgeService
+    from reflow.errors import EdgeError
+
+    app = App("busy")
+    app.bucket("b")
+    app.edge_origin("*", "bucket:b")
+    backend = memory_backend()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = EdgeService(app, backend, port=port)
+        with pytest.raises(EdgeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await service.start()
+    await backend.close()
