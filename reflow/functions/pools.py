@@ -67,7 +67,8 @@ class Gate:
     async def enter(self, *, wait: bool) -> None:
         """Take a slot; throttle (``wait=False``) or queue (``wait=True``) when full."""
         if self.limit is not None and self.active >= self.limit:
-            if not wait:
+            # reserved=0 switches the function off: waiting could never end.
+            if not wait or self.limit == 0:
                 self._metrics.throttles += 1
                 raise ThrottledError(self.name, self.limit)
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

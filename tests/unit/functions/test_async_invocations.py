@@ -12,7 +12,12 @@ import pytest
 
 from reflow import App, Context
 from reflow.backends import Backend, memory_backend
-from reflow.errors import BackendUnavailableError, InvalidEventError, RegistrationError
+from reflow.errors import (
+    BackendUnavailableError,
+    InvalidEventError,
+    RegistrationError,
+    ThrottledError,
+)
 from reflow.functions import Runtime, backoff, dead_letters, events_stream
 from reflow.functions.invocations import AsyncInvocations, Destination, parse_destination
 from reflow.functions.runtime import metrics_key, new_request_id
@@ -85,6 +90,12 @@ async def picky(event: Any, context: Context) -> str:
         raise RuntimeError("marked to fail")
     recorded.append(event)
     return "ok"
+
+
+@app.function(reserved=0, retries=1)
+async def switched_off(event: Any, context: Context) -> None:
+    """Reserved concurrency 0: never runs."""
+    note("switched_off", context)
 
 
 recorded: list[Any] = []
@@ -362,3 +373,16 @@ async def test_retries_waiting_out_their_back_off_do_not_stall_healthy_events() 
         await drive(clock, lambda: recorded == [{"fail": False}], step=0)
         assert runtime.metrics["picky"].async_retries == 6
         assert clock.sleepers >= 6
+
+
+async def test_a_function_with_reserved_zero_throttles_events_into_the_dlq() -> None:
+    clock, backend = setup()
+    async with Runtime(app, backend=backend) as runtime:
+        with pytest.raises(ThrottledError):
+            await runtime.invoke("switched_off", {}, wait=True)
+        await runtime.invoke_async("switched_off", {"n": 1})
+        await drive(clock, lambda: runtime.metrics["switched_off"].dead_letters == 1)
+        (letter,) = await dead_letters(backend.log, "switched_off")
+    assert "switched_off" not in attempts
+    assert letter["error"]["errorType"] == "TooManyRequestsException"
+    assert letter["attempts"] == 2
