@@ -159,6 +159,10 @@ class Zygote:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            # Out of the terminal's process group: Ctrl-C stops the server,
+            # which then shuts the zygote and its workers down in order,
+            # instead of killing in-flight invocations on the spot.
+            start_new_session=True,
         )
         assert process.stdout is not None
         try:

@@ -149,3 +149,13 @@ async def test_a_killed_zygote_is_restarted_and_new_workers_come_from_the_new_on
 async def test_a_process_function_sees_its_declared_environment(runtime: Runtime) -> None:
     assert await runtime.invoke("configured", {}) == "bonjour"
     assert "GREETING" not in os.environ  # only the worker's environment changed
+
+
+async def test_the_zygote_and_its_workers_sit_outside_the_servers_process_group(
+    runtime: Runtime,
+) -> None:
+    result = await runtime.invoke("echo", {})
+    assert runtime.zygote is not None and runtime.zygote.pid is not None
+    # A terminal's Ctrl-C goes to the server's process group, not to these.
+    assert os.getpgid(runtime.zygote.pid) != os.getpgrp()
+    assert os.getpgid(result["pid"]) != os.getpgrp()
