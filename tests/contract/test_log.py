@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from reflow.backends import Backend, entry_id_key
+from reflow.testing import FakeClock
 
 
 async def test_append_returns_increasing_ids_and_range_reads_them_in_order(
@@ -56,25 +57,31 @@ async def test_group_created_at_dollar_sees_only_later_entries(backend: Backend)
     assert [e.data for e in entries] == [b"new"]
 
 
-async def test_acked_entries_are_not_redelivered(backend: Backend) -> None:
+# Lease tests run on a FakeClock: under load, real sleeps race the lease.
+
+
+async def test_acked_entries_are_not_redelivered(clocked: tuple[Backend, FakeClock]) -> None:
+    backend, clock = clocked
     await backend.log.append("s", b"a")
-    (entry,) = await backend.log.read("s", "g", "c1", lease=0.2)
+    (entry,) = await backend.log.read("s", "g", "c1", lease=20)
     assert await backend.log.ack("s", "g", [entry.id]) == 1
     assert await backend.log.ack("s", "g", [entry.id]) == 0
-    await asyncio.sleep(0.3)
-    assert await backend.log.read("s", "g", "c2", lease=0.2) == []
+    clock.advance(30)
+    assert await backend.log.read("s", "g", "c2", lease=20) == []
     assert await backend.log.pending("s", "g") == []
 
 
 async def test_expired_lease_redelivers_to_another_consumer_with_delivery_count_2(
-    backend: Backend,
+    clocked: tuple[Backend, FakeClock],
 ) -> None:
+    backend, clock = clocked
     entry_id = await backend.log.append("s", b"payload")
-    (first,) = await backend.log.read("s", "g", "worker-1", lease=0.2)
+    (first,) = await backend.log.read("s", "g", "worker-1", lease=20)
     assert (first.id, first.deliveries) == (entry_id, 1)
     # Within the lease nobody else gets it.
-    assert await backend.log.read("s", "g", "worker-2", lease=0.2) == []
-    await asyncio.sleep(0.35)
+    clock.advance(19)
+    assert await backend.log.read("s", "g", "worker-2", lease=20) == []
+    clock.advance(2)
     (again,) = await backend.log.read("s", "g", "worker-2", lease=5)
     assert again.id == entry_id
     assert again.data == b"payload"
@@ -84,11 +91,14 @@ async def test_expired_lease_redelivers_to_another_consumer_with_delivery_count_
     assert pending.deliveries == 2
 
 
-async def test_redelivered_entries_come_before_new_ones(backend: Backend) -> None:
+async def test_redelivered_entries_come_before_new_ones(
+    clocked: tuple[Backend, FakeClock],
+) -> None:
+    backend, clock = clocked
     old = await backend.log.append("s", b"old")
-    await backend.log.read("s", "g", "a", lease=0.2)
+    await backend.log.read("s", "g", "a", lease=20)
     new = await backend.log.append("s", b"new")
-    await asyncio.sleep(0.35)
+    clock.advance(21)
     entries = await backend.log.read("s", "g", "b", count=10)
     assert [e.id for e in entries] == [old, new]
     assert [e.deliveries for e in entries] == [2, 1]
