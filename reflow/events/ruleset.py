@@ -42,335 +42,32 @@ goes on from it only along values from those same elements.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from reflow.events.branches import Branch, Node
 from reflow.events.conditions import (
-    Cidr,
     Condition,
-    EqualsIgnoreCase,
     Exact,
-    Exists,
     Field,
     Membership,
-    Numeric,
     Path,
-    Prefix,
-    Suffix,
-    TypedKey,
-    Wildcard,
     consistent,
-    is_number,
     leaf_entries,
-    parse_address,
     typed_key,
 )
-from reflow.events.intervals import IntervalTree
 from reflow.events.model import Event
 from reflow.events.patterns import Pattern
 
 __all__ = ["RuleSet"]
 
-_Nodes = dict[int, "_Node"]
-"""Child nodes keyed by ``id``: a set that keeps insertion order and removes in O(1)."""
-
-_Wilds = dict[tuple["Wildcard", int], tuple["Wildcard", "_Node"]]
-"""Wildcard conditions and the child each leads to, keyed by (condition, id(child))."""
-
-
-class _Node:
-    """A point in the tree: the rules that end here and the branches that go on."""
-
-    __slots__ = ("branches", "refs", "rules")
-
-    def __init__(self) -> None:
-        self.rules: dict[str, int] = {}  # rule name -> alternatives of it ending here
-        self.branches: dict[Path, _Branch] = {}
-        self.refs = 0  # alternatives passing through this node
-
-
-class _Branch:
-    """The ways out of a node along one path, indexed by condition kind."""
-
-    __slots__ = (
-        "absent",
-        "children",
-        "cidr",
-        "cidr_lengths",
-        "exact",
-        "ignore_case",
-        "inexact",
-        "numeric",
-        "numeric_tree",
-        "others",
-        "prefix",
-        "present",
-        "prefix_ci",
-        "prefix_longest",
-        "suffix",
-        "suffix_ci",
-        "suffix_longest",
-        "wild_head",
-        "wild_head_longest",
-        "wild_tail",
-        "wild_tail_longest",
-    )
-
-    def __init__(self) -> None:
-        self.children: dict[frozenset[Condition], _Node] = {}
-        self.exact: dict[TypedKey, _Nodes] = {}
-        self.prefix: dict[str, _Nodes] = {}
-        self.prefix_ci: dict[str, _Nodes] = {}
-        self.suffix: dict[str, _Nodes] = {}
-        self.suffix_ci: dict[str, _Nodes] = {}
-        self.ignore_case: dict[str, _Nodes] = {}
-        # CIDR blocks by (IP version, prefix length, network as an integer);
-        # an address probes one key per prefix length in use.
-        self.cidr: dict[tuple[int, int, int], _Nodes] = {}
-        self.cidr_lengths: dict[tuple[int, int], int] = {}
-        # Wildcards by the literal text before their first * (or, when they
-        # start with *, after their last *): only those whose head (tail)
-        # the value starts (ends) with run their regular expression.
-        self.wild_head: dict[str, _Wilds] = {}
-        self.wild_tail: dict[str, _Wilds] = {}
-        self.wild_head_longest = -1
-        self.wild_tail_longest = -1
-        self.others: dict[tuple[Condition, int], tuple[Condition, _Node]] = {}
-        self.numeric: dict[tuple[Numeric, int], tuple[Numeric, _Node]] = {}
-        self.numeric_tree: IntervalTree[_Node] | None = None  # built on first need
-        self.absent: _Nodes = {}
-        self.present: _Nodes = {}  # exists: true
-        self.inexact = 0  # index entries other than exact values (0: the fast path applies)
-        # High-water marks: a stale (too long) one after a removal only costs
-        # a few extra dictionary probes, never a wrong answer.
-        self.prefix_longest = -1
-        self.suffix_longest = -1
-
-    def child(self, conditions: frozenset[Condition]) -> _Node:
-        """The child reached by ``conditions``, created and indexed on first use."""
-        node = self.children.get(conditions)
-        if node is None:
-            node = self.children[conditions] = _Node()
-            for condition in conditions:
-                self._index(condition, node)
-        return node
-
-    def drop(self, conditions: frozenset[Condition]) -> None:
-        """Forget the child reached by ``conditions`` (no alternative uses it any more)."""
-        node = self.children.pop(conditions)
-        for condition in conditions:
-            self._unindex(condition, node)
-
-    def _table(self, condition: Condition) -> tuple[dict[Any, _Nodes], Any] | None:
-        if isinstance(condition, Exact):
-            return self.exact, condition.key
-        if isinstance(condition, Prefix):
-            return (self.prefix_ci if condition.ignore_case else self.prefix), condition.text
-        if isinstance(condition, Suffix):
-            return (self.suffix_ci if condition.ignore_case else self.suffix), condition.text
-        if isinstance(condition, EqualsIgnoreCase):
-            return self.ignore_case, condition.text
-        if isinstance(condition, Cidr):
-            network = condition.network
-            return self.cidr, (network.version, network.prefixlen, int(network.network_address))
-        return None
-
-    def _index(self, condition: Condition, node: _Node) -> None:
-        if not isinstance(condition, Exact):
-            self.inexact += 1
-        if isinstance(condition, Exists):
-            (self.present if condition.present else self.absent)[id(node)] = node
-            return
-        if isinstance(condition, Numeric):
-            self.numeric[condition, id(node)] = (condition, node)
-            self.numeric_tree = None
-            return
-        if isinstance(condition, Wildcard) and (condition.head or condition.tail):
-            if condition.head:
-                bucket = self.wild_head.setdefault(condition.head, {})
-                self.wild_head_longest = max(self.wild_head_longest, len(condition.head))
-            else:
-                bucket = self.wild_tail.setdefault(condition.tail, {})
-                self.wild_tail_longest = max(self.wild_tail_longest, len(condition.tail))
-            bucket[condition, id(node)] = (condition, node)
-            return
-        table = self._table(condition)
-        if table is None:
-            self.others[condition, id(node)] = (condition, node)
-            return
-        mapping, key = table
-        mapping.setdefault(key, {})[id(node)] = node
-        if isinstance(condition, Cidr):
-            length = (condition.network.version, condition.network.prefixlen)
-            self.cidr_lengths[length] = self.cidr_lengths.get(length, 0) + 1
-        if isinstance(condition, Prefix):
-            self.prefix_longest = max(self.prefix_longest, len(condition.text))
-        elif isinstance(condition, Suffix):
-            self.suffix_longest = max(self.suffix_longest, len(condition.text))
-
-    def _unindex(self, condition: Condition, node: _Node) -> None:
-        if not isinstance(condition, Exact):
-            self.inexact -= 1
-        if isinstance(condition, Exists):
-            del (self.present if condition.present else self.absent)[id(node)]
-            return
-        if isinstance(condition, Numeric):
-            del self.numeric[condition, id(node)]
-            self.numeric_tree = None
-            return
-        if isinstance(condition, Wildcard) and (condition.head or condition.tail):
-            wilds, text = (
-                (self.wild_head, condition.head)
-                if condition.head
-                else (self.wild_tail, condition.tail)
-            )
-            del wilds[text][condition, id(node)]
-            if not wilds[text]:
-                del wilds[text]
-            return
-        table = self._table(condition)
-        if table is None:
-            del self.others[condition, id(node)]
-            return
-        mapping, key = table
-        nodes = mapping[key]
-        del nodes[id(node)]
-        if not nodes:
-            del mapping[key]
-        if isinstance(condition, Cidr):
-            length = (condition.network.version, condition.network.prefixlen)
-            self.cidr_lengths[length] -= 1
-            if not self.cidr_lengths[length]:
-                del self.cidr_lengths[length]
-
-    def step(self, values: list[Any]) -> Iterator[_Node]:
-        """The children that the leaf ``values`` at this branch's path lead to."""
-        if not values:
-            return iter(self.absent.values())
-        reached: dict[int, _Node] = dict(self.present) if self.present else {}
-        exact, others = self.exact, self.others.values()
-        for value in values:
-            if exact:
-                hit = exact.get(("s", value) if type(value) is str else typed_key(value))
-                if hit:
-                    reached.update(hit)
-            if type(value) is str:
-                self._step_text(value, reached)
-            elif self.numeric and is_number(value):
-                self._step_number(value, reached)
-            for condition, node in others:
-                if id(node) not in reached and condition.test(value):
-                    reached[id(node)] = node
-        return iter(reached.values())
-
-    def _step_number(self, value: float, reached: dict[int, _Node]) -> None:
-        if len(self.numeric) <= _FEW_RANGES:
-            for condition, node in self.numeric.values():
-                if condition.test(value):
-                    reached[id(node)] = node
-            return
-        if value != value:
-            return  # NaN is in no range
-        if self.numeric_tree is None:
-            self.numeric_tree = IntervalTree(list(self.numeric.values()))
-        for node in self.numeric_tree.containing(value):
-            reached[id(node)] = node
-
-    def _step_text(self, value: str, reached: dict[int, _Node]) -> None:
-        if self.prefix:
-            _probe_prefixes(self.prefix, value, self.prefix_longest, reached)
-        if self.suffix:
-            _probe_suffixes(self.suffix, value, self.suffix_longest, reached)
-        if self.prefix_ci or self.suffix_ci or self.ignore_case:
-            lowered = value.lower()
-            if self.prefix_ci:
-                _probe_prefixes(self.prefix_ci, lowered, self.prefix_longest, reached)
-            if self.suffix_ci:
-                _probe_suffixes(self.suffix_ci, lowered, self.suffix_longest, reached)
-            hit = self.ignore_case.get(lowered)
-            if hit:
-                reached.update(hit)
-        if self.cidr:
-            self._step_address(value, reached)
-        if self.wild_head:
-            for end in range(min(len(value), self.wild_head_longest) + 1):
-                bucket = self.wild_head.get(value[:end])
-                if bucket:
-                    _test_wilds(bucket, value, reached)
-        if self.wild_tail:
-            size = len(value)
-            for length in range(min(size, self.wild_tail_longest) + 1):
-                bucket = self.wild_tail.get(value[size - length :])
-                if bucket:
-                    _test_wilds(bucket, value, reached)
-
-    def _step_address(self, value: str, reached: dict[int, _Node]) -> None:
-        address = parse_address(value)
-        if address is None:
-            return
-        number, bits = int(address), address.max_prefixlen
-        for version, length in self.cidr_lengths:
-            if version == address.version:
-                network = number >> (bits - length) << (bits - length)
-                hit = self.cidr.get((version, length, network))
-                if hit:
-                    reached.update(hit)
-
-    def __bool__(self) -> bool:
-        return bool(self.children)
-
-
-# Up to this many prefixes (suffixes) in a branch, testing each is cheaper
-# than probing every prefix of the value; past it, probing wins and its cost
-# stays the value's length however many rules there are.
-_FEW = 4
-
-# Up to this many numeric ranges in a branch, testing each beats the
-# interval tree's bookkeeping.
-_FEW_RANGES = 8
-
-
-def _probe_prefixes(
-    table: dict[str, _Nodes], value: str, longest: int, reached: dict[int, _Node]
-) -> None:
-    if len(table) <= _FEW:
-        for text, nodes in table.items():
-            if value.startswith(text):
-                reached.update(nodes)
-        return
-    for end in range(min(len(value), longest) + 1):
-        hit = table.get(value[:end])
-        if hit:
-            reached.update(hit)
-
-
-def _probe_suffixes(
-    table: dict[str, _Nodes], value: str, longest: int, reached: dict[int, _Node]
-) -> None:
-    if len(table) <= _FEW:
-        for text, nodes in table.items():
-            if value.endswith(text):
-                reached.update(nodes)
-        return
-    size = len(value)
-    for length in range(min(size, longest) + 1):
-        hit = table.get(value[size - length :])
-        if hit:
-            reached.update(hit)
-
-
-def _test_wilds(bucket: _Wilds, value: str, reached: dict[int, _Node]) -> None:
-    for condition, node in bucket.values():
-        if id(node) not in reached and condition.test(value):
-            reached[id(node)] = node
-
 
 def _step_tied(
-    branch: _Branch,
+    branch: Branch,
     values: list[Any],
     members: list[Membership],
     held: Membership,
-    into: list[tuple[_Node, Membership]],
+    into: list[tuple[Node, Membership]],
 ) -> None:
     """Step value by value, keeping only children whose value fits the elements held."""
     for value, membership in zip(values, members, strict=True):
@@ -404,7 +101,7 @@ def _split_exact(alternative: tuple[Field, ...]) -> list[tuple[Field, ...]]:
     return [tuple(choice) for choice in itertools.product(*options)]
 
 
-_Trail = list[tuple[_Node, Path, frozenset[Condition], _Node]]
+_Trail = list[tuple[Node, Path, frozenset[Condition], Node]]
 
 
 class RuleSet:
@@ -417,7 +114,7 @@ class RuleSet:
     """
 
     def __init__(self) -> None:
-        self._root = _Node()
+        self._root = Node()
         self._patterns: dict[str, Pattern] = {}
         self._trails: dict[str, list[_Trail]] = {}
         self._order: dict[str, int] = {}
@@ -449,7 +146,7 @@ class RuleSet:
         for item in alternative:
             branch = node.branches.get(item.path)
             if branch is None:
-                branch = node.branches[item.path] = _Branch()
+                branch = node.branches[item.path] = Branch()
             child = branch.child(item.conditions)
             child.refs += 1
             trail.append((node, item.path, item.conditions, child))
@@ -490,7 +187,7 @@ class RuleSet:
         # inside arrays of objects wait, with the array elements they are tied
         # to, in ``tied`` (rare: most events have no arrays of objects).
         pending = [self._root]
-        tied: list[tuple[_Node, Membership]] = []
+        tied: list[tuple[Node, Membership]] = []
         pop, push = pending.pop, pending.extend
         while pending:
             node = pop()
@@ -528,7 +225,7 @@ class RuleSet:
     @staticmethod
     def _match_tied(
         event: Mapping[str, Any],
-        tied: list[tuple[_Node, Membership]],
+        tied: list[tuple[Node, Membership]],
         entries: dict[Path, tuple[list[Any], list[Membership] | None]],
         found: set[str],
     ) -> None:

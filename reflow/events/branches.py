@@ -1,0 +1,326 @@
+"""The index at one node of the rule tree: the ways out along one event path.
+
+:class:`Branch` maps what an event holds at its path to the child nodes it
+leads to, one structure per kind of condition, so that the cost of a step
+does not depend on how many rules share the branch (docs in
+:mod:`reflow.events.ruleset`). :class:`Node` is a point of the tree: the
+rules whose alternatives end there and the branches that go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from reflow.events.conditions import (
+    Cidr,
+    Condition,
+    EqualsIgnoreCase,
+    Exact,
+    Exists,
+    Numeric,
+    Path,
+    Prefix,
+    Suffix,
+    TypedKey,
+    Wildcard,
+    is_number,
+    parse_address,
+    typed_key,
+)
+from reflow.events.intervals import IntervalTree
+
+__all__ = ["Branch", "Node", "Nodes"]
+
+Nodes = dict[int, "Node"]
+"""Child nodes keyed by ``id``: a set that keeps insertion order and removes in O(1)."""
+
+_Wilds = dict[tuple["Wildcard", int], tuple["Wildcard", "Node"]]
+"""Wildcard conditions and the child each leads to, keyed by (condition, id(child))."""
+
+
+class Node:
+    """A point in the tree: the rules that end here and the branches that go on."""
+
+    __slots__ = ("branches", "refs", "rules")
+
+    def __init__(self) -> None:
+        self.rules: dict[str, int] = {}  # rule name -> alternatives of it ending here
+        self.branches: dict[Path, Branch] = {}
+        self.refs = 0  # alternatives passing through this node
+
+
+class Branch:
+    """The ways out of a node along one path, indexed by condition kind."""
+
+    __slots__ = (
+        "absent",
+        "children",
+        "cidr",
+        "cidr_lengths",
+        "exact",
+        "ignore_case",
+        "inexact",
+        "numeric",
+        "numeric_tree",
+        "others",
+        "prefix",
+        "present",
+        "prefix_ci",
+        "prefix_longest",
+        "suffix",
+        "suffix_ci",
+        "suffix_longest",
+        "wild_head",
+        "wild_head_longest",
+        "wild_tail",
+        "wild_tail_longest",
+    )
+
+    def __init__(self) -> None:
+        self.children: dict[frozenset[Condition], Node] = {}
+        self.exact: dict[TypedKey, Nodes] = {}
+        self.prefix: dict[str, Nodes] = {}
+        self.prefix_ci: dict[str, Nodes] = {}
+        self.suffix: dict[str, Nodes] = {}
+        self.suffix_ci: dict[str, Nodes] = {}
+        self.ignore_case: dict[str, Nodes] = {}
+        # CIDR blocks by (IP version, prefix length, network as an integer);
+        # an address probes one key per prefix length in use.
+        self.cidr: dict[tuple[int, int, int], Nodes] = {}
+        self.cidr_lengths: dict[tuple[int, int], int] = {}
+        # Wildcards by the literal text before their first * (or, when they
+        # start with *, after their last *): only those whose head (tail)
+        # the value starts (ends) with run their regular expression.
+        self.wild_head: dict[str, _Wilds] = {}
+        self.wild_tail: dict[str, _Wilds] = {}
+        self.wild_head_longest = -1
+        self.wild_tail_longest = -1
+        self.others: dict[tuple[Condition, int], tuple[Condition, Node]] = {}
+        self.numeric: dict[tuple[Numeric, int], tuple[Numeric, Node]] = {}
+        self.numeric_tree: IntervalTree[Node] | None = None  # built on first need
+        self.absent: Nodes = {}
+        self.present: Nodes = {}  # exists: true
+        self.inexact = 0  # index entries other than exact values (0: the fast path applies)
+        # High-water marks: a stale (too long) one after a removal only costs
+        # a few extra dictionary probes, never a wrong answer.
+        self.prefix_longest = -1
+        self.suffix_longest = -1
+
+    def child(self, conditions: frozenset[Condition]) -> Node:
+        """The child reached by ``conditions``, created and indexed on first use."""
+        node = self.children.get(conditions)
+        if node is None:
+            node = self.children[conditions] = Node()
+            for condition in conditions:
+                self._index(condition, node)
+        return node
+
+    def drop(self, conditions: frozenset[Condition]) -> None:
+        """Forget the child reached by ``conditions`` (no alternative uses it any more)."""
+        node = self.children.pop(conditions)
+        for condition in conditions:
+            self._unindex(condition, node)
+
+    def _table(self, condition: Condition) -> tuple[dict[Any, Nodes], Any] | None:
+        if isinstance(condition, Exact):
+            return self.exact, condition.key
+        if isinstance(condition, Prefix):
+            return (self.prefix_ci if condition.ignore_case else self.prefix), condition.text
+        if isinstance(condition, Suffix):
+            return (self.suffix_ci if condition.ignore_case else self.suffix), condition.text
+        if isinstance(condition, EqualsIgnoreCase):
+            return self.ignore_case, condition.text
+        if isinstance(condition, Cidr):
+            network = condition.network
+            return self.cidr, (network.version, network.prefixlen, int(network.network_address))
+        return None
+
+    def _index(self, condition: Condition, node: Node) -> None:
+        if not isinstance(condition, Exact):
+            self.inexact += 1
+        if isinstance(condition, Exists):
+            (self.present if condition.present else self.absent)[id(node)] = node
+            return
+        if isinstance(condition, Numeric):
+            self.numeric[condition, id(node)] = (condition, node)
+            self.numeric_tree = None
+            return
+        if isinstance(condition, Wildcard) and (condition.head or condition.tail):
+            if condition.head:
+                bucket = self.wild_head.setdefault(condition.head, {})
+                self.wild_head_longest = max(self.wild_head_longest, len(condition.head))
+            else:
+                bucket = self.wild_tail.setdefault(condition.tail, {})
+                self.wild_tail_longest = max(self.wild_tail_longest, len(condition.tail))
+            bucket[condition, id(node)] = (condition, node)
+            return
+        table = self._table(condition)
+        if table is None:
+            self.others[condition, id(node)] = (condition, node)
+            return
+        mapping, key = table
+        mapping.setdefault(key, {})[id(node)] = node
+        if isinstance(condition, Cidr):
+            length = (condition.network.version, condition.network.prefixlen)
+            self.cidr_lengths[length] = self.cidr_lengths.get(length, 0) + 1
+        if isinstance(condition, Prefix):
+            self.prefix_longest = max(self.prefix_longest, len(condition.text))
+        elif isinstance(condition, Suffix):
+            self.suffix_longest = max(self.suffix_longest, len(condition.text))
+
+    def _unindex(self, condition: Condition, node: Node) -> None:
+        if not isinstance(condition, Exact):
+            self.inexact -= 1
+        if isinstance(condition, Exists):
+            del (self.present if condition.present else self.absent)[id(node)]
+            return
+        if isinstance(condition, Numeric):
+            del self.numeric[condition, id(node)]
+            self.numeric_tree = None
+            return
+        if isinstance(condition, Wildcard) and (condition.head or condition.tail):
+            wilds, text = (
+                (self.wild_head, condition.head)
+                if condition.head
+                else (self.wild_tail, condition.tail)
+            )
+            del wilds[text][condition, id(node)]
+            if not wilds[text]:
+                del wilds[text]
+            return
+        table = self._table(condition)
+        if table is None:
+            del self.others[condition, id(node)]
+            return
+        mapping, key = table
+        nodes = mapping[key]
+        del nodes[id(node)]
+        if not nodes:
+            del mapping[key]
+        if isinstance(condition, Cidr):
+            length = (condition.network.version, condition.network.prefixlen)
+            self.cidr_lengths[length] -= 1
+            if not self.cidr_lengths[length]:
+                del self.cidr_lengths[length]
+
+    def step(self, values: list[Any]) -> Iterator[Node]:
+        """The children that the leaf ``values`` at this branch's path lead to."""
+        if not values:
+            return iter(self.absent.values())
+        reached: dict[int, Node] = dict(self.present) if self.present else {}
+        exact, others = self.exact, self.others.values()
+        for value in values:
+            if exact:
+                hit = exact.get(("s", value) if type(value) is str else typed_key(value))
+                if hit:
+                    reached.update(hit)
+            if type(value) is str:
+                self._step_text(value, reached)
+            elif self.numeric and is_number(value):
+                self._step_number(value, reached)
+            for condition, node in others:
+                if id(node) not in reached and condition.test(value):
+                    reached[id(node)] = node
+        return iter(reached.values())
+
+    def _step_number(self, value: float, reached: dict[int, Node]) -> None:
+        if len(self.numeric) <= _FEW_RANGES:
+            for condition, node in self.numeric.values():
+                if condition.test(value):
+                    reached[id(node)] = node
+            return
+        if value != value:
+            return  # NaN is in no range
+        if self.numeric_tree is None:
+            self.numeric_tree = IntervalTree(list(self.numeric.values()))
+        for node in self.numeric_tree.containing(value):
+            reached[id(node)] = node
+
+    def _step_text(self, value: str, reached: dict[int, Node]) -> None:
+        if self.prefix:
+            _probe_prefixes(self.prefix, value, self.prefix_longest, reached)
+        if self.suffix:
+            _probe_suffixes(self.suffix, value, self.suffix_longest, reached)
+        if self.prefix_ci or self.suffix_ci or self.ignore_case:
+            lowered = value.lower()
+            if self.prefix_ci:
+                _probe_prefixes(self.prefix_ci, lowered, self.prefix_longest, reached)
+            if self.suffix_ci:
+                _probe_suffixes(self.suffix_ci, lowered, self.suffix_longest, reached)
+            hit = self.ignore_case.get(lowered)
+            if hit:
+                reached.update(hit)
+        if self.cidr:
+            self._step_address(value, reached)
+        if self.wild_head:
+            for end in range(min(len(value), self.wild_head_longest) + 1):
+                bucket = self.wild_head.get(value[:end])
+                if bucket:
+                    _test_wilds(bucket, value, reached)
+        if self.wild_tail:
+            size = len(value)
+            for length in range(min(size, self.wild_tail_longest) + 1):
+                bucket = self.wild_tail.get(value[size - length :])
+                if bucket:
+                    _test_wilds(bucket, value, reached)
+
+    def _step_address(self, value: str, reached: dict[int, Node]) -> None:
+        address = parse_address(value)
+        if address is None:
+            return
+        number, bits = int(address), address.max_prefixlen
+        for version, length in self.cidr_lengths:
+            if version == address.version:
+                network = number >> (bits - length) << (bits - length)
+                hit = self.cidr.get((version, length, network))
+                if hit:
+                    reached.update(hit)
+
+    def __bool__(self) -> bool:
+        return bool(self.children)
+
+
+# Up to this many prefixes (suffixes) in a branch, testing each is cheaper
+# than probing every prefix of the value; past it, probing wins and its cost
+# stays the value's length however many rules there are.
+_FEW = 4
+
+# Up to this many numeric ranges in a branch, testing each beats the
+# interval tree's bookkeeping.
+_FEW_RANGES = 8
+
+
+def _probe_prefixes(
+    table: dict[str, Nodes], value: str, longest: int, reached: dict[int, Node]
+) -> None:
+    if len(table) <= _FEW:
+        for text, nodes in table.items():
+            if value.startswith(text):
+                reached.update(nodes)
+        return
+    for end in range(min(len(value), longest) + 1):
+        hit = table.get(value[:end])
+        if hit:
+            reached.update(hit)
+
+
+def _probe_suffixes(
+    table: dict[str, Nodes], value: str, longest: int, reached: dict[int, Node]
+) -> None:
+    if len(table) <= _FEW:
+        for text, nodes in table.items():
+            if value.endswith(text):
+                reached.update(nodes)
+        return
+    size = len(value)
+    for length in range(min(size, longest) + 1):
+        hit = table.get(value[size - length :])
+        if hit:
+            reached.update(hit)
+
+
+def _test_wilds(bucket: _Wilds, value: str, reached: dict[int, Node]) -> None:
+    for condition, node in bucket.values():
+        if id(node) not in reached and condition.test(value):
+            reached[id(node)] = node
