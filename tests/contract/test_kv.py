@@ -9,6 +9,7 @@ import pytest
 
 from reflow.backends import Backend, Check, Delete, Put
 from reflow.errors import TransactionConflictError, VersionConflictError
+from reflow.testing import FakeClock
 
 
 async def test_put_then_get_returns_value_and_version(backend: Backend) -> None:
@@ -51,12 +52,16 @@ async def test_a_recreated_key_never_reuses_an_old_version(backend: Backend) -> 
     assert item is not None and item.version == version
 
 
-async def test_ttl_expires_a_key(backend: Backend) -> None:
-    await backend.kv.put("short", b"x", ttl=0.2)
+# TTL tests run on a FakeClock: under load, real sleeps race the TTL.
+
+
+async def test_ttl_expires_a_key(clocked: tuple[Backend, FakeClock]) -> None:
+    backend, clock = clocked
+    await backend.kv.put("short", b"x", ttl=20)
     await backend.kv.put("long", b"y", ttl=60)
     item = await backend.kv.get("short")
     assert item is not None and item.expires_at is not None
-    await asyncio.sleep(0.35)
+    clock.advance(21)
     assert await backend.kv.get("short") is None
     assert await backend.kv.get("long") is not None
     assert [i.key for i in await backend.kv.scan("")] == ["long"]
@@ -64,10 +69,13 @@ async def test_ttl_expires_a_key(backend: Backend) -> None:
     assert await backend.kv.put("short", b"again", expect_version=0) >= 1
 
 
-async def test_a_put_without_ttl_clears_an_earlier_ttl(backend: Backend) -> None:
-    await backend.kv.put("k", b"x", ttl=0.2)
+async def test_a_put_without_ttl_clears_an_earlier_ttl(
+    clocked: tuple[Backend, FakeClock],
+) -> None:
+    backend, clock = clocked
+    await backend.kv.put("k", b"x", ttl=20)
     await backend.kv.put("k", b"y")
-    await asyncio.sleep(0.35)
+    clock.advance(21)
     item = await backend.kv.get("k")
     assert item is not None and item.value == b"y" and item.expires_at is None
 
@@ -82,10 +90,13 @@ async def test_incr_is_atomic_and_starts_at_zero(backend: Backend) -> None:
     assert item is not None and int(item.value) == 100
 
 
-async def test_incr_ttl_applies_when_the_counter_is_created(backend: Backend) -> None:
-    await backend.kv.incr("window", ttl=0.2)
+async def test_incr_ttl_applies_when_the_counter_is_created(
+    clocked: tuple[Backend, FakeClock],
+) -> None:
+    backend, clock = clocked
+    await backend.kv.incr("window", ttl=20)
     await backend.kv.incr("window", ttl=60)  # does not extend
-    await asyncio.sleep(0.35)
+    clock.advance(21)
     assert await backend.kv.get("window") is None
     assert await backend.kv.incr("window") == 1
 
