@@ -38,3 +38,31 @@ def require_server(url: str, what: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {message}")
     pytest.skip(message)
+
+
+# Every test that touches Redis works under a prefix of its own ("test-…:",
+# "fault-…:", "multi-…:"), so runs never see each other's keys. Under CI=true
+# the run is alone on the server, so it sweeps those prefixes when it ends;
+# a developer's run leaves them (another run may be using them right now).
+TEST_KEY_PATTERNS = ("test-*", "fault-*", "multi-*")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true, delete the keys test runs left on the shared Redis."""
+    if not IN_CI or not server_reachable(REDIS_URL):
+        return
+    import redis  # the redis extra is installed wherever the tests run
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for pattern in TEST_KEY_PATTERNS:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
+    finally:
+        client.close()
