@@ -250,14 +250,13 @@ class Context:
         if self._unavailable is not None:
             raise NotAvailableError(name, self._unavailable)
         if self._remote is not None:
-            if name != "blobs":
-                raise NotAvailableError(
-                    name, "only context.blobs is reachable from isolation='process' yet"
-                )
-            from reflow.functions.remote import RemoteBlobs
+            from reflow.functions.remote import RemoteBlobs, RemoteClient
 
-            client = self._clients[name] = RemoteBlobs(self._remote)
-            return client
+            remote = (
+                RemoteBlobs(self._remote) if name == "blobs" else RemoteClient(name, self._remote)
+            )
+            self._clients[name] = remote
+            return remote
         factory = _factories.get(name)
         if factory is None:
             if name == "blobs" and self._blobs is not None:

@@ -9,23 +9,35 @@ handler can step around. So ``context.blobs`` in a worker is a
 ``REPLY`` frame. The handler sees the same methods as inline (``await
 context.blobs.put(...)`` or ``context.blobs.sync.put(...)``).
 
-Only the object store is proxied so far; the other clients arrive with their
-subsystems and raise :class:`NotAvailableError` in workers until then.
+The object store has a typed proxy (bytes travel as base64). Every other
+client is proxied generically once its subsystem registers it
+(:func:`register_client`): ``await context.tables.get(...)`` in a worker
+becomes a call of the server-side client's ``get`` with the same JSON
+arguments, its result (dataclasses as dicts) sent back. Synchronous handlers
+use ``context.<client>.sync.<method>(...)``, as with blobs. The first use of
+a client asks the runtime whether it can serve it, so an unregistered one
+raises :class:`NotAvailableError` where it is reached, as inline.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import inspect
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from reflow.errors import FunctionError, NotAvailableError, PermissionDeniedError
+from reflow.functions.context import CLIENT_NAMES
 
 if TYPE_CHECKING:
     from reflow.backends.protocols import Blob, BlobInfo
     from reflow.functions.context import Context
 
-__all__ = ["PlatformCallError", "RemoteBlobs", "serve_call"]
+PROBE = "__probe__"  # asks whether the runtime can serve a client at all
+
+__all__ = ["PROBE", "PlatformCallError", "RemoteBlobs", "RemoteClient", "serve_call"]
 
 Call = Callable[[str, str, dict[str, Any]], Any]
 
@@ -77,11 +89,9 @@ async def serve_call(context: Context, body: Mapping[str, Any]) -> dict[str, Any
     """Perform one proxied call through ``context``; the ``REPLY`` body."""
     try:
         client, method, args = body["c"], body["m"], body.get("a") or {}
-        if client != "blobs":
-            raise NotAvailableError(
-                client, "only context.blobs is reachable from isolation='process' yet"
-            )
-        return {"ok": await _serve_blobs(context, method, args)}
+        if client == "blobs":
+            return {"ok": await _serve_blobs(context, method, args)}
+        return {"ok": await _serve_generic(context, client, method, args)}
     except PermissionDeniedError as exc:
         fields = {"function": exc.function, "action": exc.action, "resource": exc.resource}
         return {"error": {"type": "PermissionDeniedError", "message": str(exc), "fields": fields}}
@@ -90,6 +100,36 @@ async def serve_call(context: Context, body: Mapping[str, Any]) -> dict[str, Any
         return {"error": {"type": "NotAvailableError", "message": str(exc), "fields": fields}}
     except Exception as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+async def _serve_generic(
+    context: Context, client: str, method: str, args: Mapping[str, Any]
+) -> Any:
+    """Any other registered client: a public method, JSON arguments and result."""
+    if client not in CLIENT_NAMES:
+        raise NotAvailableError(client, "no such platform client")
+    target = getattr(context, client)  # NotAvailableError when nothing registered it
+    if method == PROBE:
+        return None
+    if method.startswith("_") or not callable(getattr(target, method, None)):
+        raise NotAvailableError(client, f"it has no method {method!r}")
+    result = getattr(target, method)(*args.get("args", ()), **args.get("kwargs", {}))
+    if inspect.isawaitable(result):
+        result = await result
+    value = _plain(result)
+    json.dumps(value)  # refuse here, as an error reply, what the frame could not carry
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists: what JSON can carry."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 async def _serve_blobs(context: Context, method: str, args: Mapping[str, Any]) -> Any:
@@ -199,3 +239,38 @@ class RemoteBlobs:
     async def delete(self, key: str) -> bool:
         """Remove an object."""
         return self.sync.delete(key)
+
+
+class _RemoteMethods:
+    """``client.sync``: each attribute a blocking call of the runtime's client."""
+
+    def __init__(self, client: str, call: Call) -> None:
+        self._name = client
+        self._call = call
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def invoke(*args: Any, **kwargs: Any) -> Any:
+            return self._call(self._name, method, {"args": list(args), "kwargs": kwargs})
+
+        return invoke
+
+
+class RemoteClient:
+    """Any registered platform client, in a worker: its methods, proxied."""
+
+    def __init__(self, client: str, call: Call) -> None:
+        call(client, PROBE, {})  # NotAvailableError now, where the client is reached
+        self.sync = _RemoteMethods(client, call)
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        blocking = getattr(self.sync, method)
+
+        async def invoke(*args: Any, **kwargs: Any) -> Any:
+            return blocking(*args, **kwargs)
+
+        return invoke

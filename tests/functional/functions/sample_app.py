@@ -116,3 +116,11 @@ async def store_async(event: Any, context: Any) -> Any:
 def configured(event: Any, context: Any) -> str | None:
     """Read the function's environment, as a Lambda handler reads its variables."""
     return os.environ.get("GREETING")
+
+
+@app.function(isolation="process", timeout=5)
+async def emits(event: Any, context: Any) -> Any:
+    """Use a client some subsystem registered, from a worker (async and sync)."""
+    first = await context.events.put_events([{"source": "cms", "n": event["n"]}])
+    second = context.events.sync.put_events([{"source": "cms", "n": event["n"] + 1}])
+    return {"first": first, "second": second}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from typing import Any
 
 import pytest
 
 from reflow.app import FunctionConfig
 from reflow.backends import memory_backend
 from reflow.errors import HandlerError, PermissionDeniedError
-from reflow.functions import Runtime
+from reflow.functions import Context, Runtime, register_client
+from reflow.functions.context import _factories
 from tests.functional.functions.sample_app import app
 
 
@@ -57,3 +60,51 @@ async def test_without_a_backend_worker_blob_calls_are_not_available() -> None:
             await runtime.invoke("store", {"key": "site/a", "text": "x"})
     assert caught.value.error_type == "NotAvailableError"
     assert "context.blobs is not available" in caught.value.error_message
+
+
+@dataclasses.dataclass(frozen=True)
+class _Receipt:
+    accepted: int
+    ids: tuple[str, ...]
+
+
+class _FakeBus:
+    """A stand-in events client, as reflow.events would register one."""
+
+    def __init__(self, context: Context, sink: list[Any]) -> None:
+        self.context = context
+        self.sink = sink
+
+    async def put_events(self, entries: list[dict[str, Any]]) -> _Receipt:
+        self.context.authorize("events:put", "default")
+        self.sink.extend(entries)
+        return _Receipt(len(entries), tuple(f"id-{e['n']}" for e in entries))
+
+
+async def test_a_registered_client_is_proxied_from_workers_generically() -> None:
+    sink: list[Any] = []
+    hooks: list[tuple[str, str, str]] = []
+
+    def hook(function: FunctionConfig, action: str, resource: str) -> None:
+        hooks.append((function.name, action, resource))
+
+    register_client("events", lambda context: _FakeBus(context, sink))
+    try:
+        async with Runtime(app, authorizer=hook) as runtime:
+            result = await runtime.invoke("emits", {"n": 1})
+    finally:
+        _factories.pop("events")
+    assert result == {
+        "first": {"accepted": 1, "ids": ["id-1"]},
+        "second": {"accepted": 1, "ids": ["id-2"]},
+    }
+    assert sink == [{"source": "cms", "n": 1}, {"source": "cms", "n": 2}]
+    assert hooks == [("emits", "events:put", "default")] * 2
+
+
+async def test_an_unregistered_client_is_not_available_where_the_worker_reaches_it() -> None:
+    async with Runtime(app) as runtime:
+        with pytest.raises(HandlerError) as caught:
+            await runtime.invoke("emits", {"n": 1})
+    assert caught.value.error_type == "NotAvailableError"
+    assert "context.events is not available" in caught.value.error_message
