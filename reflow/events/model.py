@@ -40,11 +40,12 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from reflow.clock import Clock
 from reflow.errors import EventTooLargeError, InvalidEventError
 
 __all__ = ["DEFAULT_ACCOUNT", "DEFAULT_REGION", "MAX_EVENT_SIZE", "Event"]
@@ -126,6 +127,12 @@ class Event:
 
     def __hash__(self) -> int:
         return hash((self.id, self.source, self.type))
+
+    def stamped(self, clock: Clock) -> Event:
+        """This event with ``time`` set from ``clock`` when it has none (as the bus does)."""
+        if self.time is not None:
+            return self
+        return replace(self, time=datetime.fromtimestamp(clock.time(), UTC))
 
     # --- CloudEvents JSON (structured mode) --------------------------------
 

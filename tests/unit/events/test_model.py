@@ -13,6 +13,7 @@ from reflow import Event as FrontDoorEvent
 from reflow.errors import EventTooLargeError, InvalidEventError
 from reflow.events import Event, Pattern
 from reflow.events.model import DEFAULT_ACCOUNT, DEFAULT_REGION, MAX_EVENT_SIZE
+from reflow.testing.clock import FakeClock
 
 MOMENT = datetime(2026, 12, 4, 15, 0, 0, tzinfo=UTC)
 
@@ -231,3 +232,14 @@ def test_eventbridge_view_round_trips_to_the_same_event(event: Event) -> None:
 @given(event=events)
 def test_cloudevent_json_round_trips_to_the_same_event(event: Event) -> None:
     assert Event.from_cloudevent(event.to_cloudevent()) == event
+
+
+def test_stamped_sets_the_time_from_the_clock_only_when_unset() -> None:
+    clock = FakeClock(start=MOMENT.timestamp())
+    event = Event(source="cms", type="T", id="1")
+    stamped = event.stamped(clock)
+    assert stamped.time == MOMENT
+    assert stamped.id == "1"
+    assert stamped.to_eventbridge()["time"] == "2026-12-04T15:00:00Z"
+    earlier = Event(source="cms", type="T", time=MOMENT - timedelta(days=1))
+    assert earlier.stamped(clock) is earlier
