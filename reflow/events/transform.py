@@ -20,7 +20,8 @@ EventBridge does: inside a JSON string (``"state: <state>"``) a string value
 goes in as its characters (escaped for JSON) and any other value as its JSON
 text; outside a string (``{"state": <state>}``) the value goes in as JSON,
 so a string arrives quoted. A template that is a JSON object, array or string
-yields that JSON value; any other text is returned as text. Predefined
+yields that JSON value; any other template is plain text, into which strings
+go as they are (``<instance> is in state <state>``) and returned as text. Predefined
 variables: ``aws.events.rule-name``, ``aws.events.rule-arn``,
 ``aws.events.event.ingestion-time``, ``aws.events.event`` (the event without
 its ``detail``) and ``aws.events.event.json`` (the whole event); they may not
@@ -152,9 +153,10 @@ class InputTransformer:
         variables["aws.events.event.ingestion-time"] = ingested or event.get("time", "")
         variables["aws.events.event"] = {k: v for k, v in event.items() if k != "detail"}
         variables["aws.events.event.json"] = dict(event)
-        text = _substitute(self.template, variables)
-        stripped = text.strip()
-        if stripped[:1] in ("{", "[", '"'):
+        json_mode = self.template.strip()[:1] in ("{", "[", '"')
+        text = _substitute(self.template, variables, json_mode=json_mode)
+        if json_mode:
+            stripped = text.strip()
             try:
                 return json.loads(stripped)
             except json.JSONDecodeError as exc:
@@ -164,23 +166,30 @@ class InputTransformer:
         return text
 
 
-def _substitute(template: str, variables: Mapping[str, Any]) -> str:
-    """Replace each known ``<name>``, by whether it sits inside a JSON string."""
+def _substitute(template: str, variables: Mapping[str, Any], *, json_mode: bool) -> str:
+    """Replace each known ``<name>``, by whether it sits inside a JSON string.
+
+    A template that is not JSON is plain text: strings go in as they are.
+    """
     out: list[str] = []
     in_string = False
     position = 0
     while position < len(template):
         char = template[position]
-        if char == "\\" and in_string:
+        if json_mode and char == "\\" and in_string:
             out.append(template[position : position + 2])
             position += 2
             continue
-        if char == '"':
+        if json_mode and char == '"':
             in_string = not in_string
         elif char == "<":
             match = _PLACEHOLDER_RE.match(template, position)
             if match is not None and match[1] in variables:
-                out.append(_render_value(variables[match[1]], in_string))
+                value = variables[match[1]]
+                if not json_mode:
+                    out.append(value if isinstance(value, str) else _render_value(value, False))
+                else:
+                    out.append(_render_value(value, in_string))
                 position = match.end()
                 continue
         out.append(char)
