@@ -98,6 +98,12 @@ class Platform:
                 admin=self.admin,
             )
             await self.add_service("edge", edge)
+        if self.app.rules or self.app.schedules:
+            # Imported here: an app without rules or schedules never loads the bus.
+            from reflow.events.service import EventsService
+
+            events = EventsService(self.app, self.backend, clock=self.clock, admin=self.admin)
+            await self.add_service("events", events)
         if admin:
             await self.admin.start(self.settings.host, self.settings.admin_port)
 

@@ -20,6 +20,7 @@ import reflow
 from reflow.backends import open_backend
 from reflow.cli import scaffold
 from reflow.cli.cache import cache_app
+from reflow.cli.events import dlq_app, events_app, rules_app
 from reflow.cli.functions import functions_app, invoke
 from reflow.cli.output import console, fail, run_guarded
 from reflow.clock import SYSTEM_CLOCK
@@ -39,6 +40,9 @@ backend_app = typer.Typer(help="Inspect and check the configured backend.", no_a
 app.add_typer(backend_app, name="backend")
 app.add_typer(functions_app, name="functions")
 app.add_typer(cache_app, name="cache")
+app.add_typer(events_app, name="events")
+app.add_typer(rules_app, name="rules")
+app.add_typer(dlq_app, name="dlq")
 app.command("invoke")(invoke)
 
 BackendOption = Annotated[
