@@ -298,6 +298,7 @@ class Replicator:
         self._in_flight = in_flight
         self._lags: deque[float] = deque(maxlen=samples)
         self.applied = 0
+        self._stopping = False
         name = table.name
         self._relays = {
             peer: StreamRelay(r.kv, r.log, name, clock=clock, lease=lease)
@@ -340,14 +341,30 @@ class Replicator:
         return total
 
     async def run(self, *, interval: float = 0.2) -> None:
-        """Step until cancelled, collecting tombstones as marks allow."""
-        while True:
+        """Step until :meth:`stop` (or cancelled), collecting tombstones as marks allow.
+
+        :meth:`stop` lets the batch in hand finish and be acknowledged;
+        cancelling leaves it leased, to be delivered again when the lease ends.
+        """
+        self._stopping = False
+        while not self._stopping:
             read = await self.step()
             await self.collect()
             if read == 0:
                 await self._clock.sleep(interval)
             else:
                 await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the step in progress."""
+        self._stopping = True
+
+    async def caught_up(self) -> bool:
+        """Whether every peer's outbox is relayed and its stream read and acknowledged."""
+        for peer in self.peers:
+            if not await self._drained(peer):
+                return False
+        return True
 
     async def horizon(self) -> float | None:
         """Before this time, every region has seen every write (None: not yet known)."""
