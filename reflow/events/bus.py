@@ -172,7 +172,9 @@ class EventBus:
                 self.backend,
                 self.dead_letters,
                 clock=self.clock,
-                lease=self.lease,
+                # A retry record is held while its back-off runs out, so the
+                # lease covers the longest back-off as well as the attempt.
+                lease=self.lease + rule.retry.cap,
                 concurrency=self.concurrency,
                 rng=self.rng,
                 consumer=self.consumer,

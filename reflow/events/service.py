@@ -138,6 +138,9 @@ class EventsService:
         self.clock = clock or backend.clock
         self._owns_runtime = runtime is None
         self.runtime = runtime or Runtime(app, backend=backend, clock=self.clock, serve=False)
+        # A delivery's lease must outlast the slowest function it may invoke.
+        longest = max((f.timeout for f in app.functions.values()), default=0.0)
+        options.setdefault("lease", max(120.0, float(longest) + 60.0))
         self.bus = build_bus(app, backend, self.runtime, clock=self.clock, **options)
         self.scheduler = Scheduler(
             [ScheduledRule(s.name, s.expression, s.payload) for s in app.schedules.values()],
