@@ -104,6 +104,11 @@ class Platform:
 
             events = EventsService(self.app, self.backend, clock=self.clock, admin=self.admin)
             await self.add_service("events", events)
+        if self.app.flows:
+            # Imported here: an app without flows never loads the flows engine.
+            from reflow.flows.server import FlowsService
+
+            await self.add_service("flows", FlowsService(self.app, self.backend, admin=self.admin))
         if admin:
             await self.admin.start(self.settings.host, self.settings.admin_port)
 

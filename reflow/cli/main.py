@@ -21,6 +21,7 @@ from reflow.backends import open_backend
 from reflow.cli import scaffold
 from reflow.cli.cache import cache_app
 from reflow.cli.events import dlq_app, events_app, rules_app
+from reflow.cli.flows import flows_app
 from reflow.cli.functions import functions_app, invoke
 from reflow.cli.output import console, fail, run_guarded
 from reflow.clock import SYSTEM_CLOCK
@@ -43,6 +44,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(events_app, name="events")
 app.add_typer(rules_app, name="rules")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(flows_app, name="flows")
 app.command("invoke")(invoke)
 
 BackendOption = Annotated[
