@@ -6,6 +6,7 @@ timers), so time only moves when the test advances the clock.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -409,3 +410,40 @@ async def test_list_filters_by_flow_and_status(backend: Backend) -> None:
     assert [row["name"] for row in await service.list_executions(flow="done")] == ["d1"]
     with pytest.raises(InvalidExecutionRequestError):
         await service.list_executions(status="SLEEPING")
+
+
+async def test_two_services_sharing_a_backend_finish_each_execution_exactly_once() -> None:
+    # Real time here: the services' own workers and timer loops do the work.
+    shared = memory_backend()
+    task = Recorder()
+    definition = chain(
+        A={"Type": "Task", "Resource": "t", "Next": "B"},
+        B={"Type": "Pass", "Next": "C"},
+        C={"Type": "Task", "Resource": "t", "End": True},
+    )
+    services = [
+        FlowService(shared, {"f": definition}, functions={"t": task}, block=0.01, poll=0.01)
+        for _ in range(2)
+    ]
+    try:
+        for index in range(20):
+            await services[index % 2].start_execution("f", {"i": index}, name=f"e{index}")
+        # Both recover every execution: each is queued at least twice, on purpose.
+        for service in services:
+            await service.start()
+        for _ in range(500):
+            rows = await services[0].list_executions(status="SUCCEEDED")
+            if len(rows) == 20:
+                break
+            await asyncio.sleep(0.01)
+        assert len(rows) == 20
+        for index in range(20):
+            types = [event["type"] for event in await services[1].history(f"e{index}")]
+            assert types.count("ExecutionSucceeded") == 1
+            assert types.count("TaskSucceeded") == 2
+        keys_per_call = [context.idempotency_key for _, context in task.calls]
+        assert len(set(keys_per_call)) == 40  # two tasks per execution, one key each
+    finally:
+        for service in services:
+            await service.stop()
+        await shared.close()
