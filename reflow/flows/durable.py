@@ -62,6 +62,7 @@ _TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map"
 _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
 _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
 _ACCOUNT = "arn:aws:states:local:000000000000"
+_CALLING = ("Task", "Parallel", "Map")
 
 
 def execution_arn(flow: str, name: str) -> str:
@@ -135,11 +136,9 @@ class DurableRunner:
             else:
                 outcome = core.Result(wait.get("result"))
         elif wait is not None and wait.get("then") == "outcome":
-            history.add("WaitStateTimerFired", now, name=state.name)
-            outcome = core.Result(None)
+            outcome = core.Result(None)  # the Wait state's time is up
         # else: a retry back-off ran out, or a crash came mid-state: enter it again.
         record.wait = None
-        context = self._context(record, machine, state)
         executor = Executor(
             machine,
             functions=self.functions,
@@ -147,6 +146,10 @@ class DurableRunner:
             name=record.name,
             machine_name=record.flow,
         )
+        # Pass/Choice/Wait/Succeed/Fail states of a machine that never reads $$ or $states
+        # do not need the context object: skip building it (the hot path of Pass chains).
+        needs_context = executor._machine_reads_context(machine) or state.type in _CALLING
+        context = self._context(record, machine, state) if needs_context else {}
         executor._deadline = record.deadline
         executor.visit = record.visit
         action = core.step(machine, cursor, context, outcome)
@@ -157,7 +160,8 @@ class DurableRunner:
                     record.attempts = list(action.cursor.attempts)
                     if delay <= 0:
                         cursor = action.cursor
-                        context = self._context(record, machine, state)
+                        if needs_context:
+                            context = self._context(record, machine, state)
                         action = core.step(machine, cursor, context)
                         continue
                     at = self.clock.time() + delay

@@ -148,6 +148,10 @@ async def test_ten_minute_wait_and_three_retries_are_durable_timers_on_the_clock
     assert described["output"] == {"seen": {"n": 1}}
     assert [context.attempt for _, context in flaky.calls] == [0, 1, 2, 3]
     assert len({context.idempotency_key for _, context in flaky.calls}) == 4
+    in_memory = run(
+        definition, {"n": 1}, functions={"flaky": Recorder(3)}, clock=FakeClock(autojump=True)
+    )
+    assert [event["type"] for event in await service.history("slow")] == in_memory.event_types()
 
 
 async def test_a_state_entered_again_by_a_loop_gets_new_idempotency_keys(
