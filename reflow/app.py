@@ -162,6 +162,7 @@ class TableConfig:
     ttl_attribute: str | None = None
     stream: bool = True
     retention: float = 24 * 3600.0  # seconds the change stream keeps records
+    replicate_to: tuple[str, ...] = ()  # regions of a global table (reflow.state.replication)
 
 
 @dataclass(frozen=True)
@@ -566,8 +567,13 @@ class App:
         ttl_attribute: str | None = None,
         stream: bool = True,
         retention: float = 24 * 3600.0,
+        replicate_to: Sequence[str] = (),
     ) -> TableConfig:
-        """Declare a table; handlers reach it as ``context.tables[name]``."""
+        """Declare a table; handlers reach it as ``context.tables[name]``.
+
+        ``replicate_to=["eu", "us"]`` makes it a global table, replicated
+        active-active between those regions (``REFLOW_REGION`` names this one).
+        """
         self._check_open(f"table {name!r}")
         _check_name(name, "table")
         if name in self._tables:
@@ -579,7 +585,26 @@ class App:
             raise RegistrationError(name, f"sort_key {sort_key!r} must differ from key")
         if not retention > 0:
             raise RegistrationError(name, f"retention must be > 0 seconds, got {retention}")
-        config = TableConfig(name, key, sort_key, ttl_attribute, bool(stream), float(retention))
+        if isinstance(replicate_to, str) or not all(
+            isinstance(region, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,31}", region)
+            for region in replicate_to
+        ):
+            raise RegistrationError(
+                name, f"replicate_to must list region names, got {replicate_to!r}"
+            )
+        if replicate_to and not stream:
+            raise RegistrationError(
+                name, "a replicated table needs its change stream (stream=True)"
+            )
+        config = TableConfig(
+            name,
+            key,
+            sort_key,
+            ttl_attribute,
+            bool(stream),
+            float(retention),
+            tuple(dict.fromkeys(replicate_to)),
+        )
         self._tables[name] = config
         return config
 

@@ -13,6 +13,9 @@ than at the first write::
     REFLOW_ADMIN_PORT  8081
     REFLOW_HOST        127.0.0.1 (the address both servers bind)
     REFLOW_REGION      local
+    REFLOW_REPLICAS    the other regions of global tables, region=URL pairs
+                       separated by commas (eu=redis://host:6379/1,us=sqlite:///us.db);
+                       in reflow.toml a table [reflow.replicas] of region = "URL"
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ _KEYS = {
     "admin_port": ("REFLOW_ADMIN_PORT", "admin_port"),
     "host": ("REFLOW_HOST", "host"),
     "region": ("REFLOW_REGION", "region"),
+    "replicas": ("REFLOW_REPLICAS", "replicas"),
 }
 
 
@@ -137,6 +141,7 @@ class Settings:
     admin_port: int = DEFAULT_ADMIN_PORT
     host: str = DEFAULT_HOST
     region: str = DEFAULT_REGION
+    replicas: Mapping[str, BackendURL] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -198,11 +203,38 @@ class Settings:
             admin_port=admin_port,
             host=host,
             region=region,
+            replicas=_replicas(raw.get("replicas", {}), region, data_dir),
         )
 
     def with_backend(self, url: str) -> Settings:
         """A copy pointing at another backend URL."""
         return replace(self, backend=parse_backend_url(url, data_dir=self.data_dir))
+
+
+def _replicas(value: Any, region: str, data_dir: Path) -> dict[str, BackendURL]:
+    """``REFLOW_REPLICAS``: ``region=URL`` pairs (text) or a TOML table, each URL checked."""
+    if isinstance(value, str):
+        pairs: list[tuple[str, Any]] = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, equals, url = part.partition("=")
+            if not equals:
+                raise ConfigError("REFLOW_REPLICAS", f"{part!r} is not region=URL")
+            pairs.append((name.strip(), url.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise ConfigError("REFLOW_REPLICAS", f"{value!r} is not region=URL pairs")
+    replicas: dict[str, BackendURL] = {}
+    for name, url in pairs:
+        if not isinstance(name, str) or not _REGION_RE.match(name):
+            raise ConfigError("REFLOW_REPLICAS", f"{name!r} is not a region name")
+        if name == region:
+            raise ConfigError("REFLOW_REPLICAS", f"{name!r} is this region (REFLOW_REGION)")
+        try:
+            replicas[name] = parse_backend_url(str(url), data_dir=data_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"REFLOW_REPLICAS[{name}]", exc.problem) from None
+    return replicas
 
 
 def _port(setting: str, value: Any) -> int:

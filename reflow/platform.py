@@ -109,6 +109,19 @@ class Platform:
             from reflow.flows.server import FlowsService
 
             await self.add_service("flows", FlowsService(self.app, self.backend, admin=self.admin))
+        if self.app.tables or self.app.changes:
+            # Imported here: an app without tables never loads reflow.state.
+            from reflow.state.running import StateRunner
+
+            state = StateRunner(
+                self.app,
+                self.backend,
+                clock=self.clock,
+                region=self.settings.region,
+                replicas=self.settings.replicas,
+                data_dir=self.settings.data_dir,
+            )
+            await self.add_service("state", state)
         if admin:
             await self.admin.start(self.settings.host, self.settings.admin_port)
 

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from reflow.state.conditions import Condition
+from reflow.state.replication import GlobalTable
 from reflow.state.tables import Document, KeyInput, Page, Table, WriteOp
 
-__all__ = ["TableClient", "TablesClient"]
+__all__ = ["GlobalTableClient", "TableClient", "TablesClient"]
 
 Authorize = Callable[[str, str], None]
 
@@ -88,13 +89,18 @@ class TableClient:
         return f"TableClient({self.name!r})"
 
 
-class TablesClient(Mapping[str, TableClient]):
+class TablesClient(Mapping[str, "TableClient | GlobalTableClient"]):
     """``context.tables``: the app's tables by name, each behind the hook."""
 
-    def __init__(self, tables: Mapping[str, Table], authorize: Authorize) -> None:
-        self._clients = {name: TableClient(table, authorize) for name, table in tables.items()}
+    def __init__(self, tables: Mapping[str, Table | GlobalTable], authorize: Authorize) -> None:
+        self._clients: dict[str, TableClient | GlobalTableClient] = {
+            name: GlobalTableClient(table, authorize)
+            if isinstance(table, GlobalTable)
+            else TableClient(table, authorize)
+            for name, table in tables.items()
+        }
 
-    def __getitem__(self, name: str) -> TableClient:
+    def __getitem__(self, name: str) -> TableClient | GlobalTableClient:
         try:
             return self._clients[name]
         except KeyError:
@@ -106,3 +112,57 @@ class TablesClient(Mapping[str, TableClient]):
 
     def __len__(self) -> int:
         return len(self._clients)
+
+
+class GlobalTableClient:
+    """A global table as a handler sees it (``reflow.state.replication``), each call authorised.
+
+    Writes are last-writer-wins per item across regions, so the operations
+    that need one region's serial order — ``transact``, ``put_versioned``,
+    ``update(add=…)`` — are not offered.
+    """
+
+    def __init__(self, table: GlobalTable, authorize: Authorize) -> None:
+        self._table = table
+        self._authorize = authorize
+        self.name = table.name
+
+    async def get(self, key: KeyInput) -> Document | None:
+        """See :meth:`GlobalTable.get`."""
+        self._authorize("tables:read", self.name)
+        return await self._table.get(key)
+
+    async def put(self, item: Mapping[str, Any], *, condition: Condition | None = None) -> None:
+        """See :meth:`GlobalTable.put`."""
+        self._authorize("tables:write", self.name)
+        await self._table.put(item, condition=condition)
+
+    async def update(
+        self,
+        key: KeyInput,
+        *,
+        set: Mapping[str, Any] | None = None,  # noqa: A002 - DynamoDB's word for it
+        remove: Iterable[str] = (),
+        condition: Condition | None = None,
+    ) -> Document:
+        """See :meth:`GlobalTable.update`."""
+        self._authorize("tables:write", self.name)
+        return await self._table.update(key, set=set, remove=tuple(remove), condition=condition)
+
+    async def delete(self, key: KeyInput, *, condition: Condition | None = None) -> None:
+        """See :meth:`GlobalTable.delete`."""
+        self._authorize("tables:write", self.name)
+        await self._table.delete(key, condition=condition)
+
+    async def query(self, partition: str | int | float, **options: Any) -> Page:
+        """See :meth:`GlobalTable.query`."""
+        self._authorize("tables:read", self.name)
+        return await self._table.query(partition, **options)
+
+    async def scan(self, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        """See :meth:`GlobalTable.scan`."""
+        self._authorize("tables:read", self.name)
+        return await self._table.scan(limit=limit, cursor=cursor)
+
+    def __repr__(self) -> str:
+        return f"GlobalTableClient({self.name!r})"

@@ -57,7 +57,7 @@ from reflow.state.conditions import Condition, attr
 from reflow.state.hlc import HLC, HybridClock
 from reflow.state.keys import outbox_prefix
 from reflow.state.streams import StreamConsumer, StreamRecord, StreamRelay
-from reflow.state.tables import Document, KeyInput, Table
+from reflow.state.tables import Document, KeyInput, Page, Table
 
 __all__ = ["RESERVED", "GlobalTable", "LagStats", "Region", "Replicator"]
 
@@ -143,6 +143,17 @@ class GlobalTable:
         """Delete the item at ``key``: a tombstone stamped now replaces it."""
         located = self._keys(key)
         return await self._write(located, dict(located), condition, deleted=True)
+
+    async def scan(self, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        """A page of live items in key order; tombstones are skipped after paging,
+        so a page may hold fewer than ``limit`` items (as a DynamoDB filter does)."""
+        page = await self.table.scan(limit=limit, cursor=cursor)
+        return Page([d for raw in page.items if (d := _visible(raw)) is not None], page.cursor)
+
+    async def query(self, partition: str | int | float, **options: Any) -> Page:
+        """:meth:`Table.query` over live items (tombstones skipped after paging)."""
+        page = await self.table.query(partition, **options)
+        return Page([d for raw in page.items if (d := _visible(raw)) is not None], page.cursor)
 
     async def scan_all(self) -> list[Document]:
         """Every live item (reserved attributes stripped), in key order."""

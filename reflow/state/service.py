@@ -32,6 +32,7 @@ from reflow.clock import Clock
 from reflow.state.clients import TablesClient
 from reflow.state.counters import Counters
 from reflow.state.limits import RateLimiter
+from reflow.state.replication import GlobalTable
 from reflow.state.streams import StreamConsumer, StreamRecord, StreamRelay, to_event
 from reflow.state.tables import Table
 
@@ -67,8 +68,19 @@ class StateService:
         self._clock = clock or backend.clock
         self._deliver = deliver or self._call_inline
         self._region = region
-        self._tables = {
-            name: Table(
+        # A table with replicate_to is a global table: writes stamped by this
+        # region's hybrid clock, deletes kept as tombstones (replication.py).
+        self._tables: dict[str, Table | GlobalTable] = {
+            name: GlobalTable(
+                name,
+                region,
+                backend.kv,
+                key=config.key,
+                sort_key=config.sort_key,
+                clock=self._clock,
+            )
+            if config.replicate_to
+            else Table(
                 name,
                 backend.kv,
                 key=config.key,
@@ -97,8 +109,8 @@ class StateService:
         self.counters = Counters.for_backend(backend)
 
     @property
-    def tables(self) -> Mapping[str, Table]:
-        """The app's tables by name (``context.tables``)."""
+    def tables(self) -> Mapping[str, Table | GlobalTable]:
+        """The app's tables by name (``context.tables``); global ones are :class:`GlobalTable`."""
         return MappingProxyType(self._tables)
 
     def install(self) -> None:
