@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reflow.events.conditions import (
+    AnythingBut,
     Cidr,
     Condition,
     EqualsIgnoreCase,
@@ -55,12 +56,15 @@ class Branch:
 
     __slots__ = (
         "absent",
+        "but",
+        "but_excluded",
         "children",
         "cidr",
         "cidr_lengths",
         "exact",
         "ignore_case",
         "inexact",
+        "memo",
         "numeric",
         "numeric_tree",
         "others",
@@ -97,6 +101,14 @@ class Branch:
         self.wild_head_longest = -1
         self.wild_tail_longest = -1
         self.others: dict[tuple[Condition, int], tuple[Condition, Node]] = {}
+        # anything-but over plain values, indexed as "every entry except the
+        # ones that exclude this value": a step reads one dictionary of
+        # exclusions instead of testing each condition.
+        self.but: dict[tuple[AnythingBut, int], Node] = {}
+        self.but_excluded: dict[TypedKey, set[tuple[AnythingBut, int]]] = {}
+        # The children one scalar value leads to, remembered per value (see
+        # step_one); emptied whenever the branch's index changes.
+        self.memo: dict[Any, tuple[Node, ...]] = {}
         self.numeric: dict[tuple[Numeric, int], tuple[Numeric, Node]] = {}
         self.numeric_tree: IntervalTree[Node] | None = None  # built on first need
         self.absent: Nodes = {}
@@ -137,6 +149,7 @@ class Branch:
         return None
 
     def _index(self, condition: Condition, node: Node) -> None:
+        self.memo.clear()
         if not isinstance(condition, Exact):
             self.inexact += 1
         if isinstance(condition, Exists):
@@ -145,6 +158,12 @@ class Branch:
         if isinstance(condition, Numeric):
             self.numeric[condition, id(node)] = (condition, node)
             self.numeric_tree = None
+            return
+        if isinstance(condition, AnythingBut) and not condition.unless:
+            entry = (condition, id(node))
+            self.but[entry] = node
+            for key in condition.excluded:
+                self.but_excluded.setdefault(key, set()).add(entry)
             return
         if isinstance(condition, Wildcard) and (condition.head or condition.tail):
             if condition.head:
@@ -170,6 +189,7 @@ class Branch:
             self.suffix_longest = max(self.suffix_longest, len(condition.text))
 
     def _unindex(self, condition: Condition, node: Node) -> None:
+        self.memo.clear()
         if not isinstance(condition, Exact):
             self.inexact -= 1
         if isinstance(condition, Exists):
@@ -178,6 +198,15 @@ class Branch:
         if isinstance(condition, Numeric):
             del self.numeric[condition, id(node)]
             self.numeric_tree = None
+            return
+        if isinstance(condition, AnythingBut) and not condition.unless:
+            entry = (condition, id(node))
+            del self.but[entry]
+            for key in condition.excluded:
+                excluded = self.but_excluded[key]
+                excluded.discard(entry)
+                if not excluded:
+                    del self.but_excluded[key]
             return
         if isinstance(condition, Wildcard) and (condition.head or condition.tail):
             wilds, text = (
@@ -204,17 +233,53 @@ class Branch:
             if not self.cidr_lengths[length]:
                 del self.cidr_lengths[length]
 
+    def step_one(self, value: Any) -> tuple[Node, ...]:
+        """The children that a single leaf ``value`` leads to, remembered per value.
+
+        Like a lazily built automaton, a branch computes the way out for a
+        value the first time it meets it and then reads it back with one
+        dictionary probe: values such as states, languages or sections
+        recur from event to event, and then the cost of a step no longer
+        depends on how many conditions the branch holds. The memory is
+        bounded (emptied when full, so a field whose values never repeat
+        only pays for the insertions) and emptied on every change to the
+        branch, so it never answers for rules that have gone.
+        """
+        kind = type(value)
+        if kind is str:
+            key: Any = value
+        elif kind in _SCALARS:
+            # The type is part of the key: True and 1, or 1 and 1.0, are
+            # equal in Python but not necessarily to every condition.
+            key = (kind, value)
+        else:
+            return tuple(self.step([value]))
+        memo = self.memo
+        hit = memo.get(key)
+        if hit is None:
+            hit = tuple(self.step([value]))
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[key] = hit
+        return hit
+
     def step(self, values: list[Any]) -> Iterator[Node]:
         """The children that the leaf ``values`` at this branch's path lead to."""
         if not values:
             return iter(self.absent.values())
         reached: dict[int, Node] = dict(self.present) if self.present else {}
-        exact, others = self.exact, self.others.values()
+        exact, others, but = self.exact, self.others.values(), self.but
         for value in values:
+            key = ("s", value) if type(value) is str else typed_key(value)
             if exact:
-                hit = exact.get(("s", value) if type(value) is str else typed_key(value))
+                hit = exact.get(key)
                 if hit:
                     reached.update(hit)
+            if but:
+                excluded = self.but_excluded.get(key)
+                for entry, node in but.items():
+                    if excluded is None or entry not in excluded:
+                        reached[entry[1]] = node
             if type(value) is str:
                 self._step_text(value, reached)
             elif self.numeric and is_number(value):
@@ -280,6 +345,14 @@ class Branch:
     def __bool__(self) -> bool:
         return bool(self.children)
 
+
+# Scalar types whose values step_one remembers (strings are keyed as themselves).
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+# How many values a branch remembers before starting afresh: enough for the
+# enumerations events are made of (states, types, languages, regions), small
+# enough that a field whose values never repeat (ids, timestamps) costs little.
+_MEMO_SIZE = 64
 
 # Up to this many prefixes (suffixes) in a branch, testing each is cheaper
 # than probing every prefix of the value; past it, probing wins and its cost

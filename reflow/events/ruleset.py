@@ -25,8 +25,17 @@ the event holds at that path to the child nodes it leads to:
 * wildcards, by the literal text before their first ``*`` (or after their
   last), probed like prefixes (suffixes): only wildcards whose literal
   part fits run their regular expression;
-* ``anything-but``, by testing each condition of that branch (most values
-  pass it, so the answer is as large as the work).
+* ``anything-but`` over values, as "every such condition except those
+  that exclude this value": one dictionary of exclusions per branch, so no
+  condition is tested (the answer, most of them, is the work); with a
+  nested ``prefix``, ``suffix``, ``equals-ignore-case`` or ``wildcard`` it
+  is tested condition by condition.
+
+A branch also remembers, per scalar value, the children it led to
+(``Branch.step_one``), as a lazily built automaton remembers its
+transitions: enumerated fields (states, languages, sections, flags) then
+cost one dictionary probe per branch however many conditions the branch
+holds. The memory is bounded and emptied whenever the branch changes.
 
 Matching walks the tree from the root, reading each event path at most once
 (a per-event cache), and collects the rules whose alternatives end at the
@@ -102,6 +111,8 @@ def _split_exact(alternative: tuple[Field, ...]) -> list[tuple[Field, ...]]:
 
 
 _Trail = list[tuple[Node, Path, frozenset[Condition], Node]]
+
+_Entry = tuple[list[Any], list[Membership] | None]
 
 
 class RuleSet:
@@ -182,7 +193,7 @@ class RuleSet:
         if isinstance(event, Event):
             event = event.to_eventbridge()
         found: set[str] = set()
-        entries: dict[Path, tuple[list[Any], list[Membership] | None]] = {}
+        entries: dict[Path, _Entry] = {}
         # Nodes reached with no array constraint; nodes reached through values
         # inside arrays of objects wait, with the array elements they are tied
         # to, in ``tied`` (rare: most events have no arrays of objects).
@@ -214,6 +225,11 @@ class RuleSet:
                         if hit:
                             push(hit.values())
                         continue
+                elif len(values) == 1:
+                    # One scalar and conditions other than exact values: the
+                    # branch remembers where each value it met leads.
+                    push(branch.step_one(values[0]))
+                    continue
                 push(branch.step(values))
         if tied:
             self._match_tied(event, tied, entries, found)
@@ -226,7 +242,7 @@ class RuleSet:
     def _match_tied(
         event: Mapping[str, Any],
         tied: list[tuple[Node, Membership]],
-        entries: dict[Path, tuple[list[Any], list[Membership] | None]],
+        entries: dict[Path, _Entry],
         found: set[str],
     ) -> None:
         # The same walk, carrying the array elements already chosen, so that
