@@ -23,7 +23,7 @@ from typing import Any
 
 from reflow.clock import Clock
 from reflow.flows import interpreter as core
-from reflow.flows.errors import HEARTBEAT_TIMEOUT, TIMEOUT
+from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TIMEOUT
 from reflow.flows.executor import (
     Executor,
     TaskFunction,
@@ -121,6 +121,12 @@ class DurableRunner:
         history = History()
         if record.deadline is not None and now >= record.deadline:
             return await self._time_out(record, version, history)
+        if record.state not in machine.states:
+            # The flow was redefined since the execution was saved: it cannot go on.
+            record.error = RUNTIME
+            record.cause = f"state {record.state!r} is no longer in flow {record.flow!r}"
+            history.add("ExecutionFailed", now, error=record.error, cause=record.cause)
+            return await self._finish(record, version, history, FAILED)
         cursor = core.Cursor(
             record.state, record.state_input, record.variables, tuple(record.attempts)
         )

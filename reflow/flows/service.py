@@ -313,6 +313,10 @@ class FlowService:
             record, version = loaded
             if not runnable(record, self.clock.time()):
                 return
+            if record.flow not in self.machines:
+                # Another process's flow, or one this app no longer has: leave it be.
+                _log.warning("execution %s: this service has no flow %r", name, record.flow)
+                return
             try:
                 advanced = await self.runner.advance(record, version)
             except FencedError:

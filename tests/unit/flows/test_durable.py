@@ -451,3 +451,21 @@ async def test_two_services_sharing_a_backend_finish_each_execution_exactly_once
         for service in services:
             await service.stop()
         await shared.close()
+
+
+async def test_an_execution_whose_state_left_the_definition_fails_with_states_runtime(
+    backend: Backend,
+) -> None:
+    before = chain(Pause={"Type": "Wait", "Seconds": 0, "Next": "Old"}, Old={"Type": "Succeed"})
+    after = chain(New={"Type": "Succeed"})
+    first = FlowService(backend, {"f": before})
+    await first.start_execution("f", {}, name="moved")
+    # Saved at its first state; the next process has a flow of that name without it.
+    renamed = FlowService(backend, {"f": after})
+    stranger = FlowService(backend, {"g": after})
+    await stranger.drain()
+    assert (await stranger.describe("moved"))["status"] == "RUNNING"  # not its flow: untouched
+    await renamed.recover()
+    await renamed.drain()
+    described = await renamed.describe("moved")
+    assert (described["status"], described["error"]) == ("FAILED", "States.Runtime")
