@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reflow.edge.cache import (
@@ -172,6 +172,7 @@ def test_stale_if_error_window_and_must_revalidate_forbids_it() -> None:
     assert shared.freshness is not None and shared.freshness.decide(T0 + 11) is Action.REVALIDATE
 
 
+@settings(deadline=None)
 @given(
     max_age=st.integers(0, 10**6),
     age=st.integers(0, 10**6),
@@ -191,6 +192,7 @@ def test_a_response_is_never_served_fresh_past_its_lifetime(
         assert age + elapsed >= max_age
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.sampled_from(
@@ -301,6 +303,7 @@ def test_if_range_mismatch_serves_the_whole_representation() -> None:
     assert parse_range("bytes=0-1", 100, if_range='W/"a"', etag='W/"a"').status == 200
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=1, max_size=2000), st.lists(st.integers(1, 1999), max_size=8))
 def test_range_slices_concatenate_to_the_body(body: bytes, cuts: list[int]) -> None:
     points = sorted({0, len(body), *(c for c in cuts if c < len(body))})

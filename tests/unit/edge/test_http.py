@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httptools
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reflow.edge.http import build_head, check_framing, check_header, normalise_path
@@ -90,6 +90,7 @@ def test_response_head_is_one_block_with_length_and_close() -> None:
 _SEGMENTS = st.sampled_from(["a", "b", ".", "..", "", "%2e", "%2E%2e", "%41", "%2F", "~x", "c%20d"])
 
 
+@settings(deadline=None)
 @given(st.lists(_SEGMENTS, max_size=12), st.booleans())
 def test_normalised_paths_are_fixed_points_without_dot_segments_or_empty_ones(
     segments: list[str], trailing: bool

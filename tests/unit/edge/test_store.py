@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reflow.edge.cache import Freshness
@@ -48,6 +48,7 @@ def test_least_recently_used_key_is_evicted_first_past_the_budget() -> None:
     assert store.evictions == 1
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 3000)), max_size=60))
 def test_bytes_never_exceed_the_budget_and_match_the_entries(puts: list[tuple[str, int]]) -> None:
     store = Store(budget=8000)
