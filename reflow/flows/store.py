@@ -21,6 +21,7 @@ nothing.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,7 +158,8 @@ class Timer:
 
 def timer_key(due: float, name: str, kind: str) -> str:
     """The key of a timer; keys sort by due time."""
-    return f"{_TIMERS}{int(due * 1000):015d}/{name}/{kind}"
+    # Rounded up: a timer read back as due must never be earlier than what it wakes.
+    return f"{_TIMERS}{math.ceil(due * 1000):015d}/{name}/{kind}"
 
 
 def token_key(token: str) -> str:

@@ -469,3 +469,17 @@ async def test_an_execution_whose_state_left_the_definition_fails_with_states_ru
     await renamed.drain()
     described = await renamed.describe("moved")
     assert (described["status"], described["error"]) == ("FAILED", "States.Runtime")
+
+
+async def test_a_wait_ending_between_milliseconds_wakes_when_its_timer_is_due(
+    backend: Backend, clock: FakeClock
+) -> None:
+    clock.set(1_700_000_000.0004)
+    service = FlowService(backend, {"f": chain(W={"Type": "Wait", "Seconds": 1, "End": True})})
+    await service.start_execution("f", {}, name="ms")
+    await service.drain()
+    due = await service.store.next_timer()
+    assert due is not None
+    clock.set(due)  # the moment the timer reads as due
+    await service.drain()
+    assert (await service.describe("ms"))["status"] == "SUCCEEDED"
