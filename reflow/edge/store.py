@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gzip as gzip_module
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from reflow.edge.cache import Freshness, secondary_key
@@ -66,9 +66,14 @@ class Entry:
     built_gzip_second: int = field(default=-1, repr=False)
     built_gzip_get: bytes = field(default=b"", repr=False)
     built_gzip_head: bytes = field(default=b"", repr=False)
+    # What the store charged for this entry, and how it learns that the entry grew.
+    charged: int = field(default=0, repr=False)
+    on_grow: Callable[[Entry, int], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.size = len(self.body) + sum(len(k) + len(v) + 4 for k, v in self.headers) + _OVERHEAD
+        head = sum(len(k) + len(v) + 4 for k, v in self.headers) + _OVERHEAD
+        # The body is held twice: as stored, and inside the pre-built hit response.
+        self.size = 2 * len(self.body) + 2 * head
         self.fresh_until = self.freshness.fresh_until
 
     def response(self, now: float, head: bool, x_cache: str = "Hit", gzip: bool = False) -> bytes:
@@ -93,7 +98,12 @@ class Entry:
         """The body gzip-compressed, computed once and kept with the entry."""
         if self.gzip_body is None:
             self.gzip_body = gzip_module.compress(self.body, compresslevel=6, mtime=0)
-            self.size += len(self.gzip_body)
+            # Compressed once, but held twice (plain and inside its pre-built response);
+            # the store charges it to its budget.
+            delta = 2 * len(self.gzip_body)
+            self.size += delta
+            if self.on_grow is not None:
+                self.on_grow(self, delta)
         return self.gzip_body
 
     def gzip_headers(self) -> list[tuple[str, str]]:
@@ -178,6 +188,8 @@ class Store:
         variants.entries[entry.secondary] = entry
         self._keys.move_to_end(entry.key)
         self.bytes += entry.size
+        entry.charged = entry.size
+        entry.on_grow = self._grow
         for tag in entry.surrogate_keys:
             self._by_surrogate.setdefault(tag, set()).add(entry)
         self._by_path.setdefault(entry.path, set()).add(entry.key)
@@ -252,8 +264,16 @@ class Store:
         for entry in variants.entries.values():
             self._unindex(entry)
 
+    def _grow(self, entry: Entry, delta: int) -> None:
+        variants = self._keys.get(entry.key)
+        if variants is not None and variants.entries.get(entry.secondary) is entry:
+            self.bytes += delta
+            entry.charged += delta
+
     def _unindex(self, entry: Entry) -> None:
-        self.bytes -= entry.size
+        self.bytes -= entry.charged
+        entry.charged = 0
+        entry.on_grow = None
         for tag in entry.surrogate_keys:
             bucket = self._by_surrogate.get(tag)
             if bucket is not None:

@@ -102,3 +102,20 @@ def test_prebuilt_hit_response_carries_age_and_length() -> None:
     assert b"\r\nAge: 7\r\n" in data and b"Content-Length: 5\r\n" in data
     assert data.endswith(b"\r\n\r\nhello")
     assert stored.response(T0 + 7.9, head=True).endswith(b"\r\n\r\n")
+
+
+def test_a_gzip_variant_is_charged_to_the_budget_and_released_with_the_entry() -> None:
+    store = Store()
+    stored = entry("/g", b"text " * 1000)
+    stored.compressible = True
+    store.put(stored)
+    before = store.bytes
+    compressed = stored.gzipped()
+    assert store.bytes == before + 2 * len(compressed)
+    assert store.purge_path("/g") == 1
+    assert store.bytes == 0
+
+
+def test_the_budget_counts_the_body_twice_because_hits_are_prebuilt() -> None:
+    stored = entry("/big", b"b" * 100_000)
+    assert stored.size >= 200_000
