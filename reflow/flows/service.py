@@ -341,14 +341,30 @@ class FlowService:
     async def fire_due_timers(self) -> int:
         """Handle every timer due now; return how many."""
         fired = 0
-        for timer in await self.store.due_timers(self.clock.time()):
+        now = self.clock.time()
+        for timer in await self.store.due_timers(now):
             if timer.kind == "task":
                 await self.runner.expire_callback(timer.name)
+            elif timer.kind == "wake" and await self._early(timer.name, now):
+                continue  # this process's clock is behind the one that set it: keep it
             await self._enqueue(timer.name)
             # Enqueued before the timer goes: a crash in between repeats the wake, never loses it.
             await self.store.drop_timer(timer)
             fired += 1
         return fired
+
+    async def _early(self, name: str, now: float) -> bool:
+        """Whether ``name`` waits for a timer that is not due yet on this clock."""
+        loaded = await self.store.load(name)
+        if loaded is None:
+            return False
+        wait = loaded[0].wait
+        return bool(
+            loaded[0].status == RUNNING
+            and wait is not None
+            and wait["kind"] == "timer"
+            and wait["at"] > now
+        )
 
     async def _work(self, consumer: str) -> None:
         log = self.backend.log

@@ -483,3 +483,21 @@ async def test_a_wait_ending_between_milliseconds_wakes_when_its_timer_is_due(
     clock.set(due)  # the moment the timer reads as due
     await service.drain()
     assert (await service.describe("ms"))["status"] == "SUCCEEDED"
+
+
+async def test_a_wake_timer_read_early_by_a_lagging_clock_is_kept_not_lost(
+    backend: Backend, clock: FakeClock
+) -> None:
+    from reflow.flows.store import timer_key
+
+    service = FlowService(backend, {"f": chain(W={"Type": "Wait", "Seconds": 10, "End": True})})
+    await service.start_execution("f", {}, name="skew")
+    await service.drain()
+    # A process whose clock ran ahead filed a wake for now; here the Wait has 10 s to go.
+    await backend.kv.put(timer_key(clock.time(), "skew", "wake"), b"")
+    assert await service.fire_due_timers() == 0
+    assert (await service.store.due_timers(clock.time()))[0].name == "skew"
+    clock.advance(10)
+    await service.drain()
+    assert (await service.describe("skew"))["status"] == "SUCCEEDED"
+    assert await service.store.next_timer() is None
