@@ -15,6 +15,12 @@ reflow's ``RateLimiter`` beside the same Lua script sent by raw redis-py.
 Rounds rotate the order of the three sides (SQLite, Redis, peer) and each
 engine's ratio is against the peer of the same round.
 
+Replication lag (global tables, no peer): region ``a`` writes ``--write-rate``
+puts per second (1,000 by default, in ticks of 10 ms) for ``--seconds`` while
+region ``b``'s :class:`Replicator` pulls them; lag is b's clock at apply minus
+the write's HLC stamp, p50 and p99 over every write of the round. Two SQLite
+files, and two key prefixes on the Redis server.
+
 The Redis server is ``REFLOW_BENCH_REDIS`` or 127.0.0.1:6379, else one this
 run starts itself (``bench/backends.py``'s helper: installs the Debian package
 when missing and root). Keys go under a fresh prefix and are removed after.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,9 +53,11 @@ from backends import redis_server  # noqa: E402
 from reflow.backends import Backend, open_backend  # noqa: E402
 from reflow.state import RateLimiter, Table, attr  # noqa: E402
 from reflow.state.limits import _SCRIPT as SLIDING_LOG_LUA  # noqa: E402
+from reflow.state.replication import GlobalTable, Region, Replicator  # noqa: E402
 
 MEASURES = ("put", "get", "conditional update")
 LATENCIES = ("rate-limit hit p50", "rate-limit hit p99")
+LAGS = ("replication lag p50", "replication lag p99")
 ENGINES = ("sqlite", "redis")
 BODY = "x" * 100
 
@@ -66,6 +75,88 @@ return 1
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=3000, help="operations per measure")
     parser.add_argument("--batch", type=int, default=50, help="operations in flight at once")
+    parser.add_argument("--write-rate", type=int, default=1000, help="replicated writes/s")
+    parser.add_argument("--seconds", type=float, default=5.0, help="replication round length")
+    parser.add_argument("--pull", nargs=5, help=argparse.SUPPRESS)  # region b's process
+
+
+async def replication_round(
+    urls: tuple[str, str], scratch: Path, tag: str, rate: int, seconds: float
+) -> dict[str, float]:
+    """Lag p50/p99 (ms) of ``rate`` writes/s in region a, pulled by region b.
+
+    Region b's replicator runs in a process of its own (``--pull``), as it
+    would in its own region, so the writer and the puller share no event loop.
+    """
+    name = f"lag{tag}".replace("-", "m")
+    total = max(1, rate // 100) * int(seconds * 100)
+    puller = subprocess.Popen(
+        [sys.executable, __file__, "--pull", urls[0], urls[1], name, str(total), str(scratch)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert puller.stdout is not None
+    try:
+        if puller.stdout.readline().strip() != "ready":
+            raise RuntimeError("the replicating process did not start")
+        a = await open_backend(urls[0], data_dir=scratch)
+        try:
+            achieved = await _write_paced(GlobalTable(name, "a", a.kv), rate, seconds)
+        finally:
+            await a.close()
+        out, _ = await asyncio.to_thread(puller.communicate, timeout=120)
+    finally:
+        if puller.poll() is None:
+            puller.kill()
+            puller.wait()
+    if puller.returncode != 0:
+        raise RuntimeError(f"the replicating process failed ({puller.returncode})")
+    lags = json.loads(out.strip().splitlines()[-1])
+    return {**lags, "achieved": achieved}
+
+
+async def _write_paced(writer: GlobalTable, rate: int, seconds: float) -> float:
+    """Put ``rate`` items a second, in ticks of 10 ms; return the rate achieved."""
+    per_tick = max(1, rate // 100)
+    total = 0
+    started = time.perf_counter()
+    for tick in range(int(seconds * 100)):
+        await asyncio.gather(
+            *(writer.put({"id": f"k{total + n}", "body": BODY}) for n in range(per_tick))
+        )
+        total += per_tick
+        # Pace to the target rate; a slow tick is not made up by bursting.
+        delay = started + (tick + 1) / 100 - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    return total / (time.perf_counter() - started)
+
+
+async def pull(url_a: str, url_b: str, name: str, expected: int, scratch: Path) -> None:
+    """Region b: replicate ``name`` from region a until ``expected`` writes landed."""
+    a = await open_backend(url_a, data_dir=scratch)
+    b = await open_backend(url_b, data_dir=scratch)
+    replicator = Replicator(
+        GlobalTable(name, "b", b.kv),
+        Region("b", b.kv, b.log),
+        {"a": Region("a", a.kv, a.log)},
+        batch=500,
+    )
+    running = asyncio.create_task(replicator.run(interval=0.002))
+    print("ready", flush=True)
+    try:
+        deadline = time.perf_counter() + 120
+        while replicator.applied < expected and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+    finally:
+        replicator.stop()
+        await running
+        await a.close()
+        await b.close()
+    if replicator.applied < expected:
+        raise SystemExit(f"only {replicator.applied} of {expected} writes replicated")
+    stats = replicator.lag()
+    print(json.dumps({LAGS[0]: stats.p50 * 1000, LAGS[1]: stats.p99 * 1000}))
 
 
 def _item(index: int) -> dict[str, Any]:
@@ -164,7 +255,9 @@ async def peer_round(client: aioredis.Redis, prefix: str, ops: int, batch: int) 
     return figures
 
 
-async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
+async def run(
+    url: str, rounds: int, ops: int, batch: int, rate: int, seconds: float
+) -> list[Comparison]:
     tag = uuid.uuid4().hex[:10]
     prefix = f"bench-state-{tag}:"
     comparisons = {
@@ -177,12 +270,22 @@ async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
             comparisons[(engine, measure)] = Comparison(
                 f"{measure} ({engine})", "µs", higher_is_better=False
             )
+        for measure in LAGS:
+            comparisons[(engine, measure)] = Comparison(
+                f"{measure} ({engine})", "ms", higher_is_better=False
+            )
     separator = "&" if "?" in url else "?"
     with tempfile.TemporaryDirectory() as scratch:
         sqlite = await open_backend(f"sqlite:///{scratch}/state.db", data_dir=Path(scratch))
         redis_backend = await open_backend(
             f"{url}{separator}prefix={prefix}", data_dir=Path(scratch)
         )
+        # Two regions per engine for the replication-lag measure (URLs: each
+        # region's process opens its own).
+        regions = {
+            "sqlite": (f"sqlite:///{scratch}/state-a.db", f"sqlite:///{scratch}/state-b.db"),
+            "redis": (f"{url}{separator}prefix={prefix}a:", f"{url}{separator}prefix={prefix}b:"),
+        }
         client = aioredis.Redis.from_url(url)
         try:
             sides: dict[str, Callable[[int], Awaitable[dict[str, float]]]] = {
@@ -203,6 +306,14 @@ async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
                         comparison = comparisons[(engine, measure)]
                         comparison.ours.append(figures[engine][measure])
                         comparison.peer.append(figures["peer"][measure])
+                for engine, pair in regions.items():
+                    lags = await replication_round(pair, Path(scratch), f"{index}", rate, seconds)
+                    for measure in LAGS:
+                        comparisons[(engine, measure)].ours.append(lags[measure])
+                    print(
+                        f"round {index} {engine}: {lags['achieved']:,.0f} writes/s replicated",
+                        file=sys.stderr,
+                    )
         finally:
             await _remove_prefix(client, prefix)
             await client.aclose()
@@ -225,9 +336,14 @@ async def _remove_prefix(client: aioredis.Redis, prefix: str) -> None:
 
 def main() -> None:
     args = parse_args(__doc__ or "state benchmark", _options)
+    if args.pull:
+        url_a, url_b, name, expected, scratch = args.pull
+        asyncio.run(pull(url_a, url_b, name, int(expected), Path(scratch)))
+        return
     ops = 100 if args.smoke else args.ops
     with redis_server() as url:
-        comparisons = asyncio.run(run(url, args.rounds, ops, args.batch))
+        seconds = 0.3 if args.smoke else args.seconds
+        comparisons = asyncio.run(run(url, args.rounds, ops, args.batch, args.write_rate, seconds))
     report(
         "state",
         comparisons,
@@ -235,6 +351,7 @@ def main() -> None:
         ops=ops,
         batch=args.batch,
         rounds=args.rounds,
+        write_rate=args.write_rate,
         note="shared 2-core machine; ratio = reflow ops/s / peer ops/s in the same round",
     )
 
