@@ -182,7 +182,9 @@ class _Connection:
 class HttpOrigin:
     """An HTTP/1.1 origin at ``http://host:port`` with pooled kept-alive connections."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, pool_size: int = 32) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, pool_size: int = 32, connect_retries: int = 2
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise OriginError(url, "an HTTP origin must look like http://host:port")
@@ -192,6 +194,7 @@ class HttpOrigin:
         self.base = parts.path.rstrip("/")
         self.timeout = timeout
         self.pool_size = pool_size
+        self.connect_retries = connect_retries
         self._idle: list[_Connection] = []
 
     async def fetch(self, request: OriginRequest) -> OriginResponse:
@@ -234,11 +237,18 @@ class HttpOrigin:
         raise OriginError(self.name, "exchange failed twice")  # pragma: no cover
 
     async def _connect(self) -> _Connection:
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
-            raise OriginError(self.name, f"cannot connect: {exc.strerror or exc}") from None
-        return _Connection(reader, writer)
+        # Retrying a connect is always safe: nothing has been sent yet. Back off a
+        # little so that a restarting origin gets a moment (all within the timeout).
+        for attempt in range(self.connect_retries + 1):
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                if attempt == self.connect_retries:
+                    raise OriginError(self.name, f"cannot connect: {exc.strerror or exc}") from None
+                await asyncio.sleep(0.05 * (attempt + 1))
+            else:
+                return _Connection(reader, writer)
+        raise OriginError(self.name, "cannot connect")  # pragma: no cover
 
     async def close(self) -> None:
         """Close every pooled connection."""

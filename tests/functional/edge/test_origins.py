@@ -178,3 +178,26 @@ async def test_asgi_origin_calls_the_app_in_process() -> None:
         await AsgiOrigin(f"asgi:{__name__}:broken_site").fetch(OriginRequest("GET", "/"))
     with pytest.raises(OriginError, match="cannot load"):
         AsgiOrigin("asgi:no_such_module_here:app")
+
+
+async def test_connect_is_retried_until_a_restarting_origin_listens() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = TinyOrigin()
+
+    async def start_late() -> None:
+        await asyncio.sleep(0.06)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", port)
+
+    origin = HttpOrigin(f"http://127.0.0.1:{port}", connect_retries=3)
+    starter = asyncio.create_task(start_late())
+    try:
+        response = await origin.fetch(OriginRequest("GET", "/"))
+        assert response.status == 200
+    finally:
+        await starter
+        await origin.close()
+        await server.stop()
