@@ -22,7 +22,6 @@ delivery with the same event id, never a loss.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from reflow.clock import Clock
 from reflow.errors import EventTooLargeError, InvalidEventError
-from reflow.events.delivery import DeliveryWorker, Rule, encode_record, rule_stream
+from reflow.events.delivery import DeliveryWorker, Rule, encode_record, rule_stream, stop_tasks
 from reflow.events.dlq import DeadLetters
 from reflow.events.model import Event
 from reflow.events.ruleset import RuleSet
@@ -185,11 +184,7 @@ class EventBus:
     async def stop(self) -> None:
         """Stop dispatching and delivering; unacknowledged work is redelivered later."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.stop()

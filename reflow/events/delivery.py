@@ -51,6 +51,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "rule_stream",
+    "stop_tasks",
 ]
 
 _log = logging.getLogger("reflow.events")
@@ -133,6 +134,22 @@ def encode_record(
     return json.dumps(record, separators=(",", ":")).encode()
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one has finished.
+
+    Cancelling again until a task is done, because on Python 3.11 a
+    cancellation that lands while ``asyncio.wait_for`` is finishing its inner
+    wait can be swallowed (a backend's blocking read uses it), which would
+    leave the task running and ``stop()`` waiting forever.
+    """
+    for task in tasks:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def decode_record(data: bytes) -> dict[str, Any]:
     """A delivery record's fields, with ``event`` turned back into an :class:`Event`."""
     record: dict[str, Any] = json.loads(data)
@@ -183,11 +200,7 @@ class DeliveryWorker:
         """Stop reading; records in flight stay unacknowledged and come back later."""
         tasks = [t for t in (self._reader, *self._running) if t is not None]
         self._reader = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
         self._running.clear()
 
     async def _read(self) -> None:

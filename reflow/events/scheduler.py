@@ -23,7 +23,6 @@ backfilled, as with EventBridge: the next firing is the first one after now.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from reflow.backends.protocols import KV
 from reflow.clock import Clock
 from reflow.errors import VersionConflictError
+from reflow.events.delivery import stop_tasks
 from reflow.events.model import Event
 from reflow.events.schedules import Schedule, parse_schedule
 
@@ -105,11 +105,7 @@ class Scheduler:
     async def stop(self) -> None:
         """Cancel the timers."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
 
     async def _run(self, schedule: ScheduledRule) -> None:
         parsed = self.parsed[schedule.name]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reflow.backends import open_backend
 from reflow.events.bus import EventBus
-from reflow.events.delivery import Delivery, Rule
+from reflow.events.delivery import Delivery, RetryPolicy, Rule
 from reflow.events.targets import CallableTarget
 
 
@@ -40,7 +40,10 @@ async def main(url: str, journal: Path, hang_after: int) -> None:
         done += 1
 
     bus = EventBus(backend, lease=1.0, concurrency=1)
-    bus.add_rule(Rule("record", {"source": ["load"]}, CallableTarget("record", record)))
+    # Short leases and back-offs, so that the killed consumer's work comes back fast.
+    retry = RetryPolicy(base=0.1, cap=0.5)
+    target = CallableTarget("record", record)
+    bus.add_rule(Rule("record", {"source": ["load"]}, target, retry=retry))
     await bus.start()
     write(journal, "ready")
     try:
