@@ -120,6 +120,7 @@ class Platform:
                 region=self.settings.region,
                 replicas=self.settings.replicas,
                 data_dir=self.settings.data_dir,
+                admin=self.admin,
             )
             await self.add_service("state", state)
         if admin:

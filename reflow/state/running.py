@@ -13,7 +13,8 @@ start it
   consumer group ``reflow.bus`` of each table's stream, so a record reaches
   the bus at least once, with the same event id on redelivery;
 * for each global table (``replicate_to``), opens the other regions'
-  backends named by ``REFLOW_REPLICAS`` and runs a :class:`Replicator`.
+  backends named by ``REFLOW_REPLICAS`` and runs a :class:`Replicator`,
+  whose lag it serves at ``GET /api/state/replication`` on the admin API.
 
 Stopping reverses it: replicators finish their batch, loops are cancelled
 (unacknowledged records come back to the next run), the runtime stops and
@@ -38,6 +39,7 @@ from reflow.state.service import StateService
 from reflow.state.streams import StreamConsumer, StreamRecord, to_event
 
 if TYPE_CHECKING:
+    from reflow.admin import AdminServer
     from reflow.functions.runtime import Runtime
 
 __all__ = ["BUS_GROUP", "StateRunner"]
@@ -61,6 +63,7 @@ class StateRunner:
         runtime: Runtime | None = None,
         put_events: PutEvents | None = None,
         interval: float = 0.2,
+        admin: AdminServer | None = None,
     ) -> None:
         self.app = app
         self.backend = backend
@@ -72,6 +75,7 @@ class StateRunner:
         self._owns_runtime = False
         self._put_events = put_events
         self._interval = interval
+        self._admin = admin
         self.service: StateService | None = None
         self.replicators: dict[str, Replicator] = {}
         self._replica_backends: dict[str, Backend] = {}
@@ -107,6 +111,8 @@ class StateRunner:
                 if config.stream:
                     self._tasks.append(asyncio.create_task(self._forward(name, put_events)))
         await self._start_replication(service)
+        if self._admin is not None:
+            self._mount(self._admin)
 
     async def stop(self) -> None:
         """Stop replication, the loops and the runtime; close the replica backends."""
@@ -131,6 +137,18 @@ class StateRunner:
     def metrics(self) -> dict[str, dict[str, float]]:
         """Replication metrics (lag p50/p99, writes applied) per global table."""
         return {name: r.metrics() for name, r in self.replicators.items()}
+
+    def _mount(self, admin: AdminServer) -> None:
+        """``GET /api/state/replication``: lag p50/p99 and writes applied per global table."""
+        from reflow.admin import AdminRequest, AdminResponse
+
+        if any(route.template == "/api/state/replication" for route in admin.routes):
+            return
+
+        async def replication(_: AdminRequest) -> AdminResponse:
+            return AdminResponse(200, {"region": self.region, "tables": self.metrics()})
+
+        admin.route("GET", "/api/state/replication", replication)
 
     # -- replication --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ tables between regions whose backends ``REFLOW_REPLICAS`` names.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,50 @@ def test_a_global_table_naming_a_region_without_a_url_is_a_config_error() -> Non
         )
     assert caught.value.setting == "REFLOW_REPLICAS"
     assert "ap" in caught.value.problem
+
+
+async def _admin_get(port: int, path: str) -> dict[str, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"200"
+    loaded: dict[str, Any] = json.loads(body)
+    return loaded
+
+
+async def test_reflow_run_replicates_from_replicas_and_serves_the_lag(tmp_path: Path) -> None:
+    us_url = f"sqlite:///{tmp_path / 'us.db'}"
+    app = App("site")
+    app.table("articles", replicate_to=["eu", "us"])
+    loaded = Settings.load(
+        env={"REFLOW_REGION": "eu", "REFLOW_REPLICAS": f"us={us_url}"},
+        backend=f"sqlite:///{tmp_path / 'eu.db'}",
+        data_dir=str(tmp_path),
+        admin_port=0,
+    )
+    us = await open_backend(us_url, data_dir=tmp_path)
+    platform = Platform(app, loaded)
+    await platform.start()
+    try:
+        await GlobalTable("articles", "us", us.kv).put({"id": "a", "from": "us"})
+        port = platform.admin.port
+
+        async def applied() -> bool:
+            body = await _admin_get(port, "/api/state/replication")
+            tables = body["tables"]
+            return bool(tables) and tables["articles"]["replication_applied_total"] >= 1
+
+        await eventually(applied)
+        body = await _admin_get(port, "/api/state/replication")
+        assert body["region"] == "eu"
+        assert body["tables"]["articles"]["replication_lag_p99_seconds"] >= 0
+        eu = GlobalTable("articles", "eu", platform.backend.kv)
+        assert await eu.get("a") == {"id": "a", "from": "us"}
+    finally:
+        await platform.stop()
+        await us.close()
