@@ -196,13 +196,23 @@ class EventBus:
             entries = await self.backend.log.read(
                 stream, DISPATCH_GROUP, self.consumer, count=50, lease=self.lease, block=1.0
             )
-            for entry in entries:
-                try:
-                    await self.fan_out(bus, entry.data)
-                except Exception:
-                    _log.exception("bus %s: entry %s left for redelivery", bus, entry.id)
-                    continue
-                await self.backend.log.ack(stream, DISPATCH_GROUP, [entry.id])
+            if entries:
+                # One batch fans out concurrently (the engines group the writes
+                # of one event-loop turn), then its entries are acked together,
+                # each only if its own fan-out is durable.
+                outcomes = await asyncio.gather(
+                    *(self.fan_out(bus, entry.data) for entry in entries), return_exceptions=True
+                )
+                done = []
+                for entry, outcome in zip(entries, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        _log.error(
+                            "bus %s: entry %s left for redelivery: %r", bus, entry.id, outcome
+                        )
+                    else:
+                        done.append(entry.id)
+                if done:
+                    await self.backend.log.ack(stream, DISPATCH_GROUP, done)
             if self.clock.monotonic() - trimmed_at > 60.0:
                 trimmed_at = self.clock.monotonic()
                 await self.backend.log.trim(stream, max_age=self.retention)
@@ -214,14 +224,17 @@ class EventBus:
         stored = json.loads(data)
         event = Event.from_cloudevent(stored["event"])
         first = float(stored["at"]) if replay is None else self.clock.time()
-        count = 0
-        for name in self.match(event, bus):
-            if only is not None and name != only:
-                continue
-            record = encode_record(event, name, attempt=1, first=first, replay=replay)
-            await self.backend.log.append(rule_stream(name), record)
-            count += 1
-        return count
+        names = [name for name in self.match(event, bus) if only is None or name == only]
+        await asyncio.gather(
+            *(
+                self.backend.log.append(
+                    rule_stream(name),
+                    encode_record(event, name, attempt=1, first=first, replay=replay),
+                )
+                for name in names
+            )
+        )
+        return len(names)
 
     # -- archive and replay -----------------------------------------------------
 

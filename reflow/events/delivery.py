@@ -204,23 +204,34 @@ class DeliveryWorker:
         self._running.clear()
 
     async def _read(self) -> None:
-        slots = asyncio.Semaphore(self.concurrency)
+        free = asyncio.Semaphore(self.concurrency)
         while True:
-            await slots.acquire()
+            # Take as many records as there are free slots in one read.
+            await free.acquire()
+            taken = 1
+            while taken < self.concurrency and not free.locked():
+                await free.acquire()
+                taken += 1
             try:
                 entries = await self.log.read(
-                    self.stream, DELIVER_GROUP, self.consumer, count=1, lease=self.lease, block=1.0
+                    self.stream,
+                    DELIVER_GROUP,
+                    self.consumer,
+                    count=taken,
+                    lease=self.lease,
+                    block=1.0,
                 )
             except BaseException:
-                slots.release()
+                for _ in range(taken):
+                    free.release()
                 raise
-            if not entries:
-                slots.release()
-                continue
-            task = asyncio.create_task(self._guarded(entries[0]))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-            task.add_done_callback(lambda _: slots.release())
+            for _ in range(taken - len(entries)):
+                free.release()
+            for entry in entries:
+                task = asyncio.create_task(self._guarded(entry))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                task.add_done_callback(lambda _: free.release())
 
     async def _guarded(self, entry: LogEntry) -> None:
         try:

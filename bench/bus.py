@@ -1,0 +1,211 @@
+"""The event bus: put-to-handler latency at a steady 1,000 events/s, on SQLite and Redis.
+
+Each side receives the same paced load — ``--events`` events put one by one
+at ``--rate`` events/s, each put awaited (it returns once the event is
+durable) — and measures, in the handler, the time from just before the put
+to the handler's call. p50 and p99 are reported.
+
+* **reflow**: an :class:`~reflow.events.bus.EventBus` with one rule whose
+  target is a Python callable; the path is put (append to the bus stream),
+  the dispatcher (read, match the RuleSet, append the delivery record, ack)
+  and the delivery worker (read, call the target, ack) — two durable hops.
+* **peer**: the same producer and consumer written by hand with raw
+  redis-py: XADD, and a consumer in XREADGROUP BLOCK calling the handler and
+  XACKing — one hop, no matching, no retries, no dead letters. It is the
+  floor a Redis-based bus could reach.
+
+The Redis server is the one ``bench/backends.py`` finds or starts
+(``REFLOW_BENCH_REDIS``, else 127.0.0.1:6379, else its own
+``redis-server``). Rounds rotate the order of the three sides.
+
+    python bench/bus.py            # 5 rounds of 3,000 events at 1,000 events/s per side
+    python bench/bus.py --smoke    # one round of 100 events: proves it still runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis.asyncio as aioredis  # noqa: E402
+from _common import Comparison, machine_is_quiet, parse_args, percentile, report  # noqa: E402
+from backends import redis_server  # noqa: E402
+
+from reflow.backends import Backend, open_backend  # noqa: E402
+from reflow.events.bus import EventBus, bus_stream  # noqa: E402
+from reflow.events.delivery import Delivery, Rule, rule_stream  # noqa: E402
+from reflow.events.targets import CallableTarget  # noqa: E402
+
+SIDES = ("sqlite", "redis", "peer")
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=3000, help="events per side per round")
+    parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
+
+
+async def paced(count: int, rate: float, put: Callable[[int], Awaitable[Any]]) -> float:
+    """Call ``put(i)`` ``count`` times at ``rate`` per second; return the rate achieved."""
+    started = time.perf_counter()
+    for index in range(count):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await put(index)
+    return count / (time.perf_counter() - started)
+
+
+async def wait_for_all(latencies: list[float], count: int, timeout: float = 60.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while len(latencies) < count:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"only {len(latencies)} of {count} events arrived")
+        await asyncio.sleep(0.005)
+
+
+async def reflow_side(backend: Backend, count: int, rate: float) -> tuple[list[float], float]:
+    """One round through reflow's bus; return latencies (s) and the put rate reached."""
+    sent: dict[int, float] = {}
+    latencies: list[float] = []
+
+    def handler(payload: Any, delivery: Delivery) -> None:
+        latencies.append(time.perf_counter() - sent[payload["detail"]["n"]])
+
+    tag = uuid.uuid4().hex[:8]
+    rule = Rule(f"bench-{tag}", {"source": [f"bench.{tag}"]}, CallableTarget("bench", handler))
+    bus = EventBus(backend, lease=30.0)
+    bus.add_rule(rule)
+    await bus.start()
+
+    async def put(index: int) -> None:
+        sent[index] = time.perf_counter()
+        entry = {"source": f"bench.{tag}", "detail-type": "Tick", "detail": {"n": index}}
+        await bus.put([entry])
+
+    try:
+        achieved = await paced(count, rate, put)
+        await wait_for_all(latencies, count)
+    finally:
+        await bus.stop()
+        await backend.log.delete_stream(rule_stream(rule.name))
+    return latencies, achieved
+
+
+async def peer_side(client: aioredis.Redis, count: int, rate: float) -> tuple[list[float], float]:
+    """The same load through raw redis-py XADD / XREADGROUP / XACK."""
+    stream = f"bench-bus-peer-{uuid.uuid4().hex[:8]}"
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    sent: dict[int, float] = {}
+    latencies: list[float] = []
+
+    async def consume() -> None:
+        while True:
+            reply = await client.xreadgroup("g", "c", {stream: ">"}, count=50, block=1000)
+            for _, entries in reply or []:
+                ids = []
+                for entry_id, fields in entries:
+                    latencies.append(time.perf_counter() - sent[int(fields[b"n"])])
+                    ids.append(entry_id)
+                await client.xack(stream, "g", *ids)
+
+    async def put(index: int) -> None:
+        sent[index] = time.perf_counter()
+        await client.xadd(stream, {"n": index, "source": "bench", "detail-type": "Tick"})
+
+    # The consumer has its own connection, as a separate process would.
+    consumer_client = aioredis.Redis(connection_pool=client.connection_pool)
+    task = asyncio.create_task(consume())
+    try:
+        achieved = await paced(count, rate, put)
+        await wait_for_all(latencies, count)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer_client.aclose()
+        await client.delete(stream)
+    return latencies, achieved
+
+
+async def run(url: str, rounds: int, count: int, rate: float) -> tuple[list[Comparison], dict]:
+    prefix = f"bench-bus-{uuid.uuid4().hex[:8]}:"
+    comparisons = {
+        f"{side} {q}": Comparison(f"{side} put->handler {q}", "ms", higher_is_better=False)
+        for side in ("sqlite", "redis")
+        for q in ("p50", "p99")
+    }
+    achieved: dict[str, list[float]] = {side: [] for side in SIDES}
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite = await open_backend(f"sqlite:///{folder}/bench.db", data_dir=Path(folder))
+        redis = await open_backend(f"{url}?prefix={prefix}", data_dir=Path(folder))
+        client = aioredis.from_url(url)
+        try:
+            sides: dict[str, Callable[[], Awaitable[tuple[list[float], float]]]] = {
+                "sqlite": lambda: reflow_side(sqlite, count, rate),
+                "redis": lambda: reflow_side(redis, count, rate),
+                "peer": lambda: peer_side(client, count, rate),
+            }
+            for side in SIDES:  # warm-up
+                await sides[side]()
+            for index in range(rounds):
+                if not machine_is_quiet():
+                    print(f"round {index + 1}: the machine is busy", file=sys.stderr)
+                order = SIDES[index % 3 :] + SIDES[: index % 3]
+                results = {}
+                for side in order:
+                    results[side], reached = await sides[side]()
+                    achieved[side].append(reached)
+                peer = results["peer"]
+                for side in ("sqlite", "redis"):
+                    for q, fraction in (("p50", 0.5), ("p99", 0.99)):
+                        comparison = comparisons[f"{side} {q}"]
+                        comparison.ours.append(percentile(results[side], fraction) * 1000)
+                        comparison.peer.append(percentile(peer, fraction) * 1000)
+        finally:
+            await redis.log.delete_stream(bus_stream("default"))
+            await client.aclose()
+            await redis.close()
+            await sqlite.close()
+    rates = {side: min(values) for side, values in achieved.items() if values}
+    return list(comparisons.values()), rates
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "", _options)
+    count = 100 if args.smoke else args.events
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
+    with redis_server() as url:
+        comparisons, rates = asyncio.run(run(url, args.rounds, count, args.rate))
+    print(f"redis server {url}; this process on CPU {sorted(os.sched_getaffinity(0))}")
+    print(
+        "lowest put rate reached per side (events/s): "
+        + ", ".join(f"{side} {value:,.0f}" for side, value in rates.items())
+    )
+    report(
+        "bus",
+        comparisons,
+        "raw redis-py XADD + XREADGROUP/XACK consumer",
+        redis=url,
+        events=count,
+        rate=args.rate,
+        reached=rates,
+        rounds=args.rounds,
+        smoke=args.smoke,
+    )
+
+
+if __name__ == "__main__":
+    main()
