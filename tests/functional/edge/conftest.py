@@ -139,6 +139,13 @@ class Client:
             await self.writer.wait_closed()
 
 
+async def settle(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``done()`` (background work finished), polling; fail after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.01)
+
+
 @dataclass
 class Harness:
     """An edge server, its origin and clock."""

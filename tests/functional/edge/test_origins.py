@@ -192,7 +192,7 @@ async def test_connect_is_retried_until_a_restarting_origin_listens() -> None:
         await asyncio.sleep(0.06)
         server.server = await asyncio.start_server(server._serve, "127.0.0.1", port)
 
-    origin = HttpOrigin(f"http://127.0.0.1:{port}", connect_retries=3)
+    origin = HttpOrigin(f"http://127.0.0.1:{port}", connect_retries=6)
     starter = asyncio.create_task(start_late())
     try:
         response = await origin.fetch(OriginRequest("GET", "/"))

@@ -11,7 +11,7 @@ from reflow.backends import memory_backend
 from reflow.edge.purge import PurgePlan, Purger
 from reflow.edge.store import Store
 from reflow.errors import EdgeError
-from tests.functional.edge.conftest import Harness, start_harness, stop_harness
+from tests.functional.edge.conftest import Harness, settle, start_harness, stop_harness
 
 
 def tagged(harness: Harness, path: str, body: bytes, tags: str) -> None:
@@ -61,7 +61,7 @@ async def test_soft_purge_serves_stale_once_while_one_refresh_runs(harness: Harn
     harness.origin.delay = 0.05
     stale = await client.get("/s")
     assert (stale.body, stale.headers["x-cache"]) == (b"old", "Stale")
-    await asyncio.sleep(0.2)
+    await settle(lambda: harness.origin.fetches == 2 and not harness.edge._refreshing)
     fresh = await client.get("/s")
     assert (fresh.body, fresh.headers["x-cache"]) == (b"new", "Hit")
     assert harness.origin.fetches == 2

@@ -9,7 +9,7 @@ from reflow.edge import CachePolicy
 from reflow.edge.cache import format_http_date
 from reflow.edge.http import Request
 from reflow.edge.origins import OriginRequest, OriginResponse
-from tests.functional.edge.conftest import Harness, start_harness, stop_harness
+from tests.functional.edge.conftest import Harness, settle, start_harness, stop_harness
 
 
 async def test_max_age_expiry_goes_back_to_the_origin(harness: Harness) -> None:
@@ -95,7 +95,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(harness: H
     stale = [await client.get("/w") for _ in range(3)]
     assert [r.body for r in stale] == [b"old"] * 3
     assert {r.headers["x-cache"] for r in stale} == {"Stale"}
-    await asyncio.sleep(0.2)
+    await settle(lambda: harness.origin.fetches == 2 and not harness.edge._refreshing)
     assert (await client.get("/w")).body == b"new"
     assert harness.origin.fetches == 2
 
