@@ -193,29 +193,37 @@ class EventBus:
         stream = bus_stream(bus)
         trimmed_at = self.clock.monotonic()
         while True:
-            entries = await self.backend.log.read(
-                stream, DISPATCH_GROUP, self.consumer, count=50, lease=self.lease, block=1.0
-            )
-            if entries:
-                # One batch fans out concurrently (the engines group the writes
-                # of one event-loop turn), then its entries are acked together,
-                # each only if its own fan-out is durable.
-                outcomes = await asyncio.gather(
-                    *(self.fan_out(bus, entry.data) for entry in entries), return_exceptions=True
-                )
-                done = []
-                for entry, outcome in zip(entries, outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        _log.error(
-                            "bus %s: entry %s left for redelivery: %r", bus, entry.id, outcome
-                        )
-                    else:
-                        done.append(entry.id)
-                if done:
-                    await self.backend.log.ack(stream, DISPATCH_GROUP, done)
-            if self.clock.monotonic() - trimmed_at > 60.0:
-                trimmed_at = self.clock.monotonic()
-                await self.backend.log.trim(stream, max_age=self.retention)
+            try:
+                await self._dispatch_once(bus, stream)
+                if self.clock.monotonic() - trimmed_at > 60.0:
+                    trimmed_at = self.clock.monotonic()
+                    await self.backend.log.trim(stream, max_age=self.retention)
+            except Exception:
+                # A backend hiccup must not end dispatching: what was read and
+                # not acked comes back after its lease.
+                _log.exception("bus %s: dispatching failed; retrying in 1 s", bus)
+                await asyncio.sleep(1.0)
+
+    async def _dispatch_once(self, bus: str, stream: str) -> None:
+        entries = await self.backend.log.read(
+            stream, DISPATCH_GROUP, self.consumer, count=50, lease=self.lease, block=1.0
+        )
+        if not entries:
+            return
+        # One batch fans out concurrently (the engines group the writes
+        # of one event-loop turn), then its entries are acked together,
+        # each only if its own fan-out is durable.
+        outcomes = await asyncio.gather(
+            *(self.fan_out(bus, entry.data) for entry in entries), return_exceptions=True
+        )
+        done = []
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                _log.error("bus %s: entry %s left for redelivery: %r", bus, entry.id, outcome)
+            else:
+                done.append(entry.id)
+        if done:
+            await self.backend.log.ack(stream, DISPATCH_GROUP, done)
 
     async def fan_out(
         self, bus: str, data: bytes, *, only: str | None = None, replay: str | None = None

@@ -221,6 +221,16 @@ class DeliveryWorker:
                     lease=self.lease,
                     block=1.0,
                 )
+            except Exception:
+                # A backend hiccup must not end delivering: records read and
+                # not acked come back after their lease.
+                for _ in range(taken):
+                    free.release()
+                _log.exception(
+                    "rule %s: reading deliveries failed; retrying in 1 s", self.rule.name
+                )
+                await asyncio.sleep(1.0)
+                continue
             except BaseException:
                 for _ in range(taken):
                     free.release()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from reflow.backends import Backend, memory_backend
-from reflow.errors import InvalidEventError
+from reflow.errors import BackendError, InvalidEventError
 from reflow.events.bus import EventBus
 from reflow.events.delivery import RetryPolicy, Rule
 from reflow.events.dlq import DeadLetter
@@ -237,3 +239,36 @@ async def _letters_when_present(bus: EventBus) -> list[DeadLetter]:
             return letters
         await asyncio.sleep(0.01)
     raise AssertionError("no dead letter appeared")
+
+
+class FlakyLog:
+    """A Log whose first ``failures`` reads fail, as a backend hiccup would."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BackendError("the backend went away for a moment")
+        return await self.inner.read(*args, **kwargs)
+
+
+async def test_dispatcher_and_workers_survive_failing_reads(
+    backend: Backend, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = dataclasses.replace(backend, log=FlakyLog(backend.log, failures=2))
+    recorder = Recorder()
+    bus = make_bus(flaky, clock, Rule("render", PATTERN, CallableTarget("render", recorder)))
+    await bus.start()
+    try:
+        [event_id] = await bus.put([article()])
+        await eventually(lambda: len(recorder.calls) == 1)
+    finally:
+        await bus.stop()
+    assert recorder.calls[0][0] == event_id
+    assert "retrying in 1 s" in caplog.text
