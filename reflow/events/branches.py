@@ -9,7 +9,7 @@ rules whose alternatives end there and the branches that go on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from reflow.events.conditions import (
@@ -65,6 +65,7 @@ class Branch:
         "ignore_case",
         "inexact",
         "memo",
+        "memo_hits",
         "numeric",
         "numeric_tree",
         "others",
@@ -107,8 +108,10 @@ class Branch:
         self.but: dict[tuple[AnythingBut, int], Node] = {}
         self.but_excluded: dict[TypedKey, set[tuple[AnythingBut, int]]] = {}
         # The children one scalar value leads to, remembered per value (see
-        # step_one); emptied whenever the branch's index changes.
-        self.memo: dict[Any, tuple[Node, ...]] = {}
+        # step_one); emptied whenever the branch's index changes, None while
+        # switched off for a path whose values do not recur.
+        self.memo: dict[Any, tuple[Node, ...]] | None = {}
+        self.memo_hits = 0
         self.numeric: dict[tuple[Numeric, int], tuple[Numeric, Node]] = {}
         self.numeric_tree: IntervalTree[Node] | None = None  # built on first need
         self.absent: Nodes = {}
@@ -149,7 +152,7 @@ class Branch:
         return None
 
     def _index(self, condition: Condition, node: Node) -> None:
-        self.memo.clear()
+        self.memo, self.memo_hits = {}, 0
         if not isinstance(condition, Exact):
             self.inexact += 1
         if isinstance(condition, Exists):
@@ -189,7 +192,7 @@ class Branch:
             self.suffix_longest = max(self.suffix_longest, len(condition.text))
 
     def _unindex(self, condition: Condition, node: Node) -> None:
-        self.memo.clear()
+        self.memo, self.memo_hits = {}, 0
         if not isinstance(condition, Exact):
             self.inexact -= 1
         if isinstance(condition, Exists):
@@ -233,7 +236,7 @@ class Branch:
             if not self.cidr_lengths[length]:
                 del self.cidr_lengths[length]
 
-    def step_one(self, value: Any) -> tuple[Node, ...]:
+    def step_one(self, value: Any) -> Iterable[Node]:
         """The children that a single leaf ``value`` leads to, remembered per value.
 
         Like a lazily built automaton, a branch computes the way out for a
@@ -241,10 +244,14 @@ class Branch:
         dictionary probe: values such as states, languages or sections
         recur from event to event, and then the cost of a step no longer
         depends on how many conditions the branch holds. The memory is
-        bounded (emptied when full, so a field whose values never repeat
-        only pays for the insertions) and emptied on every change to the
-        branch, so it never answers for rules that have gone.
+        bounded, and switched off when it fills with fewer hits than values
+        (ids, timestamps, paths: values that never recur would only cost the
+        insertions); any change to the branch empties it and switches it
+        back on, so it never answers for rules that have gone.
         """
+        memo = self.memo
+        if memo is None:
+            return self.step([value])
         kind = type(value)
         if kind is str:
             key: Any = value
@@ -253,14 +260,19 @@ class Branch:
             # equal in Python but not necessarily to every condition.
             key = (kind, value)
         else:
-            return tuple(self.step([value]))
-        memo = self.memo
+            return self.step([value])
         hit = memo.get(key)
-        if hit is None:
-            hit = tuple(self.step([value]))
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            memo[key] = hit
+        if hit is not None:
+            self.memo_hits += 1
+            return hit
+        hit = tuple(self.step([value]))
+        if len(memo) >= _MEMO_SIZE:
+            if self.memo_hits < _MEMO_SIZE:
+                self.memo = None
+                return hit
+            memo.clear()
+            self.memo_hits = 0
+        memo[key] = hit
         return hit
 
     def step(self, values: list[Any]) -> Iterator[Node]:
@@ -334,9 +346,10 @@ class Branch:
         address = parse_address(value)
         if address is None:
             return
-        number, bits = int(address), address.max_prefixlen
+        family, number = address
+        bits = 32 if family == 4 else 128
         for version, length in self.cidr_lengths:
-            if version == address.version:
+            if version == family:
                 network = number >> (bits - length) << (bits - length)
                 hit = self.cidr.get((version, length, network))
                 if hit:

@@ -53,13 +53,28 @@ def test_a_rule_added_after_matching_is_seen_by_the_next_match() -> None:
     assert rules.match(event) == []
 
 
-def test_remembered_steps_stay_bounded_for_values_that_never_repeat() -> None:
+def test_values_that_never_repeat_switch_the_memory_off_until_the_branch_changes() -> None:
     rules = RuleSet()
     rules.add("big", {"n": [{"numeric": [">", 500]}]})
     for value in range(1000):
         assert rules.match({"n": value}) == (["big"] if value > 500 else [])
     branch = rules._root.branches[("n",)]
-    assert 0 < len(branch.memo) <= 64
+    assert branch.memo is None
+    rules.add("small", {"n": [{"numeric": ["<", 3]}]})
+    assert branch.memo == {}
+    assert rules.match({"n": 2}) == ["small"]
+    assert rules.match({"n": 501}) == ["big"]
+
+
+def test_recurring_values_stay_remembered_and_bounded() -> None:
+    rules = RuleSet()
+    rules.add("pub", {"state": [{"prefix": "pub"}]})
+    states = [f"state-{index}" for index in range(10)] + ["published"]
+    for _ in range(50):
+        for state in states:
+            assert rules.match({"state": state}) == (["pub"] if state == "published" else [])
+    branch = rules._root.branches[("state",)]
+    assert branch.memo is not None and len(branch.memo) == len(states)
 
 
 def test_anything_but_values_exclude_only_their_own_rules() -> None:
