@@ -300,6 +300,7 @@ class Replicator:
         lease: float = 30.0,
         in_flight: float = 60.0,
         samples: int = 10_000,
+        collect_every: float = 60.0,
     ) -> None:
         self.table = table
         self.local = local
@@ -307,6 +308,7 @@ class Replicator:
         self._clock = clock
         self._batch = batch
         self._in_flight = in_flight
+        self._collect_every = collect_every
         self._lags: deque[float] = deque(maxlen=samples)
         self.applied = 0
         self._stopping = False
@@ -362,9 +364,13 @@ class Replicator:
         cancelling leaves it leased, to be delivered again when the lease ends.
         """
         self._stopping = False
+        collected_at = self._clock.monotonic()
         while not self._stopping:
             read = await self.step()
-            await self.collect()
+            # Collection scans the whole table: every minute, not every step.
+            if self._clock.monotonic() - collected_at >= self._collect_every:
+                collected_at = self._clock.monotonic()
+                await self.collect()
             if read == 0:
                 await self._clock.sleep(interval)
             else:

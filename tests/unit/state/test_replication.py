@@ -261,3 +261,43 @@ def test_any_order_with_duplicates_converges_to_the_latest_stamp_per_item(
         )
     }
     assert results[0] == results[1] == [latest[key] for key in sorted(latest)]
+
+
+async def test_a_running_replicator_collects_tombstones_on_its_period(world: World) -> None:
+    await world.tables["eu"].put({"id": "a"})
+    await world.tables["eu"].delete("a")
+    await world.sync()
+    await world.sync()
+    world.clock.advance(120)  # past the in-flight grace
+    await world.sync()  # every pair drained again, after the delete's grace
+    world.clock.advance(61)
+    eu = Replicator(
+        world.tables["eu"],
+        world.regions["eu"],
+        {p: world.regions[p] for p in ("ap", "us")},
+        clock=world.clock,
+        collect_every=10,
+    )
+    running = asyncio.create_task(eu.run(interval=1))
+    try:
+        for _ in range(5):  # 5 s: not yet a collection period
+            await _turns()
+            world.clock.advance(1)
+        await _turns()
+        assert len(await world.raw("eu")) == 1
+        assert eu.applied == 0 and world.clock.sleepers >= 1  # it ran, and is sleeping
+        for _ in range(20):
+            await _turns()
+            world.clock.advance(1)
+            if not await world.raw("eu"):
+                break
+        assert await world.raw("eu") == []
+    finally:
+        eu.stop()
+        world.clock.advance(1)
+        await running
+
+
+async def _turns(count: int = 50) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
