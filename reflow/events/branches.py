@@ -64,6 +64,7 @@ class Branch:
         "exact",
         "ignore_case",
         "inexact",
+        "key_lengths",
         "memo",
         "memo_hits",
         "numeric",
@@ -72,14 +73,10 @@ class Branch:
         "prefix",
         "present",
         "prefix_ci",
-        "prefix_longest",
         "suffix",
         "suffix_ci",
-        "suffix_longest",
         "wild_head",
-        "wild_head_longest",
         "wild_tail",
-        "wild_tail_longest",
     )
 
     def __init__(self) -> None:
@@ -99,8 +96,6 @@ class Branch:
         # the value starts (ends) with run their regular expression.
         self.wild_head: dict[str, _Wilds] = {}
         self.wild_tail: dict[str, _Wilds] = {}
-        self.wild_head_longest = -1
-        self.wild_tail_longest = -1
         self.others: dict[tuple[Condition, int], tuple[Condition, Node]] = {}
         # anything-but over plain values, indexed as "every entry except the
         # ones that exclude this value": a step reads one dictionary of
@@ -117,10 +112,11 @@ class Branch:
         self.absent: Nodes = {}
         self.present: Nodes = {}  # exists: true
         self.inexact = 0  # index entries other than exact values (0: the fast path applies)
-        # High-water marks: a stale (too long) one after a removal only costs
-        # a few extra dictionary probes, never a wrong answer.
-        self.prefix_longest = -1
-        self.suffix_longest = -1
+        # For each text-keyed table (by id), how many of its keys have each
+        # length: a value is probed only at the lengths some key has (a
+        # prefix table of "/news/2026/", "/sport/2026/" ... costs a probe per
+        # distinct length, not one per character of the value).
+        self.key_lengths: dict[int, dict[int, int]] = {}
 
     def child(self, conditions: frozenset[Condition]) -> Node:
         """The child reached by ``conditions``, created and indexed on first use."""
@@ -169,12 +165,15 @@ class Branch:
                 self.but_excluded.setdefault(key, set()).add(entry)
             return
         if isinstance(condition, Wildcard) and (condition.head or condition.tail):
-            if condition.head:
-                bucket = self.wild_head.setdefault(condition.head, {})
-                self.wild_head_longest = max(self.wild_head_longest, len(condition.head))
-            else:
-                bucket = self.wild_tail.setdefault(condition.tail, {})
-                self.wild_tail_longest = max(self.wild_tail_longest, len(condition.tail))
+            wilds, text = (
+                (self.wild_head, condition.head)
+                if condition.head
+                else (self.wild_tail, condition.tail)
+            )
+            bucket = wilds.get(text)
+            if bucket is None:
+                bucket = wilds[text] = {}
+                self._count_key(wilds, text, 1)
             bucket[condition, id(node)] = (condition, node)
             return
         table = self._table(condition)
@@ -182,14 +181,26 @@ class Branch:
             self.others[condition, id(node)] = (condition, node)
             return
         mapping, key = table
-        mapping.setdefault(key, {})[id(node)] = node
+        nodes = mapping.get(key)
+        if nodes is None:
+            nodes = mapping[key] = {}
+            if type(key) is str:
+                self._count_key(mapping, key, 1)
+        nodes[id(node)] = node
         if isinstance(condition, Cidr):
             length = (condition.network.version, condition.network.prefixlen)
             self.cidr_lengths[length] = self.cidr_lengths.get(length, 0) + 1
-        if isinstance(condition, Prefix):
-            self.prefix_longest = max(self.prefix_longest, len(condition.text))
-        elif isinstance(condition, Suffix):
-            self.suffix_longest = max(self.suffix_longest, len(condition.text))
+
+    def _count_key(self, table: dict[str, Any], key: str, change: int) -> None:
+        counts = self.key_lengths.setdefault(id(table), {})
+        total = counts.get(len(key), 0) + change
+        if total:
+            counts[len(key)] = total
+        else:
+            del counts[len(key)]
+
+    def _lengths(self, table: dict[str, Any]) -> dict[int, int]:
+        return self.key_lengths[id(table)]
 
     def _unindex(self, condition: Condition, node: Node) -> None:
         self.memo, self.memo_hits = {}, 0
@@ -220,6 +231,7 @@ class Branch:
             del wilds[text][condition, id(node)]
             if not wilds[text]:
                 del wilds[text]
+                self._count_key(wilds, text, -1)
             return
         table = self._table(condition)
         if table is None:
@@ -230,6 +242,8 @@ class Branch:
         del nodes[id(node)]
         if not nodes:
             del mapping[key]
+            if type(key) is str:
+                self._count_key(mapping, key, -1)
         if isinstance(condition, Cidr):
             length = (condition.network.version, condition.network.prefixlen)
             self.cidr_lengths[length] -= 1
@@ -279,6 +293,12 @@ class Branch:
         """The children that the leaf ``values`` at this branch's path lead to."""
         if not values:
             return iter(self.absent.values())
+        if len(self.children) <= _FEW_CHILDREN:
+            # Most branches deep in the tree hold one or two conditions: testing
+            # them beats consulting every index (the same test a Pattern makes).
+            return iter(
+                [child for conditions, child in self.children.items() if _holds(conditions, values)]
+            )
         reached: dict[int, Node] = dict(self.present) if self.present else {}
         exact, others, but = self.exact, self.others.values(), self.but
         for value in values:
@@ -316,31 +336,33 @@ class Branch:
 
     def _step_text(self, value: str, reached: dict[int, Node]) -> None:
         if self.prefix:
-            _probe_prefixes(self.prefix, value, self.prefix_longest, reached)
+            _probe_prefixes(self.prefix, value, self._lengths(self.prefix), reached)
         if self.suffix:
-            _probe_suffixes(self.suffix, value, self.suffix_longest, reached)
+            _probe_suffixes(self.suffix, value, self._lengths(self.suffix), reached)
         if self.prefix_ci or self.suffix_ci or self.ignore_case:
             lowered = value.lower()
             if self.prefix_ci:
-                _probe_prefixes(self.prefix_ci, lowered, self.prefix_longest, reached)
+                _probe_prefixes(self.prefix_ci, lowered, self._lengths(self.prefix_ci), reached)
             if self.suffix_ci:
-                _probe_suffixes(self.suffix_ci, lowered, self.suffix_longest, reached)
+                _probe_suffixes(self.suffix_ci, lowered, self._lengths(self.suffix_ci), reached)
             hit = self.ignore_case.get(lowered)
             if hit:
                 reached.update(hit)
         if self.cidr:
             self._step_address(value, reached)
+        size = len(value)
         if self.wild_head:
-            for end in range(min(len(value), self.wild_head_longest) + 1):
-                bucket = self.wild_head.get(value[:end])
-                if bucket:
-                    _test_wilds(bucket, value, reached)
+            for length in self._lengths(self.wild_head):
+                if length <= size:
+                    bucket = self.wild_head.get(value[:length])
+                    if bucket:
+                        _test_wilds(bucket, value, reached)
         if self.wild_tail:
-            size = len(value)
-            for length in range(min(size, self.wild_tail_longest) + 1):
-                bucket = self.wild_tail.get(value[size - length :])
-                if bucket:
-                    _test_wilds(bucket, value, reached)
+            for length in self._lengths(self.wild_tail):
+                if length <= size:
+                    bucket = self.wild_tail.get(value[size - length :])
+                    if bucket:
+                        _test_wilds(bucket, value, reached)
 
     def _step_address(self, value: str, reached: dict[int, Node]) -> None:
         address = parse_address(value)
@@ -368,9 +390,13 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 _MEMO_SIZE = 64
 
 # Up to this many prefixes (suffixes) in a branch, testing each is cheaper
-# than probing every prefix of the value; past it, probing wins and its cost
-# stays the value's length however many rules there are.
+# than probing the value's prefixes; past it, probing wins, and its cost is
+# one probe per distinct prefix length, however many rules there are.
 _FEW = 4
+
+# Up to this many children in a branch, its conditions are tested one by one
+# rather than looked up in its indexes.
+_FEW_CHILDREN = 2
 
 # Up to this many numeric ranges in a branch, testing each beats the
 # interval tree's bookkeeping.
@@ -378,21 +404,23 @@ _FEW_RANGES = 8
 
 
 def _probe_prefixes(
-    table: dict[str, Nodes], value: str, longest: int, reached: dict[int, Node]
+    table: dict[str, Nodes], value: str, lengths: dict[int, int], reached: dict[int, Node]
 ) -> None:
     if len(table) <= _FEW:
         for text, nodes in table.items():
             if value.startswith(text):
                 reached.update(nodes)
         return
-    for end in range(min(len(value), longest) + 1):
-        hit = table.get(value[:end])
-        if hit:
-            reached.update(hit)
+    size = len(value)
+    for length in lengths:
+        if length <= size:
+            hit = table.get(value[:length])
+            if hit:
+                reached.update(hit)
 
 
 def _probe_suffixes(
-    table: dict[str, Nodes], value: str, longest: int, reached: dict[int, Node]
+    table: dict[str, Nodes], value: str, lengths: dict[int, int], reached: dict[int, Node]
 ) -> None:
     if len(table) <= _FEW:
         for text, nodes in table.items():
@@ -400,10 +428,20 @@ def _probe_suffixes(
                 reached.update(nodes)
         return
     size = len(value)
-    for length in range(min(size, longest) + 1):
-        hit = table.get(value[size - length :])
-        if hit:
-            reached.update(hit)
+    for length in lengths:
+        if length <= size:
+            hit = table.get(value[size - length :])
+            if hit:
+                reached.update(hit)
+
+
+def _holds(conditions: frozenset[Condition], values: list[Any]) -> bool:
+    """Whether any condition holds for any of the (present) leaf values."""
+    for condition in conditions:
+        for value in values:
+            if condition.test(value):
+                return True
+    return False
 
 
 def _test_wilds(bucket: _Wilds, value: str, reached: dict[int, Node]) -> None:

@@ -13,8 +13,8 @@ the event holds at that path to the child nodes it leads to:
 * exact values, through one dictionary keyed by :func:`typed_key`, so 10,000
   rules naming 10,000 sources cost one hash probe;
 * prefixes and suffixes, through dictionaries keyed by the prefix (suffix)
-  text, probed with each prefix of the value up to the longest one indexed:
-  the cost is the value's length, not the number of prefix rules;
+  text, probed with the value's prefix of each length some key has: the
+  cost is the number of distinct lengths, not the number of prefix rules;
 * ``equals-ignore-case``, through a dictionary of lower-cased texts;
 * CIDR blocks, through a dictionary keyed by network, probed once per
   prefix length in use;

@@ -158,3 +158,37 @@ def test_many_anything_but_rules_on_one_path_agree_with_each_pattern(
     for value in values:
         event = {"k": value}
         assert rules.match(event) == _expected(rules, event)
+
+
+_texts = st.text(alphabet="ab/.", max_size=5)
+_affix_operators = st.one_of(
+    st.builds(lambda t: {"prefix": t}, _texts),
+    st.builds(lambda t: {"suffix": t}, _texts),
+    st.builds(lambda t: {"prefix": {"equals-ignore-case": t}}, _texts),
+    st.builds(lambda t: {"suffix": {"equals-ignore-case": t}}, _texts),
+    st.builds(lambda t: {"wildcard": t + "*"}, _texts.filter(bool)),
+    st.builds(lambda t: {"wildcard": "*" + t}, _texts.filter(bool)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    operators=st.lists(_affix_operators, min_size=1, max_size=16),
+    removed=st.sets(st.integers(0, 15)),
+    values=st.lists(st.text(alphabet="abAB/.", max_size=7), min_size=1, max_size=6),
+)
+def test_many_prefix_suffix_and_wildcard_rules_on_one_path_agree_with_each_pattern(
+    operators: list[dict[str, Any]], removed: set[int], values: list[str]
+) -> None:
+    # More than a few affixes on one path: the index probes the value at each
+    # key length in use, and those lengths must follow additions and removals.
+    rules = RuleSet()
+    for index, operator in enumerate(operators):
+        rules.add(f"r{index}", {"k": [operator]})
+    for index in sorted(removed):
+        if f"r{index}" in rules:
+            rules.remove(f"r{index}")
+            for value in values:
+                assert rules.match({"k": value}) == _expected(rules, {"k": value})
+    for value in values:
+        assert rules.match({"k": value}) == _expected(rules, {"k": value})
