@@ -103,38 +103,44 @@ async def reflow_side(backend: Backend, count: int, rate: float) -> tuple[list[f
     return latencies, achieved
 
 
-async def peer_side(client: aioredis.Redis, count: int, rate: float) -> tuple[list[float], float]:
+async def peer_side(
+    client: aioredis.Redis, url: str, count: int, rate: float
+) -> tuple[list[float], float]:
     """The same load through raw redis-py XADD / XREADGROUP / XACK."""
     stream = f"bench-bus-peer-{uuid.uuid4().hex[:8]}"
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
     sent: dict[int, float] = {}
     latencies: list[float] = []
 
+    stopping = asyncio.Event()
+    # The consumer has its own connection, as a separate process would.
+    consumer = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(url))
+
     async def consume() -> None:
-        while True:
-            reply = await client.xreadgroup("g", "c", {stream: ">"}, count=50, block=1000)
+        # Stopped by a flag, not by cancellation: redis-py can swallow a
+        # cancellation that lands in a blocking XREADGROUP.
+        while not stopping.is_set():
+            reply = await consumer.xreadgroup("g", "c", {stream: ">"}, count=50, block=100)
             for _, entries in reply or []:
                 ids = []
                 for entry_id, fields in entries:
                     latencies.append(time.perf_counter() - sent[int(fields[b"n"])])
                     ids.append(entry_id)
-                await client.xack(stream, "g", *ids)
+                await consumer.xack(stream, "g", *ids)
 
     async def put(index: int) -> None:
         sent[index] = time.perf_counter()
         await client.xadd(stream, {"n": index, "source": "bench", "detail-type": "Tick"})
 
-    # The consumer has its own connection, as a separate process would.
-    consumer_client = aioredis.Redis(connection_pool=client.connection_pool)
     task = asyncio.create_task(consume())
     try:
         achieved = await paced(count, rate, put)
         await wait_for_all(latencies, count)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await consumer_client.aclose()
+        stopping.set()
+        await task
+        await consumer.aclose()
+        await consumer.connection_pool.aclose()
         await client.delete(stream)
     return latencies, achieved
 
@@ -155,7 +161,7 @@ async def run(url: str, rounds: int, count: int, rate: float) -> tuple[list[Comp
             sides: dict[str, Callable[[], Awaitable[tuple[list[float], float]]]] = {
                 "sqlite": lambda: reflow_side(sqlite, count, rate),
                 "redis": lambda: reflow_side(redis, count, rate),
-                "peer": lambda: peer_side(client, count, rate),
+                "peer": lambda: peer_side(client, url, count, rate),
             }
             for side in SIDES:  # warm-up
                 await sides[side]()
