@@ -8,7 +8,9 @@ is a JSON object of region → backend URL, and MODE is:
   (none: the region is cut off); prints one JSON line listing every write's
   key, stamp and whether it was a delete;
 * ``sync`` — pull from every other region until nothing is left;
-* ``collect`` — delete the tombstones every region has seen.
+* ``collect`` — delete the tombstones every region has seen;
+* ``trickle`` — pull from ``--peers`` one small batch at a time, pausing in
+  between, until killed (the SIGKILL test's victim).
 """
 
 from __future__ import annotations
@@ -37,10 +39,15 @@ async def main(region: str, urls: dict[str, str], mode: str, args: argparse.Name
         regions = {n: Region(n, b.kv, b.log) for n, b in backends.items()}
         table = GlobalTable(TABLE, region, backends[region].kv)
         peers = [p for p in (args.peers.split(",") if args.peers else []) if p]
-        if mode != "write":
+        if mode in ("sync", "collect"):
             peers = [n for n in urls if n != region]
         replicator = Replicator(
-            table, regions[region], {p: regions[p] for p in peers}, in_flight=args.in_flight
+            table,
+            regions[region],
+            {p: regions[p] for p in peers},
+            in_flight=args.in_flight,
+            lease=args.lease,
+            batch=args.batch,
         )
         if mode == "write":
             return await _write(table, replicator, args.count, args.seed)
@@ -51,6 +58,12 @@ async def main(region: str, urls: dict[str, str], mode: str, args: argparse.Name
                 total += read
                 await asyncio.sleep(0.05 if read == 0 else 0)
             return {"read": total, "applied": replicator.applied}
+        if mode == "trickle":
+            print("ready", flush=True)
+            while True:
+                for peer in peers:
+                    await replicator.pull(peer)
+                await asyncio.sleep(0.02)
         return {"collected": await replicator.collect()}
     finally:
         for backend in backends.values():
@@ -85,10 +98,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("region")
     parser.add_argument("urls")
-    parser.add_argument("mode", choices=["write", "sync", "collect"])
+    parser.add_argument("mode", choices=["write", "sync", "collect", "trickle"])
     parser.add_argument("--peers", default="")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--in-flight", type=float, default=60.0)
+    parser.add_argument("--lease", type=float, default=30.0)
+    parser.add_argument("--batch", type=int, default=200)
     ns = parser.parse_args()
     print(json.dumps(asyncio.run(main(ns.region, json.loads(ns.urls), ns.mode, ns))))

@@ -8,10 +8,13 @@ the write with the later HLC, and no tombstoned item comes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,3 +133,46 @@ async def test_three_regions_partitioned_and_healed_converge_on_the_latest_write
         assert live == set(latest) - deleted
         raw = await tables[region].raw_items()
         assert not any(item.get("_deleted") for item in raw)
+
+
+async def test_a_replicator_killed_mid_stream_loses_nothing_when_restarted(
+    urls: dict[str, str], tables: dict[str, GlobalTable], tmp_path: Path
+) -> None:
+    for n in range(300):
+        await tables["eu"].put({"id": f"k{n}", "n": n})
+    env = dict(os.environ, STATE_TEST_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    victim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.functional.state.region_worker",
+            "us",
+            json.dumps(urls),
+            "trickle",
+            "--peers",
+            "eu",
+            "--batch",
+            "20",
+            "--lease",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert victim.stdout is not None and victim.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 60
+        while len(await tables["us"].raw_items()) < 60 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=30)
+    landed = len(await tables["us"].raw_items())
+    assert 60 <= landed < 300, "the replicator must die mid-stream for this test to mean much"
+    # Its successor waits out the dead one's lease and takes the rest.
+    run_regions(tmp_path, urls, "sync", {r: ["--lease", "1"] for r in REGIONS})
+    assert await tables["us"].raw_items() == await tables["eu"].raw_items()
+    assert len(await tables["ap"].scan_all()) == 300
