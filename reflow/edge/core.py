@@ -33,13 +33,22 @@ from reflow.edge.cache import (
     parse_range,
     secondary_key,
 )
-from reflow.edge.http import HOP_BY_HOP, Request, build_head, error_response, normalise_path
+from reflow.edge.http import (
+    HOP_BY_HOP,
+    Request,
+    build_head,
+    build_tail,
+    error_response,
+    normalise_path,
+)
 from reflow.edge.origins import Collapser, Origin, OriginRequest, OriginResponse
 from reflow.edge.store import Entry, Store
+from reflow.edge.tracked import TemplateCache
 from reflow.edge.triggers import (
     Hook,
     HookResult,
     compile_path_pattern,
+    headers_to_cf,
     request_to_cf,
     response_to_cf,
 )
@@ -127,6 +136,8 @@ class Edge:
         self.collapser = Collapser()
         self._routes: dict[str, _Route] = {}
         self._refreshing: set[str] = set()
+        # Viewer-request hooks on the hit path compare what they return with these.
+        self._request_templates = TemplateCache()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- routing -------------------------------------------------------------
@@ -192,7 +203,16 @@ class Edge:
             viewer_request = route.hooks.get("viewer-request")
             if viewer_request is not None:
                 started = time.perf_counter()
-                result = viewer_request.run_sync(self._cf_request(request))
+                result = viewer_request.run_request_given(
+                    {
+                        "clientIp": request.client_ip,
+                        "method": request.method,
+                        "uri": request.path,
+                        "querystring": request.query,
+                        "headers": headers_to_cf(request.headers),
+                    },
+                    self._request_templates.get(request.headers, headers_to_cf),
+                )
                 self._spent(viewer_request, started)
                 if result.request is None:
                     return self._generated(result, request)
@@ -220,25 +240,32 @@ class Edge:
             if viewer_response is None:
                 data = entry.response(now, head, gzip=gzip)
             else:
-                body = entry.gzipped() if gzip else entry.body
-                headers = [
-                    *(entry.gzip_headers() if gzip else entry.headers),
-                    ("Age", str(int(entry.freshness.age(now)))),
-                    ("X-Cache", "Hit"),
-                ]
+                view = entry.hook_view(now, gzip)
+                body = view.body
                 started = time.perf_counter()
-                answer = viewer_response.run_sync(
+                answer = viewer_response.run_response_given(
                     cf_request if cf_request is not None else self._cf_request(request),
-                    response_to_cf(entry.status, entry.reason, headers),
+                    {
+                        "status": view.status,
+                        "statusDescription": entry.reason,
+                        "headers": headers_to_cf(view.headers),
+                    },
+                    view.template,
                 )
                 self._spent(viewer_response, started)
-                data = build_head(
-                    answer.status,
-                    answer.reason or entry.reason,
-                    _framing_free(answer.headers),
-                    len(body),
-                    keep_alive=request.keep_alive,
-                )
+                if answer.added is not None:
+                    # Every stored header came back untouched: reuse their rendered lines.
+                    data = view.prefix + build_tail(
+                        _framing_free(answer.added), len(body), keep_alive=request.keep_alive
+                    )
+                else:
+                    data = build_head(
+                        answer.status,
+                        answer.reason or entry.reason,
+                        _framing_free(answer.headers),
+                        len(body),
+                        keep_alive=request.keep_alive,
+                    )
                 if not head:
                     data += body
         except HookError as exc:
@@ -661,7 +688,11 @@ class Edge:
         if uri != request.path:
             request.path = normalise_path(str(uri))[0]
         request.query = str(result.request.get("querystring", ""))
-        request.headers = result.headers  # names already lowercase (headers_from_cf)
+        if result.added is not None:
+            # The given headers came back untouched: keep them, append what was added.
+            request.headers = [*request.headers, *result.added]
+        else:
+            request.headers = result.headers  # names already lowercase (headers_from_cf)
 
     async def _run_hook(
         self, hook: Hook, request: dict[str, object], response: dict[str, object] | None = None

@@ -30,6 +30,7 @@ __all__ = [
     "Headers",
     "Request",
     "build_head",
+    "build_tail",
     "check_header",
     "check_framing",
     "error_response",
@@ -224,6 +225,21 @@ def build_head(
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
     for name, value in headers:
         lines.append(f"{name}: {value}\r\n")
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def build_tail(headers: Headers, content_length: int | None, *, keep_alive: bool) -> bytes:
+    """The header lines after a pre-rendered prefix, through the blank line.
+
+    ``build_head(s, r, a + b, ...)`` equals the rendering of ``s, r, a`` followed
+    by ``build_tail(b, ...)``.
+    """
+    lines = [f"{name}: {value}\r\n" for name, value in headers]
     if content_length is not None:
         lines.append(f"Content-Length: {content_length}\r\n")
     if not keep_alive:

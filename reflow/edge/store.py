@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 
 from reflow.edge.cache import Freshness, secondary_key
 from reflow.edge.http import Headers, build_head
+from reflow.edge.tracked import CfHeaders
+from reflow.edge.triggers import headers_to_cf
 
-__all__ = ["Entry", "Store", "Variants"]
+__all__ = ["Entry", "HookView", "Store", "Variants"]
 
 # Per-entry bookkeeping charged against the budget on top of body and headers.
 _OVERHEAD = 512
@@ -66,6 +68,9 @@ class Entry:
     built_gzip_second: int = field(default=-1, repr=False)
     built_gzip_get: bytes = field(default=b"", repr=False)
     built_gzip_head: bytes = field(default=b"", repr=False)
+    # Per encoding (False plain, True gzip): the second it was built for and the view
+    # a viewer-response hook starts from (see :meth:`hook_view`).
+    hook_views: dict[bool, tuple[int, HookView]] = field(default_factory=dict, repr=False)
     # What the store charged for this entry, and how it learns that the entry grew.
     charged: int = field(default=0, repr=False)
     on_grow: Callable[[Entry, int], None] | None = field(default=None, repr=False)
@@ -131,6 +136,29 @@ class Entry:
             self.built_gzip_get = head_bytes + body
         return self.built_gzip_head if head else self.built_gzip_get
 
+    def hook_view(self, now: float, gzip: bool) -> HookView:
+        """What a viewer-response hook on a hit starts from, built once per second."""
+        second = int(now)
+        cached = self.hook_views.get(gzip)
+        if cached is not None and cached[0] == second:
+            return cached[1]
+        headers = [
+            *(self.gzip_headers() if gzip else self.headers),
+            ("Age", str(int(self.freshness.age(now)))),
+            ("X-Cache", "Hit"),
+        ]
+        lines = [f"HTTP/1.1 {self.status} {self.reason}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        view = HookView(
+            status=str(self.status),
+            headers=headers,
+            template=headers_to_cf(headers),
+            prefix="".join(lines).encode("latin-1", "replace"),
+            body=self.gzipped() if gzip else self.body,
+        )
+        self.hook_views[gzip] = (second, view)
+        return view
+
     def refresh(self, freshness: Freshness) -> None:
         """Adopt a new freshness after a successful revalidation."""
         self.freshness = freshness
@@ -138,6 +166,24 @@ class Entry:
         self.soft_purged = False
         self.built_second = -1
         self.built_gzip_second = -1
+        self.hook_views.clear()
+
+
+@dataclass(frozen=True, eq=False)
+class HookView:
+    """A hit as a viewer-response hook sees it, with its head pre-rendered.
+
+    ``template`` is ``headers`` in Lambda@Edge's shape (never handed to a
+    function: each call gets a fresh copy); ``prefix`` is the status line and
+    the lines of ``headers``. When the hook leaves them all equal, the answer is
+    ``prefix`` plus the lines it added: the stored headers are not re-serialised.
+    """
+
+    status: str
+    headers: list[tuple[str, str]]
+    template: CfHeaders
+    prefix: bytes
+    body: bytes
 
 
 @dataclass

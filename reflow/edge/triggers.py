@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reflow.edge.shapes import FUNCTION_HOOKS, from_function_result, to_function_event
+from reflow.edge.tracked import CfHeaders, added_if_intact
 from reflow.edge.watchdog import WATCHDOG, Overrun
 from reflow.errors import HookError
 
@@ -65,8 +66,6 @@ BODY_LIMITS = {
     "origin-response": 1024 * 1024,
     "viewer-response": 40 * 1024,
 }
-
-CfHeaders = dict[str, list[dict[str, str]]]
 
 
 def compile_path_pattern(pattern: str) -> re.Pattern[str]:
@@ -217,6 +216,9 @@ class HookResult:
     reason: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None
+    # Set only by the ``*_given`` runs: every header handed to the function came
+    # back untouched, ``headers`` is empty and these (checked) ones were added.
+    added: list[tuple[str, str]] | None = None
 
 
 class EdgeContext:
@@ -267,6 +269,24 @@ class _Snapshot:
     def of(cls, request: dict[str, Any], response: dict[str, Any] | None) -> _Snapshot:
         """The read-only parts of ``request`` and ``response``."""
         return cls(request, response)
+
+    @classmethod
+    def of_given(
+        cls,
+        client_ip: Any,
+        method: Any,
+        body: Any,
+        request_template: CfHeaders | None,
+        response_template: CfHeaders | None,
+    ) -> _Snapshot:
+        """The read-only parts, from values taken before the call and the header templates."""
+        snapshot = cls.__new__(cls)
+        snapshot.client_ip = client_ip
+        snapshot.method = method
+        snapshot.body = body
+        snapshot.request_headers = _read_only(request_template, _READ_ONLY_REQUEST_HEADERS)
+        snapshot.response_headers = _read_only(response_template, _READ_ONLY_RESPONSE_HEADERS)
+        return snapshot
 
 
 @dataclass(frozen=True)
@@ -374,6 +394,66 @@ class Hook:
             return self.check(snapshot, result)
         return self.check(snapshot, self.call_sync(self.event(request, response)))
 
+    def run_request_given(self, request: dict[str, Any], template: CfHeaders) -> HookResult:
+        """:meth:`run_sync` for a request hook given a fresh copy of ``template``'s headers.
+
+        When the function returns the request with every templated header equal,
+        only the headers it added are checked (``HookResult.added``); anything
+        else gets the full checks of :meth:`check`.
+        """
+        if self.shape == "function":
+            return self.run_sync(request)
+        client_ip = request.get("clientIp")
+        method = request.get("method")
+        body = request.get("body")
+        result = self.call_sync(self.event(request))
+        if (
+            type(result) is dict
+            and "status" not in result
+            and result.get("clientIp") == client_ip
+            and result.get("method") == method
+            and result.get("body") is body
+        ):
+            added = added_if_intact(result.get("headers"), template)
+            if added is not None and _READ_ONLY_REQUEST_HEADERS.isdisjoint(added):
+                self._check_target(result)
+                return HookResult(
+                    request=result,
+                    added=headers_from_cf(self.hook, "request.headers", added, lowercase=True),
+                )
+        return self.check(_Snapshot.of_given(client_ip, method, body, template, None), result)
+
+    def run_response_given(
+        self, request: dict[str, Any], response: dict[str, Any], template: CfHeaders
+    ) -> HookResult:
+        """:meth:`run_sync` for a response hook given a fresh copy of ``template``'s headers.
+
+        Status, description and body left as given plus equal templated headers
+        means only the added headers are checked (``HookResult.added``).
+        """
+        if self.shape == "function":
+            return self.run_sync(request, response)
+        status: str = response["status"]
+        reason: str = response["statusDescription"]
+        result = self.call_sync(self.event(request, response))
+        if (
+            type(result) is dict
+            and result.get("status") is status
+            and result.get("statusDescription") is reason
+            and result.get("body") is None
+        ):
+            added = added_if_intact(result.get("headers"), template)
+            if added is not None and _READ_ONLY_RESPONSE_HEADERS.isdisjoint(added):
+                return HookResult(
+                    status=int(status),
+                    reason=reason,
+                    added=headers_from_cf(self.hook, "response.headers", added),
+                )
+        snapshot = _Snapshot.of_given(
+            request.get("clientIp"), request.get("method"), request.get("body"), None, template
+        )
+        return self.check(snapshot, result)
+
     def check(self, snapshot: _Snapshot, result: Any) -> HookResult:
         """Enforce what this hook may return and change."""
         if self.hook in REQUEST_HOOKS:
@@ -393,19 +473,7 @@ class Hook:
             raise HookError(self.hook, "request.clientIp", "is read-only")
         if result.get("method") != original.method:
             raise HookError(self.hook, "request.method", "is read-only")
-        uri = result.get("uri")
-        if not isinstance(uri, str) or not uri.startswith("/"):
-            raise HookError(
-                self.hook, "request.uri", f"must be a path starting with '/', got {uri!r}"
-            )
-        querystring = result.get("querystring", "")
-        if not isinstance(querystring, str):
-            raise HookError(self.hook, "request.querystring", "must be a string")
-        if _NOT_QUERY.search(querystring):
-            # It goes into the origin's request line: a space, CR or LF would split it.
-            raise HookError(
-                self.hook, "request.querystring", "must be percent-encoded visible ASCII"
-            )
+        self._check_target(result)
         headers = headers_from_cf(
             self.hook, "request.headers", result.get("headers", {}), lowercase=True
         )
@@ -421,6 +489,22 @@ class Hook:
         if "body" in result and not self.include_body and result["body"] != original.body:
             raise HookError(self.hook, "request.body", "needs include_body=True to change")
         return HookResult(request=result, headers=headers)
+
+    def _check_target(self, result: dict[str, Any]) -> None:
+        """Check the ``uri`` and ``querystring`` a request hook returned."""
+        uri = result.get("uri")
+        if not isinstance(uri, str) or not uri.startswith("/"):
+            raise HookError(
+                self.hook, "request.uri", f"must be a path starting with '/', got {uri!r}"
+            )
+        querystring = result.get("querystring", "")
+        if not isinstance(querystring, str):
+            raise HookError(self.hook, "request.querystring", "must be a string")
+        if _NOT_QUERY.search(querystring):
+            # It goes into the origin's request line: a space, CR or LF would split it.
+            raise HookError(
+                self.hook, "request.querystring", "must be percent-encoded visible ASCII"
+            )
 
     def _check_response_result(self, original: _Snapshot, result: Any) -> HookResult:
         if not isinstance(result, dict) or "status" not in result:

@@ -1,0 +1,235 @@
+"""The hooked hit path's shortcut: added headers only, when everything given came back equal.
+
+Each case checks that the shortcut (``reflow.edge.tracked`` and the ``*_given``
+runs of :class:`Hook`) decides exactly as the full checks do: the same bytes for
+an added header, the full path for an edited or removed one, the same errors
+for read-only fields and malformed additions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reflow.edge import Behaviour, Edge, Hook
+from reflow.edge.http import Request, build_head
+from reflow.edge.origins import OriginRequest, OriginResponse
+from reflow.edge.tracked import TemplateCache, added_if_intact
+from reflow.edge.triggers import headers_to_cf
+from reflow.errors import HookError
+from reflow.testing import FakeClock
+
+Event = dict[str, Any]
+STORED = [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60"), ("ETag", '"v1"')]
+
+
+class _Origin:
+    name = "fixed"
+
+    def __init__(self) -> None:
+        self.fetches = 0
+
+    async def fetch(self, request: OriginRequest) -> OriginResponse:
+        self.fetches += 1
+        return OriginResponse(200, list(STORED), b"hello")
+
+    async def close(self) -> None:
+        return None
+
+
+def _response(event: Event) -> dict[str, Any]:
+    return event["Records"][0]["cf"]["response"]  # type: ignore[no-any-return]
+
+
+def _request(event: Event) -> dict[str, Any]:
+    return event["Records"][0]["cf"]["request"]  # type: ignore[no-any-return]
+
+
+def _get(path: str = "/a", headers: list[tuple[str, str]] | None = None) -> Request:
+    return Request(
+        "GET", path, "", headers or [("host", "x"), ("accept", "*/*")], client_ip="1.2.3.4"
+    )
+
+
+async def _hit(*hooks: Hook) -> bytes:
+    """The bytes of a cache hit through the synchronous hit path, with ``hooks``."""
+    edge = Edge([Behaviour("*", _Origin())], list(hooks), clock=FakeClock(1_000.0))
+    try:
+        await edge.handle(_get())
+        data = edge.fast(_get(), False)
+        assert data is not None
+        return data
+    finally:
+        await edge.close()
+
+
+def test_an_unchanged_copy_adds_nothing_and_additions_are_returned_in_order() -> None:
+    template = headers_to_cf(STORED)
+    returned = headers_to_cf(STORED)
+    assert added_if_intact(returned, template) == {}
+    returned["x-b"] = [{"key": "X-B", "value": "2"}]
+    returned["x-a"] = [{"key": "X-A", "value": "1"}]
+    assert list(added_if_intact(returned, template) or {}) == ["x-b", "x-a"]
+
+
+def test_an_edited_or_removed_given_header_is_not_intact() -> None:
+    template = headers_to_cf(STORED)
+    edited = headers_to_cf(STORED)
+    edited["etag"][0]["value"] = '"v2"'
+    assert added_if_intact(edited, template) is None
+    removed = headers_to_cf(STORED)
+    del removed["etag"]
+    assert added_if_intact(removed, template) is None
+    extra_item = headers_to_cf(STORED)
+    extra_item["etag"].append({"key": "ETag", "value": '"v3"'})
+    assert added_if_intact(extra_item, template) is None
+    assert added_if_intact([("etag", "x")], template) is None
+
+
+def test_template_cache_converts_each_header_list_once_and_stays_bounded() -> None:
+    calls = []
+
+    def convert(headers: list[tuple[str, str]]) -> dict[str, Any]:
+        calls.append(headers)
+        return headers_to_cf(headers)
+
+    cache = TemplateCache(size=2)
+    first = cache.get([("host", "a")], convert)
+    assert cache.get([("host", "a")], convert) is first
+    cache.get([("host", "b")], convert)
+    cache.get([("host", "c")], convert)
+    cache.get([("host", "a")], convert)
+    assert len(calls) == 4  # "a" was evicted by the bound and converted again
+
+
+async def test_an_added_response_header_gives_the_same_bytes_as_a_full_render() -> None:
+    def add_hsts(event: Event, context: Any) -> Any:
+        response = _response(event)
+        response["headers"]["strict-transport-security"] = [
+            {"key": "Strict-Transport-Security", "value": "max-age=63072000"}
+        ]
+        return response
+
+    data = await _hit(Hook("hsts", "viewer-response", "/*", add_hsts))
+    expected = build_head(
+        200,
+        "OK",
+        [
+            *STORED,
+            ("Age", "0"),
+            ("X-Cache", "Hit"),
+            ("Strict-Transport-Security", "max-age=63072000"),
+        ],
+        5,
+        keep_alive=True,
+    )
+    assert data == expected + b"hello"
+
+
+async def test_a_stored_header_edited_in_place_is_served_edited() -> None:
+    def retag(event: Event, context: Any) -> Any:
+        response = _response(event)
+        response["headers"]["etag"][0]["value"] = '"edited"'
+        del response["headers"]["cache-control"]
+        return response
+
+    data = await _hit(Hook("retag", "viewer-response", "/*", retag))
+    assert b'ETag: "edited"\r\n' in data
+    assert b'"v1"' not in data
+    assert b"Cache-Control" not in data
+
+
+async def test_a_changed_status_takes_the_full_path() -> None:
+    def gone(event: Event, context: Any) -> Any:
+        response = _response(event)
+        response["status"] = "410"
+        response["statusDescription"] = "Gone"
+        return response
+
+    data = await _hit(Hook("gone", "viewer-response", "/*", gone))
+    assert data.startswith(b"HTTP/1.1 410 Gone\r\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("content-length", "1", "read-only"),
+        ("via", "1.1 x", "read-only"),
+        ("x-split", "a\r\nSet-Cookie: evil=1", "CR, LF or NUL"),
+        ("x bad", "v", "HTTP token"),
+    ],
+)
+async def test_a_bad_added_response_header_is_a_502_as_on_the_full_path(
+    name: str, value: str, message: str
+) -> None:
+    def add(event: Event, context: Any) -> Any:
+        response = _response(event)
+        response["headers"][name] = [{"key": name, "value": value}]
+        return response
+
+    data = await _hit(Hook("bad", "viewer-response", "/*", add))
+    assert data.startswith(b"HTTP/1.1 502 ")
+    assert message.encode() in data
+
+
+async def test_an_added_request_header_is_seen_by_the_response_hook_and_the_cache() -> None:
+    seen: list[list[str]] = []
+
+    def tag(event: Event, context: Any) -> Any:
+        request = _request(event)
+        request["headers"]["x-tag"] = [{"key": "X-Tag", "value": "t"}]
+        return request
+
+    def look(event: Event, context: Any) -> Any:
+        seen.append(sorted(_request(event)["headers"]))
+        return _response(event)
+
+    await _hit(
+        Hook("tag", "viewer-request", "/*", tag), Hook("look", "viewer-response", "/*", look)
+    )
+    assert seen[-1] == ["accept", "host", "x-tag"]
+
+
+def test_request_given_refuses_a_changed_client_ip_and_an_added_read_only_header() -> None:
+    def spoof(event: Event, context: Any) -> Any:
+        request = _request(event)
+        request["clientIp"] = "9.9.9.9"
+        return request
+
+    def framing(event: Event, context: Any) -> Any:
+        request = _request(event)
+        request["headers"]["transfer-encoding"] = [{"key": "Transfer-Encoding", "value": "x"}]
+        return request
+
+    template = headers_to_cf([("host", "x")])
+    for handler, message in ((spoof, "clientIp"), (framing, "read-only")):
+        hook = Hook("h", "viewer-request", "/*", handler)
+        request = {
+            "clientIp": "1.2.3.4",
+            "method": "GET",
+            "uri": "/a",
+            "querystring": "",
+            "headers": headers_to_cf([("host", "x")]),
+        }
+        with pytest.raises(HookError, match=message):
+            hook.run_request_given(request, template)
+
+
+def test_request_given_with_an_edited_header_returns_the_full_header_list() -> None:
+    def lower_host(event: Event, context: Any) -> Any:
+        request = _request(event)
+        request["headers"]["host"][0]["value"] = "y"
+        return request
+
+    hook = Hook("h", "viewer-request", "/*", lower_host)
+    request = {
+        "clientIp": "1.2.3.4",
+        "method": "GET",
+        "uri": "/a",
+        "querystring": "",
+        "headers": headers_to_cf([("host", "x"), ("accept", "*/*")]),
+    }
+    result = hook.run_request_given(request, headers_to_cf([("host", "x"), ("accept", "*/*")]))
+    assert result.added is None
+    assert result.headers == [("host", "y"), ("accept", "*/*")]
