@@ -100,6 +100,7 @@ class FlowService:
         self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     @property
     def functions(self) -> dict[str, TaskFunction]:
@@ -126,10 +127,16 @@ class FlowService:
 
     async def stop(self) -> None:
         """Stop the workers (an execution mid-transition is redone by the next worker)."""
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:
+            # A client library may swallow one cancellation (turning it into its own
+            # error, which the loops survive); the flag and repeated cancels end them.
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            tasks = list(pending)
+        self._stopping = False
 
     async def __aenter__(self) -> FlowService:
         await self.start()
@@ -353,6 +360,9 @@ class FlowService:
             fired += 1
         return fired
 
+    def _stopped(self) -> bool:
+        return self._stopping
+
     async def _early(self, name: str, now: float) -> bool:
         """Whether ``name`` waits for a timer that is not due yet on this clock."""
         loaded = await self.store.load(name)
@@ -368,7 +378,7 @@ class FlowService:
 
     async def _work(self, consumer: str) -> None:
         log = self.backend.log
-        while True:
+        while not self._stopping:
             try:
                 entries = await log.read(
                     WORK_STREAM, _GROUP, consumer, count=1, lease=self.lease, block=self.block
@@ -379,11 +389,13 @@ class FlowService:
             except asyncio.CancelledError:
                 raise
             except Exception:  # an execution's bug or a backend hiccup: leave it for redelivery
+                if self._stopped():
+                    return
                 _log.exception("flow worker %s", consumer)
                 await self.clock.sleep(self.poll)
 
     async def _timers(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.fire_due_timers()
             except asyncio.CancelledError:

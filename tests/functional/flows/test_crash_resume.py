@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import multiprocessing
 import os
@@ -83,6 +84,9 @@ def recording(calls: Path) -> Any:
 
 def child(url: str, data_dir: str, calls: str, name: str, crash: tuple[str, int] | None) -> None:
     """Start (or find) the execution and run it; SIGKILL itself at ``crash``."""
+
+    # A hung child prints where it is stuck before the parent gives up on it.
+    faulthandler.dump_traceback_later(45, exit=True)
 
     def hook(phase: str, execution: str, seq: int) -> None:
         if crash == (phase, seq):
