@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import importlib.util
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ __all__ = [
     "RangeResult",
     "Verdict",
     "accepts_gzip",
+    "choose_coding",
     "assess",
     "compressible_type",
     "cache_key",
@@ -568,3 +570,57 @@ def accepts_gzip(request_headers: Headers) -> bool:
                     continue
             return True
     return False
+
+
+# Content codings the edge can make, in order of preference when weights tie.
+# Brotli needs the ``brotli`` package; without it the edge offers gzip alone.
+CODINGS: tuple[str, ...] = (
+    ("br", "gzip") if importlib.util.find_spec("brotli") is not None else ("gzip",)
+)
+_CHOSEN: dict[str, str | None] = {}
+
+
+def choose_coding(request_headers: Headers) -> str | None:
+    """The content coding to answer with: ``br``, ``gzip`` or None (identity).
+
+    RFC 9110 §12.5.3: each coding's weight is its ``q`` (1 when absent; ``x-gzip``
+    is gzip), ``*`` weighs every coding not named, ``q=0`` refuses. The highest
+    positive weight wins; on a tie Brotli, the smaller, is preferred. Decisions
+    are remembered per header value (bounded): clients repeat theirs.
+    """
+    value = None
+    for name, field_value in request_headers:
+        if name == "accept-encoding":
+            value = field_value if value is None else f"{value},{field_value}"
+    if not value:
+        return None
+    if value in _CHOSEN:
+        return _CHOSEN[value]
+    weights: dict[str, float] = {}
+    star: float | None = None
+    for item in value.split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip().lower()
+        if coding == "x-gzip":
+            coding = "gzip"
+        weight = 1.0
+        for param in params.split(";"):
+            key, _, number = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(number.strip())
+                except ValueError:
+                    weight = 0.0  # a malformed weight is not consent
+        if coding == "*":
+            star = weight
+        elif coding in CODINGS:
+            weights[coding] = max(weight, weights.get(coding, 0.0))
+    best: str | None = None
+    best_weight = 0.0
+    for coding in CODINGS:
+        weight = weights.get(coding, star if star is not None else 0.0)
+        if weight > best_weight:
+            best, best_weight = coding, weight
+    if len(_CHOSEN) < 4096:
+        _CHOSEN[value] = best
+    return best

@@ -24,9 +24,9 @@ from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.cache import (
     Action,
     CachePolicy,
-    accepts_gzip,
     assess,
     cache_key,
+    choose_coding,
     compressible_type,
     not_modified,
     parse_http_date,
@@ -185,8 +185,8 @@ class Edge:
         if now >= entry.fresh_until:
             return None
         self.metrics.hits += 1
-        gzip = entry.compressible and accepts_gzip(request.headers)
-        data = entry.response(now, request.method == "HEAD", gzip=gzip)
+        coding = choose_coding(request.headers) if entry.compressible else None
+        data = entry.response(now, request.method == "HEAD", coding=coding)
         self.metrics.bytes_out += len(data)
         return data
 
@@ -236,11 +236,11 @@ class Edge:
             self.metrics.hits += 1
             head = request.method == "HEAD"
             viewer_response = route.hooks.get("viewer-response")
-            gzip = entry.compressible and accepts_gzip(request.headers)
+            coding = choose_coding(request.headers) if entry.compressible else None
             if viewer_response is None:
-                data = entry.response(now, head, gzip=gzip)
+                data = entry.response(now, head, coding=coding)
             else:
-                view = entry.hook_view(now, gzip)
+                view = entry.hook_view(now, coding)
                 body = view.body
                 started = time.perf_counter()
                 answer = viewer_response.run_response_given(
@@ -573,8 +573,10 @@ class Edge:
         head = request.method == "HEAD"
         viewer_response = route.hooks.get("viewer-response")
         # Ranges are served from the identity representation only.
-        gzip = (
-            entry.compressible and accepts_gzip(request.headers) and request.header("range") is None
+        coding = (
+            choose_coding(request.headers)
+            if entry.compressible and request.header("range") is None
+            else None
         )
         if (
             viewer_response is None
@@ -582,22 +584,22 @@ class Edge:
             and timing is None
             and not _has_conditional(request)
         ):
-            data = entry.response(now, head, gzip=gzip)
+            data = entry.response(now, head, coding=coding)
             self.metrics.bytes_out += len(data)
             return data
-        headers = list(entry.gzip_headers() if gzip else entry.headers) + [
+        headers = list(entry.encoded_headers(coding)) + [
             ("Age", str(int(entry.freshness.age(now)))),
             ("X-Cache", x_cache),
         ]
         if timing is not None:
             headers.append(("Server-Timing", f"origin;dur={timing * 1000:.1f}"))
         status, reason = entry.status, entry.reason
-        body = entry.gzipped() if gzip else entry.body
+        body = entry.encoded(coding)
         if entry.status == 200 and not_modified(request.headers, entry.etag, entry.last_modified):
             status, reason, body = 304, "Not Modified", b""
             # RFC 9110 §15.4.5: a 304 carries the validators and caching fields only.
             headers = [(k, v) for k, v in headers if k.lower() in _304_FIELDS]
-        elif entry.status == 200 and not gzip:
+        elif entry.status == 200 and coding is None:
             selected = parse_range(
                 request.header("range"),
                 len(entry.body),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from reflow.edge import CachePolicy
 from reflow.edge.cache import format_http_date
 from reflow.edge.http import Request
@@ -219,7 +221,7 @@ async def test_text_is_gzipped_once_for_clients_that_accept_it(harness: Harness)
     plain = await client.get("/page")
     assert plain.body == page and "content-encoding" not in plain.headers
     assert plain.headers["vary"] == "Accept-Encoding"
-    packed = await client.get("/page", "Accept-Encoding: br, gzip;q=0.8")
+    packed = await client.get("/page", "Accept-Encoding: deflate, gzip;q=0.8")
     assert packed.headers["content-encoding"] == "gzip"
     assert gzip.decompress(packed.body) == page and len(packed.body) < len(page) // 10
     assert packed.headers["etag"] == 'W/"p"'
@@ -227,6 +229,33 @@ async def test_text_is_gzipped_once_for_clients_that_accept_it(harness: Harness)
     assert refused.body == page
     stored = harness.edge.store.get("/page", [])
     assert stored is not None and stored.gzip_body is not None
+    assert harness.origin.fetches == 1
+
+
+async def test_text_is_brotli_compressed_once_when_preferred_or_tied(harness: Harness) -> None:
+    brotli = pytest.importorskip("brotli")
+    page = b"<p>" + b"reflow edge " * 400 + b"</p>"
+    harness.origin.serve(
+        "/br",
+        page,
+        [("Cache-Control", "max-age=60"), ("Content-Type", "text/css"), ("ETag", '"b"')],
+    )
+    client = await harness.connect()
+    tied = await client.get("/br", "Accept-Encoding: gzip, deflate, br")
+    assert tied.headers["content-encoding"] == "br"
+    assert brotli.decompress(tied.body) == page
+    assert tied.headers["etag"] == 'W/"b"' and tied.headers["vary"] == "Accept-Encoding"
+    again = await client.get("/br", "Accept-Encoding: br")
+    assert again.body == tied.body and again.headers["x-cache"] == "Hit"
+    gzip_first = await client.get("/br", "Accept-Encoding: br;q=0.5, gzip")
+    assert gzip_first.headers["content-encoding"] == "gzip"
+    stored = harness.edge.store.get("/br", [])
+    assert stored is not None and set(stored.encoded_bodies) == {"br", "gzip"}
+    # Both encodings are charged to the byte budget on top of the identity copy.
+    assert stored.size >= 2 * len(page) + 2 * (len(tied.body) + len(gzip_first.body))
+    ranged = await client.get("/br", "Accept-Encoding: br", "Range: bytes=0-9")
+    assert ranged.status == 206 and ranged.body == page[:10]
+    assert "content-encoding" not in ranged.headers
     assert harness.origin.fetches == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -327,6 +328,39 @@ def test_accept_encoding_honours_zero_weights() -> None:
     assert not accepts_gzip([("accept-encoding", "gzip;q=0")])
     assert not accepts_gzip([("accept-encoding", "br, identity")])
     assert not accepts_gzip([])
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        ("gzip, deflate, br", "br"),  # equal weights: Brotli preferred
+        ("br;q=1.0, gzip;q=0.5", "br"),
+        ("br;q=0.5, gzip", "gzip"),
+        ("gzip;q=0.9, br;q=0.8", "gzip"),
+        ("x-gzip", "gzip"),
+        ("*", "br"),
+        ("*;q=0.5, gzip", "gzip"),  # named codings outweigh the wildcard
+        ("gzip, *;q=0", "gzip"),
+        ("br;q=0, gzip;q=0", None),
+        ("identity", None),
+        ("deflate", None),
+        ("br;q=abc, gzip;q=0.1", "gzip"),  # a malformed weight is not consent
+        ("BR;Q=0.9", "br"),  # codings and parameter names are case-insensitive
+    ],
+)
+def test_the_content_coding_follows_accept_encoding_weights(
+    accept: str, chosen: str | None
+) -> None:
+    from reflow.edge.cache import choose_coding
+
+    assert choose_coding([("accept-encoding", accept)]) == chosen
+
+
+def test_no_accept_encoding_means_identity_and_repeated_fields_combine() -> None:
+    from reflow.edge.cache import choose_coding
+
+    assert choose_coding([]) is None
+    assert choose_coding([("accept-encoding", "br;q=0"), ("accept-encoding", "gzip")]) == "gzip"
 
 
 def test_only_text_like_types_are_compressible() -> None:
