@@ -9,15 +9,18 @@ backend's ``PubSub``, and mounts the admin API's cache routes::
     POST /api/cache/purge   {"keys": [...], "paths": [...], "soft": false} -> {"purged": n}
     GET  /api/edge/metrics  the counters of reflow.edge.core.Metrics
 
-Edge hooks run their handler inline through :class:`~reflow.edge.triggers.Hook`.
-When the functions runtime (reflow/functions) offers an invoke-with-limits
-call, :func:`hooks_from_app` is the one place to route hooks through it.
+Edge hooks of inline functions (the default) run their handler inline through
+:class:`~reflow.edge.triggers.Hook`, on the synchronous hit path when they
+can. Hooks of functions declared with ``isolation="process"`` run through the
+functions runtime (:class:`reflow.functions.Runtime`): in a worker, with the
+runtime's limits, metrics and ``Context`` (its authorisation hook included).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reflow.admin import AdminRequest, AdminResponse, AdminServer
 from reflow.app import App
@@ -32,7 +35,10 @@ from reflow.edge.store import Store
 from reflow.edge.triggers import Hook
 from reflow.errors import EdgeError
 
-__all__ = ["EdgeService", "behaviours_from_app", "hooks_from_app"]
+if TYPE_CHECKING:
+    from reflow.functions.runtime import Runtime
+
+__all__ = ["EdgeService", "behaviours_from_app", "hooks_from_app", "needs_runtime"]
 
 # Lambda@Edge's limits: 5 s for viewer hooks, 30 s for origin hooks.
 _HOOK_LIMITS = {
@@ -43,12 +49,19 @@ _HOOK_LIMITS = {
 }
 
 
-def hooks_from_app(app: App) -> list[Hook]:
-    """The app's ``@app.edge`` registrations as hooks (inline handlers)."""
+def hooks_from_app(app: App, runtime: Runtime | None = None) -> list[Hook]:
+    """The app's ``@app.edge`` registrations as hooks.
+
+    Inline functions call their handler directly; with a ``runtime``, functions
+    declared with ``isolation="process"`` are invoked through it.
+    """
     hooks = []
     for config in app.edges.values():
         function = app.functions[config.function]
         limit = min(function.timeout, _HOOK_LIMITS[config.hook])
+        invoke = None
+        if runtime is not None and function.isolation == "process":
+            invoke = functools.partial(runtime.invoke, function.name)
         hooks.append(
             Hook(
                 config.name,
@@ -59,9 +72,15 @@ def hooks_from_app(app: App) -> list[Hook]:
                 include_body=config.include_body,
                 distribution=app.name,
                 shape=config.shape,
+                invoke=invoke,
             )
         )
     return hooks
+
+
+def needs_runtime(app: App) -> bool:
+    """Whether any edge function of ``app`` runs in a worker process."""
+    return any(app.functions[c.function].isolation == "process" for c in app.edges.values())
 
 
 def behaviours_from_app(app: App, backend: Backend, clock: Clock = SYSTEM_CLOCK) -> list[Behaviour]:
@@ -111,19 +130,31 @@ class EdgeService:
         self.edge: Edge | None = None
         self.server: EdgeServer | None = None
         self.purger = Purger(self.store, backend.pubsub)
+        self.runtime: Runtime | None = None
 
     async def start(self) -> None:
         """Open the origins, start listening and subscribe to purges."""
         behaviours = behaviours_from_app(self.app, self.backend, self.clock)
         if not behaviours:
             raise EdgeError(f"app {self.app.name!r} declares no edge origin (app.edge_origin)")
-        self.edge = Edge(behaviours, hooks_from_app(self.app), store=self.store, clock=self.clock)
+        if needs_runtime(self.app) and self.runtime is None:
+            # Imported here: an edge with inline hooks only never loads the runtime.
+            from reflow.functions.runtime import Runtime
+
+            self.runtime = Runtime(self.app, backend=self.backend, clock=self.clock, serve=False)
+            await self.runtime.start()
+        self.edge = Edge(
+            behaviours, hooks_from_app(self.app, self.runtime), store=self.store, clock=self.clock
+        )
         self.server = EdgeServer(self.edge, host=self.host, port=self.port)
         await self.purger.start()
         try:
             await self.server.start()
         except OSError as exc:
             await self.purger.stop()
+            if self.runtime is not None:
+                await self.runtime.stop()
+                self.runtime = None
             raise EdgeError(
                 f"the edge cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
             ) from None
@@ -137,6 +168,9 @@ class EdgeService:
             await self.server.stop()
             self.server = None
         await self.purger.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
 
     async def purge(
         self,

@@ -23,9 +23,11 @@ What a hook may change is enforced on what it returns, and a violation is a
 Each hook has a time limit. Synchronous handlers run inline on the event
 loop (the fast path); the watchdog thread (:mod:`reflow.edge.watchdog`)
 interrupts a handler that overruns, so a runaway loop becomes a 5xx, not a
-hang. Async handlers are awaited under ``asyncio.wait_for``. The
-functions runtime (reflow/functions) will later offer process isolation; it
-plugs in by replacing :meth:`Hook.call`.
+hang. Async handlers are awaited under ``asyncio.wait_for``. A hook with an
+``invoke`` callable (set by :func:`reflow.edge.service.hooks_from_app` for
+functions declared with ``isolation="process"``) runs through the functions
+runtime instead — in a worker, with the runtime's metrics, limits and
+``Context`` — and so never on the synchronous hit path.
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ import asyncio
 import inspect
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from reflow.edge.shapes import FUNCTION_HOOKS, from_function_result, to_function_event
 from reflow.edge.tracked import CfHeaders, added_if_intact
 from reflow.edge.watchdog import WATCHDOG, Overrun
-from reflow.errors import HookError
+from reflow.errors import FunctionError, HookError
 
 __all__ = [
     "REQUEST_HOOKS",
@@ -301,6 +303,9 @@ class Hook:
     include_body: bool = False
     distribution: str = "reflow"
     shape: str = "lambda@edge"  # or "function": CloudFront Functions' event (reflow.edge.shapes)
+    # Runs the function through the functions runtime (process isolation) instead of
+    # calling ``handler`` here; the event goes in, the function's result comes back.
+    invoke: Callable[[dict[str, Any]], Awaitable[Any]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.shape == "function" and self.hook not in FUNCTION_HOOKS:
@@ -332,11 +337,17 @@ class Hook:
 
     @property
     def is_async(self) -> bool:
-        """Whether the handler is an ``async def`` (it cannot run on the sync hit path)."""
-        return inspect.iscoroutinefunction(self.handler)
+        """Whether the hook must be awaited (``async def``, or through the runtime).
+
+        Such a hook cannot run on the synchronous hit path.
+        """
+        return self.invoke is not None or inspect.iscoroutinefunction(self.handler)
 
     def call_sync(self, event: dict[str, Any]) -> Any:
         """Run a synchronous handler inline, interrupted by the watchdog past its limit."""
+        if self.invoke is not None:
+            # The edge never takes the synchronous path for such a hook (is_async).
+            raise HookError(self.hook, self.name, "runs in the functions runtime: await call()")
         context = EdgeContext(self.name, time.monotonic() + self.timeout)
         try:
             token = WATCHDOG.arm(self.timeout)
@@ -355,6 +366,8 @@ class Hook:
 
     async def call(self, event: dict[str, Any]) -> Any:
         """Run the handler under the hook's time limit; HookError when it fails or overruns."""
+        if self.invoke is not None:
+            return await self._call_runtime(event)
         if not self.is_async:
             result = self.call_sync(event)
             if not inspect.isawaitable(result):
@@ -371,6 +384,18 @@ class Hook:
             raise
         except Exception as exc:
             raise HookError(self.hook, self.name, f"raised {type(exc).__name__}: {exc}") from exc
+
+    async def _call_runtime(self, event: dict[str, Any]) -> Any:
+        assert self.invoke is not None
+        try:
+            return await asyncio.wait_for(self.invoke(event), self.timeout)
+        except TimeoutError:
+            raise HookError(
+                self.hook, self.name, f"ran past its {self.timeout:g} s limit"
+            ) from None
+        except FunctionError as exc:
+            # Timeouts, crashes, throttling and handler exceptions, as the runtime saw them.
+            raise HookError(self.hook, self.name, f"{type(exc).__name__}: {exc}") from exc
 
     async def run(
         self, request: dict[str, Any], response: dict[str, Any] | None = None
