@@ -5,15 +5,17 @@ Key layout (all under ``flows/``):
 * ``flows/x/NAME`` — the execution record (JSON): status, the value-only
   cursor (state, raw input, variables, retry attempts), what the execution
   waits for, output or error, times, the transition counter ``seq``.
-* ``flows/h/NAME/SEQ`` — the history events one transition produced.
+* ``flows/h/NAME/FIRST`` — a chunk of history events, FIRST the index of its
+  first; the newest events (fewer than ``FLUSH_EVENTS``) ride in the record.
 * ``flows/t/DUE_MS/NAME/KIND`` — a durable timer (a Wait, a retry back-off,
   a task token's timeout or heartbeat, the execution's ``TimeoutSeconds``).
 * ``flows/k/TOKEN`` — which execution a ``.waitForTaskToken`` token belongs to.
 
-Every transition is one ``KV.transact``: the record written at the version
-it was read at (a compare-and-set, so a worker that lost the execution to
-another — or to a ``stop`` — cannot overwrite it), plus that transition's
-history chunk, timers and tokens. A crash before the transaction loses the
+Every transition is one atomic write: the record (with its new history
+events) put at the version it was read at — a compare-and-set, so a worker
+that lost the execution to another, or to a ``stop``, cannot overwrite it —
+or, when a history chunk is full or timers or tokens come with it, one
+``KV.transact`` of them all. A crash before the transaction loses the
 transition's work, which is simply done again; a crash after it loses
 nothing.
 """
@@ -49,6 +51,7 @@ RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
 STATUSES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED)
 
 _RECORDS, _HISTORY, _TIMERS, _TOKENS = "flows/x/", "flows/h/", "flows/t/", "flows/k/"
+FLUSH_EVENTS = 16  # history events kept in the record before they move to a chunk
 # Step Functions allows 1-80 characters for an execution name; the key layout needs no "/".
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 
@@ -109,15 +112,23 @@ class ExecutionRecord:
     entered_at: float = 0.0
     wait: dict[str, Any] | None = None
     redrive_count: int = 0
+    events: int = 0
+    # The newest history events, JSON-encoded, not yet moved to a chunk (see save).
+    tail: list[bytes] = field(default_factory=list, repr=False)
 
     def to_json(self) -> bytes:
-        """The record as stored."""
-        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+        """The record as stored: its fields and the history tail."""
+        fields = {key: value for key, value in self.__dict__.items() if key != "tail"}
+        head = json.dumps(fields, separators=(",", ":")).encode()
+        return b'{"record":' + head + b',"tail":[' + b",".join(self.tail) + b"]}"
 
     @classmethod
     def from_json(cls, data: bytes) -> ExecutionRecord:
         """A record read back."""
-        return cls(**json.loads(data))
+        stored = json.loads(data)
+        record = cls(**stored["record"])
+        record.tail = [_encode(event) for event in stored["tail"]]
+        return record
 
     def summary(self) -> dict[str, Any]:
         """What ``list`` shows of an execution."""
@@ -200,32 +211,56 @@ class ExecutionStore:
     ) -> int:
         """Write ``record`` if it is still at ``version`` (0: new), with this transition's
         events, timers and tokens, all or nothing; return the new version."""
-        operations: list[Operation] = [
-            Put(_RECORDS + record.name, record.to_json(), expect_version=version)
-        ]
-        if events:
-            chunk = json.dumps(list(events), separators=(",", ":")).encode()
-            operations.append(Put(f"{_HISTORY}{record.name}/{record.seq:010d}", chunk))
-        operations.extend(Put(key, b"") for key in timers)
-        operations.extend(Put(token_key(token), record.name.encode()) for token in tokens)
+        # The newest events ride in the record itself, so most transitions are one
+        # compare-and-set put (several times cheaper than a transaction); every
+        # FLUSH_EVENTS they move to a chunk keyed by the index of their first event.
+        tail = record.tail + [_encode(event) for event in events]
+        record.events += len(events)
+        chunk: Put | None = None
+        if len(tail) >= FLUSH_EVENTS:
+            first = record.events - len(tail)
+            body = b"[" + b",".join(tail) + b"]"
+            chunk, tail = Put(f"{_HISTORY}{record.name}/{first:010d}", body), []
+        kept, record.tail = record.tail, tail
+        key, value = _RECORDS + record.name, record.to_json()
         try:
-            versions = await self.kv.transact(operations)
+            if chunk is None and not timers and not tokens:
+                return await self.kv.put(key, value, expect_version=version)
+            operations: list[Operation] = [Put(key, value, expect_version=version)]
+            if chunk is not None:
+                operations.append(chunk)
+            operations.extend(Put(timer, b"") for timer in timers)
+            operations.extend(Put(token_key(token), record.name.encode()) for token in tokens)
+            return (await self.kv.transact(operations))[0]
         except (TransactionConflictError, VersionConflictError) as error:
+            record.tail, record.events = kept, record.events - len(events)
             raise FencedError(record.name) from error
-        return versions[0]
 
     async def history(self, name: str) -> list[dict[str, Any]]:
         """Every event of the execution, oldest first, numbered 1, 2, 3 …"""
-        events: list[dict[str, Any]] = []
+        # The record first, then the chunks: a tail flushed in between shows up in a
+        # chunk as well, and the event indexes drop the second copy.
+        loaded = await self.load(name)
+        if loaded is None:
+            return []
+        record = loaded[0]
+        slots: list[dict[str, Any] | None] = [None] * record.events
         start_after: str | None = None
         prefix = f"{_HISTORY}{name}/"
         while True:
             items = await self.kv.scan(prefix, start_after=start_after, limit=500)
             for item in items:
-                events.extend(json.loads(item.value))
+                first = int(item.key[len(prefix) :])
+                for offset, event in enumerate(json.loads(item.value)):
+                    if first + offset < record.events:
+                        slots[first + offset] = event
             if len(items) < 500:
                 break
             start_after = items[-1].key
+        base = record.events - len(record.tail)
+        for offset, encoded in enumerate(record.tail):
+            slots[base + offset] = json.loads(encoded)
+        events = [event for event in slots if event is not None]
         for index, event in enumerate(events):
             event["id"] = index + 1
             event["previous_event_id"] = index
@@ -266,6 +301,10 @@ class ExecutionStore:
         """The execution a task token belongs to."""
         item = await self.kv.get(token_key(token))
         return item.value.decode() if item is not None else None
+
+
+def _encode(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
 
 
 def _parse_timer(item: Item) -> Timer:
