@@ -5,7 +5,11 @@ dispatcher fills with one record per matching event, so a slow or failing
 target only ever holds up its own rule. A :class:`DeliveryWorker` reads that
 stream through a consumer group and, for each record:
 
-1. waits until the record's ``due`` time (a retry's back-off), on the Clock;
+1. waits until the record's ``due`` time (a retry's back-off), on the Clock,
+   without taking a delivery slot: a worker holds up to ``HELD_PER_SLOT``
+   times its concurrency in records, and only ``concurrency`` of them call
+   the target at once, so retries waiting out a back-off do not stall fresh
+   events behind them;
 2. refuses it to the dead-letter queue if the event is older than the rule's
    ``max_event_age``, or if crashed consumers already used up its attempts
    (a redelivery of the record after a lease ran out counts as an attempt:
@@ -57,6 +61,7 @@ __all__ = [
 _log = logging.getLogger("reflow.events")
 
 DELIVER_GROUP = "deliver"
+HELD_PER_SLOT = 8  # records a worker may hold per delivery slot
 
 
 def rule_stream(rule: str) -> str:
@@ -185,6 +190,10 @@ class DeliveryWorker:
         self.clock = clock
         self.lease = lease
         self.concurrency = concurrency
+        # Records held at once (waiting out a back-off, or being delivered);
+        # only `concurrency` of them call the target at a time.
+        self.held = concurrency * HELD_PER_SLOT
+        self._delivering = asyncio.Semaphore(concurrency)
         self.rng = rng or random.Random()
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
         self.stream = rule_stream(rule.name)
@@ -204,12 +213,12 @@ class DeliveryWorker:
         self._running.clear()
 
     async def _read(self) -> None:
-        free = asyncio.Semaphore(self.concurrency)
+        free = asyncio.Semaphore(self.held)
         while True:
             # Take as many records as there are free slots in one read.
             await free.acquire()
             taken = 1
-            while taken < self.concurrency and not free.locked():
+            while taken < self.held and not free.locked():
                 await free.acquire()
                 taken += 1
             try:
@@ -283,7 +292,8 @@ class DeliveryWorker:
                 if replay is not None:
                     view["replay-name"] = replay
                 payload = self.rule.input.apply(view, rule=self.rule.name)
-                await self.rule.target.deliver(payload, delivery)
+                async with self._delivering:
+                    await self.rule.target.deliver(payload, delivery)
             except Exception as exc:  # every failure is an attempt; none is lost
                 error = error_of(exc)
                 due = self.clock.time() + policy.backoff(attempt, self.rng)

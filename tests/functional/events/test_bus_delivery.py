@@ -13,7 +13,7 @@ import pytest
 from reflow.backends import Backend, memory_backend
 from reflow.errors import BackendError, InvalidEventError
 from reflow.events.bus import EventBus
-from reflow.events.delivery import RetryPolicy, Rule
+from reflow.events.delivery import Delivery, RetryPolicy, Rule
 from reflow.events.dlq import DeadLetter
 from reflow.events.model import Event
 from reflow.events.targets import CallableTarget
@@ -272,3 +272,28 @@ async def test_dispatcher_and_workers_survive_failing_reads(
         await bus.stop()
     assert recorder.calls[0][0] == event_id
     assert "retrying in 1 s" in caplog.text
+
+
+async def test_retry_waiting_out_its_backoff_does_not_stall_fresh_events() -> None:
+    clock = FakeClock()  # no autojump: the back-off only ends if the test says so
+    backend = memory_backend(clock)
+    calls: list[int] = []
+
+    def target(payload: Any, delivery: Delivery) -> None:
+        calls.append(payload["detail"]["id"])
+        if payload["detail"]["id"] == 0:
+            raise RuntimeError("the first event always fails")
+
+    policy = RetryPolicy(max_attempts=3, base=600.0, cap=600.0)
+    bus = EventBus(backend, clock=clock, concurrency=1, rng=random.Random(2))
+    bus.add_rule(Rule("render", PATTERN, CallableTarget("render", target), retry=policy))
+    await bus.start()
+    try:
+        await bus.put([article(0)])
+        await eventually(lambda: calls == [0])
+        await eventually(lambda: clock.sleepers == 1)  # its retry waits out the back-off
+        await bus.put([article(1), article(2)])
+        await eventually(lambda: calls == [0, 1, 2])
+    finally:
+        await bus.stop()
+        await backend.close()
