@@ -27,6 +27,7 @@ from reflow.app import App
 from reflow.backends import Backend
 from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.cache import CachePolicy
+from reflow.edge.client import activate, deactivate
 from reflow.edge.core import Behaviour, Edge
 from reflow.edge.origins import Origin, OriginGroup, open_origin
 from reflow.edge.purge import PurgePlan, Purger
@@ -159,11 +160,13 @@ class EdgeService:
                 f"the edge cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
             ) from None
         self.port = self.server.port
+        activate(self.purge)  # context.cache for functions in this process
         if self.admin is not None:
             self._mount(self.admin)
 
     async def stop(self) -> None:
         """Stop serving (gracefully) and stop listening for purges."""
+        deactivate(self.purge)
         if self.server is not None:
             await self.server.stop()
             self.server = None

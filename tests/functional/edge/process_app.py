@@ -44,3 +44,21 @@ def slow(event: dict[str, Any], context: Any) -> Any:
     """Sleep past its 1 s timeout (the worker is killed at it)."""
     time.sleep(60)
     return event["Records"][0]["cf"]["request"]
+
+
+@app.function(isolation="process", timeout=5)
+def purge_from_worker(event: dict[str, Any], context: Any) -> Any:
+    """Purge through the proxied ``context.cache`` of a worker process."""
+    return context.cache.sync.purge(keys=event.get("keys", []), paths=event.get("paths", []))
+
+
+@app.function(timeout=5)
+async def purge_inline(event: dict[str, Any], context: Any) -> Any:
+    """Purge from an inline async handler."""
+    return await context.cache.purge(keys=event.get("keys", []), paths=event.get("paths", []))
+
+
+@app.function(timeout=5)
+def purge_inline_sync(event: dict[str, Any], context: Any) -> Any:
+    """Purge from an inline synchronous handler (it runs on a handler thread)."""
+    return context.cache.purge_sync(paths=event["paths"], soft=True)
