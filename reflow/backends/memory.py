@@ -137,8 +137,12 @@ class MemoryLog:
             if entries or remaining <= 0:
                 return entries
             waiter = s.arrived
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that lands as the waiter completes, and the reader
+            # would then loop on forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), timeout=min(remaining, 0.05))
+                async with asyncio.timeout(min(remaining, 0.05)):
+                    await waiter.wait()
 
     def _take(
         self, name: str, s: _Stream, g: _Group, consumer: str, count: int, lease: float
@@ -363,7 +367,8 @@ class _MemorySubscription:
         if self.closed and self.queue.empty():
             return None
         try:
-            message = await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                message = await self.queue.get()
         except TimeoutError:
             return None
         return message

@@ -113,7 +113,10 @@ class RedisSubscription:
         if self._closed and self._queue.empty():
             return None
         try:
-            message = await asyncio.wait_for(self._queue.get(), timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation and drop the message it was about to return.
+            async with asyncio.timeout(timeout):
+                message = await self._queue.get()
         except TimeoutError:
             return None
         if message is _CLOSED:

@@ -189,8 +189,11 @@ class SQLiteLog:
                 event, _ = self._arrived.setdefault(
                     stream, (asyncio.Event(), asyncio.get_running_loop())
                 )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that lands as the event fires.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, backoff))
+                    async with asyncio.timeout(min(remaining, backoff)):
+                        await event.wait()
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 now = self._clock.time()
                 if event.is_set() or await self._db.read(

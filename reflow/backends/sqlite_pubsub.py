@@ -79,7 +79,10 @@ class _Subscription:
         if self.closed and self.queue.empty():
             return None
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation and drop the message it was about to return.
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

@@ -217,3 +217,15 @@ async def test_many_trimmed_pending_entries_do_not_hide_a_live_one(backend: Back
     await asyncio.sleep(0.35)
     entries = await backend.log.read("s", "g", "b", count=2)
     assert [(e.id, e.data, e.deliveries) for e in entries] == [(ids[5], b"5", 2)]
+
+
+async def test_cancelling_a_blocked_read_as_an_entry_arrives_cancels_it(backend: Backend) -> None:
+    # The race that asyncio.wait_for loses on 3.11: the wake-up and the
+    # cancellation land in the same loop turn. The read must still end.
+    reader = asyncio.create_task(backend.log.read("s", "g", "c", block=5))
+    await asyncio.sleep(0.05)
+    await backend.log.append("s", b"x")
+    reader.cancel()
+    done, _ = await asyncio.wait({reader}, timeout=2)
+    assert done, "the cancelled read kept running"
+    assert reader.cancelled()
