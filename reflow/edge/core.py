@@ -137,7 +137,7 @@ class Edge:
         self._routes: dict[str, _Route] = {}
         self._refreshing: set[str] = set()
         # Viewer-request hooks on the hit path compare what they return with these.
-        self._request_templates = TemplateCache()
+        self._request_copies = TemplateCache()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- routing -------------------------------------------------------------
@@ -198,10 +198,13 @@ class Edge:
         """
         if request.method != "GET" and request.method != "HEAD":
             return None
+        request_copies = handed_request = None
         try:
             cf_request = None  # the request as the viewer-request hook left it
             viewer_request = route.hooks.get("viewer-request")
             if viewer_request is not None:
+                request_copies = self._request_copies.get(request.headers, headers_to_cf)
+                handed_request = request_copies.take()
                 started = time.perf_counter()
                 result = viewer_request.run_request_given(
                     {
@@ -209,9 +212,9 @@ class Edge:
                         "method": request.method,
                         "uri": request.path,
                         "querystring": request.query,
-                        "headers": headers_to_cf(request.headers),
+                        "headers": handed_request,
                     },
-                    self._request_templates.get(request.headers, headers_to_cf),
+                    request_copies.template,
                 )
                 self._spent(viewer_request, started)
                 if result.request is None:
@@ -242,17 +245,15 @@ class Edge:
             else:
                 view = entry.hook_view(now, coding)
                 body = view.body
+                handed = view.copies.take()
                 started = time.perf_counter()
                 answer = viewer_response.run_response_given(
                     cf_request if cf_request is not None else self._cf_request(request),
-                    {
-                        "status": view.status,
-                        "statusDescription": entry.reason,
-                        "headers": headers_to_cf(view.headers),
-                    },
-                    view.template,
+                    {"status": view.status, "statusDescription": entry.reason, "headers": handed},
+                    view.copies.template,
                 )
                 self._spent(viewer_response, started)
+                view.copies.give_back(handed)
                 if answer.added is not None:
                     # Every stored header came back untouched: reuse their rendered lines.
                     data = view.prefix + build_tail(
@@ -271,6 +272,11 @@ class Edge:
         except HookError as exc:
             self.metrics.hook_errors += 1
             return error_response(502, str(exc), keep_alive=request.keep_alive)
+        finally:
+            if request_copies is not None and handed_request is not None:
+                # After both hooks (the response hook sees the request too); kept only
+                # if still equal to the template, whatever happened.
+                request_copies.give_back(handed_request)
         self.metrics.bytes_out += len(data)
         return data
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from reflow.edge.cache import Freshness, secondary_key
 from reflow.edge.http import Headers, build_head
-from reflow.edge.tracked import CfHeaders
+from reflow.edge.tracked import HeaderCopies
 from reflow.edge.triggers import headers_to_cf
 
 __all__ = ["Entry", "HookView", "Store", "Variants"]
@@ -175,8 +175,7 @@ class Entry:
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
         view = HookView(
             status=str(self.status),
-            headers=headers,
-            template=headers_to_cf(headers),
+            copies=HeaderCopies(headers, headers_to_cf),
             prefix="".join(lines).encode("latin-1", "replace"),
             body=self.encoded(coding),
         )
@@ -211,15 +210,15 @@ def compress(body: bytes, coding: str) -> bytes:
 class HookView:
     """A hit as a viewer-response hook sees it, with its head pre-rendered.
 
-    ``template`` is ``headers`` in Lambda@Edge's shape (never handed to a
-    function: each call gets a fresh copy); ``prefix`` is the status line and
-    the lines of ``headers``. When the hook leaves them all equal, the answer is
-    ``prefix`` plus the lines it added: the stored headers are not re-serialised.
+    ``copies`` holds the headers in Lambda@Edge's shape (a template never
+    handed to a function, and the copies that are); ``prefix`` is the status
+    line and the header lines. When the hook leaves them all equal, the answer
+    is ``prefix`` plus the lines it added: the stored headers are not
+    re-serialised.
     """
 
     status: str
-    headers: list[tuple[str, str]]
-    template: CfHeaders
+    copies: HeaderCopies
     prefix: bytes
     body: bytes
 

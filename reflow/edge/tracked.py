@@ -18,9 +18,10 @@ so this fast path never decides a case the slow path would decide differently.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CfHeaders", "TemplateCache", "added_if_intact"]
+__all__ = ["CfHeaders", "HeaderCopies", "TemplateCache", "added_if_intact"]
 
 CfHeaders = dict[str, list[dict[str, str]]]
 
@@ -41,8 +42,44 @@ def added_if_intact(headers: Any, template: CfHeaders) -> dict[str, Any] | None:
     return {name: entries for name, entries in headers.items() if name not in template}
 
 
+class HeaderCopies:
+    """A template and the copies of it handed to functions, one call at a time.
+
+    :meth:`take` gives a call its headers: the copy the previous call returned
+    equal to the template (with what it added removed), or a fresh one.
+    :meth:`give_back` checks the copy *after* the call, on the object handed out
+    (whatever the function returned), so a copy a function changed — during
+    the call or, through a reference it kept, during a later one — is never
+    handed out again.
+    """
+
+    __slots__ = ("convert", "pairs", "spare", "template")
+
+    def __init__(self, pairs: list[tuple[str, str]], convert: Callable[..., CfHeaders]) -> None:
+        self.pairs = pairs
+        self.convert = convert
+        self.template = convert(pairs)
+        self.spare: CfHeaders | None = None
+
+    def take(self) -> CfHeaders:
+        """Headers for one call: the spare copy, or a fresh one."""
+        spare = self.spare
+        if spare is None:
+            return self.convert(self.pairs)
+        self.spare = None
+        return spare
+
+    def give_back(self, handed: CfHeaders) -> None:
+        """Keep ``handed`` for the next call if it is still equal to the template."""
+        added = added_if_intact(handed, self.template)
+        if added is not None:
+            for name in added:
+                del handed[name]
+            self.spare = handed
+
+
 class TemplateCache:
-    """Request-header templates by the exact header list (bounded, LRU).
+    """Request-header copies by the exact header list (bounded, LRU).
 
     Clients send the same headers request after request on a connection (and
     load generators always do), so the template is usually built once.
@@ -50,15 +87,17 @@ class TemplateCache:
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._templates: OrderedDict[tuple[tuple[str, str], ...], CfHeaders] = OrderedDict()
+        self._copies: OrderedDict[tuple[tuple[str, str], ...], HeaderCopies] = OrderedDict()
 
-    def get(self, headers: list[tuple[str, str]], convert: Any) -> CfHeaders:
-        """The template for ``headers``, converted with ``convert`` on first sight."""
+    def get(
+        self, headers: list[tuple[str, str]], convert: Callable[..., CfHeaders]
+    ) -> HeaderCopies:
+        """The copies for ``headers``, converted with ``convert`` on first sight."""
         key = tuple(headers)
-        template = self._templates.get(key)
-        if template is None:
-            template = convert(headers)
-            self._templates[key] = template
-            if len(self._templates) > self.size:
-                self._templates.popitem(last=False)
-        return template
+        copies = self._copies.get(key)
+        if copies is None:
+            copies = HeaderCopies(list(headers), convert)
+            self._copies[key] = copies
+            if len(self._copies) > self.size:
+                self._copies.popitem(last=False)
+        return copies

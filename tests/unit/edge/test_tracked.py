@@ -233,3 +233,70 @@ def test_request_given_with_an_edited_header_returns_the_full_header_list() -> N
     result = hook.run_request_given(request, headers_to_cf([("host", "x"), ("accept", "*/*")]))
     assert result.added is None
     assert result.headers == [("host", "y"), ("accept", "*/*")]
+
+
+async def test_each_call_starts_from_the_stored_headers_whatever_the_last_call_did() -> None:
+    seen: list[dict[str, Any]] = []
+    calls = iter(["plain", "add", "edit", "plain", "stash-later", "plain"])  # first: the miss
+    stash: list[dict[str, Any]] = []
+
+    def fickle(event: Event, context: Any) -> Any:
+        response = _response(event)
+        headers = response["headers"]
+        seen.append({name: [dict(item) for item in items] for name, items in headers.items()})
+        if stash:
+            # Changing an earlier event's headers during this call is caught after it.
+            stash.pop()["etag"][0]["value"] = '"from-earlier"'
+        how = next(calls)
+        if how == "add":
+            headers["x-once"] = [{"key": "X-Once", "value": "1"}]
+        elif how == "edit":
+            headers["etag"][0]["value"] = '"edited"'
+        elif how == "stash-later":
+            stash.append(headers)
+        return response
+
+    edge = Edge(
+        [Behaviour("*", _Origin())],
+        [Hook("fickle", "viewer-response", "/*", fickle)],
+        clock=FakeClock(1_000.0),
+    )
+    try:
+        await edge.handle(_get())
+        outputs = [edge.fast(_get(), False) or b"" for _ in range(5)]
+    finally:
+        await edge.close()
+    stored = headers_to_cf([*STORED, ("Age", "0"), ("X-Cache", "Hit")])
+    assert seen[1:] == [stored] * 5  # no call sees another call's change
+    assert b"X-Once: 1" in outputs[0]
+    assert all(b"X-Once" not in data for data in outputs[1:])
+    assert b'ETag: "edited"' in outputs[1]
+    assert b'ETag: "v1"' in outputs[2] and b'ETag: "v1"' in outputs[3]
+    assert b'ETag: "from-earlier"' in outputs[4]
+
+
+async def test_a_viewer_request_call_never_sees_what_an_earlier_call_added_or_edited() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def tagger(event: Event, context: Any) -> Any:
+        request = _request(event)
+        headers = request["headers"]
+        seen.append({name: [dict(item) for item in items] for name, items in headers.items()})
+        headers["x-tag"] = [{"key": "X-Tag", "value": str(len(seen))}]
+        if len(seen) == 3:
+            headers["accept"][0]["value"] = "text/html"
+        return request
+
+    edge = Edge(
+        [Behaviour("*", _Origin())],
+        [Hook("tagger", "viewer-request", "/*", tagger)],
+        clock=FakeClock(1_000.0),
+    )
+    try:
+        await edge.handle(_get())
+        for _ in range(4):
+            assert edge.fast(_get(), False) is not None
+    finally:
+        await edge.close()
+    given = headers_to_cf([("host", "x"), ("accept", "*/*")])
+    assert seen == [given] * 5
