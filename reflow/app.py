@@ -205,6 +205,8 @@ class EdgeOriginConfig:
     failover: str | None = None
     timeout: float = 10.0
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # How often an http:// origin retries a failed connect (nothing sent yet).
+    connect_retries: int = 2
 
 
 @dataclass(frozen=True)
@@ -627,6 +629,7 @@ class App:
         *,
         failover: str | None = None,
         timeout: float = 10.0,
+        connect_retries: int = 2,
         **policy: Any,
     ) -> EdgeOriginConfig:
         """Serve paths matching ``path_pattern`` (``*``, ``?``) at the edge from ``origin``.
@@ -636,6 +639,9 @@ class App:
         ``"all"``), ``headers``, ``cookies`` (names in the cache key; none by
         default), ``store_authorized``, ``store_set_cookie``, ``store_private``,
         ``compress``. The most specific pattern wins at run time.
+        ``connect_retries`` (0-10, default 2) is how often an ``http://`` origin
+        retries a failed connect, backing off; a request that reached the origin
+        is never retried.
         """
         where = f"edge origin {path_pattern!r}"
         self._check_open(where)
@@ -652,6 +658,14 @@ class App:
                 )
         if not 0 < timeout <= 180:
             raise RegistrationError(where, f"timeout must be in (0, 180] seconds, got {timeout}")
+        if (
+            not isinstance(connect_retries, int)
+            or isinstance(connect_retries, bool)
+            or not 0 <= connect_retries <= 10
+        ):
+            raise RegistrationError(
+                where, f"connect_retries must be an integer in [0, 10], got {connect_retries!r}"
+            )
         for option, value in policy.items():
             expected = EDGE_POLICY_OPTIONS.get(option)
             if expected is None:
@@ -674,6 +688,7 @@ class App:
             failover,
             float(timeout),
             MappingProxyType(frozen_policy),
+            connect_retries,
         )
         self._edge_origins[path_pattern] = config
         return config

@@ -75,6 +75,13 @@ class Platform:
         """Names of the services running, in start order."""
         return [s.name for s in self._services]
 
+    def service(self, name: str) -> Service | None:
+        """The running service called ``name`` (``"edge"``, ``"events"``, ...), or None."""
+        for started in self._services:
+            if started.name == name:
+                return started.service
+        return None
+
     async def start(self, *, admin: bool = True) -> None:
         """Open the backend, start every service, then the admin API."""
         self.app.freeze()

@@ -109,8 +109,11 @@ def run(
                 f"admin API on http://{settings.host}:{platform.admin.port} "
                 "(GET /healthz, GET /api/status, POST /api/backend/check)"
             )
-            if "edge" in platform.services:
-                console.print(f"edge on http://{settings.host}:{settings.edge_port}")
+            edge = platform.service("edge")
+            if edge is not None:
+                # The bound port: --edge-port 0 asks the system for a free one.
+                port = getattr(edge, "port", settings.edge_port)
+                console.print(f"edge on http://{settings.host}:{port}")
             if platform.services:
                 console.print(f"services: {', '.join(platform.services)}")
             console.print("press Ctrl-C to stop")

@@ -364,13 +364,18 @@ class AsgiOrigin:
 
 
 def open_origin(
-    spec: str, blobs: Blobs, *, timeout: float = 10.0, clock: Clock = SYSTEM_CLOCK
+    spec: str,
+    blobs: Blobs,
+    *,
+    timeout: float = 10.0,
+    clock: Clock = SYSTEM_CLOCK,
+    connect_retries: int = 2,
 ) -> Origin:
-    """An origin from its spec: ``bucket:NAME`` or ``http://host:port``."""
+    """An origin from its spec: ``bucket:NAME``, ``http://host:port`` or ``asgi:mod:attr``."""
     if spec.startswith("bucket:"):
         return BucketOrigin(blobs, spec.removeprefix("bucket:"), clock=clock)
     if spec.startswith("http://"):
-        return HttpOrigin(spec, timeout=timeout)
+        return HttpOrigin(spec, timeout=timeout, connect_retries=connect_retries)
     if spec.startswith("asgi:"):
         return AsgiOrigin(spec, timeout=timeout)
     raise OriginError(

@@ -88,10 +88,11 @@ def behaviours_from_app(app: App, backend: Backend, clock: Clock = SYSTEM_CLOCK)
     """The app's ``edge_origin`` behaviours, with their origins opened."""
     behaviours = []
     for config in app.edge_origins.values():
-        origin = _origin(app, config.origin, backend, config.timeout, clock)
+        retries = config.connect_retries
+        origin = _origin(app, config.origin, backend, config.timeout, clock, retries)
         if config.failover is not None:
             origin = OriginGroup(
-                origin, _origin(app, config.failover, backend, config.timeout, clock)
+                origin, _origin(app, config.failover, backend, config.timeout, clock, retries)
             )
         policy = CachePolicy(**dict(config.policy))
         behaviours.append(Behaviour(config.path_pattern, origin, policy))
@@ -101,10 +102,12 @@ def behaviours_from_app(app: App, backend: Backend, clock: Clock = SYSTEM_CLOCK)
     return behaviours
 
 
-def _origin(app: App, spec: str, backend: Backend, timeout: float, clock: Clock) -> Origin:
+def _origin(
+    app: App, spec: str, backend: Backend, timeout: float, clock: Clock, retries: int
+) -> Origin:
     if spec.startswith("bucket:") and spec.removeprefix("bucket:") not in app.buckets:
         raise EdgeError(f"origin {spec!r}: no bucket of that name; declare it with app.bucket()")
-    return open_origin(spec, backend.blobs, timeout=timeout, clock=clock)
+    return open_origin(spec, backend.blobs, timeout=timeout, clock=clock, connect_retries=retries)
 
 
 class EdgeService:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -201,3 +202,38 @@ async def test_connect_is_retried_until_a_restarting_origin_listens() -> None:
         await starter
         await origin.close()
         await server.stop()
+
+
+def test_connect_retries_is_an_edge_origin_option_carried_to_the_http_origin() -> None:
+    from reflow import App
+    from reflow.backends import memory_backend
+    from reflow.edge.service import behaviours_from_app
+    from reflow.errors import RegistrationError
+
+    app = App("retries")
+    app.edge_origin("*", "http://127.0.0.1:9", connect_retries=5)
+    app.edge_origin("/api/*", "http://127.0.0.1:9")
+    origins = {b.pattern: b.origin for b in behaviours_from_app(app, memory_backend())}
+    assert isinstance(origins["*"], HttpOrigin) and origins["*"].connect_retries == 5
+    assert isinstance(origins["/api/*"], HttpOrigin) and origins["/api/*"].connect_retries == 2
+    for bad in (-1, 11, 1.5, True):
+        with pytest.raises(RegistrationError, match="connect_retries"):
+            app.edge_origin(f"/bad{bad}/*", "http://127.0.0.1:9", connect_retries=bad)
+
+
+@pytest.mark.parametrize(("retries", "attempts"), [(0, 1), (2, 3)])
+async def test_a_refused_connect_is_tried_once_plus_the_retries(
+    retries: int, attempts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[tuple[str, int]] = []
+
+    async def refuse(host: str, port: int) -> Any:
+        tried.append((host, port))
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(asyncio, "open_connection", refuse)
+    origin = HttpOrigin("http://127.0.0.1:9", connect_retries=retries, timeout=5)
+    with pytest.raises(OriginError, match="cannot connect"):
+        await origin.fetch(OriginRequest("GET", "/", "", []))
+    assert tried == [("127.0.0.1", 9)] * attempts
+    await origin.close()
