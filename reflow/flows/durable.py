@@ -79,6 +79,8 @@ def runnable(record: ExecutionRecord, now: float) -> bool:
     wait = record.wait
     if wait is None or wait["kind"] == "outcome":
         return True
+    if wait["kind"] == "token":
+        return not wait.get("sent", True)  # the request to the function may be lost
     return bool(wait["kind"] == "timer" and wait["at"] <= now)
 
 
@@ -132,6 +134,16 @@ class DurableRunner:
         )
         state = machine.states[cursor.state]
         wait = record.wait
+        if wait is not None and wait["kind"] == "token" and not wait.get("sent", True):
+            # Saved as waiting, but the process died before the function got the token.
+            executor = Executor(
+                machine, functions=self.functions, clock=self.clock, name=record.name,
+                machine_name=record.flow,
+            )  # fmt: skip
+            executor._deadline, executor.visit = record.deadline, record.visit
+            context = self._context(record, machine, state)
+            await self._send(record.name, wait, cursor, context, executor)
+            return None
         outcome: core.Outcome | None = None
         if wait is None and not record.entered:
             record.entered_at, record.visit = now, record.seq
@@ -238,7 +250,21 @@ class DurableRunner:
         """Save the token wait, then hand the payload (with its token) to the function."""
         token = str(context["Task"]["Token"])
         now = self.clock.time()
-        wait: dict[str, Any] = {"kind": "token", "token": token, "heartbeat": action.heartbeat}
+        resource = action.resource[: -len(CALLBACK_SUFFIX)]
+        calls = resource.startswith("arn:aws:states:::lambda:invoke") or bool(
+            resolve_function(resource, self.functions)
+        )
+        wait: dict[str, Any] = {
+            "kind": "token",
+            "token": token,
+            "heartbeat": action.heartbeat,
+            # Until the function has been handed the token, the wait stays runnable: a
+            # crash between the save and the call must not leave it waiting forever.
+            "sent": not calls,
+            "resource": resource,
+            "payload": action.payload,
+            "timeout": action.timeout,
+        }
         timers = []
         if action.timeout is not None:
             wait["timeout_at"] = now + action.timeout
@@ -253,19 +279,47 @@ class DurableRunner:
         )  # fmt: skip
         history.add("TaskStarted", now, name=cursor.state)
         await self._save(record, version, history, timers, [token])
-        resource = action.resource[: -len(CALLBACK_SUFFIX)]
-        if resource.startswith("arn:aws:states:::lambda:invoke") or resolve_function(
-            resource, self.functions
-        ):
-            # The function is told the token in its payload; its own result is not the
-            # task's (that comes with send_task_success), but its failure is.
-            outcome = await executor._invoke(
-                core.Invoke(resource, action.payload, action.timeout, None),
-                cursor, context, History(),
-            )  # fmt: skip
-            if isinstance(outcome, core.Failure):
-                await self.complete_callback(record.name, token, outcome, "TaskFailed")
+        if calls:
+            await self._send(record.name, wait, cursor, context, executor)
         return None
+
+    async def _send(
+        self,
+        name: str,
+        wait: Mapping[str, Any],
+        cursor: core.Cursor,
+        context: Mapping[str, Any],
+        executor: Executor,
+    ) -> None:
+        """Hand a callback task's payload (with its token) to its function.
+
+        The function's own result is not the task's (that comes with
+        send_task_success), but its failure is.
+        """
+        token = wait["token"]
+        outcome = await executor._invoke(
+            core.Invoke(wait["resource"], wait["payload"], wait.get("timeout"), None),
+            cursor, context, History(),
+        )  # fmt: skip
+        if isinstance(outcome, core.Failure):
+            await self.complete_callback(name, token, outcome, "TaskFailed")
+            return
+        for _ in range(20):
+            loaded = await self.store.load(name)
+            if loaded is None:
+                return
+            record, version = loaded
+            current = record.wait
+            if record.status != RUNNING or current is None or current.get("token") != token:
+                return  # answered (or stopped) already
+            if current.get("sent", True):
+                return
+            current["sent"] = True
+            try:
+                await self._save(record, version, History())
+            except FencedError:
+                continue
+            return
 
     async def complete_callback(
         self, name: str, token: str, outcome: core.Outcome, event: str

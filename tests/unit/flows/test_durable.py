@@ -501,3 +501,33 @@ async def test_a_wake_timer_read_early_by_a_lagging_clock_is_kept_not_lost(
     await service.drain()
     assert (await service.describe("skew"))["status"] == "SUCCEEDED"
     assert await service.store.next_timer() is None
+
+
+async def test_a_crash_between_saving_a_callback_wait_and_calling_its_function_resends(
+    backend: Backend,
+) -> None:
+    asked: list[Any] = []
+
+    def ask(event: Any, context: TaskContext) -> None:
+        asked.append(event)
+
+    def crash_after_first_save(phase: str, name: str, seq: int) -> None:
+        if phase == "after" and seq == 1:
+            raise KeyboardInterrupt  # the process dies right after the wait is saved
+
+    crashing = FlowService(
+        backend, {"cb": CALLBACK}, functions={"ask": ask}, on_persist=crash_after_first_save
+    )
+    await crashing.start_execution("cb", {"q": "?"}, name="lost")
+    with pytest.raises(KeyboardInterrupt):
+        await crashing.drain()
+    assert asked == []
+    restarted = FlowService(backend, {"cb": CALLBACK}, functions={"ask": ask})
+    assert await restarted.recover() == 1
+    await restarted.drain()
+    assert len(asked) == 1
+    assert await restarted.recover() == 0  # handed over: nothing left to do until answered
+    await restarted.send_task_success(asked[0]["token"], {"late": "but there"})
+    await restarted.drain()
+    described = await restarted.describe("lost")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", {"late": "but there"})
