@@ -253,7 +253,11 @@ class Edge:
                     view.copies.template,
                 )
                 self._spent(viewer_response, started)
-                view.copies.give_back(handed)
+                if answer.returned_headers is handed:
+                    # Checked just now, after the call, on this very object.
+                    view.copies.keep(handed, answer.added_names)
+                else:
+                    view.copies.give_back(handed)
                 if answer.added is not None:
                     # Every stored header came back untouched: reuse their rendered lines.
                     data = view.prefix + build_tail(

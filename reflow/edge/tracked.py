@@ -18,7 +18,7 @@ so this fast path never decides a case the slow path would decide differently.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["CfHeaders", "HeaderCopies", "TemplateCache", "added_if_intact"]
@@ -37,8 +37,13 @@ def added_if_intact(headers: Any, template: CfHeaders) -> dict[str, Any] | None:
     # the untouched entries of the fresh copy are not, but their strings are.
     if type(headers) is not dict or not template.items() <= headers.items():
         return None
-    if len(headers) == len(template):
+    extra = len(headers) - len(template)
+    if extra == 0:
         return {}
+    if extra == 1:
+        # The usual case, one header added: a set difference in C, no loop here.
+        (name,) = headers.keys() - template.keys()
+        return {name: headers[name]}
     return {name: entries for name, entries in headers.items() if name not in template}
 
 
@@ -73,9 +78,17 @@ class HeaderCopies:
         """Keep ``handed`` for the next call if it is still equal to the template."""
         added = added_if_intact(handed, self.template)
         if added is not None:
-            for name in added:
-                del handed[name]
-            self.spare = handed
+            self.keep(handed, added)
+
+    def keep(self, handed: CfHeaders, added: Iterable[str]) -> None:
+        """Keep ``handed``, already found equal to the template plus ``added``, for reuse.
+
+        Only for a copy checked by :func:`added_if_intact` after the call, with
+        nothing run since; otherwise use :meth:`give_back`.
+        """
+        for name in added:
+            del handed[name]
+        self.spare = handed
 
 
 class TemplateCache:

@@ -221,6 +221,10 @@ class HookResult:
     # Set only by the ``*_given`` runs: every header handed to the function came
     # back untouched, ``headers`` is empty and these (checked) ones were added.
     added: list[tuple[str, str]] | None = None
+    # With ``added``: the headers object the function returned (checked) and the
+    # lowercase names it added to it.
+    returned_headers: Any = None
+    added_names: tuple[str, ...] = ()
 
 
 class EdgeContext:
@@ -467,12 +471,15 @@ class Hook:
             and result.get("statusDescription") is reason
             and result.get("body") is None
         ):
-            added = added_if_intact(result.get("headers"), template)
+            returned = result.get("headers")
+            added = added_if_intact(returned, template)
             if added is not None and _READ_ONLY_RESPONSE_HEADERS.isdisjoint(added):
                 return HookResult(
                     status=int(status),
                     reason=reason,
                     added=headers_from_cf(self.hook, "response.headers", added),
+                    returned_headers=returned,
+                    added_names=tuple(added),
                 )
         snapshot = _Snapshot.of_given(
             request.get("clientIp"), request.get("method"), request.get("body"), None, template
