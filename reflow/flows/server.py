@@ -7,8 +7,8 @@ functions runs through the same runtime as every other handler — its
 isolation, timeout and concurrency included — and mounts the executions
 API on the admin server (see :func:`reflow.flows.routes.mount`).
 
-Every flow, ``STANDARD`` or ``EXPRESS``, runs durably for now: Express in
-memory is :func:`reflow.flows.run`'s job, not yet the server's.
+``STANDARD`` flows run durably; ``EXPRESS`` flows run in memory in this
+process (at-least-once: a crash loses them), see :mod:`reflow.flows.express`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,10 @@ class FlowsService:
         self.runtime = Runtime(app, backend=backend, clock=backend.clock, serve=False)
         functions = {**runtime_functions(self.runtime), **(extra_functions or {})}
         flows = {name: config.definition for name, config in app.flows.items()}
-        self.flows = FlowService(backend, flows, functions=functions, workers=workers)
+        express = [name for name, config in app.flows.items() if config.kind == "EXPRESS"]
+        self.flows = FlowService(
+            backend, flows, functions=functions, workers=workers, express=express
+        )
         self.admin = admin
 
     async def start(self) -> None:

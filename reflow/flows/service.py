@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from reflow.backends import Backend
@@ -33,6 +33,7 @@ from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
 from reflow.flows import interpreter as core
 from reflow.flows.durable import DurableRunner, PersistHook, events_of, execution_arn, runnable
 from reflow.flows.executor import TaskFunction, json_copy
+from reflow.flows.express import ExpressRuns
 from reflow.flows.history import History
 from reflow.flows.model import StateMachine
 from reflow.flows.parse import parse
@@ -65,6 +66,8 @@ class FlowService:
     ``lease`` how long a worker holds a queue entry before another may take
     it; ``poll`` how often timers are checked (seconds on ``clock``).
     ``on_persist`` is called around every save (tests use it to crash).
+    Flows named in ``express`` run in memory instead (see
+    :mod:`reflow.flows.express`).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class FlowService:
         poll: float = 0.25,
         block: float = 0.5,
         on_persist: PersistHook | None = None,
+        express: Collection[str] = (),
     ) -> None:
         self.backend = backend
         self.clock = backend.clock
@@ -101,6 +105,8 @@ class FlowService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.express_flows = frozenset(express)
+        self.express = ExpressRuns(self.clock)
 
     @property
     def functions(self) -> dict[str, TaskFunction]:
@@ -137,6 +143,7 @@ class FlowService:
             _, pending = await asyncio.wait(tasks, timeout=1.0)
             tasks = list(pending)
         self._stopping = False
+        await self.express.stop()
 
     async def __aenter__(self) -> FlowService:
         await self.start()
@@ -178,6 +185,8 @@ class FlowService:
             input = json.loads(json.dumps(input))
         except (TypeError, ValueError) as error:
             raise InvalidExecutionRequestError("input", f"is not JSON: {error}") from None
+        if flow in self.express_flows:
+            return self.express.start(flow, machine, input, name, self.runner.functions)
         now = self.clock.time()
         deadline = now + machine.timeout_seconds if machine.timeout_seconds is not None else None
         record = ExecutionRecord(
@@ -204,6 +213,9 @@ class FlowService:
 
     async def describe(self, name: str) -> dict[str, Any]:
         """Status, input, output or error, and where a running execution stands."""
+        run = self.express.get(name)
+        if run is not None:
+            return run.describe()
         return (await self._load(name)).describe()
 
     async def list_executions(
@@ -224,10 +236,19 @@ class FlowService:
             if len(records) < 500:
                 break
             after = records[-1].name
+        rows.extend(
+            row
+            for row in self.express.summaries()
+            if (flow is None or row["flow"] == flow) and (status is None or row["status"] == status)
+        )
+        rows.sort(key=lambda row: str(row["name"]))
         return rows[:limit]
 
     async def history(self, name: str) -> list[dict[str, Any]]:
         """The execution's events with Step Functions' type names, oldest first."""
+        run = self.express.get(name)
+        if run is not None:
+            return run.history()  # an Express execution's, once it has finished
         await self._load(name)
         return await self.store.history(name)
 
@@ -235,6 +256,7 @@ class FlowService:
         self, name: str, *, error: str | None = None, cause: str | None = None
     ) -> dict[str, Any]:
         """Abort a RUNNING execution (status ABORTED, an ExecutionAborted event)."""
+        self._not_express(name, "stopped")
 
         def abort(record: ExecutionRecord, history: History) -> None:
             if record.status != RUNNING:
@@ -248,6 +270,7 @@ class FlowService:
 
     async def redrive(self, name: str) -> dict[str, Any]:
         """Run a FAILED, TIMED_OUT or ABORTED execution again from the state it stopped in."""
+        self._not_express(name, "redriven")
 
         def again(record: ExecutionRecord, history: History) -> None:
             if record.status not in (FAILED, TIMED_OUT, ABORTED):
@@ -405,6 +428,10 @@ class FlowService:
             await self.clock.sleep(self.poll)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _not_express(self, name: str, what: str) -> None:
+        if self.express.get(name) is not None:
+            raise InvalidExecutionRequestError("name", f"an Express execution cannot be {what}")
 
     async def _enqueue(self, name: str) -> None:
         await self.backend.log.append(WORK_STREAM, name.encode())

@@ -531,3 +531,29 @@ async def test_a_crash_between_saving_a_callback_wait_and_calling_its_function_r
     await restarted.drain()
     described = await restarted.describe("lost")
     assert (described["status"], described["output"]) == ("SUCCEEDED", {"late": "but there"})
+
+
+async def test_express_flows_run_in_memory_and_cannot_be_stopped_or_redriven(
+    backend: Backend,
+) -> None:
+    quick = chain(Shape={"Type": "Pass", "Parameters": {"v.$": "$.v"}, "End": True})
+    service = FlowService(backend, {"quick": quick, "pipe": PIPELINE}, express=["quick"])
+    started = await service.start_execution("quick", {"v": 3}, name="q1")
+    assert started["kind"] == "EXPRESS"
+    for _ in range(100):
+        if (await service.describe("q1"))["status"] != "RUNNING":
+            break
+        await asyncio.sleep(0)
+    described = await service.describe("q1")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", {"v": 3})
+    types = [event["type"] for event in await service.history("q1")]
+    assert types[0] == "ExecutionStarted" and types[-1] == "ExecutionSucceeded"
+    assert await backend.kv.scan("flows/x/") == []  # nothing persisted
+    assert [row["name"] for row in await service.list_executions(flow="quick")] == ["q1"]
+    with pytest.raises(InvalidExecutionRequestError):
+        await service.stop_execution("q1")
+    with pytest.raises(InvalidExecutionRequestError):
+        await service.redrive("q1")
+    with pytest.raises(ExecutionAlreadyExistsError):
+        await service.start_execution("quick", {"v": 3}, name="q1")  # finished: name taken
+    await service.stop()
