@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import reflow
 from reflow.admin import AdminRequest, AdminResponse, AdminServer
@@ -24,6 +24,9 @@ from reflow.backends import Backend, open_backend
 from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.config import Settings
 from reflow.selfcheck import run_self_check
+
+if TYPE_CHECKING:
+    from reflow.functions.runtime import Runtime
 
 __all__ = ["Platform", "Service"]
 
@@ -59,6 +62,7 @@ class Platform:
         self._backend = backend
         self._owns_backend = backend is None
         self.admin = AdminServer()
+        self.runtime: Runtime | None = None  # the shared functions runtime, once started
         self._services: list[_Started] = []
         self._started_at = 0.0
         self._stopping = asyncio.Event()
@@ -92,6 +96,18 @@ class Platform:
             )
         self._started_at = time.time()
         self._mount_core_routes()
+        runtime = None
+        if self.app.functions:
+            # One runtime serves every caller in this process — the bus, flows,
+            # change handlers and the async invocation queue — so they share
+            # its workers, its zygote, its concurrency limits and its metrics.
+            from reflow.functions.runtime import Runtime
+
+            runtime = Runtime(
+                self.app, backend=self.backend, clock=self.clock, region=self.settings.region
+            )
+            await self.add_service("functions", runtime)
+        self.runtime = runtime
         if self.app.edge_origins:
             # Imported here: an app without edge origins never loads the edge server.
             from reflow.edge.service import EdgeService
@@ -109,13 +125,16 @@ class Platform:
             # Imported here: an app without rules or schedules never loads the bus.
             from reflow.events.service import EventsService
 
-            events = EventsService(self.app, self.backend, clock=self.clock, admin=self.admin)
+            events = EventsService(
+                self.app, self.backend, clock=self.clock, runtime=runtime, admin=self.admin
+            )
             await self.add_service("events", events)
         if self.app.flows:
             # Imported here: an app without flows never loads the flows engine.
             from reflow.flows.server import FlowsService
 
-            await self.add_service("flows", FlowsService(self.app, self.backend, admin=self.admin))
+            flows = FlowsService(self.app, self.backend, admin=self.admin, runtime=runtime)
+            await self.add_service("flows", flows)
         if self.app.tables or self.app.changes:
             # Imported here: an app without tables never loads reflow.state.
             from reflow.state.running import StateRunner
@@ -127,6 +146,7 @@ class Platform:
                 region=self.settings.region,
                 replicas=self.settings.replicas,
                 data_dir=self.settings.data_dir,
+                runtime=runtime,
                 admin=self.admin,
             )
             await self.add_service("state", state)

@@ -62,10 +62,13 @@ class FlowsService:
         admin: AdminServer | None = None,
         workers: int = 4,
         extra_functions: Mapping[str, TaskFunction] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         from reflow.functions.runtime import Runtime
 
-        self.runtime = Runtime(app, backend=backend, clock=backend.clock, serve=False)
+        # The platform hands in its one shared runtime; alone, we make our own.
+        self._owns_runtime = runtime is None
+        self.runtime = runtime or Runtime(app, backend=backend, clock=backend.clock, serve=False)
         functions = {**runtime_functions(self.runtime), **(extra_functions or {})}
         flows = {name: config.definition for name, config in app.flows.items()}
         express = [name for name, config in app.flows.items() if config.kind == "EXPRESS"]
@@ -83,4 +86,5 @@ class FlowsService:
     async def stop(self) -> None:
         """Stop the workers, then the functions runtime."""
         await self.flows.stop()
-        await self.runtime.stop()
+        if self._owns_runtime:
+            await self.runtime.stop()

@@ -94,7 +94,9 @@ async def test_services_stop_in_reverse_order(tmp_path: Path) -> None:
     await platform.start(admin=False)
     await platform.add_service("a", Recorder("a", log))
     await platform.add_service("b", Recorder("b", log))
-    assert platform.services == ["a", "b"]
+    # The app has a function, so the shared functions runtime started first.
+    assert platform.services == ["functions", "a", "b"]
+    assert platform.runtime is not None
     await platform.stop()
     assert log == ["start a", "start b", "stop b", "stop a"]
 
@@ -111,3 +113,23 @@ async def test_run_until_signalled_stops_on_request(tmp_path: Path) -> None:
     await asyncio.wait_for(ready.wait(), 5)
     platform.request_stop()
     await asyncio.wait_for(task, 5)
+
+
+async def test_one_runtime_serves_the_bus_and_the_flows(tmp_path: Path) -> None:
+    app = make_app()
+    app.on({"source": ["shop"]})(app.functions["ping"].handler)
+    app.flow(
+        "noop",
+        {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}},
+    )
+    settings = Settings.load(env={}, backend="memory://", data_dir=str(tmp_path))
+    platform = Platform(app, settings, backend=memory_backend())
+    await platform.start(admin=False)
+    try:
+        assert platform.services[0] == "functions"
+        assert {"events", "flows"} <= set(platform.services)
+        started = {s.name: s.service for s in platform._services}
+        assert getattr(started["events"], "runtime", None) is platform.runtime
+        assert getattr(started["flows"], "runtime", None) is platform.runtime
+    finally:
+        await platform.stop()
