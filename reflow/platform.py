@@ -119,6 +119,7 @@ class Platform:
                 port=self.settings.edge_port,
                 clock=self.clock,
                 admin=self.admin,
+                runtime=runtime,
             )
             await self.add_service("edge", edge)
         if self.app.rules or self.app.schedules:

@@ -123,6 +123,7 @@ class EdgeService:
         clock: Clock = SYSTEM_CLOCK,
         admin: AdminServer | None = None,
         budget: int = 256 * 1024 * 1024,
+        runtime: Runtime | None = None,
     ) -> None:
         self.app = app
         self.backend = backend
@@ -134,7 +135,10 @@ class EdgeService:
         self.edge: Edge | None = None
         self.server: EdgeServer | None = None
         self.purger = Purger(self.store, backend.pubsub)
-        self.runtime: Runtime | None = None
+        # The functions runtime for process-isolated hooks: the platform's shared one,
+        # or one this service starts (and stops) itself when a hook needs it.
+        self.runtime: Runtime | None = runtime
+        self._owns_runtime = False
 
     async def start(self) -> None:
         """Open the origins, start listening and subscribe to purges."""
@@ -146,6 +150,7 @@ class EdgeService:
             from reflow.functions.runtime import Runtime
 
             self.runtime = Runtime(self.app, backend=self.backend, clock=self.clock, serve=False)
+            self._owns_runtime = True
             await self.runtime.start()
         self.edge = Edge(
             behaviours, hooks_from_app(self.app, self.runtime), store=self.store, clock=self.clock
@@ -156,9 +161,7 @@ class EdgeService:
             await self.server.start()
         except OSError as exc:
             await self.purger.stop()
-            if self.runtime is not None:
-                await self.runtime.stop()
-                self.runtime = None
+            await self._stop_own_runtime()
             raise EdgeError(
                 f"the edge cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
             ) from None
@@ -174,9 +177,13 @@ class EdgeService:
             await self.server.stop()
             self.server = None
         await self.purger.stop()
-        if self.runtime is not None:
+        await self._stop_own_runtime()
+
+    async def _stop_own_runtime(self) -> None:
+        if self._owns_runtime and self.runtime is not None:
             await self.runtime.stop()
             self.runtime = None
+            self._owns_runtime = False
 
     async def purge(
         self,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from reflow.backends import memory_backend
+from reflow.config import Settings
 from reflow.edge.service import EdgeService, hooks_from_app, needs_runtime
+from reflow.platform import Platform
 from tests.functional.edge.process_app import app
 
 
@@ -100,3 +103,26 @@ async def test_a_crashed_or_overrunning_worker_is_a_502_naming_the_hook(
     # The edge keeps serving afterwards.
     status, _, _ = await get(service.port, "/index.html")
     assert status == 200
+
+
+async def test_under_the_platform_process_hooks_share_its_functions_runtime(
+    tmp_path: Path,
+) -> None:
+    backend = memory_backend()
+    await backend.blobs.put("pages/index.html", b"<p>home", content_type="text/html")
+    settings = Settings.load(
+        env={}, backend="memory://", admin_port=0, edge_port=0, data_dir=str(tmp_path)
+    )
+    platform = Platform(app, settings, backend=backend)
+    await platform.start()
+    try:
+        edge = platform.service("edge")
+        assert isinstance(edge, EdgeService)
+        assert edge.runtime is not None and edge.runtime is platform.runtime
+        status, headers, _ = await get(edge.port, "/index.html")
+        assert status == 200 and int(headers["x-worker-pid"]) != os.getpid()
+        assert platform.runtime is not None
+        assert platform.runtime.metrics["stamp_pid"].invocations == 1
+    finally:
+        await platform.stop()
+    assert edge.runtime is platform.runtime  # not ours: the platform stops it

@@ -65,7 +65,7 @@ async def test_platform_serves_the_bucket_through_the_edge_and_purges_by_admin_a
     await platform.start()
     try:
         assert "edge" in platform.services
-        edge_port = platform._services[0].service.port  # type: ignore[attr-defined]
+        edge_port = platform.service("edge").port  # type: ignore[union-attr]
         status, head, body = await http(edge_port, "GET", "/")
         assert (status, body) == (200, b"<h1>home</h1>")
         assert "X-Served-By: reflow" in head and "X-Cache: Miss" in head
