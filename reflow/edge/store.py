@@ -199,7 +199,7 @@ def compress(body: bytes, coding: str) -> bytes:
     if coding == "br":
         # Quality 6 compresses text better than gzip -6 at a similar speed; the
         # top qualities cost tens of milliseconds per 100 KB on the event loop.
-        import brotli  # type: ignore[import-untyped]  # offered only when installed (cache.CODINGS)
+        import brotli  # offered only when installed (cache.CODINGS)
 
         encoded: bytes = brotli.compress(body, quality=6)
         return encoded
