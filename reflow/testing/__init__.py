@@ -1,7 +1,8 @@
-"""What users test their reflow apps with: a fake clock, and more as it lands."""
+"""What users test their reflow apps with: a fake clock and a handler harness."""
 
 from __future__ import annotations
 
 from reflow.testing.clock import FakeClock
+from reflow.testing.harness import Harness, RecordingCache
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "Harness", "RecordingCache"]
