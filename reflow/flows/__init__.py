@@ -20,6 +20,7 @@ import concurrent.futures
 from collections.abc import Mapping
 from typing import Any
 
+from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.flows.executor import Execution, Executor, TaskContext, TaskFunction
 from reflow.flows.history import HistoryEvent
@@ -50,10 +51,20 @@ async def run_async(
     functions: Mapping[str, TaskFunction] | None = None,
     clock: Clock | None = None,
     name: str | None = None,
+    flows: Mapping[str, Definition] | None = None,
+    blobs: Blobs | None = None,
 ) -> Execution:
-    """Run ``definition`` on ``input`` to the end, in this event loop."""
+    """Run ``definition`` on ``input`` to the end, in this event loop.
+
+    ``flows`` are the flows a ``states:startExecution`` Task may start, by
+    name; ``blobs`` is where a Distributed Map's ItemReader reads and its
+    ResultWriter writes (a bucket ``NAME`` is the key prefix ``NAME/``).
+    """
     machine = _machine(definition)
-    executor = Executor(machine, functions=functions, clock=clock, name=name)
+    machines = {key: _machine(flow) for key, flow in (flows or {}).items()}
+    executor = Executor(
+        machine, functions=functions, clock=clock, name=name, flows=machines, blobs=blobs
+    )
     return await executor.run({} if input is None else input)
 
 
@@ -64,6 +75,8 @@ def run(
     functions: Mapping[str, TaskFunction] | None = None,
     clock: Clock | None = None,
     name: str | None = None,
+    flows: Mapping[str, Definition] | None = None,
+    blobs: Blobs | None = None,
 ) -> Execution:
     """Run ``definition`` on ``input`` to the end and return the :class:`Execution`.
 
@@ -73,7 +86,9 @@ def run(
     run_async(...)`` there, especially with a FakeClock you advance by hand.
     """
     machine = _machine(definition)
-    coroutine = run_async(machine, input, functions=functions, clock=clock, name=name)
+    coroutine = run_async(
+        machine, input, functions=functions, clock=clock, name=name, flows=flows, blobs=blobs
+    )
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -21,8 +21,10 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.flows import interpreter as core
+from reflow.flows import nested
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TIMEOUT
 from reflow.flows.executor import (
     Executor,
@@ -103,9 +105,11 @@ class DurableRunner:
         functions: Mapping[str, TaskFunction],
         clock: Clock,
         on_persist: PersistHook | None = None,
+        blobs: Blobs | None = None,
     ) -> None:
         self.store = store
         self.machines = machines
+        self.blobs = blobs
         self.functions = functions
         self.clock = clock
         self.on_persist = on_persist
@@ -138,7 +142,7 @@ class DurableRunner:
             # Saved as waiting, but the process died before the function got the token.
             executor = Executor(
                 machine, functions=self.functions, clock=self.clock, name=record.name,
-                machine_name=record.flow,
+                machine_name=record.flow, flows=self.machines, blobs=self.blobs,
             )  # fmt: skip
             executor._deadline, executor.visit = record.deadline, record.visit
             context = self._context(record, machine, state)
@@ -163,6 +167,8 @@ class DurableRunner:
             clock=self.clock,
             name=record.name,
             machine_name=record.flow,
+            flows=self.machines,
+            blobs=self.blobs,
         )
         # Pass/Choice/Wait/Succeed/Fail states of a machine that never reads $$ or $states
         # do not need the context object: skip building it (the hot path of Pass chains).
@@ -228,6 +234,8 @@ class DurableRunner:
                         )
                         return None
                     outcome = await executor._invoke(action, cursor, context, history)
+                    # A fire-and-forget child flow runs in memory within this transition.
+                    await nested.settle(executor)
                 else:
                     base = {key: value for key, value in context.items() if key != "State"}
                     outcome = await executor._branches(action, base, history, state.name)

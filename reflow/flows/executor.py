@@ -17,16 +17,18 @@ from its arguments and returns ``{"Payload": …, "StatusCode": 200}``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reflow.backends.protocols import Blobs
 from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.flows import interpreter as core
-from reflow.flows.errors import TASK_FAILED, TIMEOUT, StatesError
+from reflow.flows import nested
+from reflow.flows.calls import Beats, HeartbeatTimeout, TaskTimeout, call
+from reflow.flows.errors import HEARTBEAT_TIMEOUT, TASK_FAILED, TIMEOUT, StatesError
 from reflow.flows.history import History, HistoryEvent, iso_time
 from reflow.flows.model import StateMachine
 from reflow.flows.retry import backoff_delay
@@ -61,6 +63,16 @@ class TaskContext:
     attempt: int
     context_object: Mapping[str, Any]
     visit: int | None = None
+    beats: Beats | None = field(default=None, repr=False, compare=False)
+
+    def heartbeat(self) -> None:
+        """Tell the executor the task is alive (resets its ``HeartbeatSeconds`` timer).
+
+        A task whose state sets ``HeartbeatSeconds`` and that goes longer than
+        that without calling this fails with ``States.HeartbeatTimeout``.
+        """
+        if self.beats is not None:
+            self.beats.beat()
 
     @property
     def idempotency_key(self) -> str:
@@ -128,9 +140,17 @@ class Executor:
         clock: Clock | None = None,
         name: str | None = None,
         machine_name: str = "flow",
+        flows: Mapping[str, StateMachine] | None = None,
+        blobs: Blobs | None = None,
     ) -> None:
         self.machine = machine
         self.functions = dict(functions or {})
+        # Flows a Task may start (states:startExecution) by name, and the Blobs a
+        # Distributed Map reads items from and writes results to.
+        self.flows: Mapping[str, StateMachine] = flows or {}
+        self.blobs = blobs
+        # Fire-and-forget child executions still running: run() awaits them at the end.
+        self.spawned: set[asyncio.Task[Any]] = set()
         self.clock = clock or SYSTEM_CLOCK
         self.name = name or str(uuid.uuid4())
         self.machine_name = machine_name
@@ -179,6 +199,7 @@ class Executor:
                 execution.status, execution.error, execution.cause = _FAILED, end.error, end.cause
                 history.add("ExecutionFailed", self.clock.time(), error=end.error, cause=end.cause)
         execution.stop_time = self.clock.time()
+        await nested.settle(self)
         return execution
 
     # -- one machine (the execution, a branch, an iteration) --------------------------
@@ -301,23 +322,39 @@ class Executor:
                     history, state_name, TASK_FAILED, "lambda:invoke needs a FunctionName"
                 )
             resource, payload, wrap = str(payload["FunctionName"]), payload.get("Payload"), True
+        if resource.startswith(nested.START_EXECUTION):
+            try:
+                result = await nested.start_execution(self, resource, payload)
+            except _TimedOut:
+                raise
+            except StatesError as error:
+                return self._task_failed(history, state_name, error.name, error.cause)
+            history.add("TaskSucceeded", self.clock.time(), name=state_name, output=result)
+            return core.Result(result)
         found = resolve_function(resource, self.functions)
         if found is None:
             return self._task_failed(
                 history, state_name, TASK_FAILED, f"no function for resource {resource!r}"
             )
         _, function = found
+        beats = Beats(self.clock)
         task_context = TaskContext(
-            self.name, self.execution_id, state_name, cursor.retry_count, context, self.visit
+            self.name, self.execution_id, state_name, cursor.retry_count, context, self.visit, beats
         )
         history.add("TaskStarted", self.clock.time(), name=state_name)
         try:
-            result = await self._call(function, payload, task_context, action.timeout)
+            result = await self._call(function, payload, task_context, action, beats)
         except _TimedOut:
             raise  # the whole execution ran out of time: not the task's error
-        except _TaskTimeout:
+        except TaskTimeout:
             history.add("TaskTimedOut", self.clock.time(), name=state_name, error=TIMEOUT)
             return core.Failure(TIMEOUT, f"Task '{state_name}' ran past its TimeoutSeconds")
+        except HeartbeatTimeout:
+            history.add("TaskTimedOut", self.clock.time(), name=state_name, error=HEARTBEAT_TIMEOUT)
+            return core.Failure(
+                HEARTBEAT_TIMEOUT,
+                f"Task '{state_name}' sent no heartbeat for {action.heartbeat} seconds",
+            )
         except StatesError as error:
             return self._task_failed(history, state_name, error.name, error.cause)
         except Exception as error:  # a task's own exception becomes its ASL error
@@ -342,33 +379,25 @@ class Executor:
         return core.Failure(error, cause)
 
     async def _call(
-        self, function: TaskFunction, payload: Any, context: TaskContext, timeout: float | None
+        self,
+        function: TaskFunction,
+        payload: Any,
+        context: TaskContext,
+        action: core.Invoke,
+        beats: Beats,
     ) -> Any:
-        result = function(json_copy(payload), context)
-        if not inspect.isawaitable(result):
-            return result
-        limit = timeout
+        limit = action.timeout
         if self._deadline is not None:
             remaining = max(0.0, self._deadline - self.clock.time())
             limit = remaining if limit is None else min(limit, remaining)
-        if limit is None:
-            return await result
-        return await self._race(result, limit)
-
-    async def _race(self, work: Awaitable[Any], limit: float) -> Any:
-        task = asyncio.ensure_future(work)
-        timer = asyncio.ensure_future(self.clock.sleep(limit))
-        try:
-            done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in (task, timer):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.gather(task, timer, return_exceptions=True)
-        if task in done:
-            return task.result()
-        self._check_deadline()
-        raise _TaskTimeout()
+        return await call(
+            lambda: function(json_copy(payload), context),
+            self.clock,
+            limit=limit,
+            heartbeat=action.heartbeat,
+            beats=beats,
+            check=self._check_deadline,
+        )
 
     async def _child(
         self, child: core.Child, base: Mapping[str, Any], history: History, state_name: str
@@ -455,10 +484,6 @@ class _ChildFailed(Exception):
     def __init__(self, outcome: core.Failure) -> None:
         super().__init__(outcome.error)
         self.outcome = outcome
-
-
-class _TaskTimeout(Exception):
-    """A task ran past its TimeoutSeconds."""
 
 
 def json_copy(value: Any) -> Any:

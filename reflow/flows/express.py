@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows.durable import execution_arn
@@ -82,7 +83,16 @@ class _Run:
 class ExpressRuns:
     """The running and recently finished Express executions of one service."""
 
-    def __init__(self, clock: Clock, keep: int = 1000) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        keep: int = 1000,
+        *,
+        flows: Mapping[str, StateMachine] | None = None,
+        blobs: Blobs | None = None,
+    ) -> None:
+        self.flows = flows
+        self.blobs = blobs
         self.clock = clock
         self.keep = keep
         self._runs: OrderedDict[str, _Run] = OrderedDict()
@@ -106,7 +116,13 @@ class ExpressRuns:
                 return existing.describe()
             raise ExecutionAlreadyExistsError(name)
         executor = Executor(
-            machine, functions=functions, clock=self.clock, name=name, machine_name=flow
+            machine,
+            functions=functions,
+            clock=self.clock,
+            name=name,
+            machine_name=flow,
+            flows=self.flows,
+            blobs=self.blobs,
         )
         task = asyncio.create_task(executor.run(input), name=f"express-{name}")
         run = _Run(flow, name, input, self.clock.time(), task)

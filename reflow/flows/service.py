@@ -96,6 +96,7 @@ class FlowService:
             functions=dict(functions or {}),
             clock=self.clock,
             on_persist=on_persist,
+            blobs=backend.blobs,
         )
         self.workers = workers
         self.lease = lease
@@ -106,7 +107,7 @@ class FlowService:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.express_flows = frozenset(express)
-        self.express = ExpressRuns(self.clock)
+        self.express = ExpressRuns(self.clock, flows=self.machines, blobs=backend.blobs)
 
     @property
     def functions(self) -> dict[str, TaskFunction]:

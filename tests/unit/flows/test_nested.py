@@ -1,0 +1,167 @@
+"""Nested executions: Task Resource arn:aws:states:::states:startExecution (plain, .sync, .sync:2).
+
+Shapes from the Step Functions docs ("Start a new AWS Step Functions state
+machine from a running execution"): request-response returns ExecutionArn and
+StartDate; .sync returns the DescribeExecution output with Output as JSON
+text; .sync:2 returns it with Output parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reflow.backends import memory_backend
+from reflow.flows import TaskContext, run
+from reflow.flows.service import FlowService
+from reflow.testing import FakeClock
+
+START = "arn:aws:states:::states:startExecution"
+CHILD_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:child"
+
+CHILD = {
+    "StartAt": "Double",
+    "States": {"Double": {"Type": "Task", "Resource": "double", "End": True}},
+}
+FAILING = {"StartAt": "No", "States": {"No": {"Type": "Fail", "Error": "Nope", "Cause": "bad"}}}
+
+
+def double(event: Any, context: TaskContext) -> Any:
+    return {"n": event["n"] * 2}
+
+
+def parent(resource: str, machine: str = "child", **extra: Any) -> dict[str, Any]:
+    parameters = {"StateMachineArn": machine, "Input": {"n.$": "$.n"}, **extra}
+    return {
+        "StartAt": "Call",
+        "States": {
+            "Call": {"Type": "Task", "Resource": resource, "Parameters": parameters, "End": True}
+        },
+    }
+
+
+def go(definition: Any, flows: dict[str, Any], value: int = 4) -> Any:
+    return run(
+        definition, {"n": value}, functions={"double": double}, flows=flows, clock=FakeClock()
+    )
+
+
+def test_sync_2_waits_and_returns_the_child_output_as_json() -> None:
+    execution = go(parent(START + ".sync:2"), {"child": CHILD})
+    assert execution.status == "SUCCEEDED"
+    output = execution.output
+    assert output["Output"] == {"n": 8}
+    assert output["Input"] == {"n": 4}
+    assert output["Status"] == "SUCCEEDED"
+    assert output["StateMachineArn"].endswith(":stateMachine:child")
+    assert output["ExecutionArn"].startswith("arn:aws:states:")
+
+
+def test_sync_returns_the_child_output_as_json_text() -> None:
+    output = go(parent(START + ".sync"), {"child": CHILD}).output
+    assert isinstance(output["Output"], str)
+    assert json.loads(output["Output"]) == {"n": 8}
+    assert json.loads(output["Input"]) == {"n": 4}
+
+
+def test_a_state_machine_arn_names_the_flow_by_its_last_part() -> None:
+    output = go(parent(START + ".sync:2", CHILD_ARN), {"child": CHILD}).output
+    assert output["Output"] == {"n": 8}
+
+
+def test_a_string_input_is_parsed_as_json_and_the_name_is_used() -> None:
+    definition = parent(START + ".sync:2", Name="kid-1")
+    definition["States"]["Call"]["Parameters"]["Input"] = '{"n": 21}'
+    output = go(definition, {"child": CHILD}).output
+    assert output["Output"] == {"n": 42}
+    assert output["Name"] == "kid-1"
+
+
+def test_request_response_returns_arn_and_start_date_and_the_child_still_runs() -> None:
+    seen: list[Any] = []
+
+    def record(event: Any, context: TaskContext) -> Any:
+        seen.append(event)
+        return event
+
+    child = {"StartAt": "R", "States": {"R": {"Type": "Task", "Resource": "record", "End": True}}}
+    execution = run(
+        parent(START),
+        {"n": 3},
+        functions={"record": record},
+        flows={"child": child},
+        clock=FakeClock(),
+    )
+    assert execution.status == "SUCCEEDED"
+    assert set(execution.output) == {"ExecutionArn", "StartDate"}
+    assert isinstance(execution.output["StartDate"], int)
+    assert seen == [{"n": 3}]
+
+
+def test_a_failed_child_fails_the_sync_task_with_task_failed_and_its_description() -> None:
+    execution = go(parent(START + ".sync:2"), {"child": FAILING})
+    assert execution.status == "FAILED"
+    assert execution.error == "States.TaskFailed"
+    cause = json.loads(execution.cause or "")
+    assert cause["Status"] == "FAILED"
+    assert cause["Error"] == "Nope"
+    assert cause["Cause"] == "bad"
+
+
+def test_a_failed_child_can_be_caught_by_the_parent() -> None:
+    definition = parent(START + ".sync")
+    call = definition["States"]["Call"]
+    del call["End"]
+    call["Next"] = "Ok"
+    call["Catch"] = [{"ErrorEquals": ["States.TaskFailed"], "Next": "Handled"}]
+    definition["States"]["Ok"] = {"Type": "Succeed"}
+    definition["States"]["Handled"] = {"Type": "Pass", "Result": "handled", "End": True}
+    assert go(definition, {"child": FAILING}).output == "handled"
+
+
+def test_an_unknown_flow_fails_the_task() -> None:
+    execution = go(parent(START + ".sync", "nobody"), {"child": CHILD})
+    assert execution.error == "StateMachineDoesNotExist"
+    assert "nobody" in (execution.cause or "")
+
+
+def test_children_can_start_children_of_their_own() -> None:
+    middle = parent(START + ".sync:2")
+    middle["States"]["Call"]["OutputPath"] = "$.Output"
+    output = go(parent(START + ".sync:2", "middle"), {"child": CHILD, "middle": middle}).output
+    assert output["Output"] == {"n": 8}
+
+
+def test_jsonata_arguments_start_a_child() -> None:
+    definition = {
+        "QueryLanguage": "JSONata",
+        "StartAt": "Call",
+        "States": {
+            "Call": {
+                "Type": "Task",
+                "Resource": START + ".sync:2",
+                "Arguments": {"StateMachineArn": "child", "Input": {"n": "{% $states.input.n %}"}},
+                "Output": "{% $states.result.Output %}",
+                "End": True,
+            }
+        },
+    }
+    assert go(definition, {"child": CHILD}, 5).output == {"n": 10}
+
+
+async def test_the_durable_service_runs_nested_sync_executions() -> None:
+    clock = FakeClock(autojump=True)
+    backend = memory_backend(clock)
+    try:
+        service = FlowService(
+            backend,
+            {"parent": parent(START + ".sync:2"), "child": CHILD},
+            functions={"double": double},
+        )
+        await service.start_execution("parent", {"n": 6}, name="p")
+        await service.drain()
+        described = await service.describe("p")
+        assert described["status"] == "SUCCEEDED"
+        assert described["output"]["Output"] == {"n": 12}
+    finally:
+        await backend.close()
