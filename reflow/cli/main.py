@@ -65,7 +65,7 @@ def new(
     name: Annotated[str | None, typer.Option(help="App name (default: the folder's name).")] = None,
     force: Annotated[bool, typer.Option(help="Write into a folder that is not empty.")] = False,
 ) -> None:
-    """Scaffold a runnable app: an event handler, an edge function, a flow and a test."""
+    """Scaffold a runnable app: a site served at the edge, its publishing handler, a flow, tests."""
     app_name = name or re.sub(r"[^A-Za-z0-9_-]", "-", directory.resolve().name).strip("-")
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", app_name):
         fail(f"{app_name!r} is not a usable app name; pass --name")
@@ -75,6 +75,7 @@ def new(
     for path in written:
         console.print(f"  {path}")
     console.print(f"\nnext:  cd {directory} && reflow run app.py")
+    console.print("then open http://127.0.0.1:8080/ (README.md says how to publish an article)")
 
 
 @app.command()

@@ -132,8 +132,10 @@ def test_a_published_article_reaches_the_edge_and_an_update_replaces_it(tmp_path
     edge = f"http://127.0.0.1:{edge_port}"
     try:
         wait_for_status(process, admin_port)
-        # Nothing is published yet: the bucket has no home page.
-        assert get(f"{edge}/")[0] == 404
+        # Nothing is published yet: the welcome hook turns the bucket's 404 into a how-to.
+        status, headers, body = get(f"{edge}/")
+        assert (status, headers["x-frame-options"]) == (200, "DENY")
+        assert b"Nothing is published yet" in body and b"reflow events put" in body
 
         # The CLI puts the event in the same embedded backend the server reads.
         subprocess.run(
@@ -153,8 +155,9 @@ def test_a_published_article_reaches_the_edge_and_an_update_replaces_it(tmp_path
         assert headers["x-cache"] in ("Miss", "Hit")
         # The second read comes from the edge's cache.
         assert get(f"{edge}/articles/hello")[1]["x-cache"] == "Hit"
+        # The purge of "/" replaced the cached welcome page with the real home page.
         home = poll(f"{edge}/", b'href="/articles/hello"')
-        assert home[0] == 200
+        assert home[0] == 200 and b"Nothing is published yet" not in home[2]
 
         # An update through the admin API: the purge means no stale copy is served.
         request = urllib.request.Request(

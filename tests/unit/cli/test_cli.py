@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from typer.testing import CliRunner
 
 import reflow
 from reflow.cli.main import app
+from reflow.events.patterns import Pattern
+from reflow.loader import load_app
 
 runner = CliRunner()
 
@@ -35,6 +39,48 @@ def test_new_scaffolds_a_runnable_app(tmp_path: Path) -> None:
         assert (target / relative).is_file(), relative
     assert 'App("site")' in (target / "app.py").read_text()
     json.loads((target / "flows/publish.asl.json").read_text())
+
+
+def test_new_tells_the_user_what_to_open_after_running(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["new", str(tmp_path / "site"), "--name", "site"])
+    assert result.exit_code == 0, result.output
+    assert "reflow run app.py" in result.output
+    assert "http://127.0.0.1:8080/" in result.output
+
+
+def test_the_scaffolded_app_serves_a_bucket_at_the_edge_and_its_flow_names_a_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "site"
+    assert runner.invoke(app, ["new", str(target), "--name", "site"]).exit_code == 0
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the folder on it
+    try:
+        loaded = load_app(str(target / "app.py"))
+    finally:
+        sys.modules.pop("app", None)
+    assert list(loaded.buckets) == ["site"]
+    behaviour = loaded.edge_origins["*"]
+    assert behaviour.origin == "bucket:site"
+    assert behaviour.policy["default_ttl"] > 0
+    hooks = {(edge.hook, edge.function) for edge in loaded.edges.values()}
+    assert hooks == {("origin-response", "welcome"), ("viewer-response", "security_headers")}
+    tasks = [
+        state["Resource"]
+        for state in loaded.flows["publish"].definition["States"].values()
+        if state["Type"] == "Task"
+    ]
+    assert tasks and all(t.removeprefix("reflow:function:") in loaded.functions for t in tasks)
+
+
+def test_the_scaffolded_readmes_event_triggers_the_render_rule(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    assert runner.invoke(app, ["new", str(target), "--name", "site"]).exit_code == 0
+    readme = (target / "README.md").read_text()
+    command = readme[readme.index("reflow events put '") :]
+    event = json.loads(command[len("reflow events put '") : command.index("'\n")])
+    rule_pattern = re.search(r"@app\.on\((\{.*\})\)", (target / "app.py").read_text())
+    assert rule_pattern is not None
+    assert Pattern(json.loads(rule_pattern.group(1))).matches(event)
 
 
 def test_new_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
