@@ -33,6 +33,7 @@ test: lint typecheck unit bench-smoke
 
 demo: $(STAMP)
 	@test -f $(DEMO_DIR)/app.py || $(BIN)/reflow new $(DEMO_DIR) --name demo
+	@echo "open http://127.0.0.1:8080/ -- it says how to publish an article ($(DEMO_DIR)/README.md)"
 	cd $(DEMO_DIR) && ../../$(BIN)/reflow run app.py
 
 bench: $(STAMP)
