@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from reflow.errors import AppFrozenError, RegistrationError
 
@@ -97,7 +98,12 @@ class FunctionConfig:
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """An event rule: a pattern on a bus and the function it delivers to."""
+    """An event rule: a pattern on a bus and the target it delivers to.
+
+    ``target`` is ``function:<name>``, ``flow:<name>``, ``bus:<name>`` or an
+    ``http(s)://`` URL; empty means the rule's ``function`` (``@app.on``).
+    ``function`` is empty for a rule whose target is not a function.
+    """
 
     name: str
     pattern: Mapping[str, Any]
@@ -108,6 +114,17 @@ class RuleConfig:
     input_path: str | None = None
     input_template: Any = None
     dead_letter: bool = True
+    target: str = ""
+
+    @property
+    def target_kind(self) -> tuple[str, str]:
+        """``(kind, reference)``: ``("function", "render")``, ``("webhook", url)``, ..."""
+        if not self.target:
+            return ("function", self.function)
+        kind, _, ref = self.target.partition(":")
+        if kind in ("http", "https"):
+            return ("webhook", self.target)
+        return (kind, ref)
 
 
 @dataclass(frozen=True)
@@ -320,6 +337,19 @@ class App:
 
         return invoke_once(self, name, payload)
 
+    @property
+    def events(self) -> Any:
+        """Put events outside handlers: ``await app.events.put(entries, bus=..., backend=...)``.
+
+        Goes to this app's running events service in this process, or, with
+        ``backend=`` (a Backend or a URL), straight to that backend's bus; see
+        :class:`reflow.events.service.AppEvents` and docs/bus.md.
+        """
+        # Imported here: this module stays standard-library-only at import time.
+        from reflow.events.service import AppEvents
+
+        return AppEvents(self)
+
     def summary(self) -> dict[str, list[str]]:
         """Names of everything registered, by kind (for the CLI and admin API)."""
         return {
@@ -440,6 +470,56 @@ class App:
             return f
 
         return register
+
+    def rule(
+        self,
+        name: str,
+        pattern: Mapping[str, Any] | str,
+        *,
+        target: str,
+        bus: str = "default",
+        max_attempts: int = 185,
+        max_event_age: float = 24 * 3600.0,
+        input_path: str | None = None,
+        input_template: Any = None,
+        dead_letter: bool = True,
+    ) -> RuleConfig:
+        """Deliver events on ``bus`` matching ``pattern`` to ``target``, without a handler.
+
+        ``target`` is ``"function:<name>"``, ``"flow:<name>"`` (starts an
+        execution named after the event id), ``"bus:<name>"`` (forwards the
+        event, keeping its id) or an ``http://``/``https://`` URL (POSTs the
+        input as JSON). The named function or flow must be registered by the
+        time the app starts.
+        """
+        self._check_open(f"rule {name!r}")
+        _check_name(name, "rule")
+        _check_name(bus, "bus")
+        if name in self._rules:
+            raise RegistrationError(name, "a rule of that name is already registered")
+        parsed = _parse_pattern(pattern, name)
+        function = _check_rule_target(name, target, bus)
+        if max_attempts < 1:
+            raise RegistrationError(name, f"max_attempts must be >= 1, got {max_attempts}")
+        if max_event_age <= 0:
+            raise RegistrationError(name, f"max_event_age must be > 0, got {max_event_age}")
+        if input_path is not None and not input_path.startswith("$"):
+            raise RegistrationError(name, f"input_path {input_path!r} must start with '$'")
+        _validate_pattern(name, parsed)
+        config = RuleConfig(
+            name=name,
+            pattern=parsed,
+            function=function,
+            bus=bus,
+            max_attempts=int(max_attempts),
+            max_event_age=float(max_event_age),
+            input_path=input_path,
+            input_template=copy.deepcopy(input_template),
+            dead_letter=dead_letter,
+            target=target,
+        )
+        self._rules[name] = config
+        return config
 
     def edge(
         self,
@@ -816,6 +896,30 @@ def _check_name(name: str, kind: str) -> None:
             f"{kind} name must start with a letter or '_' and contain only letters, "
             "digits, '_', '.', '-' (at most 128 characters)",
         )
+
+
+def _check_rule_target(rule: str, target: Any, bus: str) -> str:
+    """Validate an ``App.rule`` target; the function it names, or ``""``."""
+    if not isinstance(target, str):
+        raise RegistrationError(rule, f"target {target!r} must be a string")
+    kind, sep, ref = target.partition(":")
+    if kind in ("http", "https"):
+        parts = urlsplit(target)
+        if not ref.startswith("//") or not parts.hostname:
+            raise RegistrationError(rule, f"target {target!r} is not an http(s) URL with a host")
+        return ""
+    if not sep or kind not in ("function", "flow", "bus"):
+        raise RegistrationError(
+            rule,
+            f"target {target!r} must be 'function:<name>', 'flow:<name>', "
+            "'bus:<name>' or an http(s):// URL",
+        )
+    if not _NAME_RE.match(ref):
+        raise RegistrationError(rule, f"target {target!r} does not name a {kind}")
+    if kind == "bus" and ref == bus:
+        # Forwarding to its own bus would hand the event straight back to this rule.
+        raise RegistrationError(rule, f"target {target!r} is the rule's own bus")
+    return ref if kind == "function" else ""
 
 
 def _check_handler(name: str, f: Handler) -> None:

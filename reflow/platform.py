@@ -126,8 +126,15 @@ class Platform:
             # Imported here: an app without rules or schedules never loads the bus.
             from reflow.events.service import EventsService
 
+            # Rules targeting a flow find the flows service when they deliver:
+            # it starts after the bus, and a delivery before that is retried.
             events = EventsService(
-                self.app, self.backend, clock=self.clock, runtime=runtime, admin=self.admin
+                self.app,
+                self.backend,
+                clock=self.clock,
+                runtime=runtime,
+                admin=self.admin,
+                flows=lambda: self.service("flows"),
             )
             await self.add_service("events", events)
         if self.app.flows:

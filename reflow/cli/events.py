@@ -179,18 +179,18 @@ def events_replay(
 
 @rules_app.command("list")
 def rules_list(app_target: AppOption = "app.py") -> None:
-    """The app's rules (pattern, bus, function, retry policy) and schedules."""
+    """The app's rules (pattern, bus, target, retry policy) and schedules."""
     with run_guarded():
         loaded = load_app(app_target)
     table = Table(box=box.SIMPLE)
-    for column in ("rule", "bus", "pattern", "function", "attempts", "max age"):
+    for column in ("rule", "bus", "pattern", "target", "attempts", "max age"):
         table.add_column(column, overflow="fold")
     for rule in sorted(loaded.rules.values(), key=lambda r: r.name):
         table.add_row(
             rule.name,
             rule.bus,
             json.dumps(rule.pattern, separators=(",", ":")),
-            rule.function,
+            rule.target or rule.function,
             str(rule.max_attempts),
             f"{rule.max_event_age:g}",
         )

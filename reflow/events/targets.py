@@ -13,8 +13,10 @@ send it as the ``X-Reflow-Event-Id`` header, so receivers can de-duplicate.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +37,7 @@ __all__ = [
     "FunctionTarget",
     "Target",
     "WebhookTarget",
+    "execution_name",
 ]
 
 
@@ -108,10 +111,11 @@ class BusTarget:
 
 @dataclass(frozen=True)
 class FlowTarget:
-    """A state machine: each delivery would start one execution.
+    """A state machine: each delivery starts one execution, named after the event id.
 
-    The durable flows executor has no start API yet, so delivering fails
-    with :class:`NotAvailableError`, which the bus retries and finally
+    ``start(flow, input, execution_name)`` starts it (see
+    :func:`reflow.events.service.flow_starter`). Without one, delivering
+    fails with :class:`NotAvailableError`, which the bus retries and finally
     dead-letters: nothing is lost, and a redrive starts the executions once
     flows can be started.
     """
@@ -123,8 +127,23 @@ class FlowTarget:
     async def deliver(self, payload: Any, delivery: Delivery) -> None:
         """Start the flow with the payload, named after the event id."""
         if self.start is None:
-            raise NotAvailableError("flows", "the durable flows executor has no start API yet")
-        await self.start(self.name, payload, delivery.event.id)
+            raise NotAvailableError("flows", "no flows service to start executions with")
+        await self.start(self.name, payload, execution_name(delivery.event.id))
+
+
+_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+
+
+def execution_name(event_id: str) -> str:
+    """The flow execution name for an event id: the id itself when it is a valid name.
+
+    Execution names are 1-80 letters, digits and ``_ . : -``; an id outside
+    that (a CloudEvent id may be any string) maps to a digest of it, still
+    the same for every redelivery of the event.
+    """
+    if _EXECUTION_NAME.match(event_id):
+        return event_id
+    return "event-" + hashlib.sha256(event_id.encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)

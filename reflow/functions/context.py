@@ -250,11 +250,15 @@ class Context:
         if self._unavailable is not None:
             raise NotAvailableError(name, self._unavailable)
         if self._remote is not None:
-            from reflow.functions.remote import RemoteBlobs, RemoteClient
+            from reflow.functions.remote import RemoteBlobs, RemoteClient, RemoteEvents
 
-            remote = (
-                RemoteBlobs(self._remote) if name == "blobs" else RemoteClient(name, self._remote)
-            )
+            remote: Any
+            if name == "blobs":
+                remote = RemoteBlobs(self._remote)
+            elif name == "events":
+                remote = RemoteEvents(self._remote)
+            else:
+                remote = RemoteClient(name, self._remote)
             self._clients[name] = remote
             return remote
         factory = _factories.get(name)

@@ -9,7 +9,10 @@ handler can step around. So ``context.blobs`` in a worker is a
 ``REPLY`` frame. The handler sees the same methods as inline (``await
 context.blobs.put(...)`` or ``context.blobs.sync.put(...)``).
 
-The object store has a typed proxy (bytes travel as base64). Every other
+The object store has a typed proxy (bytes travel as base64), and so has the
+event bus (:class:`RemoteEvents`: ``reflow.Event`` objects travel as their
+CloudEvent JSON, and the runtime authorises ``events:put`` on the bus through
+the invocation's context, as inline). Every other
 client is proxied generically once its subsystem registers it
 (:func:`register_client`): ``await context.tables.get(...)`` in a worker
 becomes a call of the server-side client's ``get`` with the same JSON
@@ -28,7 +31,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from reflow.errors import FunctionError, NotAvailableError, PermissionDeniedError
+from reflow.errors import (
+    FunctionError,
+    InvalidEventError,
+    NotAvailableError,
+    PermissionDeniedError,
+)
 from reflow.functions.context import CLIENT_NAMES
 
 if TYPE_CHECKING:
@@ -37,7 +45,14 @@ if TYPE_CHECKING:
 
 PROBE = "__probe__"  # asks whether the runtime can serve a client at all
 
-__all__ = ["PROBE", "PlatformCallError", "RemoteBlobs", "RemoteClient", "serve_call"]
+__all__ = [
+    "PROBE",
+    "PlatformCallError",
+    "RemoteBlobs",
+    "RemoteClient",
+    "RemoteEvents",
+    "serve_call",
+]
 
 Call = Callable[[str, str, dict[str, Any]], Any]
 
@@ -82,6 +97,8 @@ def raise_remote(error: Mapping[str, Any]) -> None:
         raise PermissionDeniedError(fields["function"], fields["action"], fields["resource"])
     if kind == "NotAvailableError":
         raise NotAvailableError(fields["client"], fields["reason"])
+    if kind == "InvalidEventError":
+        raise InvalidEventError(fields["field"], fields["problem"])
     raise PlatformCallError(str(kind), str(error.get("message")))
 
 
@@ -91,6 +108,8 @@ async def serve_call(context: Context, body: Mapping[str, Any]) -> dict[str, Any
         client, method, args = body["c"], body["m"], body.get("a") or {}
         if client == "blobs":
             return {"ok": await _serve_blobs(context, method, args)}
+        if client == "events":
+            return {"ok": await _serve_events(context, method, args)}
         return {"ok": await _serve_generic(context, client, method, args)}
     except PermissionDeniedError as exc:
         fields = {"function": exc.function, "action": exc.action, "resource": exc.resource}
@@ -98,6 +117,9 @@ async def serve_call(context: Context, body: Mapping[str, Any]) -> dict[str, Any
     except NotAvailableError as exc:
         fields = {"client": exc.client, "reason": exc.reason}
         return {"error": {"type": "NotAvailableError", "message": str(exc), "fields": fields}}
+    except InvalidEventError as exc:
+        fields = {"field": exc.field, "problem": exc.problem}
+        return {"error": {"type": "InvalidEventError", "message": str(exc), "fields": fields}}
     except Exception as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
 
@@ -155,6 +177,21 @@ async def _serve_blobs(context: Context, method: str, args: Mapping[str, Any]) -
     if method == "delete":
         return await blobs.delete(args["key"])
     raise NotAvailableError("blobs", f"unknown method {method!r}")
+
+
+async def _serve_events(context: Context, method: str, args: Mapping[str, Any]) -> Any:
+    """``put`` typed; the probe and any other method of the registered client generically."""
+    if method != "put":
+        return await _serve_generic(context, "events", method, args)
+    # The server-side client authorises events:put on the bus.
+    return list(await context.events.put(list(args["entries"]), bus=str(args["bus"])))
+
+
+def _event_json(entry: Any) -> Any:
+    """An entry as JSON: a ``reflow.Event`` as its CloudEvent, anything else as given."""
+    from reflow.events.model import Event
+
+    return entry.to_cloudevent() if isinstance(entry, Event) else entry
 
 
 class _RemoteBlobsSync:
@@ -274,3 +311,33 @@ class RemoteClient:
             return blocking(*args, **kwargs)
 
         return invoke
+
+
+class _RemoteEventsSync(_RemoteMethods):
+    """The bus's calls, each one round trip to the runtime."""
+
+    def put(self, entries: Any, *, bus: str = "default") -> list[str]:
+        """Put one event (an Event or a JSON object) or a list of them on ``bus``; their ids."""
+        batch = [entries] if not isinstance(entries, list | tuple) else list(entries)
+        args = {"entries": [_event_json(entry) for entry in batch], "bus": bus}
+        return [str(i) for i in self._call("events", "put", args)]
+
+
+class RemoteEvents(RemoteClient):
+    """``context.events`` in a worker: ``put`` (async), ``put_sync`` and ``sync.put``.
+
+    Any other method of the client registered as ``events`` is proxied
+    generically, as :class:`RemoteClient` does.
+    """
+
+    def __init__(self, call: Call) -> None:
+        super().__init__("events", call)
+        self.sync: _RemoteEventsSync = _RemoteEventsSync("events", call)
+
+    async def put(self, entries: Any, *, bus: str = "default") -> list[str]:
+        """Put events on ``bus``; return their ids once durable."""
+        return self.sync.put(entries, bus=bus)
+
+    def put_sync(self, entries: Any, *, bus: str = "default") -> list[str]:
+        """:meth:`put` for a synchronous handler, as inline."""
+        return self.sync.put(entries, bus=bus)
