@@ -19,6 +19,7 @@ __all__ = [
     "Branches",
     "Child",
     "Cursor",
+    "Distributed",
     "Fail",
     "Failure",
     "Goto",
@@ -98,14 +99,43 @@ class Child:
 
 
 @dataclass(frozen=True)
+class Distributed:
+    """A Distributed Map: where its items come from and where its results go.
+
+    ``reader`` is the state's ItemReader with its ``Arguments`` resolved
+    (``{"Resource", "ReaderConfig", "Arguments"}``), or None when the items
+    come from the input; ``max_items`` its resolved MaxItems. The executor
+    reads the items, then asks :func:`reflow.flows.mapping.expand` (pure) for
+    the children, built from ``state``, ``cursor``, ``context`` and
+    ``effective`` (the Map state's effective input). ``writer`` is the
+    ResultWriter with resolved ``Arguments`` (``{"Bucket", "Prefix"}``).
+    """
+
+    reader: Mapping[str, Any] | None
+    max_items: int | None
+    writer: Mapping[str, Any] | None
+    execution_type: str
+    state: Any  # the MapState (typed Any: model imports stay one-way)
+    cursor: Cursor
+    context: Mapping[str, Any]
+    effective: Any
+    items: Any = None  # the selected array when there is no reader
+
+
+@dataclass(frozen=True)
 class Branches:
-    """Run ``children`` (at most ``max_concurrency`` at once; 0 means no limit)."""
+    """Run ``children`` (at most ``max_concurrency`` at once; 0 means no limit).
+
+    A Distributed Map's children are made by the executor once it has read
+    the items (``distributed``); each runs as a child execution of its own.
+    """
 
     kind: str  # "Parallel" or "Map"
     children: tuple[Child, ...]
     max_concurrency: int = 0
     tolerated_count: int | None = None
     tolerated_percentage: float | None = None
+    distributed: Distributed | None = None
 
 
 @dataclass(frozen=True)

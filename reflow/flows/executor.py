@@ -25,8 +25,8 @@ from typing import Any
 
 from reflow.backends.protocols import Blobs
 from reflow.clock import SYSTEM_CLOCK, Clock
+from reflow.flows import distributed, nested
 from reflow.flows import interpreter as core
-from reflow.flows import nested
 from reflow.flows.calls import Beats, HeartbeatTimeout, TaskTimeout, call
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, TASK_FAILED, TIMEOUT, StatesError
 from reflow.flows.history import History, HistoryEvent, iso_time
@@ -428,6 +428,8 @@ class Executor:
     async def _branches(
         self, action: core.Branches, base: Mapping[str, Any], history: History, state_name: str
     ) -> core.Outcome:
+        if action.distributed is not None:
+            return await distributed.run_map_run(self, action, history, state_name)
         kind = action.kind
         history.add(
             f"{kind}StateStarted", self.clock.time(), name=state_name, length=len(action.children)

@@ -8,12 +8,13 @@ Parallel states use :func:`gather` too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reflow.flows import jsonata, paths, templates
-from reflow.flows.actions import Branches, Child, Cursor, Failure, Outcome, Result
+from reflow.flows.actions import Branches, Child, Cursor, Distributed, Failure, Outcome, Result
 from reflow.flows.errors import (
     EXCEED_TOLERATED_FAILURE,
     QUERY_EVALUATION_ERROR,
@@ -22,7 +23,7 @@ from reflow.flows.errors import (
 )
 from reflow.flows.model import UNSET, MapState
 
-__all__ = ["fan_out", "gather"]
+__all__ = ["expand", "fan_out", "gather"]
 
 
 def _states(cursor: Cursor, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,39 +65,25 @@ def gather(action: Branches, outcomes: Sequence[Outcome]) -> Outcome:
 def fan_out(
     state: MapState, cursor: Cursor, context: Mapping[str, Any], effective: Any
 ) -> Branches:
-    """The children of a Map state: one per item (or batch) of its selected array."""
-    variables = cursor.variables
-    if state.jsonata:
-        states = _states(cursor, context)
-        items = (
-            jsonata.evaluate_template(state.items, states, variables)
-            if state.items is not UNSET
-            else cursor.input
-        )
-    else:
-        items = paths.evaluate(state.items_path, effective, context, variables)
-    if state.item_reader is not None or state.result_writer is not None:
-        raise StatesRuntimeError(
-            f"Map state '{state.name}': Distributed Map (ItemReader, ResultWriter) "
-            "is not supported yet"
-        )
-    if not isinstance(items, list):
-        problem = f"Map state '{state.name}' needs an array of items, got {json.dumps(items)[:80]}"
-        if state.jsonata:
-            raise StatesError(QUERY_EVALUATION_ERROR, problem)
-        raise StatesRuntimeError(problem)
-    selected = [
-        _select_item(state, cursor, context, effective, index, item)
-        for index, item in enumerate(items)
-    ]
-    selected = _batch(state, selected, effective, cursor, context)
-    assert state.processor is not None
-    children = tuple(
-        Child(state.processor, item, variables, index) for index, item in enumerate(selected)
+    """The children of a Map state: one per item (or batch) of its selected array.
+
+    A Distributed Map (``ProcessorConfig.Mode`` DISTRIBUTED, or an
+    ItemReader/ResultWriter) has no children yet: the returned action carries
+    a :class:`Distributed` for the executor, which reads the items and calls
+    :func:`expand`.
+    """
+    config = (state.processor.definition.get("ProcessorConfig") if state.processor else None) or {}
+    distributed = (
+        config.get("Mode") == "DISTRIBUTED"
+        or state.item_reader is not None
+        or state.result_writer is not None
     )
-    return Branches(
+    items = None
+    if state.item_reader is None:
+        items = _items(state, cursor, context, effective)
+    action = Branches(
         "Map",
-        children,
+        (),
         max_concurrency=_map_number(
             state, state.max_concurrency, state.max_concurrency_path, effective, cursor, context
         )
@@ -118,6 +105,127 @@ def fan_out(
             context,
         ),
     )
+    if not distributed:
+        assert items is not None
+        return dataclasses.replace(
+            action, children=_children(state, cursor, context, effective, items, True)
+        )
+    reader = None
+    max_items = None
+    if state.item_reader is not None:
+        reader = _resolve_io(state, state.item_reader, cursor, context, effective)
+        reader_config = state.item_reader.get("ReaderConfig") or {}
+        max_items = _map_number(
+            state,
+            reader_config.get("MaxItems", UNSET),
+            reader_config.get("MaxItemsPath"),
+            effective,
+            cursor,
+            context,
+        )
+    writer = None
+    if state.result_writer is not None:
+        writer = _resolve_io(state, state.result_writer, cursor, context, effective)
+    if action.tolerated_count is None and action.tolerated_percentage is None:
+        # A Map Run tolerates no failed child unless told otherwise.
+        action = dataclasses.replace(action, tolerated_count=0)
+    return dataclasses.replace(
+        action,
+        distributed=Distributed(
+            reader,
+            int(max_items) if max_items else None,
+            writer,
+            str(config.get("ExecutionType", "STANDARD")),
+            state,
+            cursor,
+            context,
+            effective,
+            items,
+        ),
+    )
+
+
+def expand(action: Branches, items: list[Any]) -> Branches:
+    """A Distributed Map's action with its children, once the executor read ``items``.
+
+    MaxItems, ItemSelector and ItemBatcher apply as for an inline Map; the
+    children do not see the parent's variables (they are executions of
+    their own).
+    """
+    source = action.distributed
+    assert source is not None
+    if source.max_items:
+        items = items[: source.max_items]
+    children = _children(
+        source.state, source.cursor, source.context, source.effective, items, False
+    )
+    return dataclasses.replace(action, children=children)
+
+
+def _items(state: MapState, cursor: Cursor, context: Mapping[str, Any], effective: Any) -> Any:
+    if state.jsonata:
+        states = _states(cursor, context)
+        items = (
+            jsonata.evaluate_template(state.items, states, cursor.variables)
+            if state.items is not UNSET
+            else cursor.input
+        )
+    else:
+        items = paths.evaluate(state.items_path, effective, context, cursor.variables)
+    if not isinstance(items, list):
+        problem = f"Map state '{state.name}' needs an array of items, got {json.dumps(items)[:80]}"
+        if state.jsonata:
+            raise StatesError(QUERY_EVALUATION_ERROR, problem)
+        raise StatesRuntimeError(problem)
+    return items
+
+
+def _children(
+    state: MapState,
+    cursor: Cursor,
+    context: Mapping[str, Any],
+    effective: Any,
+    items: list[Any],
+    inherit: bool,
+) -> tuple[Child, ...]:
+    selected = [
+        _select_item(state, cursor, context, effective, index, item)
+        for index, item in enumerate(items)
+    ]
+    selected = _batch(state, selected, effective, cursor, context)
+    assert state.processor is not None
+    variables = cursor.variables if inherit else {}
+    return tuple(
+        Child(state.processor, item, variables, index) for index, item in enumerate(selected)
+    )
+
+
+def _resolve_io(
+    state: MapState,
+    raw: Mapping[str, Any],
+    cursor: Cursor,
+    context: Mapping[str, Any],
+    effective: Any,
+) -> dict[str, Any]:
+    """An ItemReader/ResultWriter with its Parameters (JSONPath) or Arguments (JSONata) resolved."""
+    if state.jsonata:
+        arguments = jsonata.evaluate_template(
+            raw.get("Arguments", {}), _states(cursor, context), cursor.variables
+        )
+    else:
+        arguments = templates.render(
+            raw.get("Parameters", {}), effective, context, cursor.variables
+        )
+    if not isinstance(arguments, dict):
+        raise StatesRuntimeError(
+            f"Map state '{state.name}': reader/writer arguments must be an object"
+        )
+    return {
+        "Resource": raw.get("Resource", ""),
+        "ReaderConfig": dict(raw.get("ReaderConfig") or {}),
+        "WriterConfig": dict(raw.get("WriterConfig") or {}),
+        "Arguments": arguments,
+    }
 
 
 def _map_number(

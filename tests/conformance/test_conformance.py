@@ -7,6 +7,9 @@ a FakeClock at 2023-11-14T22:13:20Z (autojump: every sleep, and so every
 timeout, ends at once), and expects either an outcome
 (``status`` and ``output``, or ``error`` and optionally ``cause``) or, with
 ``invalid``, the JSON paths of the problems validation must report.
+A case may also give ``objects`` (blob key ``BUCKET/KEY`` to its text, or
+to a JSON value stored as JSON) for a Distributed Map's ItemReader, and
+``flows`` (name to definition) for ``states:startExecution`` tasks.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from reflow.backends.memory import MemoryBlobs
 from reflow.errors import InvalidDefinitionError
 from reflow.flows import TaskContext, parse, run
 from reflow.testing import FakeClock
@@ -83,12 +87,18 @@ def test_case(case: dict[str, Any]) -> None:
         assert sorted({path for path, _ in caught.value.problems}) == sorted(case["invalid"])
         return
     clock = FakeClock(start=START, autojump=True)
+    blobs = MemoryBlobs(clock)
+    for key, value in case.get("objects", {}).items():
+        data = value if isinstance(value, str) else json.dumps(value)
+        asyncio.run(blobs.put(key, data.encode()))
     execution = run(
         case["definition"],
         case.get("input", {}),
         functions=_functions(),
         clock=clock,
         name="conformance",
+        flows=case.get("flows"),
+        blobs=blobs,
     )
     expect = case["expect"]
     assert (execution.status, execution.error, execution.cause) == (
