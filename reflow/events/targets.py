@@ -113,6 +113,9 @@ class BusTarget:
 class FlowTarget:
     """A state machine: each delivery starts one execution, named after the event id.
 
+    (``<replay-name>.<event id>`` for a replayed event, so a replay runs the
+    flow again while a redelivery does not.)
+
     ``start(flow, input, execution_name)`` starts it (see
     :func:`reflow.events.service.flow_starter`). Without one, delivering
     fails with :class:`NotAvailableError`, which the bus retries and finally
@@ -128,7 +131,13 @@ class FlowTarget:
         """Start the flow with the payload, named after the event id."""
         if self.start is None:
             raise NotAvailableError("flows", "no flows service to start executions with")
-        await self.start(self.name, payload, execution_name(delivery.event.id))
+        # A replay is a new delivery of an old event: it gets its own execution.
+        key = (
+            delivery.event.id
+            if delivery.replay is None
+            else f"{delivery.replay}.{delivery.event.id}"
+        )
+        await self.start(self.name, payload, execution_name(key))
 
 
 _EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from reflow import App
+from reflow import App, Event
 from reflow.backends import memory_backend
 from reflow.config import Settings
 from reflow.errors import ExecutionAlreadyExistsError, NotAvailableError, RegistrationError
+from reflow.events.delivery import Delivery
 from reflow.events.service import EventsService, flow_starter
+from reflow.events.targets import FlowTarget, execution_name
 from reflow.platform import Platform
 from tests.functional.events.helpers import eventually
 
@@ -214,3 +216,29 @@ def test_a_rule_naming_an_unregistered_function_is_refused_when_the_bus_is_built
     app.rule("orphan", {"source": ["cms"]}, target="function:missing")
     with pytest.raises(RegistrationError, match="function 'missing' is not registered"):
         EventsService(app, memory_backend())
+
+
+def _delivery(event_id: str, replay: str | None = None) -> Delivery:
+    event = Event(source="cms", type="Saved", data={}, id=event_id)
+    return Delivery(event, "publish-on-save", 1, 0.0, replay)
+
+
+async def test_flow_executions_are_named_after_the_event_and_the_replay() -> None:
+    names: list[str] = []
+
+    async def start(flow: str, payload: Any, name: str) -> None:
+        names.append(name)
+
+    target = FlowTarget("publish", start)
+    await target.deliver({}, _delivery("e-1"))
+    await target.deliver({}, _delivery("e-1"))  # a redelivery: the same name
+    await target.deliver({}, _delivery("e-1", replay="fix-1"))
+    assert names == ["e-1", "e-1", "fix-1.e-1"]
+
+
+def test_an_event_id_that_is_no_execution_name_maps_to_a_stable_digest() -> None:
+    odd = "urn:cms/article 7?" + "x" * 100
+    name = execution_name(odd)
+    assert name == execution_name(odd) and name != execution_name(odd + "y")
+    assert name.startswith("event-") and len(name) <= 80
+    assert execution_name("3f2a-ok.id:1") == "3f2a-ok.id:1"
