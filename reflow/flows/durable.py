@@ -18,14 +18,16 @@ Parallel and Map states run their children in memory inside one transition
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
+from reflow.errors import ExecutionAlreadyExistsError, ReflowError
 from reflow.flows import interpreter as core
 from reflow.flows import nested
-from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TIMEOUT
+from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TASK_FAILED, TIMEOUT
 from reflow.flows.executor import (
     Executor,
     TaskFunction,
@@ -58,6 +60,7 @@ __all__ = [
 
 CALLBACK_SUFFIX = ".waitForTaskToken"
 PersistHook = Callable[[str, str, int], None]
+StartChild = Callable[[str, Any, str], Awaitable[Any]]
 """Called as ``hook(phase, execution, seq)`` with phase ``"before"``/``"after"`` a save."""
 
 _TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
@@ -110,6 +113,9 @@ class DurableRunner:
         self.store = store
         self.machines = machines
         self.blobs = blobs
+        # Set by the service: starts a durable child execution (flow, input, name) for
+        # a states:startExecution.waitForTaskToken task.
+        self.start_child: StartChild | None = None
         self.functions = functions
         self.clock = clock
         self.on_persist = on_persist
@@ -259,8 +265,10 @@ class DurableRunner:
         token = str(context["Task"]["Token"])
         now = self.clock.time()
         resource = action.resource[: -len(CALLBACK_SUFFIX)]
-        calls = resource.startswith("arn:aws:states:::lambda:invoke") or bool(
-            resolve_function(resource, self.functions)
+        calls = (
+            resource.startswith("arn:aws:states:::lambda:invoke")
+            or resource.startswith(nested.START_EXECUTION)
+            or bool(resolve_function(resource, self.functions))
         )
         wait: dict[str, Any] = {
             "kind": "token",
@@ -305,10 +313,13 @@ class DurableRunner:
         send_task_success), but its failure is.
         """
         token = wait["token"]
-        outcome = await executor._invoke(
-            core.Invoke(wait["resource"], wait["payload"], wait.get("timeout"), None),
-            cursor, context, History(),
-        )  # fmt: skip
+        if wait["resource"] == nested.START_EXECUTION:
+            outcome = await self._start_child(wait["payload"], token)
+        else:
+            outcome = await executor._invoke(
+                core.Invoke(wait["resource"], wait["payload"], wait.get("timeout"), None),
+                cursor, context, History(),
+            )  # fmt: skip
         if isinstance(outcome, core.Failure):
             await self.complete_callback(name, token, outcome, "TaskFailed")
             return
@@ -328,6 +339,36 @@ class DurableRunner:
             except FencedError:
                 continue
             return
+
+    async def _start_child(self, payload: Any, token: str) -> core.Outcome:
+        """Start the durable child a startExecution.waitForTaskToken task names.
+
+        The child's name is the payload's ``Name`` or derived from the token, so
+        starting it again after a crash finds the same execution.
+        """
+        if self.start_child is None:
+            return core.Failure(RUNTIME, "nested executions need the flows service")
+        if not isinstance(payload, dict) or not isinstance(payload.get("StateMachineArn"), str):
+            return core.Failure(TASK_FAILED, "startExecution needs a StateMachineArn string")
+        name = payload.get("Name")
+        if not isinstance(name, str):
+            name = "child-" + hashlib.sha256(token.encode()).hexdigest()[:40]
+        child_input = payload.get("Input", {})
+        if isinstance(child_input, str):
+            try:
+                child_input = json.loads(child_input)
+            except ValueError as error:
+                return core.Failure("InvalidExecutionInput", f"Input is not JSON: {error}")
+        flow = nested.flow_name(payload["StateMachineArn"])
+        if flow not in self.machines:
+            return core.Failure("StateMachineDoesNotExist", f"no flow named {flow!r}")
+        try:
+            await self.start_child(flow, child_input, name)
+        except ExecutionAlreadyExistsError:
+            pass  # started before a crash, and finished since: it was sent
+        except ReflowError as error:
+            return core.Failure(TASK_FAILED, str(error))
+        return core.Result(None)
 
     async def complete_callback(
         self, name: str, token: str, outcome: core.Outcome, event: str

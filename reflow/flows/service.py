@@ -108,6 +108,7 @@ class FlowService:
         self._stopping = False
         self.express_flows = frozenset(express)
         self.express = ExpressRuns(self.clock, flows=self.machines, blobs=backend.blobs)
+        self.runner.start_child = self._start_child
 
     @property
     def functions(self) -> dict[str, TaskFunction]:
@@ -294,6 +295,10 @@ class FlowService:
             await self.backend.kv.put(timer_key(record.deadline, name, "deadline"), b"")
         await self._enqueue(name)
         return record.describe()
+
+    async def _start_child(self, flow: str, input: Any, name: str) -> None:
+        """Start a child execution for a startExecution.waitForTaskToken task."""
+        await self.start_execution(flow, input, name=name)
 
     async def send_task_success(self, token: str, output: Any) -> None:
         """A callback task succeeded with ``output``."""

@@ -165,3 +165,69 @@ async def test_the_durable_service_runs_nested_sync_executions() -> None:
         assert described["output"]["Output"] == {"n": 12}
     finally:
         await backend.close()
+
+
+def callback_parent(**parameters: Any) -> dict[str, Any]:
+    return {
+        "StartAt": "Call",
+        "States": {
+            "Call": {
+                "Type": "Task",
+                "Resource": START + ".waitForTaskToken",
+                "Parameters": {
+                    "StateMachineArn": "replier",
+                    "Input": {"token.$": "$$.Task.Token", "n.$": "$.n"},
+                    **parameters,
+                },
+                "End": True,
+            }
+        },
+    }
+
+
+REPLIER = {
+    "StartAt": "Reply",
+    "States": {"Reply": {"Type": "Task", "Resource": "reply", "End": True}},
+}
+
+
+async def test_wait_for_task_token_starts_a_durable_child_that_answers_with_the_token() -> None:
+    clock = FakeClock(autojump=True)
+    backend = memory_backend(clock)
+    try:
+        service = FlowService(backend, {"parent": callback_parent(), "replier": REPLIER})
+
+        async def reply(event: Any, context: TaskContext) -> Any:
+            await service.send_task_success(event["token"], {"doubled": event["n"] * 2})
+            return "replied"
+
+        service.set_functions({"reply": reply})
+        await service.start_execution("parent", {"n": 21}, name="p")
+        await service.drain()
+        assert (await service.describe("p"))["output"] == {"doubled": 42}
+        # The child is a durable execution of its own, listed by the service.
+        names = {summary["name"] for summary in await service.list_executions()}
+        assert len(names) == 2 and "p" in names
+    finally:
+        await backend.close()
+
+
+async def test_wait_for_task_token_on_an_unknown_flow_fails_the_task() -> None:
+    clock = FakeClock(autojump=True)
+    backend = memory_backend(clock)
+    try:
+        definition = callback_parent()
+        definition["States"]["Call"]["Parameters"]["StateMachineArn"] = "ghost"
+        service = FlowService(backend, {"parent": definition})
+        await service.start_execution("parent", {"n": 1}, name="p")
+        await service.drain()
+        described = await service.describe("p")
+        assert described["status"] == "FAILED"
+        assert described["error"] == "StateMachineDoesNotExist"
+    finally:
+        await backend.close()
+
+
+def test_wait_for_task_token_needs_the_service_in_memory() -> None:
+    execution = go(callback_parent(), {"replier": REPLIER})
+    assert execution.error == "States.Runtime"
