@@ -93,6 +93,20 @@ def test_rules_list_shows_rules_and_schedules(tmp_path: Path) -> None:
     assert "rate(5 minutes)" in result.output
 
 
+def test_rules_list_shows_each_rules_target(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        APP + 'app.rule("audit", {"source": ["cms"]}, target="bus:audit-trail")\n'
+    )
+    result = runner.invoke(
+        app, ["rules", "list", "--app", str(tmp_path / "app.py")], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    [audit] = [line for line in result.output.splitlines() if line.strip().startswith("audit")]
+    assert "bus:audit-trail" in audit
+    [render] = [line for line in result.output.splitlines() if line.strip().startswith("render")]
+    assert render.split().count("render") == 2  # an @app.on rule: its function is the target
+
+
 def test_dlq_list_and_redrive(tmp_path: Path, backend_url: str) -> None:
     event = Event(source="cms", type="Published", data={"id": 1})
 
