@@ -318,7 +318,10 @@ class _RemoteEventsSync(_RemoteMethods):
 
     def put(self, entries: Any, *, bus: str = "default") -> list[str]:
         """Put one event (an Event or a JSON object) or a list of them on ``bus``; their ids."""
-        batch = [entries] if not isinstance(entries, list | tuple) else list(entries)
+        from reflow.events.model import Event
+
+        # One event (a JSON object or an Event), or any iterable of them, as inline.
+        batch = [entries] if isinstance(entries, Mapping | Event) else list(entries)
         args = {"entries": [_event_json(entry) for entry in batch], "bus": bus}
         return [str(i) for i in self._call("events", "put", args)]
 

@@ -25,10 +25,9 @@ def announce(event: dict[str, Any], context: Any) -> Any:
 
 @app.function(isolation="process", timeout=10)
 async def announce_async(event: dict[str, Any], context: Any) -> Any:
-    """An async worker handler awaiting ``put`` on the audit bus."""
-    ids = await context.events.put(
-        {"source": "worker", "detail-type": "Audited", "detail": {"n": event["n"]}}, bus="audit"
-    )
+    """An async worker handler awaiting ``put`` of an iterable of events on the audit bus."""
+    entries = ({"source": "worker", "detail-type": "Audited", "detail": {"n": n}} for n in [1])
+    ids = await context.events.put(entries, bus="audit")
     return {"ids": ids, "pid": os.getpid()}
 
 
