@@ -12,7 +12,7 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reflow.backends.protocols import (
@@ -28,6 +28,7 @@ from reflow.backends.protocols import (
     Put,
     entry_id_key,
 )
+from reflow.backends.subscription import QueuedSubscription
 from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.errors import TransactionConflictError, VersionConflictError
 
@@ -346,44 +347,13 @@ class MemoryKV:
 # --- PubSub ------------------------------------------------------------------
 
 
-class _MemorySubscription:
+class _MemorySubscription(QueuedSubscription):
     def __init__(self, hub: MemoryPubSub, channels: tuple[str, ...]) -> None:
+        super().__init__(channels)
         self._hub = hub
-        self.channels = channels
-        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self.closed = False
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            message = await self.queue.get()
-            if message is None:
-                return
-            yield message
-
-    async def get(self, timeout: float | None = None) -> Message | None:
-        if self.closed and self.queue.empty():
-            return None
-        try:
-            async with asyncio.timeout(timeout):
-                message = await self.queue.get()
-        except TimeoutError:
-            return None
-        return message
-
-    async def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._hub._drop(self)
-            self.queue.put_nowait(None)
-
-    async def __aenter__(self) -> _MemorySubscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def _detach(self) -> None:
+        self._hub._drop(self)
 
 
 class MemoryPubSub:

@@ -33,11 +33,11 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from functools import partial
 
 from reflow.backends.protocols import Message
 from reflow.backends.sqlite_db import Database
+from reflow.backends.subscription import QueuedSubscription
 
 __all__ = ["KEEP_MESSAGES", "POLL_INTERVAL", "PUBSUB_SCHEMA", "SQLitePubSub"]
 
@@ -54,50 +54,16 @@ _TRIM_EVERY = 256  # publishes between trims of the message table
 Row = tuple[int, str, bytes, str]
 
 
-class _Subscription:
+class _Subscription(QueuedSubscription):
     """An open subscription; iterate it, or ``get`` with a timeout."""
 
     def __init__(self, hub: SQLitePubSub, channels: tuple[str, ...], since: int) -> None:
+        super().__init__(channels)
         self._hub = hub
-        self.channels = channels
         self.since = since  # rows up to this one were published before we subscribed
-        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self.closed = False
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            message = await self.queue.get()
-            if message is None:
-                return
-            yield message
-
-    async def get(self, timeout: float | None = None) -> Message | None:
-        """The next message, or None after ``timeout`` seconds or once closed."""
-        if self.closed and self.queue.empty():
-            return None
-        try:
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-            # cancellation and drop the message it was about to return.
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
-
-    async def close(self) -> None:
-        """Stop receiving; iteration ends after what was already queued."""
-        if not self.closed:
-            self.closed = True
-            self.queue.put_nowait(None)
-            await self._hub._drop(self)
-
-    async def __aenter__(self) -> _Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def _detach(self) -> None:
+        await self._hub._drop(self)
 
 
 class SQLitePubSub:
