@@ -62,6 +62,9 @@ _304_FIELDS = frozenset(
 )
 _FRAMING = HOP_BY_HOP | {"content-length"}
 _CONDITIONAL = frozenset({"if-none-match", "if-modified-since", "range", "if-range"})
+# Whole hooked answers kept per hook view (Entry.hook_view, rebuilt every second).
+_ANSWERS = 16
+_ANSWER_BYTES = 64 * 1024
 _NOT_STORED_HEADERS = HOP_BY_HOP | {
     "content-length",
     "age",
@@ -220,13 +223,15 @@ class Edge:
                 if result.request is None:
                     return self._generated(result, request)
                 cf_request = result.request
+                path = request.path
                 self._adopt(request, result)
                 request.viewer_done = True
-                moved = self.route(request.path)
-                if moved is not route and (
-                    moved.behaviour is not route.behaviour or moved.hooks != route.hooks
-                ):
-                    return None
+                if request.path is not path:
+                    moved = self.route(request.path)
+                    if moved is not route and (
+                        moved.behaviour is not route.behaviour or moved.hooks != route.hooks
+                    ):
+                        return None
             policy = route.behaviour.policy
             if (request.query and policy.query_strings) or _has_conditional(request):
                 request.viewer_done = True
@@ -259,10 +264,21 @@ class Edge:
                 else:
                     view.copies.give_back(handed)
                 if answer.added is not None:
-                    # Every stored header came back untouched: reuse their rendered lines.
-                    data = view.prefix + build_tail(
-                        _framing_free(answer.added), len(body), keep_alive=request.keep_alive
-                    )
+                    # Every stored header came back untouched: reuse their rendered
+                    # lines, or the whole answer when the same headers were added.
+                    key = (*answer.added, request.keep_alive, head)
+                    answers = view.answers
+                    cached = answers.get(key)
+                    if cached is None:
+                        data = view.prefix + build_tail(
+                            _framing_free(answer.added), len(body), keep_alive=request.keep_alive
+                        )
+                        if not head:
+                            data += body
+                        if len(answers) < _ANSWERS and len(data) <= _ANSWER_BYTES:
+                            answers[key] = data
+                    else:
+                        data = cached
                 else:
                     data = build_head(
                         answer.status,
@@ -271,8 +287,8 @@ class Edge:
                         len(body),
                         keep_alive=request.keep_alive,
                     )
-                if not head:
-                    data += body
+                    if not head:
+                        data += body
         except HookError as exc:
             self.metrics.hook_errors += 1
             return error_response(502, str(exc), keep_alive=request.keep_alive)
@@ -740,4 +756,5 @@ def _framing_free(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _has_conditional(request: Request) -> bool:
-    return any(name in _CONDITIONAL for name, _ in request.headers)
+    # dict() of the pairs and the set check both run in C: no generator per hooked hit.
+    return not _CONDITIONAL.isdisjoint(dict(request.headers))

@@ -221,6 +221,10 @@ class HookView:
     copies: HeaderCopies
     prefix: bytes
     body: bytes
+    # Whole answers by what the hook added (and keep-alive, HEAD): a function that
+    # adds the same headers on every call gets the same bytes object back, with
+    # nothing rendered or copied (bounded; small bodies only).
+    answers: dict[tuple[object, ...], bytes] = field(default_factory=dict)
 
 
 @dataclass

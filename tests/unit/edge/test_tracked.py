@@ -300,3 +300,59 @@ async def test_a_viewer_request_call_never_sees_what_an_earlier_call_added_or_ed
         await edge.close()
     given = headers_to_cf([("host", "x"), ("accept", "*/*")])
     assert seen == [given] * 5
+
+
+async def test_the_same_added_header_reuses_one_answer_and_a_new_value_renders_anew() -> None:
+    values = iter(["1", "1", "2", "1"])
+
+    def counter(event: Event, context: Any) -> Any:
+        response = _response(event)
+        response["headers"]["x-n"] = [{"key": "X-N", "value": next(values)}]
+        return response
+
+    edge = Edge(
+        [Behaviour("*", _Origin())],
+        [Hook("counter", "viewer-response", "/*", counter)],
+        clock=FakeClock(1_000.0),
+    )
+    try:
+        await edge.handle(_get())  # the miss uses the first value
+        first, second, third = (edge.fast(_get(), False) for _ in range(3))
+    finally:
+        await edge.close()
+    assert first is not None and second is not None and third is not None
+    assert b"X-N: 1\r\n" in first and first.endswith(b"hello")
+    assert b"X-N: 2\r\n" in second and b"X-N: 1" not in second
+    assert third == first  # the same header again: the same bytes
+
+
+async def test_a_reused_answer_still_follows_keep_alive_and_head() -> None:
+    def hsts(event: Event, context: Any) -> Any:
+        response = _response(event)
+        response["headers"]["strict-transport-security"] = [
+            {"key": "Strict-Transport-Security", "value": "max-age=60"}
+        ]
+        return response
+
+    edge = Edge(
+        [Behaviour("*", _Origin())],
+        [Hook("hsts", "viewer-response", "/*", hsts)],
+        clock=FakeClock(1_000.0),
+    )
+    try:
+        await edge.handle(_get())
+        kept = edge.fast(_get(), False)
+        closing = _get()
+        closing.keep_alive = False
+        closed = edge.fast(closing, False)
+        head = _get()
+        head.method = "HEAD"
+        headed = edge.fast(head, False)
+        again = edge.fast(_get(), False)
+    finally:
+        await edge.close()
+    assert kept is not None and closed is not None and headed is not None
+    assert b"Connection: close" not in kept and kept.endswith(b"\r\n\r\nhello")
+    assert b"Connection: close\r\n" in closed and closed.endswith(b"hello")
+    assert headed.endswith(b"\r\n\r\n") and b"Content-Length: 5\r\n" in headed
+    assert again == kept
