@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reflow.flows import intrinsics, jsonata, paths
+from reflow.flows import intrinsics, jsonata, paths, validate_map
 from reflow.flows.choice import COMPARISONS, TYPE_TESTS
 from reflow.flows.errors import ALL, PathSyntaxError
 from reflow.flows.model import JSONATA, JSONPATH
@@ -622,6 +622,7 @@ def _check_map(
     share = state.get("ToleratedFailurePercentage")
     if share is not None and not _dynamic(share, language) and not _percentage(share):
         found.append((f"{path}.ToleratedFailurePercentage", "must be a number from 0 to 100"))
+    validate_map.check_distributed(state, path, language, found)
     batcher = state.get("ItemBatcher")
     if batcher is not None:
         if not isinstance(batcher, Mapping):
