@@ -10,9 +10,9 @@ parent's variables), at most ``MaxConcurrency`` at once. Failures count
 against ``ToleratedFailureCount``/``Percentage`` (zero unless set: then
 any failed child fails the state with
 ``States.ExceedToleratedFailureThreshold``). With a ResultWriter the child
-executions' descriptions go to the bucket and the state's result is the
-manifest's location; without one it is the array of child outputs, as for
-an inline Map.
+executions' descriptions go to the bucket (also when the Map Run fails)
+and on success the state's result is the manifest's location; without one
+it is the array of child outputs, as for an inline Map.
 
 Children run in memory, in ``run`` and in the durable service alike (there,
 within the Map state's one transition: a crash mid-Map runs the Map Run
@@ -87,14 +87,19 @@ async def run_map_run(
         for e in executions
     ]
     outcome = mapping.gather(action, outcomes)
-    if isinstance(outcome, Result) and source.writer is not None:
+    if source.writer is not None:
+        # Written whether the Map Run succeeded or not: the FAILED file is how one
+        # finds out which children failed.
         entries = [_describe(e, processor_name) for e in executions]
         try:
-            outcome = Result(
-                await item_io.write_results(executor.blobs, source.writer, map_run_arn, entries)
+            written = await item_io.write_results(
+                executor.blobs, source.writer, map_run_arn, entries
             )
         except StatesError as error:
             outcome = Failure(error.name, error.cause)
+        else:
+            if isinstance(outcome, Result):
+                outcome = Result(written)
     if isinstance(outcome, Result):
         history.add("MapRunSucceeded", clock.time(), name=state_name)
         history.add("MapStateSucceeded", clock.time(), name=state_name)

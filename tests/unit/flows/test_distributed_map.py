@@ -7,6 +7,7 @@ The ResultWriter layout follows the Step Functions docs (ResultWriter (Map)):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -114,16 +115,23 @@ async def test_tolerated_failures_are_written_to_the_failed_file() -> None:
     assert "Output" not in failed
 
 
-async def test_one_failed_child_over_the_default_threshold_fails_and_writes_nothing() -> None:
+async def test_one_failed_child_over_the_default_threshold_fails_but_results_are_written() -> None:
     clock = FakeClock()
     blobs = MemoryBlobs(clock)
-    await put_jobs(blobs, {"id": 1, "bad": True})
+    await put_jobs(blobs, {"id": 1, "bad": True}, {"id": 2})
     execution = await run_async(
         flow(WORK), {}, functions={"check": check}, blobs=blobs, clock=clock
     )
     assert execution.error == "States.ExceedToleratedFailureThreshold"
-    assert await blobs.list("out/") == []
     assert "MapRunFailed" in execution.event_types()
+    listed = await blobs.list("out/")
+    [manifest_info] = [info for info in listed if info.key.endswith("manifest.json")]
+    manifest = await read_json(blobs, manifest_info.key)
+    [failed_file] = manifest["ResultFiles"]["FAILED"]
+    [failed] = await read_json(blobs, f"out/{failed_file['Key']}")
+    assert failed["Error"] == "ValueError"
+    [succeeded_file] = manifest["ResultFiles"]["SUCCEEDED"]
+    assert len(await read_json(blobs, f"out/{succeeded_file['Key']}")) == 1
 
 
 async def test_history_records_the_map_run_and_children_are_separate_executions() -> None:
@@ -216,5 +224,28 @@ async def test_the_durable_service_reads_and_writes_the_backend_blobs() -> None:
         [succeeded] = manifest["ResultFiles"]["SUCCEEDED"]
         entries = await read_json(backend.blobs, f"out/{succeeded['Key']}")
         assert sorted(json.loads(e["Output"])["ok"] for e in entries) == [5, 6]
+    finally:
+        await backend.close()
+
+
+async def test_an_express_flow_in_the_service_reads_the_backend_blobs_too() -> None:
+    clock = FakeClock(autojump=True)
+    backend = memory_backend(clock)
+    try:
+        await put_jobs(backend.blobs, {"id": 8})
+        definition = flow(WORK)
+        del definition["States"]["M"]["ResultWriter"]
+        service = FlowService(
+            backend, {"fan": definition}, functions={"check": check}, express={"fan"}
+        )
+        await service.start_execution("fan", {}, name="e")
+        for _ in range(100):
+            described = await service.describe("e")
+            if described["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0)
+        assert described["status"] == "SUCCEEDED", described
+        assert described["output"] == [{"ok": 8}]
+        await service.stop()
     finally:
         await backend.close()
