@@ -323,10 +323,25 @@ class Executor:
                 )
             resource, payload, wrap = str(payload["FunctionName"]), payload.get("Payload"), True
         if resource.startswith(nested.START_EXECUTION):
+            limit = action.timeout
+            if self._deadline is not None:
+                remaining = max(0.0, self._deadline - self.clock.time())
+                limit = remaining if limit is None else min(limit, remaining)
             try:
-                result = await nested.start_execution(self, resource, payload)
+                # TimeoutSeconds bounds a .sync wait like any task call.
+                result = await call(
+                    lambda: nested.start_execution(self, resource, payload),
+                    self.clock,
+                    limit=limit,
+                    heartbeat=None,
+                    beats=Beats(self.clock),
+                    check=self._check_deadline,
+                )
             except _TimedOut:
                 raise
+            except TaskTimeout:
+                history.add("TaskTimedOut", self.clock.time(), name=state_name, error=TIMEOUT)
+                return core.Failure(TIMEOUT, f"Task '{state_name}' ran past its TimeoutSeconds")
             except StatesError as error:
                 return self._task_failed(history, state_name, error.name, error.cause)
             history.add("TaskSucceeded", self.clock.time(), name=state_name, output=result)

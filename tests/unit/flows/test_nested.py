@@ -8,11 +8,12 @@ text; .sync:2 returns it with Output parsed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from reflow.backends import memory_backend
-from reflow.flows import TaskContext, run
+from reflow.flows import TaskContext, run, run_async
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
 
@@ -231,3 +232,22 @@ async def test_wait_for_task_token_on_an_unknown_flow_fails_the_task() -> None:
 def test_wait_for_task_token_needs_the_service_in_memory() -> None:
     execution = go(callback_parent(), {"replier": REPLIER})
     assert execution.error == "States.Runtime"
+
+
+async def test_timeout_seconds_bounds_a_sync_wait_for_the_child() -> None:
+    # A hand-driven clock: under autojump the child's 600 s Wait would jump past the
+    # task's 60 s timer before it could fire (sleeps do not overlap there).
+    clock = FakeClock()
+    slow_child = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}
+    definition = parent(START + ".sync")
+    definition["States"]["Call"]["TimeoutSeconds"] = 60
+    task = asyncio.ensure_future(
+        run_async(definition, {"n": 1}, flows={"child": slow_child}, clock=clock)
+    )
+    while not task.done():
+        for _ in range(5):
+            await asyncio.sleep(0)
+        clock.advance(10)
+    execution = task.result()
+    assert execution.error == "States.Timeout"
+    assert execution.stop_time - execution.start_time < 120
