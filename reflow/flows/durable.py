@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError, ReflowError
+from reflow.flows import children, nested
 from reflow.flows import interpreter as core
-from reflow.flows import nested
+from reflow.flows.children import StartChild
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TASK_FAILED, TIMEOUT
 from reflow.flows.executor import (
     Executor,
@@ -60,7 +61,6 @@ __all__ = [
 
 CALLBACK_SUFFIX = ".waitForTaskToken"
 PersistHook = Callable[[str, str, int], None]
-StartChild = Callable[[str, Any, str], Awaitable[Any]]
 """Called as ``hook(phase, execution, seq)`` with phase ``"before"``/``"after"`` a save."""
 
 _TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
@@ -234,6 +234,20 @@ class DurableRunner:
                         return await self._save(record, version, history, [timer])
                     outcome = core.Result(None)
                 elif isinstance(action, core.Invoke):
+                    if self.start_child is not None and children.handles(action.resource):
+                        found = await children.durable_child(
+                            self.store, self.start_child, self.machines, record, action,
+                            history, self.clock.time(),
+                        )  # fmt: skip
+                        if isinstance(found, float):
+                            # The child still runs: look again at `found` (a durable timer).
+                            record.wait = {"kind": "timer", "at": found, "then": "enter"}
+                            record.entered = True
+                            timer = timer_key(found, record.name, "wake")
+                            return await self._save(record, version, history, [timer])
+                        outcome = found
+                        action = core.step(machine, cursor, context, outcome)
+                        continue
                     if action.resource.endswith(CALLBACK_SUFFIX):
                         await self._await_callback(
                             record, version, history, action, cursor, context, executor

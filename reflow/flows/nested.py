@@ -32,10 +32,10 @@ from reflow.flows.errors import RUNTIME, TASK_FAILED, StatesError
 if TYPE_CHECKING:
     from reflow.flows.executor import Execution, Executor
 
-__all__ = ["START_EXECUTION", "describe", "flow_name", "settle", "start_execution"]
+__all__ = ["ARN_PREFIX", "START_EXECUTION", "describe", "flow_name", "settle", "start_execution"]
 
 START_EXECUTION = "arn:aws:states:::states:startExecution"
-_ARN_PREFIX = "arn:aws:states:local:000000000000:stateMachine:"
+ARN_PREFIX = "arn:aws:states:local:000000000000:stateMachine:"
 
 
 def flow_name(arn_or_name: str) -> str:
@@ -58,7 +58,7 @@ def describe(execution: Execution, machine_name: str, *, parsed: bool) -> dict[s
         "InputDetails": {"Included": True},
         "Name": execution.name,
         "StartDate": int(execution.start_time * 1000),
-        "StateMachineArn": _ARN_PREFIX + machine_name,
+        "StateMachineArn": ARN_PREFIX + machine_name,
         "Status": execution.status,
         "StopDate": int((execution.stop_time or execution.start_time) * 1000),
     }

@@ -150,20 +150,83 @@ def test_jsonata_arguments_start_a_child() -> None:
     assert go(definition, {"child": CHILD}, 5).output == {"n": 10}
 
 
-async def test_the_durable_service_runs_nested_sync_executions() -> None:
-    clock = FakeClock(autojump=True)
+async def finish(service: FlowService, clock: FakeClock, name: str) -> dict[str, Any]:
+    """Drain the service, moving the clock on, until execution ``name`` ends."""
+    for _ in range(100):
+        await service.drain()
+        described = await service.describe(name)
+        if described["status"] != "RUNNING":
+            return described
+        clock.advance(0.5)
+    raise AssertionError(f"{name} did not finish")
+
+
+async def test_the_durable_service_runs_nested_sync_children_as_durable_executions() -> None:
+    clock = FakeClock()
     backend = memory_backend(clock)
     try:
         service = FlowService(
             backend,
-            {"parent": parent(START + ".sync:2"), "child": CHILD},
+            {"parent": parent(START + ".sync:2"), "text": parent(START + ".sync"), "child": CHILD},
             functions={"double": double},
         )
         await service.start_execution("parent", {"n": 6}, name="p")
-        await service.drain()
-        described = await service.describe("p")
+        described = await finish(service, clock, "p")
         assert described["status"] == "SUCCEEDED"
         assert described["output"]["Output"] == {"n": 12}
+        assert described["output"]["Status"] == "SUCCEEDED"
+        # The child is an execution of the service: listed and described on its own.
+        child_name = described["output"]["Name"]
+        child = await service.describe(child_name)
+        assert child["flow"] == "child" and child["output"] == {"n": 12}
+        await service.start_execution("text", {"n": 2}, name="t")
+        text = await finish(service, clock, "t")
+        assert json.loads(text["output"]["Output"]) == {"n": 4}
+    finally:
+        await backend.close()
+
+
+async def test_a_failed_durable_child_fails_the_sync_task_with_its_description() -> None:
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    try:
+        service = FlowService(backend, {"parent": parent(START + ".sync"), "child": FAILING})
+        await service.start_execution("parent", {"n": 1}, name="p")
+        described = await finish(service, clock, "p")
+        assert described["error"] == "States.TaskFailed"
+        assert json.loads(described["cause"])["Error"] == "Nope"
+    finally:
+        await backend.close()
+
+
+async def test_a_durable_sync_child_past_the_task_timeout_fails_it() -> None:
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    try:
+        slow = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}
+        definition = parent(START + ".sync")
+        definition["States"]["Call"]["TimeoutSeconds"] = 5
+        service = FlowService(backend, {"parent": definition, "child": slow})
+        await service.start_execution("parent", {"n": 1}, name="p")
+        described = await finish(service, clock, "p")
+        assert described["error"] == "States.Timeout"
+    finally:
+        await backend.close()
+
+
+async def test_a_durable_fire_and_forget_child_is_started_and_named_once() -> None:
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    try:
+        service = FlowService(
+            backend,
+            {"parent": parent(START, Name="kid"), "child": CHILD},
+            functions={"double": double},
+        )
+        await service.start_execution("parent", {"n": 3}, name="p")
+        described = await finish(service, clock, "p")
+        assert described["output"]["ExecutionArn"].endswith(":kid")
+        assert (await finish(service, clock, "kid"))["output"] == {"n": 6}
     finally:
         await backend.close()
 
