@@ -9,13 +9,13 @@ raises :class:`Overrun` asynchronously in the hook's thread
 its next bytecode. A handler blocked inside a C call cannot be interrupted
 this way; that is what process isolation (reflow.functions) is for.
 
-The watcher does not poll: it sleeps until the deadline it last saw (or a
-long idle period), and an arm wakes it only when its deadline is earlier
-than that. Under load every hook arms with the same limit, so deadlines only
-move forward and the hit path never signals the thread; the watcher wakes
-about once per limit instead of a hundred times a second. (Each wake-up has
-to take the GIL from the thread serving requests — on a server pinned to one
-core that hand-over costs two context switches.)
+Arming is one tuple written to one attribute (token, thread, deadline), so
+the watcher never sees a new token with an old deadline and the hook path
+pays two calls and no allocation beyond that tuple. The watcher polls every
+10 ms. (A watcher that slept until the deadline it last saw woke far less
+often and cost less CPU per request, but served *fewer* hooked requests per
+second in every alternating run on the shared benchmark machine, so the
+simple poll stays; see bench/RESULTS.md "## edge".)
 
 No signal is used, so nothing here competes with an application's (or
 pytest-timeout's) ``SIGALRM``.
@@ -24,13 +24,12 @@ pytest-timeout's) ``SIGALRM``.
 from __future__ import annotations
 
 import ctypes
-import math
 import threading
 import time
 
 __all__ = ["Overrun", "Watchdog", "WATCHDOG"]
 
-_IDLE = 0.25  # seconds the watcher sleeps with nothing armed; shorter limits wake it
+_POLL = 0.01  # seconds between checks: the resolution of every limit
 
 _Armed = tuple[int, int, float]  # token, thread id, deadline: one object, swapped atomically
 
@@ -47,11 +46,9 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._armed: _Armed | None = None
         self._token = 0
         self._fired = -1
-        self._sleeping_until = math.inf  # when the watcher looks next, if asleep
         self._watcher: threading.Thread | None = None
 
     def arm(self, seconds: float) -> int:
@@ -62,8 +59,6 @@ class Watchdog:
         deadline = time.monotonic() + seconds
         # A single attribute write: the watcher never sees a new token with an old deadline.
         self._armed = (token, threading.get_ident(), deadline)
-        if deadline < self._sleeping_until:
-            self._wake.set()
         return token
 
     def disarm(self, token: int) -> bool:
@@ -82,23 +77,10 @@ class Watchdog:
 
     def _watch(self) -> None:
         while True:
-            self._wake.clear()
+            time.sleep(_POLL)
             armed = self._armed
-            now = time.monotonic()
-            if armed is not None and now >= armed[2]:
+            if armed is not None and time.monotonic() >= armed[2]:
                 self._fire(armed)
-                continue
-            until = now + _IDLE if armed is None else armed[2]
-            self._sleeping_until = until
-            # An arm between the read above and publishing ``until`` compared its
-            # deadline with a stale value: look again if it must be watched sooner.
-            # (Only then: under load the hook thread re-arms constantly, and looping
-            # on any change would keep this thread fighting it for the GIL.)
-            current = self._armed
-            if current is not None and current[2] < until:
-                continue
-            self._wake.wait(until - now)
-            self._sleeping_until = -math.inf  # awake: arms need not signal
 
     def _fire(self, armed: _Armed) -> None:
         with self._lock:

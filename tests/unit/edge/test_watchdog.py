@@ -31,13 +31,12 @@ def test_a_runaway_loop_is_interrupted_just_after_its_limit() -> None:
     assert 0.05 <= took < 0.5
 
 
-def test_a_short_limit_armed_while_the_watcher_sleeps_on_a_long_one_still_fires() -> None:
+def test_a_short_limit_armed_after_a_long_one_fires_at_its_own_deadline() -> None:
     watchdog = Watchdog()
-    # The watcher now sleeps toward this call's 5 s deadline (or its idle period)...
     token = watchdog.arm(5.0)
     time.sleep(0.02)
     assert not watchdog.disarm(token)
-    # ...and a later, shorter limit must wake it rather than wait for that.
+    # The earlier call's 5 s deadline must not delay this one.
     took, fired = _spin(watchdog, 0.05)
     assert fired
     assert took < 0.5
