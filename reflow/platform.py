@@ -143,8 +143,10 @@ class Platform:
 
             flows = FlowsService(self.app, self.backend, admin=self.admin, runtime=runtime)
             await self.add_service("flows", flows)
-        if self.app.tables or self.app.changes:
-            # Imported here: an app without tables never loads reflow.state.
+        if self.app.tables or self.app.changes or self.app.functions:
+            # Every function may reach context.limits (rate limits, counters),
+            # not only those of apps that declare tables.
+            # Imported here: an app with neither functions nor tables never loads it.
             from reflow.state.running import StateRunner
 
             state = StateRunner(

@@ -43,7 +43,7 @@ from typing import Any
 from reflow.edge.shapes import FUNCTION_HOOKS, from_function_result, to_function_event
 from reflow.edge.tracked import CfHeaders, added_if_intact
 from reflow.edge.watchdog import WATCHDOG, Overrun
-from reflow.errors import FunctionError, HookError
+from reflow.errors import FunctionError, HookError, NotAvailableError
 
 __all__ = [
     "REQUEST_HOOKS",
@@ -241,6 +241,20 @@ class EdgeContext:
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the hook's time limit."""
         return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+    @property
+    def limits(self) -> Any:
+        """``context.limits``: rate limits and counters, for ``async def`` hooks.
+
+        One backend round trip per call (a Lua script on Redis), so a
+        viewer-request hook can refuse a client before the cache is consulted.
+        """
+        from reflow.functions.context import registered_client
+
+        factory = registered_client("limits")
+        if factory is None:
+            raise NotAvailableError("limits", "the state service is not running in this process")
+        return factory(self)  # type: ignore[arg-type]  # the limits client ignores its context
 
 
 def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:

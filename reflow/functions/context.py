@@ -50,6 +50,8 @@ __all__ = [
     "function_arn",
     "log_stream_for",
     "register_client",
+    "registered_client",
+    "unregister_client",
 ]
 
 T = TypeVar("T")
@@ -116,6 +118,24 @@ def register_client(name: str, factory: ClientFactory) -> None:
     if name not in CLIENT_NAMES:
         raise ValueError(f"unknown platform client {name!r}; expected one of {CLIENT_NAMES}")
     _factories[name] = factory
+
+
+def unregister_client(name: str, factory: ClientFactory) -> None:
+    """Remove ``factory`` from ``context.<name>`` if it is still the one installed.
+
+    A subsystem calls this when it stops, so a later context in the same
+    process gets ``NotAvailableError`` instead of a client over closed parts.
+    """
+    if _factories.get(name) is factory:
+        del _factories[name]
+
+
+def registered_client(name: str) -> ClientFactory | None:
+    """The factory installed for ``context.<name>``, if its subsystem runs here.
+
+    For callers that hand handlers a context of their own (the edge's hooks).
+    """
+    return _factories.get(name)
 
 
 _time_now, _monotonic_now = time.time, time.monotonic

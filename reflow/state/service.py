@@ -24,7 +24,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reflow.app import App, ChangeConfig
 from reflow.backends import Backend
@@ -35,6 +35,9 @@ from reflow.state.limits import RateLimiter
 from reflow.state.replication import GlobalTable
 from reflow.state.streams import StreamConsumer, StreamRecord, StreamRelay, to_event
 from reflow.state.tables import Table
+
+if TYPE_CHECKING:
+    from reflow.functions.context import ClientFactory, Context
 
 __all__ = ["Deliver", "LimitsClient", "StateService"]
 
@@ -107,6 +110,7 @@ class StateService:
         ]
         self.limits = RateLimiter.for_backend(backend, clock=self._clock)
         self.counters = Counters.for_backend(backend)
+        self._installed: list[tuple[str, ClientFactory]] = []
 
     @property
     def tables(self) -> Mapping[str, Table | GlobalTable]:
@@ -119,9 +123,17 @@ class StateService:
 
         tables = self.tables
         limits = LimitsClient(self.limits, self.counters)
-        # Per invocation: each context authorises against its own function.
-        register_client("tables", lambda context: TablesClient(tables, context.authorize))
-        register_client("limits", lambda context: limits)
+
+        def tables_client(context: Context) -> TablesClient:
+            # Per invocation: each context authorises against its own function.
+            return TablesClient(tables, context.authorize)
+
+        def limits_client(context: Context) -> LimitsClient:
+            return limits
+
+        self._installed = [("tables", tables_client), ("limits", limits_client)]
+        for name, factory in self._installed:
+            register_client(name, factory)
 
     async def step(self) -> int:
         """Relay every outbox, then one batch to each change handler; return how many ran."""
@@ -149,6 +161,11 @@ class StateService:
 
     async def close(self) -> None:
         """Release what the service opened (Redis pools of the limiter and counters)."""
+        from reflow.functions.context import unregister_client
+
+        installed, self._installed = self._installed, []
+        for name, factory in installed:
+            unregister_client(name, factory)
         await self.limits.close()
         await self.counters.close()
 

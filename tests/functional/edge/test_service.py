@@ -142,3 +142,36 @@ async def test_a_busy_edge_port_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(EdgeError, match=f"cannot listen on 127.0.0.1:{port}"):
             await service.start()
     await backend.close()
+
+
+def limited_app() -> App:
+    app = App("limited")
+    app.bucket("pages")
+    app.edge_origin("*", "bucket:pages", default_ttl=300)
+
+    @app.edge("viewer-request", path="/*")
+    async def throttle(event: dict[str, Any], context: Any) -> Any:
+        request = event["Records"][0]["cf"]["request"]
+        decision = await context.limits.hit(f"ip:{request['clientIp']}", rate="2/minute")
+        if not decision.allowed:
+            return {"status": "429", "statusDescription": "Too Many Requests", "headers": {}}
+        return request
+
+    return app
+
+
+async def test_a_viewer_request_hook_rate_limits_through_context_limits(tmp_path: Path) -> None:
+    backend = memory_backend()
+    await backend.blobs.put("pages/index.html", b"home", content_type="text/plain")
+    settings = Settings.load(
+        env={}, backend="memory://", admin_port=0, edge_port=0, data_dir=str(tmp_path)
+    )
+    platform = Platform(limited_app(), settings, backend=backend)
+    await platform.start()
+    try:
+        edge_port = platform.service("edge").port  # type: ignore[union-attr]
+        statuses = [(await http(edge_port, "GET", "/"))[0] for _ in range(4)]
+        # Two per minute per client: the third and fourth are refused before the cache.
+        assert statuses == [200, 200, 429, 429]
+    finally:
+        await platform.stop()

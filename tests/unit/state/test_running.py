@@ -76,13 +76,32 @@ async def test_run_starts_state_and_delivers_changes_to_on_change_handlers(
     assert platform.services == []
 
 
-async def test_an_app_without_tables_gets_no_state_service(tmp_path: Path) -> None:
+async def test_an_app_with_only_functions_gets_limits_and_they_go_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    from reflow.functions.context import registered_client
+
     app = App("site")
 
     @app.function
     def ping(event: object, context: object) -> str:
         return "pong"
 
+    platform = Platform(app, settings(tmp_path), backend=memory_backend())
+    await platform.start(admin=False)
+    try:
+        # No tables, but every function may still use context.limits.
+        assert "state" in platform.services
+        assert registered_client("limits") is not None
+    finally:
+        await platform.stop()
+    assert registered_client("limits") is None
+    assert registered_client("tables") is None
+
+
+async def test_an_app_without_functions_or_tables_gets_no_state_service(tmp_path: Path) -> None:
+    app = App("site")
+    app.flow("noop", {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
     platform = Platform(app, settings(tmp_path), backend=memory_backend())
     await platform.start(admin=False)
     try:
