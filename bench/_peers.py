@@ -9,10 +9,12 @@ peer through a small adapter script run with that environment's interpreter.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".venv-peers"
@@ -69,3 +71,37 @@ def peer_python(packages: tuple[str, ...] = (LOCALSTACK,)) -> str:
     )
     stamp.touch()
     return str(python)
+
+
+class PeerProcess:
+    """An adapter script run with the peers' interpreter, spoken to in JSON lines.
+
+    Each request is one JSON object on a line; each answer one line back. The
+    adapter runs in bench/.venv-peers so the peer never enters reflow's own
+    environment.
+    """
+
+    def __init__(self, script: Path, packages: tuple[str, ...]) -> None:
+        self.process = subprocess.Popen(
+            [peer_python(packages), str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request; return the adapter's answer."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the peer adapter {Path(self.process.args[1]).name} exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        """End the adapter (it stops at end of input)."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _common import Comparison, alternate, machine_is_quiet, parse_args, rate, report  # noqa: E402
-from _peers import peer_python  # noqa: E402
+from _peers import PeerProcess  # noqa: E402
 
 from reflow.backends import Backend, open_backend  # noqa: E402
 from reflow.flows import StateMachine, parse, run_async  # noqa: E402
@@ -122,32 +121,11 @@ def map_over_items() -> dict[str, Any]:
     }
 
 
-class Peer:
+class Peer(PeerProcess):
     """LocalStack's ASL interpreter in bench/.venv-peers, behind bench/_flows_peer.py."""
 
     def __init__(self) -> None:
-        python = peer_python(PEER_PACKAGES)
-        self.process = subprocess.Popen(
-            [python, str(HERE / "_flows_peer.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("the LocalStack adapter exited")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
+        super().__init__(HERE / "_flows_peer.py", PEER_PACKAGES)
 
 
 def ours_round(machine: StateMachine, value: Any, count: int, transitions: int) -> float:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,7 +56,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _common import Comparison, alternate, machine_is_quiet, parse_args, rate, report  # noqa: E402
-from _peers import peer_python  # noqa: E402
+from _peers import PeerProcess  # noqa: E402
 
 from reflow.events import RuleSet  # noqa: E402
 
@@ -297,31 +296,17 @@ def make_rule(rng: random.Random) -> dict[str, Any]:
 # --- the two sides ------------------------------------------------------------------------
 
 
-class Peer:
+class Peer(PeerProcess):
     """LocalStack's matcher in bench/.venv-peers, behind bench/_patterns_peer.py."""
 
     def __init__(self) -> None:
-        python = peer_python(PEER_PACKAGES)
-        self.process = subprocess.Popen(
-            [python, str(HERE / "_patterns_peer.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        super().__init__(HERE / "_patterns_peer.py", PEER_PACKAGES)
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        answer: dict[str, Any] = json.loads(self.process.stdout.readline())
+        answer = super().ask(request)
         if "error" in answer:
             raise RuntimeError(answer["error"])
         return answer
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
 
 
 def idle_rules(rules: list[dict[str, Any]], size: int) -> dict[str, dict[str, Any]]:
