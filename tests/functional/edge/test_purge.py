@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import pytest
@@ -108,9 +109,10 @@ async def test_no_old_body_after_purge_returns_while_64_connections_read() -> No
 
     After each purge call returns, no request sent afterwards gets an older
     version; the p99 (here: the worst of 20) from purge call to the first
-    fresh response on another connection stays well under a second (the
-    design target is 50 ms; on a shared CI machine a timed bound that tight
-    measures the neighbours, so this only catches a purge that waits for a TTL).
+    fresh response on another connection is under 50 ms at the median, and
+    the worst of 20 under half a second (a single sample on a shared CI
+    machine can be delayed by a neighbour; a purge that waited for a TTL
+    would fail both).
     """
     backend = memory_backend()
     harness = await start_harness()
@@ -148,6 +150,7 @@ async def test_no_old_body_after_purge_returns_while_64_connections_read() -> No
         await asyncio.gather(*readers)
         assert stale == []
         assert len(fresh_after) == 20
+        assert statistics.median(fresh_after.values()) < 0.05
         assert max(fresh_after.values()) < 0.5
     finally:
         await purger.stop()
