@@ -52,29 +52,6 @@ def _child_name(record: ExecutionRecord, payload: Mapping[str, Any]) -> str:
     return "child-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
 
 
-def _shape(child: ExecutionRecord, *, parsed: bool) -> dict[str, Any]:
-    def data(value: Any) -> Any:
-        return value if parsed else json.dumps(value, separators=(",", ":"))
-
-    shape: dict[str, Any] = {
-        "ExecutionArn": child.id,
-        "Input": data(child.input),
-        "InputDetails": {"Included": True},
-        "Name": child.name,
-        "StartDate": int(child.start_time * 1000),
-        "StateMachineArn": nested.ARN_PREFIX + child.flow,
-        "Status": child.status,
-        "StopDate": int((child.stop_time or child.start_time) * 1000),
-    }
-    if child.status == "SUCCEEDED":
-        shape["Output"] = data(child.output)
-        shape["OutputDetails"] = {"Included": True}
-    else:
-        shape["Error"] = child.error
-        shape["Cause"] = child.cause
-    return shape
-
-
 async def durable_child(
     store: ExecutionStore,
     start_child: StartChild,
@@ -115,7 +92,7 @@ async def durable_child(
     if child is not None and not pattern:
         return core.Result({"ExecutionArn": child.id, "StartDate": int(child.start_time * 1000)})
     if child is not None and child.status != RUNNING:
-        shape = _shape(child, parsed=pattern == ".sync:2")
+        shape = nested.describe(child, child.flow, parsed=pattern == ".sync:2")
         if child.status == "SUCCEEDED":
             history.add("TaskSucceeded", now, name=state, output=shape)
             return core.Result(shape)

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reflow.flows.errors import RUNTIME, TASK_FAILED, StatesError
 
 if TYPE_CHECKING:
-    from reflow.flows.executor import Execution, Executor
+    from reflow.flows.executor import Executor
 
 __all__ = ["ARN_PREFIX", "START_EXECUTION", "describe", "flow_name", "settle", "start_execution"]
 
@@ -46,8 +46,25 @@ def flow_name(arn_or_name: str) -> str:
     return arn_or_name
 
 
-def describe(execution: Execution, machine_name: str, *, parsed: bool) -> dict[str, Any]:
-    """The DescribeExecution shape of a finished child (JSON values when ``parsed``)."""
+class Finished(Protocol):
+    """What a finished execution offers, in memory (``Execution``) or stored."""
+
+    id: str
+    name: str
+    input: Any
+    output: Any
+    status: str
+    error: str | None
+    cause: str | None
+    start_time: float
+    stop_time: float | None
+
+
+def describe(execution: Finished, machine_name: str, *, parsed: bool) -> dict[str, Any]:
+    """The DescribeExecution shape of a finished child (JSON values when ``parsed``).
+
+    Used for in-memory children here and for durable ones in ``children.py``.
+    """
 
     def data(value: Any) -> Any:
         return value if parsed else json.dumps(value, separators=(",", ":"))
