@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
+import sys
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,6 +18,34 @@ settings.register_profile(
     "reflow", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.load_profile("reflow")
+
+# A hung test must end the run, not hold CI until its own time limit.
+# pytest-timeout (300 s, thread method) reports first, but its timer is a
+# Python thread that needs the GIL, and a process can livelock the GIL (a
+# pending asynchronous exception under coverage's tracer did: see
+# reflow/functions/pools.py). faulthandler's watchdog is a C thread: past
+# HARD_LIMIT it prints every thread's stack and exits without the GIL.
+HARD_LIMIT = float(os.environ.get("REFLOW_TEST_HARD_LIMIT", "420"))
+_HANG_FD = "reflow_hang_fd"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep a copy of the real stderr, which output capturing replaces during tests."""
+    setattr(config, _HANG_FD, os.dup(sys.stderr.fileno()))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Arm the C-level hard limit around each test (setup, call and teardown)."""
+    fd = getattr(item.config, _HANG_FD, None)
+    if fd is not None:
+        faulthandler.dump_traceback_later(HARD_LIMIT, exit=True, file=fd)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            faulthandler.cancel_dump_traceback_later()
+
 
 REDIS_URL = os.environ.get("REFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"

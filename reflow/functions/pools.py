@@ -121,7 +121,19 @@ class _Interrupted(BaseException):
 
 
 class _HandlerThread(threading.Thread):
-    """A reusable thread that runs one synchronous handler call at a time."""
+    """A reusable thread that runs one synchronous handler call at a time.
+
+    :meth:`interrupt` raises an exception *asynchronously* in this thread, and
+    that is only safe while the thread is inside the handler. Delivered to a
+    thread that has gone back to waiting in C (``SimpleQueue.get``), the
+    exception stays pending for good, and on CPython 3.11 a pending one keeps
+    the interpreter-wide eval breaker set, so every thread of the process
+    stalls at every bytecode, fighting over the GIL (seen as a test run
+    hanging with its timeout thread unable to fire). So the thread says under
+    ``_lock`` when it enters and leaves the call, and :meth:`interrupt` raises
+    only while it is inside; the thread then runs bytecode after the call
+    (taking the lock) before it can block again, which consumes the exception.
+    """
 
     def __init__(self) -> None:
         super().__init__(name="reflow-inline", daemon=True)
@@ -129,34 +141,45 @@ class _HandlerThread(threading.Thread):
             tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
         ] = SimpleQueue()
         self.poisoned = False
+        self._lock = threading.Lock()
+        self._in_call = False
 
     def run(self) -> None:
         try:
-            while True:
+            while not self.poisoned:
                 item = self.calls.get()
                 if item is None:
                     return
                 call, future, loop = item
+                with self._lock:
+                    if self.poisoned:
+                        return
+                    self._in_call = True
                 try:
                     result = call()
                 except BaseException as exc:  # delivered to the awaiting coroutine
-                    if self.poisoned:
-                        return
-                    loop.call_soon_threadsafe(_settle, future, None, exc)
+                    outcome: tuple[Any, BaseException | None] = (None, exc)
                 else:
-                    loop.call_soon_threadsafe(_settle, future, result, None)
+                    outcome = (result, None)
+                finally:
+                    with self._lock:
+                        self._in_call = False
                 if self.poisoned:
                     return
+                loop.call_soon_threadsafe(_settle, future, *outcome)
         except _Interrupted:
-            return  # the interruption landed between calls: this thread is done anyway
+            return  # the interruption landed after the handler returned: done anyway
 
     def interrupt(self) -> None:
         """Raise :class:`_Interrupted` inside the running handler; retire the thread."""
-        self.poisoned = True
-        if self.ident is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.ident), ctypes.py_object(_Interrupted)
-            )
+        with self._lock:
+            self.poisoned = True
+            if self._in_call and self.ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.ident), ctypes.py_object(_Interrupted)
+                )
+        # Wake a thread waiting for work so that it sees `poisoned` and ends.
+        self.calls.put(None)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

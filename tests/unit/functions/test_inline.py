@@ -12,7 +12,7 @@ import pytest
 from reflow import App, Context
 from reflow.errors import FunctionNotFoundError, FunctionTimeoutError, HandlerError, ThrottledError
 from reflow.functions import Runtime
-from reflow.functions.pools import InlinePool
+from reflow.functions.pools import InlinePool, _HandlerThread
 from reflow.testing.clock import FakeClock
 
 app = App("inline", root=".")
@@ -231,3 +231,39 @@ async def test_a_sync_inline_handler_reaches_blobs_through_the_runtime() -> None
     async with Runtime(app, backend=backend, serve=False) as runtime:
         assert await runtime.invoke("saves", "a") == "saved"
     assert await backend.blobs.head("out/a") is not None
+
+
+async def test_a_thread_interrupted_between_calls_gets_no_exception_and_ends() -> None:
+    # An exception raised asynchronously into a thread blocked in C stays
+    # pending; on 3.11 that stalls every thread of the process under a tracer.
+    # So an idle thread is only told to stop, and it does.
+    thread = _HandlerThread()
+    thread.start()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    thread.calls.put((lambda: "first", future, loop))
+    assert await future == "first"
+    thread.interrupt()
+    await asyncio.to_thread(thread.join, 2.0)
+    assert not thread.is_alive()
+
+
+async def test_a_thread_interrupted_inside_its_call_ends_without_settling() -> None:
+    thread = _HandlerThread()
+    thread.start()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    entered = threading.Event()
+
+    def spin_forever() -> None:
+        entered.set()
+        while True:
+            pass
+
+    thread.calls.put((spin_forever, future, loop))
+    assert await asyncio.to_thread(entered.wait, 2.0)
+    thread.interrupt()
+    await asyncio.to_thread(thread.join, 2.0)
+    assert not thread.is_alive()
+    await asyncio.sleep(0.05)
+    assert not future.done()  # the caller already has its timeout error
