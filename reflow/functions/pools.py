@@ -146,13 +146,13 @@ class _HandlerThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.poisoned:
+            while True:
                 item = self.calls.get()
                 if item is None:
                     return
                 call, future, loop = item
                 with self._lock:
-                    if self.poisoned:
+                    if self.retired():  # interrupted while the call was queued
                         return
                     self._in_call = True
                 try:
@@ -164,11 +164,15 @@ class _HandlerThread(threading.Thread):
                 finally:
                     with self._lock:
                         self._in_call = False
-                if self.poisoned:
+                if self.retired():
                     return
                 loop.call_soon_threadsafe(_settle, future, *outcome)
         except _Interrupted:
             return  # the interruption landed after the handler returned: done anyway
+
+    def retired(self) -> bool:
+        """Whether :meth:`interrupt` has been called (read afresh each time)."""
+        return self.poisoned
 
     def interrupt(self) -> None:
         """Raise :class:`_Interrupted` inside the running handler; retire the thread."""
