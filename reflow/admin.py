@@ -74,12 +74,37 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 class AdminServer:
-    """Serve JSON routes on one port; subsystems add theirs with :meth:`route`."""
+    """Serve JSON routes on one port; subsystems add theirs with :meth:`route`.
+
+    ``GET /metrics`` serves Prometheus' text exposition (format 0.0.4): the
+    concatenation of every source registered with :meth:`add_metrics`.
+    """
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
         self._server: asyncio.Server | None = None
+        self._metrics: dict[str, Callable[[], str]] = {}
+        self.route("GET", "/metrics", self._serve_metrics)
+
+    def add_metrics(self, name: str, source: Callable[[], str]) -> None:
+        """Add ``source`` (returning exposition text) to ``GET /metrics``, once per ``name``.
+
+        A second source under the same name replaces the first, so that two
+        services holding one runtime do not expose its metric families twice.
+        """
+        self._metrics[name] = source
+
+    def remove_metrics(self, name: str) -> None:
+        """Stop exposing the source registered as ``name``."""
+        self._metrics.pop(name, None)
+
+    async def _serve_metrics(self, _: AdminRequest) -> AdminResponse:
+        text = "".join(source() for source in self._metrics.values())
+        return AdminResponse(200, text.encode("utf-8"), {"Content-Type": PROMETHEUS_TYPE})
 
     def route(self, method: str, template: str, handler: AdminHandler) -> None:
         """Mount ``handler`` for ``method`` requests to paths matching ``template``."""
@@ -202,14 +227,22 @@ def _error(status: int, message: str) -> AdminResponse:
 async def _write(
     writer: asyncio.StreamWriter, response: AdminResponse, *, keep_alive: bool
 ) -> None:
-    body = b"" if response.body is None else json.dumps(response.body, indent=2).encode() + b"\n"
+    # Bytes go out as they are (the route sets their Content-Type); anything else is JSON.
+    raw = isinstance(response.body, bytes)
+    if raw:
+        body = response.body
+    else:
+        body = (
+            b"" if response.body is None else json.dumps(response.body, indent=2).encode() + b"\n"
+        )
     reason = (
         HTTPStatus(response.status).phrase
         if response.status in HTTPStatus._value2member_map_
         else ""
     )
     head = [f"HTTP/1.1 {response.status} {reason}"]
-    head.append("Content-Type: application/json")
+    if not raw:
+        head.append("Content-Type: application/json")
     head.append(f"Content-Length: {len(body)}")
     head.append("Connection: keep-alive" if keep_alive else "Connection: close")
     head.extend(f"{name}: {value}" for name, value in response.headers.items())

@@ -100,7 +100,8 @@ class Purger:
         self.pubsub = pubsub
         self.channel = channel
         self.node = uuid.uuid4().hex
-        self.applied = 0
+        self.applied = 0  # plans applied here, local and relayed
+        self.relayed = 0  # of which came from other edges over PubSub
         self.purged = 0
         self._subscription: Subscription | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -136,6 +137,7 @@ class Purger:
                 plan = PurgePlan.from_json(json.dumps(envelope["plan"]))
             except (ValueError, KeyError, TypeError, AttributeError, EdgeError):
                 continue  # a malformed message must not stop the listener
+            self.relayed += 1
             self._apply(plan)
 
     async def stop(self) -> None:

@@ -7,7 +7,9 @@ an :class:`~reflow.edge.server.EdgeServer`, relays purges through the
 backend's ``PubSub``, and mounts the admin API's cache routes::
 
     POST /api/cache/purge   {"keys": [...], "paths": [...], "soft": false} -> {"purged": n}
-    GET  /api/edge/metrics  the counters of reflow.edge.core.Metrics
+    GET  /api/edge/metrics  the counters of reflow.edge.metrics.Metrics, as JSON
+    GET  /metrics           the same (with histograms) in Prometheus' text format, and
+                            the functions runtime's per-function metrics when it runs
 
 Edge hooks of inline functions (the default) run their handler inline through
 :class:`~reflow.edge.triggers.Hook`, on the synchronous hit path when they
@@ -19,7 +21,6 @@ runtime's limits, metrics and ``Context`` (its authorisation hook included).
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from reflow.admin import AdminRequest, AdminResponse, AdminServer
@@ -29,12 +30,14 @@ from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.cache import CachePolicy
 from reflow.edge.client import activate, deactivate
 from reflow.edge.core import Behaviour, Edge
+from reflow.edge.metrics import prometheus_text
 from reflow.edge.origins import Origin, OriginGroup, open_origin
 from reflow.edge.purge import PurgePlan, Purger
 from reflow.edge.server import EdgeServer
 from reflow.edge.store import Store
 from reflow.edge.triggers import Hook
 from reflow.errors import EdgeError
+from reflow.functions.metrics import prometheus_text as function_metrics_text
 
 if TYPE_CHECKING:
     from reflow.functions.runtime import Runtime
@@ -74,6 +77,7 @@ def hooks_from_app(app: App, runtime: Runtime | None = None) -> list[Hook]:
                 distribution=app.name,
                 shape=config.shape,
                 invoke=invoke,
+                function=config.function,
             )
         )
     return hooks
@@ -173,6 +177,10 @@ class EdgeService:
     async def stop(self) -> None:
         """Stop serving (gracefully) and stop listening for purges."""
         deactivate(self.purge)
+        if self.admin is not None:
+            self.admin.remove_metrics("edge")
+            if self._owns_runtime:
+                self.admin.remove_metrics("functions")  # a shared runtime outlives the edge
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -203,7 +211,7 @@ class EdgeService:
         """The edge's counters, plus the store's size."""
         if self.edge is None:
             return {}
-        figures = asdict(self.edge.metrics)
+        figures = self.edge.metrics.snapshot()
         figures.update(
             objects=len(self.store), bytes=self.store.bytes, evictions=self.store.evictions
         )
@@ -227,3 +235,14 @@ class EdgeService:
         if not any(r.template == "/api/cache/purge" for r in admin.routes):
             admin.route("POST", "/api/cache/purge", purge)
             admin.route("GET", "/api/edge/metrics", metrics)
+        admin.add_metrics("edge", self.prometheus)
+        runtime = self.runtime
+        if runtime is not None:
+            # The runtime's own export, under one name: registered once whoever holds it.
+            admin.add_metrics("functions", lambda: function_metrics_text(runtime.snapshot()))
+
+    def prometheus(self) -> str:
+        """The edge's metrics in Prometheus' text format ("" before :meth:`start`)."""
+        if self.edge is None:
+            return ""
+        return prometheus_text(self.edge.metrics, store=self.store, purger=self.purger)

@@ -324,6 +324,8 @@ class Hook:
     # Runs the function through the functions runtime (process isolation) instead of
     # calling ``handler`` here; the event goes in, the function's result comes back.
     invoke: Callable[[dict[str, Any]], Awaitable[Any]] | None = field(default=None, compare=False)
+    # The registered function's name (metrics label it so); ``name`` when not given.
+    function: str = ""
 
     def __post_init__(self) -> None:
         if self.shape == "function" and self.hook not in FUNCTION_HOOKS:

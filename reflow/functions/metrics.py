@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FunctionMetrics", "percentile", "prometheus_text"]
+__all__ = ["FunctionMetrics", "label_value", "percentile", "prometheus_text"]
 
 WINDOW = 2048  # recent durations kept for p50/p99
 
@@ -110,8 +110,8 @@ _EXPOSED = (
 )
 
 
-def _label(value: str) -> str:
-    # The exposition format's escapes for label values: backslash, quote, newline.
+def label_value(value: str) -> str:
+    """``value`` escaped for a Prometheus label: backslash, double quote and newline."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -121,11 +121,11 @@ def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
     for key, metric, kind, text in _EXPOSED:
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
         for row in snapshots:
-            lines.append(f'{metric}{{function="{_label(row["name"])}"}} {row[key]}')
+            lines.append(f'{metric}{{function="{label_value(row["name"])}"}} {row[key]}')
     metric = "reflow_function_duration_seconds"
     lines += [f"# HELP {metric} Recent invocation durations.", f"# TYPE {metric} summary"]
     for row in snapshots:
-        name = _label(row["name"])
+        name = label_value(row["name"])
         for quantile, key in (("0.5", "duration_p50_ms"), ("0.99", "duration_p99_ms")):
             if row[key] is not None:
                 seconds = row[key] / 1000
