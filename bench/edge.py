@@ -10,8 +10,14 @@ origin is reported (no origin fetch may happen inside a measured window).
 A third comparison runs reflow with a viewer-request and a viewer-response
 function against nginx without any.
 
-``--smoke`` runs each side for a second or two; nginx and wrk are installed
-with apt-get when missing. Everything listens on free ports of 127.0.0.1 and
+Varnish (Debian's ``varnish``, ``-s malloc,256m``, the default VCL plus an
+``X-Cache`` header, pinned to core 0 like the others) is the second peer:
+every comparison is run against it too, in the same alternating rounds
+(reflow, nginx, Varnish, rotated each round). If Varnish cannot be installed
+or started, the run says so and goes on with nginx alone.
+
+``--smoke`` runs each side for a second or two; nginx, wrk and Varnish are
+installed with apt-get when missing. Everything listens on free ports of 127.0.0.1 and
 lives in a temporary directory; every process started here is stopped.
 """
 
@@ -121,6 +127,80 @@ def ensure_tools() -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def ensure_varnish() -> str | None:
+    """varnishd's path, installing Debian's ``varnish`` if missing; None if that fails."""
+    found = _which("varnishd")
+    if found:
+        return found
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "varnish"], check=True, env=env)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"varnish: cannot install it ({exc}); going on without it", flush=True)
+        return None
+    return _which("varnishd")
+
+
+def varnish_config(tmp: Path, origin_port: int) -> Path:
+    """Varnish's default behaviour (it honours the origin's max-age) plus ``X-Cache``."""
+    text = f"""vcl 4.1;
+backend origin {{ .host = "127.0.0.1"; .port = "{origin_port}"; }}
+sub vcl_deliver {{
+    if (obj.hits > 0) {{
+        set resp.http.X-Cache = "HIT";
+    }} else {{
+        set resp.http.X-Cache = "MISS";
+    }}
+}}
+"""
+    path = tmp / "varnish.vcl"
+    path.write_text(text)
+    return path
+
+
+def start_varnish(
+    varnishd: str, tmp: Path, port: int, origin_port: int
+) -> subprocess.Popen[bytes] | None:
+    """varnishd in the foreground on core 0, or None (said why) if it does not come up."""
+    command = [
+        "taskset",
+        "-c",
+        "0",
+        varnishd,
+        "-F",
+        "-a",
+        f"127.0.0.1:{port}",
+        "-f",
+        str(varnish_config(tmp, origin_port)),
+        "-s",
+        "malloc,256m",
+        "-n",
+        str(tmp / "varnish"),
+    ]
+    with open(tmp / "varnish.log", "wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15.0
+    up = False
+    while not up and process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                up = True
+        except OSError:
+            time.sleep(0.05)
+    if not up:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        tail = (tmp / "varnish.log").read_text(errors="replace").strip().splitlines()[-3:]
+        why = " / ".join(tail) or f"exit status {process.returncode}"
+        print(f"varnish: did not start ({why}); going on without it", flush=True)
+        return None
+    return process
 
 
 def _which(tool: str) -> str | None:
@@ -233,8 +313,10 @@ def main() -> None:
         return
     seconds = 1.0 if args.smoke else args.seconds
     ensure_tools()
+    varnishd = ensure_varnish()
     processes: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="reflow-bench-edge-"))
+    tmp.chmod(0o755)  # Varnish's worker runs as its own user and must reach its work dir
     origin, origin_port = start_origin(tmp / "files")
     (tmp / "files").mkdir()
     for name, size in SIZES.items():
@@ -261,11 +343,18 @@ def main() -> None:
             processes.append(subprocess.Popen(command + (["--hooks"] if hooks else [])))
         for port in (nginx_port, ours_port, hooks_port):
             wait_port(port)
-        # Warm both caches, and check that every side now answers from its cache.
+        peers = [("nginx", nginx_port)]
+        if varnishd is not None:
+            varnish_port = free_port()
+            varnish = start_varnish(varnishd, tmp, varnish_port, origin_port)
+            if varnish is not None:
+                processes.append(varnish)
+                peers.append(("varnish", varnish_port))
+        # Warm every cache, and check that every side now answers from its cache.
         for name in SIZES:
             path = f"/{name}.bin"
             expected = (tmp / "files" / f"{name}.bin").read_bytes()
-            for port in (nginx_port, ours_port, hooks_port):
+            for port in (ours_port, hooks_port, *(p for _, p in peers)):
                 for _ in range(2):
                     status, body, _cache = fetch(port, path)
                     assert status == 200 and body == expected, (port, status)
@@ -276,29 +365,45 @@ def main() -> None:
         plan = [(f"hit {n}", f"/{n}.bin", ours_port) for n in SIZES]
         plan.append(("hit 1k, viewer-req+resp fn", "/1k.bin", hooks_port))
         for label, path, port in plan:
-            rps = Comparison(f"{label} req/s", "req/s")
-            p99 = Comparison(f"{label} p99", "ms", higher_is_better=False)
-            wrk(port, path, min(1.0, seconds))  # warm-up
-            wrk(nginx_port, path, min(1.0, seconds))
+            # One pair of comparisons per peer; reflow's figure of a round serves both.
+            pairs = {
+                peer: (
+                    Comparison(f"{label} req/s{suffix}", "req/s"),
+                    Comparison(f"{label} p99{suffix}", "ms", higher_is_better=False),
+                )
+                for peer, suffix in (("nginx", ""), ("varnish", " [varnish]"))
+                if any(name == peer for name, _ in peers)
+            }
+            sides = [("ours", port), *peers]
+            for _, side_port in sides:
+                wrk(side_port, path, min(1.0, seconds))  # warm-up
             for index in range(args.rounds):
                 if not machine_is_quiet(0.9):
                     disturbed += 1
                 before = origin.hits
-                sides = [("ours", port), ("peer", nginx_port)]
-                if index % 2:
-                    sides.reverse()
-                for side, side_port in sides:
-                    r, p = wrk(side_port, path, seconds)
-                    getattr(rps, side).append(r)
-                    getattr(p99, side).append(p)
+                # Rotate who goes first, so that drift hits every side alike.
+                shift = index % len(sides)
+                figures = {}
+                for side, side_port in sides[shift:] + sides[:shift]:
+                    figures[side] = wrk(side_port, path, seconds)
+                for peer, (rps, p99) in pairs.items():
+                    rps.ours.append(figures["ours"][0])
+                    rps.peer.append(figures[peer][0])
+                    p99.ours.append(figures["ours"][1])
+                    p99.peer.append(figures[peer][1])
                 if origin.hits != before:
                     raise RuntimeError(f"{label}: an origin fetch happened in a measured window")
-            comparisons += [rps, p99]
+            for pair in pairs.values():
+                comparisons += pair
+        peer_names = "nginx proxy_cache (1 worker)"
+        if len(peers) > 1:
+            peer_names += "; rows marked [varnish]: Varnish (malloc storage)"
         report(
             "edge",
             comparisons,
-            "nginx proxy_cache (1 worker)",
+            peer_names,
             pinning="server on core 0 (taskset -c 0), wrk -t1 -c64 on core 1",
+            varnish=len(peers) > 1,
             seconds_per_side=seconds,
             rounds=args.rounds,
             rounds_on_busy_machine=disturbed,
