@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.cache import (
@@ -41,7 +41,7 @@ from reflow.edge.http import (
     error_response,
     normalise_path,
 )
-from reflow.edge.metrics import Histogram, Metrics
+from reflow.edge.metrics import Metrics
 from reflow.edge.origins import Collapser, Origin, OriginRequest, OriginResponse
 from reflow.edge.store import Entry, Store
 from reflow.edge.tracked import TemplateCache
@@ -113,16 +113,15 @@ class Edge:
             raise EdgeError("an edge needs at least one behaviour (app.edge_origin)")
         self.behaviours = sorted(behaviours, key=lambda b: b.specificity)
         self._behaviour_res = [(compile_path_pattern(b.pattern), b) for b in self.behaviours]
-        self.hooks = sorted(hooks, key=lambda h: -len(h.path.replace("*", "")))
+        self.metrics = Metrics()
+        # Each hook counts the time spent in its function into this edge's histogram.
+        self.hooks = [
+            replace(h, timer=self.metrics.hook_timer(h.hook, h.function or h.name))
+            for h in sorted(hooks, key=lambda h: -len(h.path.replace("*", "")))
+        ]
         self._hook_res = [(compile_path_pattern(h.path), h) for h in self.hooks]
         self.store = store if store is not None else Store()
         self.clock = clock
-        self.metrics = Metrics()
-        # Each hook's time histogram, by the hook object's id (the hooks live as long
-        # as the edge): one dict lookup per run, nothing made per request.
-        self._timers: dict[int, Histogram] = {
-            id(h): self.metrics.hook_timer(h.hook, h.function or h.name) for h in self.hooks
-        }
         self.collapser = Collapser()
         self._routes: dict[str, _Route] = {}
         self._refreshing: set[str] = set()
@@ -195,7 +194,6 @@ class Edge:
             if viewer_request is not None:
                 request_copies = self._request_copies.get(request.headers, headers_to_cf)
                 handed_request = request_copies.take()
-                started = time.perf_counter()
                 result = viewer_request.run_request_given(
                     {
                         "clientIp": request.client_ip,
@@ -206,7 +204,6 @@ class Edge:
                     },
                     request_copies.template,
                 )
-                self._spent(viewer_request, started)
                 if result.request is None:
                     return self._generated(result, request)
                 cf_request = result.request
@@ -238,13 +235,11 @@ class Edge:
                 view = entry.hook_view(now, coding)
                 body = view.body
                 handed = view.copies.take()
-                started = time.perf_counter()
                 answer = viewer_response.run_response_given(
                     cf_request if cf_request is not None else self._cf_request(request),
                     {"status": view.status, "statusDescription": entry.reason, "headers": handed},
                     view.copies.template,
                 )
-                self._spent(viewer_response, started)
                 if answer.returned_headers is handed:
                     # Checked just now, after the call, on this very object.
                     view.copies.keep(handed, answer.added_names)
@@ -286,9 +281,6 @@ class Edge:
                 request_copies.give_back(handed_request)
         self.metrics.bytes_out += len(data)
         return data
-
-    def _spent(self, hook: Hook, started: float) -> None:
-        self._timers[id(hook)].observe(time.perf_counter() - started)
 
     # -- everything else -------------------------------------------------------------
 
@@ -714,11 +706,7 @@ class Edge:
     async def _run_hook(
         self, hook: Hook, request: dict[str, object], response: dict[str, object] | None = None
     ) -> HookResult:
-        started = time.perf_counter()
-        try:
-            return await hook.run(request, response)
-        finally:
-            self._spent(hook, started)
+        return await hook.run(request, response)
 
     async def close(self) -> None:
         """Wait for background refreshes and close the origins."""

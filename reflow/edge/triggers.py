@@ -40,10 +40,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from reflow.edge.metrics import Histogram
 from reflow.edge.shapes import FUNCTION_HOOKS, from_function_result, to_function_event
 from reflow.edge.tracked import CfHeaders, added_if_intact
 from reflow.edge.watchdog import WATCHDOG, Overrun
 from reflow.errors import FunctionError, HookError, NotAvailableError
+
+_monotonic = time.monotonic
 
 __all__ = [
     "REQUEST_HOOKS",
@@ -326,8 +329,13 @@ class Hook:
     invoke: Callable[[dict[str, Any]], Awaitable[Any]] | None = field(default=None, compare=False)
     # The registered function's name (metrics label it so); ``name`` when not given.
     function: str = ""
+    # Where the time spent in the function is counted (the edge sets it).
+    timer: Histogram | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # One context per hook, its deadline reset per call: synchronous calls run
+        # one at a time on the serving thread, so they never share it at once.
+        object.__setattr__(self, "_context", EdgeContext(self.name, 0.0))
         if self.shape == "function" and self.hook not in FUNCTION_HOOKS:
             raise HookError(self.hook, self.name, 'shape="function" serves viewer hooks only')
         if self.shape not in ("lambda@edge", "function"):
@@ -368,13 +376,17 @@ class Hook:
         if self.invoke is not None:
             # The edge never takes the synchronous path for such a hook (is_async).
             raise HookError(self.hook, self.name, "runs in the functions runtime: await call()")
-        context = EdgeContext(self.name, time.monotonic() + self.timeout)
+        context: EdgeContext = self._context  # type: ignore[attr-defined]
+        started = _monotonic()
+        context.deadline = deadline = started + self.timeout
         try:
-            token = WATCHDOG.arm(self.timeout)
+            token = WATCHDOG.arm_until(deadline)
             try:
                 return self.handler(event, context)
             finally:
                 WATCHDOG.disarm(token)
+                if self.timer is not None:
+                    self.timer.observe(_monotonic() - started)
         except Overrun:
             raise HookError(
                 self.hook, self.name, f"ran past its {self.timeout:g} s limit"
@@ -388,12 +400,14 @@ class Hook:
         """Run the handler under the hook's time limit; HookError when it fails or overruns."""
         if self.invoke is not None:
             return await self._call_runtime(event)
-        if not self.is_async:
+        started = _monotonic()
+        timed_here = self.is_async  # call_sync times a synchronous handler itself
+        if not timed_here:
             result = self.call_sync(event)
             if not inspect.isawaitable(result):
                 return result
         else:
-            result = self.handler(event, EdgeContext(self.name, time.monotonic() + self.timeout))
+            result = self.handler(event, EdgeContext(self.name, started + self.timeout))
         try:
             return await asyncio.wait_for(result, self.timeout)
         except TimeoutError:
@@ -404,9 +418,13 @@ class Hook:
             raise
         except Exception as exc:
             raise HookError(self.hook, self.name, f"raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            if timed_here and self.timer is not None:
+                self.timer.observe(_monotonic() - started)
 
     async def _call_runtime(self, event: dict[str, Any]) -> Any:
         assert self.invoke is not None
+        started = _monotonic()
         try:
             return await asyncio.wait_for(self.invoke(event), self.timeout)
         except TimeoutError:
@@ -416,6 +434,9 @@ class Hook:
         except FunctionError as exc:
             # Timeouts, crashes, throttling and handler exceptions, as the runtime saw them.
             raise HookError(self.hook, self.name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if self.timer is not None:
+                self.timer.observe(_monotonic() - started)
 
     async def run(
         self, request: dict[str, Any], response: dict[str, Any] | None = None

@@ -9,10 +9,15 @@ raises :class:`Overrun` asynchronously in the hook's thread
 its next bytecode. A handler blocked inside a C call cannot be interrupted
 this way; that is what process isolation (reflow.functions) is for.
 
-Arming is one tuple written to one attribute (token, thread, deadline), so
-the watcher never sees a new token with an old deadline and the hook path
-pays two calls and no allocation beyond that tuple. The watcher polls every
-10 ms. (A watcher that slept until the deadline it last saw woke far less
+Arming is one tuple written to one attribute (thread, deadline); the tuple
+itself is the token, so the watcher never sees a new call with an old
+deadline. Disarming takes no lock in the usual case: the watcher announces
+the call it is about to check (``_firing``) before checking it, and fires
+only if that call is still armed; disarm clears the slot first and looks at
+``_firing`` and ``_fired`` after, so a watcher that could still fire for
+this call is always seen, and only then does disarm wait on the lock for it
+(and clear an exception not yet raised). The watcher polls every 10 ms.
+(A watcher that slept until the deadline it last saw woke far less
 often and cost less CPU per request, but served *fewer* hooked requests per
 second in every alternating run on the shared benchmark machine, so the
 simple poll stays; see bench/RESULTS.md "## edge".)
@@ -31,7 +36,9 @@ __all__ = ["Overrun", "Watchdog", "WATCHDOG"]
 
 _POLL = 0.01  # seconds between checks: the resolution of every limit
 
-_Armed = tuple[int, int, float]  # token, thread id, deadline: one object, swapped atomically
+_Armed = tuple[int, float]  # thread id, deadline: one object, swapped atomically; the token
+_monotonic = time.monotonic
+_get_ident = threading.get_ident
 
 
 class Overrun(BaseException):
@@ -47,25 +54,38 @@ class Watchdog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._armed: _Armed | None = None
-        self._token = 0
-        self._fired = -1
+        self._firing: _Armed | None = None  # the call the watcher is checking now
+        self._fired: _Armed | None = None  # the last call it interrupted
         self._watcher: threading.Thread | None = None
 
-    def arm(self, seconds: float) -> int:
-        """Start timing the calling thread; returns a token for :meth:`disarm`."""
+    def arm(self, seconds: float) -> _Armed:
+        """Start timing the calling thread; returns the token for :meth:`disarm`."""
+        return self.arm_until(_monotonic() + seconds)
+
+    def arm_until(self, deadline: float) -> _Armed:
+        """:meth:`arm` with a deadline on ``time.monotonic()``'s clock."""
         if self._watcher is None:
             self._start()
-        token = self._token = self._token + 1
-        deadline = time.monotonic() + seconds
-        # A single attribute write: the watcher never sees a new token with an old deadline.
-        self._armed = (token, threading.get_ident(), deadline)
-        return token
+        armed = self._armed = (_get_ident(), deadline)
+        return armed
 
-    def disarm(self, token: int) -> bool:
-        """Stop timing; True if the limit fired for this token."""
-        with self._lock:
-            self._armed = None
-            return self._fired == token
+    def disarm(self, token: _Armed) -> bool:
+        """Stop timing; True if the limit fired for this token.
+
+        When it returns, no exception for this token can arrive any more.
+        """
+        self._armed = None
+        if self._firing is not token and self._fired is not token:
+            # The watcher is not checking this call and did not fire for it; from
+            # now on it cannot (the slot no longer holds the token).
+            return False
+        with self._lock:  # wait until the watcher has decided
+            if self._fired is not token:
+                return False
+            # Fired: if the exception is still pending (the handler returned before
+            # it was raised), clear it; the caller treats the call as overrun anyway.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(token[0]), None)
+            return True
 
     def _start(self) -> None:
         with self._lock:
@@ -79,18 +99,21 @@ class Watchdog:
         while True:
             time.sleep(_POLL)
             armed = self._armed
-            if armed is not None and time.monotonic() >= armed[2]:
+            if armed is not None and _monotonic() >= armed[1]:
                 self._fire(armed)
 
     def _fire(self, armed: _Armed) -> None:
         with self._lock:
-            # Re-checked under the lock: a disarm in between means the handler finished.
-            if self._armed is armed:
-                self._armed = None
-                self._fired = armed[0]
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(armed[1]), ctypes.py_object(Overrun)
-                )
+            self._firing = armed  # announced before the check: disarm looks after clearing
+            try:
+                if self._armed is armed:
+                    self._armed = None
+                    self._fired = armed
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(armed[0]), ctypes.py_object(Overrun)
+                    )
+            finally:
+                self._firing = None
 
 
 WATCHDOG = Watchdog()
