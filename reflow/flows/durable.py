@@ -17,6 +17,7 @@ Parallel and Map states run their children in memory inside one transition
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from reflow.flows.executor import (
     TaskFunction,
     _TimedOut,
     json_copy,
+    reads_context,
     resolve_function,
 )
 from reflow.flows.history import History, iso_time
@@ -47,6 +49,7 @@ from reflow.flows.store import (
     ExecutionRecord,
     ExecutionStore,
     FencedError,
+    PreparedSave,
     timer_key,
 )
 
@@ -68,6 +71,8 @@ _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
 _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
 _ACCOUNT = "arn:aws:states:local:000000000000"
 _CALLING = ("Task", "Parallel", "Map")
+# States whose transition needs no I/O: made in memory while the previous save is written.
+_PURE = frozenset({"Pass", "Choice", "Succeed", "Fail"})
 
 
 def execution_arn(flow: str, name: str) -> str:
@@ -91,10 +96,7 @@ def runnable(record: ExecutionRecord, now: float) -> bool:
 
 def events_of(history: History) -> list[dict[str, Any]]:
     """A transition's events as stored (ids are given when the history is read)."""
-    return [
-        {"type": event.type, "timestamp": event.timestamp, "details": dict(event.details)}
-        for event in history
-    ]
+    return history.stored()
 
 
 class DurableRunner:
@@ -119,6 +121,101 @@ class DurableRunner:
         self.functions = functions
         self.clock = clock
         self.on_persist = on_persist
+
+    async def run(
+        self, record: ExecutionRecord, version: int
+    ) -> tuple[ExecutionRecord, int] | None:
+        """Advance until the execution finishes or waits; None when it must be read again.
+
+        Every transition is saved on its own, at the version the save before
+        it returned. Pass, Choice, Succeed and Fail states need no I/O, so
+        while one transition's save is on its way the next such transition is
+        made in memory: nothing of it is written, called or seen until that
+        save has returned, and if the save is fenced it is dropped with the
+        record. The CPU work of a transition thus overlaps the write before it.
+        Raises :class:`~reflow.flows.store.FencedError` as :meth:`advance` does.
+        """
+        prepared: PreparedSave | None = None
+        while True:
+            if prepared is None:
+                if not runnable(record, self.clock.time()):
+                    return record, version
+                prepared = self._pure(record)
+                if prepared is None:
+                    advanced = await self.advance(record, version)
+                    if advanced is None:
+                        return None
+                    record, version = advanced
+                    continue
+            hook = self.on_persist
+            if hook is not None:
+                hook("before", prepared.name, prepared.seq)
+            saving = asyncio.ensure_future(self.store.write(prepared, version))
+            try:
+                # Two turns of the loop: the write reaches the backend (a SQLite batch is
+                # handed to its thread a turn after it is queued) before the work below.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                following = self._pure(record) if runnable(record, self.clock.time()) else None
+            except BaseException:
+                saving.cancel()
+                raise
+            version = await saving
+            if hook is not None:
+                hook("after", prepared.name, prepared.seq)
+            prepared = following
+
+    def _pure(self, record: ExecutionRecord) -> PreparedSave | None:
+        """The current transition made in memory and encoded, if its state is entered
+        afresh and needs no I/O (see :data:`_PURE`); else None, the record untouched."""
+        if record.wait is not None or record.entered or record.status != RUNNING:
+            return None
+        machine = self.machines.get(record.flow)
+        state = machine.states.get(record.state) if machine is not None else None
+        if machine is None or state is None or state.type not in _PURE:
+            return None
+        now = self.clock.time()
+        if record.deadline is not None and now >= record.deadline:
+            return None  # advance() times it out
+        history = History()
+        record.entered_at, record.visit = now, record.seq
+        history.state(_ENTERED[state.type], now, state.name, "input", record.state_input)
+        cursor = core.Cursor(
+            record.state, record.state_input, record.variables, tuple(record.attempts)
+        )
+        context = self._context(record, machine, state) if reads_context(machine) else {}
+        action = core.step(machine, cursor, context)
+        if not self._conclude(record, state, action, history):
+            raise AssertionError(f"a {state.type} state asked for {action!r}")
+        record.seq += 1
+        return self.store.prepare(record, events_of(history))
+
+    def _conclude(
+        self, record: ExecutionRecord, state: State, action: core.Action, history: History
+    ) -> bool:
+        """Apply a Goto, Succeed or Fail to ``record`` (not saved yet); False for others."""
+        if isinstance(action, core.Goto):
+            history.state(
+                _EXITED[state.type], self.clock.time(), state.name, "output", action.cursor.input
+            )
+            record.state, record.state_input = action.cursor.state, action.cursor.input
+            record.variables = dict(action.cursor.variables)
+            record.attempts, record.entered = [], False
+            return True
+        if isinstance(action, core.Succeed):
+            end = self.clock.time()
+            history.state(_EXITED[state.type], end, state.name, "output", action.output)
+            record.output = json_copy(action.output)
+            history.add("ExecutionSucceeded", end, output=record.output)
+            record.status, record.stop_time, record.wait = SUCCEEDED, end, None
+            return True
+        if isinstance(action, core.Fail):
+            end = self.clock.time()
+            record.error, record.cause = action.error, action.cause
+            history.add("ExecutionFailed", end, error=action.error, cause=action.cause)
+            record.status, record.stop_time, record.wait = FAILED, end, None
+            return True
+        return False
 
     async def advance(
         self, record: ExecutionRecord, version: int
@@ -178,7 +275,7 @@ class DurableRunner:
         )
         # Pass/Choice/Wait/Succeed/Fail states of a machine that never reads $$ or $states
         # do not need the context object: skip building it (the hot path of Pass chains).
-        needs_context = executor._machine_reads_context(machine) or state.type in _CALLING
+        needs_context = reads_context(machine) or state.type in _CALLING
         context = self._context(record, machine, state) if needs_context else {}
         executor._deadline = record.deadline
         executor.visit = record.visit
@@ -199,27 +296,8 @@ class DurableRunner:
                     record.entered = True
                     timer = timer_key(at, record.name, "wake")
                     return await self._save(record, version, history, [timer])
-                if isinstance(action, core.Goto):
-                    history.state(
-                        _EXITED[state.type], self.clock.time(), state.name, "output",
-                        action.cursor.input,
-                    )  # fmt: skip
-                    record.state, record.state_input = action.cursor.state, action.cursor.input
-                    record.variables = dict(action.cursor.variables)
-                    record.attempts, record.entered = [], False
+                if self._conclude(record, state, action, history):
                     return await self._save(record, version, history)
-                if isinstance(action, core.Succeed):
-                    end = self.clock.time()
-                    history.state(_EXITED[state.type], end, state.name, "output", action.output)
-                    record.output = json_copy(action.output)
-                    history.add("ExecutionSucceeded", end, output=record.output)
-                    return await self._finish(record, version, history, SUCCEEDED)
-                if isinstance(action, core.Fail):
-                    record.error, record.cause = action.error, action.cause
-                    history.add(
-                        "ExecutionFailed", self.clock.time(), error=action.error, cause=action.cause
-                    )
-                    return await self._finish(record, version, history, FAILED)
                 if isinstance(action, core.Sleep):
                     current = self.clock.time()
                     at = (
@@ -257,6 +335,7 @@ class DurableRunner:
                     # A fire-and-forget child flow runs in memory within this transition.
                     await nested.settle(executor)
                 else:
+                    assert isinstance(action, core.Branches)  # Goto/Succeed/Fail concluded above
                     base = {key: value for key, value in context.items() if key != "State"}
                     outcome = await executor._branches(action, base, history, state.name)
                 action = core.step(machine, cursor, context, outcome)

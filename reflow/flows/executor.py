@@ -33,7 +33,7 @@ from reflow.flows.history import History, HistoryEvent, iso_time
 from reflow.flows.model import StateMachine
 from reflow.flows.retry import backoff_delay
 
-__all__ = ["Execution", "Executor", "TaskContext", "resolve_function"]
+__all__ = ["Execution", "Executor", "TaskContext", "reads_context", "resolve_function"]
 
 TaskFunction = Callable[[Any, "TaskContext"], Any]
 
@@ -270,15 +270,7 @@ class Executor:
 
     def _machine_reads_context(self, machine: StateMachine) -> bool:
         """Whether any state of ``machine`` may read the context object (``$$``, ``$states``)."""
-        entry = _CONTEXT_READERS.get(id(machine))
-        if entry is None or entry[0] is not machine:
-            text = json.dumps(machine.definition)
-            entry = (machine, "$$" in text or "$states" in text)
-            if len(_CONTEXT_READERS) >= 1024:
-                _CONTEXT_READERS.clear()
-            # The machine is kept with its answer, so its id cannot be reused meanwhile.
-            _CONTEXT_READERS[id(machine)] = entry
-        return entry[1]
+        return reads_context(machine)
 
     # -- the actions -------------------------------------------------------------------
 
@@ -523,3 +515,16 @@ def _error_name(error: BaseException) -> str:
 def _error_cause(error: BaseException) -> str:
     message = getattr(error, "error_message", None)
     return message if isinstance(message, str) else str(error)
+
+
+def reads_context(machine: StateMachine) -> bool:
+    """Whether any state of ``machine`` may read the context object (``$$``, ``$states``)."""
+    entry = _CONTEXT_READERS.get(id(machine))
+    if entry is None or entry[0] is not machine:
+        text = json.dumps(machine.definition)
+        entry = (machine, "$$" in text or "$states" in text)
+        if len(_CONTEXT_READERS) >= 1024:
+            _CONTEXT_READERS.clear()
+        # The machine is kept with its answer, so its id cannot be reused meanwhile.
+        _CONTEXT_READERS[id(machine)] = entry
+    return entry[1]

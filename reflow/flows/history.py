@@ -66,6 +66,17 @@ class History:
         """Every event so far, oldest first; ids are 1, 2, 3 …"""
         return tuple(self)
 
+    def stored(self) -> list[dict[str, Any]]:
+        """The events as a store writes them: ``type``, ``timestamp``, ``details`` (no ids)."""
+        return [
+            {
+                "type": raw[0],
+                "timestamp": raw[1],
+                "details": dict(raw[2]) if len(raw) == 3 else {"name": raw[2], raw[3]: raw[4]},
+            }
+            for raw in self._raw
+        ]
+
     def types(self) -> list[str]:
         """The event types in order (handy in tests)."""
         return [raw[0] for raw in self._raw]

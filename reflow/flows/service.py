@@ -354,7 +354,7 @@ class FlowService:
                 _log.warning("execution %s: this service has no flow %r", name, record.flow)
                 return
             try:
-                advanced = await self.runner.advance(record, version)
+                advanced = await self.runner.run(record, version)
             except FencedError:
                 return  # someone else moved it on; their worker carries on
             loaded = advanced if advanced is not None else await self.store.load(name)

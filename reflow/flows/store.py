@@ -26,7 +26,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from reflow.backends import KV, Item, Operation, Put
@@ -37,6 +37,7 @@ __all__ = [
     "ExecutionStore",
     "FencedError",
     "InvalidExecutionRequestError",
+    "PreparedSave",
     "Timer",
     "check_name",
 ]
@@ -54,6 +55,10 @@ _RECORDS, _HISTORY, _TIMERS, _TOKENS = "flows/x/", "flows/h/", "flows/t/", "flow
 FLUSH_EVENTS = 16  # history events kept in the record before they move to a chunk
 # Step Functions allows 1-80 characters for an execution name; the key layout needs no "/".
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+# One encoder, made once: json.dumps with non-default separators builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+# Record fields fixed once the execution is created: encoded once per loaded record.
+_FIXED = ("name", "flow", "id", "input", "start_time")
 
 
 class InvalidExecutionRequestError(FlowError):
@@ -113,21 +118,30 @@ class ExecutionRecord:
     wait: dict[str, Any] | None = None
     redrive_count: int = 0
     events: int = 0
-    # The newest history events, JSON-encoded, not yet moved to a chunk (see save).
-    tail: list[bytes] = field(default_factory=list, repr=False)
+    # The newest history events not yet moved to a chunk (see save): ``tail_count``
+    # events, JSON-encoded and joined by commas (``b""`` when there are none).
+    tail: bytes = field(default=b"", repr=False)
+    tail_count: int = field(default=0, repr=False)
+    # The fields in _FIXED, encoded (without the closing brace) on the first save.
+    _fixed: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def to_json(self) -> bytes:
         """The record as stored: its fields and the history tail."""
-        fields = {key: value for key, value in self.__dict__.items() if key != "tail"}
-        head = json.dumps(fields, separators=(",", ":")).encode()
-        return b'{"record":' + head + b',"tail":[' + b",".join(self.tail) + b"]}"
+        if not self._fixed:
+            self._fixed = _ENCODE({key: getattr(self, key) for key in _FIXED}).encode()[:-1]
+        changing = _ENCODE({key: getattr(self, key) for key in _CHANGING}).encode()
+        return b"".join(
+            (b'{"record":', self._fixed, b",", changing[1:], b',"tail":[', self.tail, b"]}")
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> ExecutionRecord:
         """A record read back."""
         stored = json.loads(data)
         record = cls(**stored["record"])
-        record.tail = [_encode(event) for event in stored["tail"]]
+        tail = stored["tail"]
+        if tail:
+            record.tail, record.tail_count = _ENCODE(tail)[1:-1].encode(), len(tail)
         return record
 
     def summary(self) -> dict[str, Any]:
@@ -154,6 +168,26 @@ class ExecutionRecord:
             "redrive_count": self.redrive_count,
             "transitions": self.seq,
         }
+
+
+_CHANGING = tuple(
+    item.name
+    for item in fields(ExecutionRecord)
+    if item.name not in _FIXED and item.name not in ("tail", "tail_count", "_fixed")
+)
+
+
+@dataclass(frozen=True)
+class PreparedSave:
+    """A transition ready to write: the record's key name, its ``seq`` and bytes, and
+    what goes with it (a full history chunk, timers, task tokens)."""
+
+    name: str
+    seq: int
+    value: bytes
+    chunk: Put | None
+    timers: tuple[str, ...]
+    tokens: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -201,6 +235,58 @@ class ExecutionStore:
             return False
         return True
 
+    def prepare(
+        self,
+        record: ExecutionRecord,
+        events: Sequence[Mapping[str, Any]],
+        timers: Sequence[str] = (),
+        tokens: Sequence[str] = (),
+    ) -> PreparedSave:
+        """Encode ``record`` with this transition's events, timers and tokens.
+
+        The record's history counters move on at once: :meth:`write` the
+        result, or drop the record (a fenced transition is never retried from
+        the same object).
+        """
+        # The newest events ride in the record itself, so most transitions are one
+        # compare-and-set put (several times cheaper than a transaction); every
+        # FLUSH_EVENTS they move to a chunk keyed by the index of their first event.
+        if events:
+            encoded = _ENCODE(events if isinstance(events, list) else list(events))
+            fresh = encoded[1:-1].encode()
+            tail = record.tail + b"," + fresh if record.tail else fresh
+        else:
+            tail = record.tail
+        count = record.tail_count + len(events)
+        record.events += len(events)
+        chunk: Put | None = None
+        if count >= FLUSH_EVENTS:
+            first = record.events - count
+            chunk = Put(f"{_HISTORY}{record.name}/{first:010d}", b"[" + tail + b"]")
+            tail, count = b"", 0
+        record.tail, record.tail_count = tail, count
+        return PreparedSave(
+            record.name, record.seq, record.to_json(), chunk, tuple(timers), tuple(tokens)
+        )
+
+    async def write(self, prepared: PreparedSave, version: int) -> int:
+        """Write a prepared save if the record is still at ``version`` (0: new), all
+        or nothing; return the new version, or raise :class:`FencedError`."""
+        key = _RECORDS + prepared.name
+        try:
+            if prepared.chunk is None and not prepared.timers and not prepared.tokens:
+                return await self.kv.put(key, prepared.value, expect_version=version)
+            operations: list[Operation] = [Put(key, prepared.value, expect_version=version)]
+            if prepared.chunk is not None:
+                operations.append(prepared.chunk)
+            operations.extend(Put(timer, b"") for timer in prepared.timers)
+            operations.extend(
+                Put(token_key(token), prepared.name.encode()) for token in prepared.tokens
+            )
+            return (await self.kv.transact(operations))[0]
+        except (TransactionConflictError, VersionConflictError) as error:
+            raise FencedError(prepared.name) from error
+
     async def save(
         self,
         record: ExecutionRecord,
@@ -210,31 +296,16 @@ class ExecutionStore:
         tokens: Sequence[str] = (),
     ) -> int:
         """Write ``record`` if it is still at ``version`` (0: new), with this transition's
-        events, timers and tokens, all or nothing; return the new version."""
-        # The newest events ride in the record itself, so most transitions are one
-        # compare-and-set put (several times cheaper than a transaction); every
-        # FLUSH_EVENTS they move to a chunk keyed by the index of their first event.
-        tail = record.tail + [_encode(event) for event in events]
-        record.events += len(events)
-        chunk: Put | None = None
-        if len(tail) >= FLUSH_EVENTS:
-            first = record.events - len(tail)
-            body = b"[" + b",".join(tail) + b"]"
-            chunk, tail = Put(f"{_HISTORY}{record.name}/{first:010d}", body), []
-        kept, record.tail = record.tail, tail
-        key, value = _RECORDS + record.name, record.to_json()
+        events, timers and tokens, all or nothing; return the new version.
+
+        On :class:`FencedError` the record's history counters are as they were.
+        """
+        kept = record.tail, record.tail_count, record.events
         try:
-            if chunk is None and not timers and not tokens:
-                return await self.kv.put(key, value, expect_version=version)
-            operations: list[Operation] = [Put(key, value, expect_version=version)]
-            if chunk is not None:
-                operations.append(chunk)
-            operations.extend(Put(timer, b"") for timer in timers)
-            operations.extend(Put(token_key(token), record.name.encode()) for token in tokens)
-            return (await self.kv.transact(operations))[0]
-        except (TransactionConflictError, VersionConflictError) as error:
-            record.tail, record.events = kept, record.events - len(events)
-            raise FencedError(record.name) from error
+            return await self.write(self.prepare(record, events, timers, tokens), version)
+        except FencedError:
+            record.tail, record.tail_count, record.events = kept
+            raise
 
     async def history(self, name: str) -> list[dict[str, Any]]:
         """Every event of the execution, oldest first, numbered 1, 2, 3 …"""
@@ -257,9 +328,9 @@ class ExecutionStore:
             if len(items) < 500:
                 break
             start_after = items[-1].key
-        base = record.events - len(record.tail)
-        for offset, encoded in enumerate(record.tail):
-            slots[base + offset] = json.loads(encoded)
+        base = record.events - record.tail_count
+        for offset, event in enumerate(json.loads(b"[" + record.tail + b"]")):
+            slots[base + offset] = event
         events = [event for event in slots if event is not None]
         for index, event in enumerate(events):
             event["id"] = index + 1
@@ -301,10 +372,6 @@ class ExecutionStore:
         """The execution a task token belongs to."""
         item = await self.kv.get(token_key(token))
         return item.value.decode() if item is not None else None
-
-
-def _encode(event: Mapping[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode()
 
 
 def _parse_timer(item: Item) -> Timer:

@@ -1,0 +1,140 @@
+"""Runs of Pass and Choice states in a durable execution: each transition its own save.
+
+While one transition's save is on its way, the runner makes the next Pass,
+Choice, Succeed or Fail transition in memory (see ``DurableRunner.run``).
+These tests pin what that must not change: saves stay one per transition and
+strictly in order, a stop or a timeout still wins, and the outcome equals the
+in-memory executor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from reflow.backends import Backend, memory_backend
+from reflow.flows import run
+from reflow.flows.service import FlowService
+from reflow.testing import FakeClock
+
+
+def pass_chain(length: int) -> dict[str, Any]:
+    states: dict[str, Any] = {}
+    for index in range(length):
+        state: dict[str, Any] = {"Type": "Pass", "Result": index, "ResultPath": "$.last"}
+        if index + 1 < length:
+            state["Next"] = f"S{index + 1}"
+        else:
+            state["End"] = True
+        states[f"S{index}"] = state
+    return {"StartAt": "S0", "States": states}
+
+
+def counter(limit: int, **top: Any) -> dict[str, Any]:
+    return {
+        "StartAt": "Init",
+        **top,
+        "States": {
+            "Init": {"Type": "Pass", "Result": 0, "ResultPath": "$.i", "Next": "Check"},
+            "Check": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.i", "NumericLessThan": limit, "Next": "Inc"}],
+                "Default": "Done",
+            },
+            "Inc": {
+                "Type": "Pass",
+                "Parameters": {"i.$": "States.MathAdd($.i, 1)"},
+                "Next": "Check",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
+    opened = memory_backend(clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_every_pass_transition_is_saved_alone_and_after_the_one_before(
+    backend: Backend,
+) -> None:
+    phases: list[tuple[str, int]] = []
+    service = FlowService(
+        backend,
+        {"chain": pass_chain(30)},
+        on_persist=lambda phase, name, seq: phases.append((phase, seq)),
+    )
+    await service.start_execution("chain", {"n": 1}, name="one")
+    await service.run_execution("one")
+    # One save per state, each one begun only once the previous one returned.
+    assert phases == [(phase, seq) for seq in range(1, 31) for phase in ("before", "after")]
+    described = await service.describe("one")
+    expected = run(pass_chain(30), {"n": 1})
+    assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
+    assert described["transitions"] == 30
+    events = [event["type"] for event in await service.history("one")]
+    assert events == expected.event_types()
+
+
+async def test_a_choice_loop_runs_durably_to_the_in_memory_output(backend: Backend) -> None:
+    service = FlowService(backend, {"loop": counter(40)})
+    await service.start_execution("loop", {}, name="loop")
+    await service.run_execution("loop")
+    expected = run(counter(40), {})
+    described = await service.describe("loop")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", {"i": 40})
+    assert [event["type"] for event in await service.history("loop")] == expected.event_types()
+
+
+async def test_a_stop_during_a_pass_chain_wins_and_nothing_is_written_after_it(
+    backend: Backend,
+) -> None:
+    stopping: list[asyncio.Future[Any]] = []
+
+    def hook(phase: str, name: str, seq: int) -> None:
+        if (phase, seq) == ("after", 10):
+            stopping.append(asyncio.ensure_future(service.stop_execution(name, error="Halt")))
+
+    service = FlowService(backend, {"chain": pass_chain(200)}, on_persist=hook)
+    await service.start_execution("chain", {}, name="halted")
+    await service.run_execution("halted")
+    await stopping[0]
+    described = await service.describe("halted")
+    assert (described["status"], described["error"]) == ("ABORTED", "Halt")
+    events = [event["type"] for event in await service.history("halted")]
+    assert events[-1] == "ExecutionAborted"
+    assert events.count("PassStateEntered") < 200
+    # The runner gave up on its fenced transition: running again changes nothing.
+    await service.run_execution("halted")
+    assert [event["type"] for event in await service.history("halted")] == events
+
+
+async def test_an_execution_timeout_ends_a_choice_loop_between_transitions(
+    backend: Backend, clock: FakeClock
+) -> None:
+    def hook(phase: str, name: str, seq: int) -> None:
+        if (phase, seq) == ("after", 50):
+            clock.advance(5)  # the loop's TimeoutSeconds (2) has run out
+
+    service = FlowService(backend, {"loop": counter(10_000, TimeoutSeconds=2)}, on_persist=hook)
+    await service.start_execution("loop", {}, name="slow")
+    await service.run_execution("slow")
+    described = await service.describe("slow")
+    assert (described["status"], described["error"]) == ("TIMED_OUT", "States.Timeout")
+    events = [event["type"] for event in await service.history("slow")]
+    assert events[-1] == "ExecutionTimedOut"
+    # The transition made before the clock moved is kept; nothing runs after the timeout.
+    assert 50 <= described["transitions"] <= 52
