@@ -108,6 +108,21 @@ class MemoryLog:
         s.arrived = asyncio.Event()
         return _fmt(key)
 
+    async def append_many(self, stream: str, items: Sequence[bytes]) -> list[str]:
+        if not items:
+            return []
+        s = self._stream(stream)
+        ids = []
+        for data in items:
+            key = self._next_id(s)
+            s.ids.append(key)
+            s.entries[key] = bytes(data)
+            s.last_id = key
+            ids.append(_fmt(key))
+        s.arrived.set()
+        s.arrived = asyncio.Event()
+        return ids
+
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
         s = self._stream(stream)
         if group in s.groups:

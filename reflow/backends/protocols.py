@@ -88,6 +88,15 @@ class Log(Protocol):
         """Append ``data``; return the new entry's id. Durable when it returns."""
         ...
 
+    async def append_many(self, stream: str, items: Sequence[bytes]) -> list[str]:
+        """Append every item, in order, as one write; return their ids in that order.
+
+        Durable when it returns, like ``append``, and all or nothing: the
+        items are stored together or not at all (one transaction on SQLite,
+        one script on Redis). No items: no write, ``[]``.
+        """
+        ...
+
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
         """Create a consumer group reading from ``start`` (``"0"``: the beginning,
         ``"$"``: only entries appended from now on). Return False if it existed."""

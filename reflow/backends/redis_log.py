@@ -78,12 +78,13 @@ class RedisLog:
         self._clock = clock
         self._read = client.register_script(load_script("log_read.lua"))
         self._ack = client.register_script(load_script("log_ack.lua"))
+        self._append = client.register_script(load_script("log_append.lua"))
         self._delete = client.register_script(load_script("log_delete.lua"))
 
     @property
     def scripts(self) -> list[AsyncScript]:
         """The Lua scripts this Log runs (to load onto the server up front)."""
-        return [self._read, self._ack, self._delete]
+        return [self._read, self._ack, self._append, self._delete]
 
     async def append(self, stream: str, data: bytes) -> str:
         """Append ``data``; return the new entry's id (XADD).
@@ -93,6 +94,21 @@ class RedisLog:
         """
         entry_id = await self._batch.command("XADD", self._ns.stream(stream), "*", _FIELD, data)
         return _text(entry_id)
+
+    async def append_many(self, stream: str, items: Sequence[bytes]) -> list[str]:
+        """Append ``items`` in order with one script call; return their ids.
+
+        The script is atomic, so the items are stored together (and
+        contiguously) or, if the call fails, not at all. Sent in chunks of
+        ``MAX_BATCH`` (each chunk atomic on its own).
+        """
+        key = self._ns.stream(stream)
+        ids: list[str] = []
+        for start in range(0, len(items), MAX_BATCH):
+            chunk = [bytes(data) for data in items[start : start + MAX_BATCH]]
+            reply = await self._batch.script(self._append, [key], [_FIELD, *chunk])
+            ids.extend(_text(entry_id) for entry_id in reply)
+        return ids
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
         """Create ``group`` reading from ``start``; False if it already existed."""

@@ -122,31 +122,18 @@ class SQLiteLog:
 
     async def append(self, stream: str, data: bytes) -> str:
         """Append ``data``; return the new id. Durable when it returns."""
+        return (await self.append_many(stream, [data]))[0]
+
+    async def append_many(self, stream: str, items: Sequence[bytes]) -> list[str]:
+        """Append ``items`` in one transaction; return their ids. Durable when it returns."""
+        if not items:
+            return []
         now_ms = int(self._clock.time() * 1000)
-        payload = bytes(data)
-
-        def job(c: sqlite3.Connection) -> Key:
-            row = c.execute(
-                "SELECT last_ms, last_seq FROM log_streams WHERE name = ?", (stream,)
-            ).fetchone()
-            last: Key = (row[0], row[1]) if row else (0, -1)
-            key = (last[0], last[1] + 1) if now_ms <= last[0] else (now_ms, 0)
-            c.execute(
-                "INSERT INTO log_streams (name, last_ms, last_seq, length) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (name) DO UPDATE SET last_ms = excluded.last_ms, "
-                "last_seq = excluded.last_seq, length = length + 1",
-                (stream, key[0], key[1]),
-            )
-            c.execute(
-                "INSERT INTO log_entries (stream, ms, seq, data) VALUES (?, ?, ?, ?)",
-                (stream, key[0], key[1], payload),
-            )
-            return key
-
-        key = await self._db.write(job)
+        payloads = [bytes(data) for data in items]
+        keys = await self._db.write(partial(_append, stream=stream, now_ms=now_ms, items=payloads))
         for log in list(_NEIGHBOURS.get(self._file, ())):
             log._wake(stream)
-        return _fmt(key)
+        return [_fmt(key) for key in keys]
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
         """Create ``group`` at ``start`` (``"0"`` or ``"$"`` or an id); False if it existed."""
@@ -319,6 +306,28 @@ class SQLiteLog:
 
 
 # --- jobs (run on the database threads) ------------------------------------
+
+
+def _append(c: sqlite3.Connection, stream: str, now_ms: int, items: list[bytes]) -> list[Key]:
+    row = c.execute(
+        "SELECT last_ms, last_seq FROM log_streams WHERE name = ?", (stream,)
+    ).fetchone()
+    last: Key = (row[0], row[1]) if row else (0, -1)
+    # Ids keep increasing even if the clock went back: the same millisecond
+    # as the last id (or an earlier one) continues its sequence.
+    ms, seq = (last[0], last[1] + 1) if now_ms <= last[0] else (now_ms, 0)
+    keys = [(ms, seq + offset) for offset in range(len(items))]
+    c.execute(
+        "INSERT INTO log_streams (name, last_ms, last_seq, length) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET last_ms = excluded.last_ms, "
+        "last_seq = excluded.last_seq, length = length + excluded.length",
+        (stream, keys[-1][0], keys[-1][1], len(keys)),
+    )
+    c.executemany(
+        "INSERT INTO log_entries (stream, ms, seq, data) VALUES (?, ?, ?, ?)",
+        [(stream, key[0], key[1], data) for key, data in zip(keys, items, strict=True)],
+    )
+    return keys
 
 
 def _create_group(c: sqlite3.Connection, stream: str, group: str, start: str) -> bool:

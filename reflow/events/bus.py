@@ -22,7 +22,6 @@ delivery with the same event id, never a loss.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import random
@@ -31,11 +30,19 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reflow.backends.protocols import LogEntry
 from reflow.clock import Clock
 from reflow.errors import EventTooLargeError, InvalidEventError
-from reflow.events.delivery import DeliveryWorker, Rule, encode_record, rule_stream, stop_tasks
+from reflow.events.delivery import (
+    Acks,
+    DeliveryWorker,
+    Rule,
+    encode_stored_record,
+    rule_stream,
+    stop_tasks,
+)
 from reflow.events.dlq import DeadLetters
-from reflow.events.model import Event
+from reflow.events.model import DEFAULT_ACCOUNT, DEFAULT_REGION, MAX_EVENT_SIZE, Event
 from reflow.events.ruleset import RuleSet
 
 if TYPE_CHECKING:
@@ -47,6 +54,8 @@ _log = logging.getLogger("reflow.events")
 
 DISPATCH_GROUP = "dispatch"
 MAX_ENTRIES = 10  # PutEvents takes at most ten entries per call
+DISPATCH_BATCH = 100  # bus entries one dispatcher read takes
+DISPATCH_DEPTH = 4  # batches a dispatcher fans out at once
 
 
 def bus_stream(bus: str) -> str:
@@ -116,6 +125,8 @@ class EventBus:
         self._matchers: dict[str, RuleSet] = {}
         self._workers: list[DeliveryWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        self._acks: dict[str, Acks] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- rules ----------------------------------------------------------------
@@ -143,20 +154,28 @@ class EventBus:
         ``time`` gets the bus's current time, as EventBridge does.
         """
         now = self.clock.time()
-        stamped = []
+        stamp = datetime.fromtimestamp(now, UTC).isoformat().removesuffix("+00:00") + "Z"
+        ids: list[str] = []
+        items: list[bytes] = []
+        at = b'{"at":' + json.dumps(now).encode() + _EVENT_AT
         for index, entry in enumerate(entries):
             event = to_event(entry, index)
+            document = event.to_cloudevent()
             if event.time is None:
-                try:
-                    event = dataclasses.replace(event, time=datetime.fromtimestamp(now, UTC))
-                except EventTooLargeError as exc:
-                    raise InvalidEventError(f"entries[{index}]", str(exc)) from None
-            stamped.append(event)
-        stream = bus_stream(bus)
-        for event in stamped:
-            data = json.dumps({"event": event.to_cloudevent(), "at": now}, separators=(",", ":"))
-            await self.backend.log.append(stream, data.encode())
-        return [event.id for event in stamped]
+                # Stamped in its stored form: no second Event is built, but
+                # the size limit is checked on the stamped event all the same.
+                document["time"] = stamp
+            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+            if len(text) > MAX_EVENT_SIZE:
+                error = EventTooLargeError(len(text), MAX_EVENT_SIZE)
+                raise InvalidEventError(f"entries[{index}]", str(error))
+            ids.append(event.id)
+            # ``at`` first, the event's JSON text last: the dispatcher copies
+            # that text into the delivery records as it is.
+            items.append(at + text + b"}")
+        # One write for the whole call: durable together, in order.
+        await self.backend.log.append_many(bus_stream(bus), items)
+        return ids
 
     # -- running --------------------------------------------------------------
 
@@ -185,64 +204,148 @@ class EventBus:
         """Stop dispatching and delivering; unacknowledged work is redelivered later."""
         tasks, self._tasks = self._tasks, []
         await stop_tasks(tasks)
+        batches, self._batches = list(self._batches), set()
+        await stop_tasks(batches)
+        for acks in self._acks.values():
+            await acks.drain()
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.stop()
 
     async def _dispatch(self, bus: str) -> None:
+        """Read the bus stream and fan each batch out, several batches in flight.
+
+        The next read goes out while a batch's delivery records are being
+        appended (the engines put both in one transaction or pipeline), and
+        the acks of finished batches gather per event-loop turn (``Acks``):
+        each hop of an event costs one shared write, not three in a row.
+        """
         stream = bus_stream(bus)
+        acks = self._acks[bus] = Acks(self.backend.log, stream, DISPATCH_GROUP)
+        room = asyncio.Semaphore(DISPATCH_DEPTH)
         trimmed_at = self.clock.monotonic()
         while True:
+            await room.acquire()
             try:
-                await self._dispatch_once(bus, stream)
+                entries = await self.backend.log.read(
+                    stream,
+                    DISPATCH_GROUP,
+                    self.consumer,
+                    count=DISPATCH_BATCH,
+                    lease=self.lease,
+                    block=1.0,
+                )
                 if self.clock.monotonic() - trimmed_at > 60.0:
                     trimmed_at = self.clock.monotonic()
                     await self.backend.log.trim(stream, max_age=self.retention)
             except Exception:
+                room.release()
                 # A backend hiccup must not end dispatching: what was read and
                 # not acked comes back after its lease.
                 _log.exception("bus %s: dispatching failed; retrying in 1 s", bus)
                 await asyncio.sleep(1.0)
+                continue
+            except BaseException:
+                room.release()
+                raise
+            if not entries:
+                room.release()
+                continue
+            task = asyncio.create_task(self._dispatch_batch(bus, entries, acks))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            task.add_done_callback(lambda _: room.release())
 
-    async def _dispatch_once(self, bus: str, stream: str) -> None:
-        entries = await self.backend.log.read(
-            stream, DISPATCH_GROUP, self.consumer, count=50, lease=self.lease, block=1.0
+    async def _dispatch_batch(self, bus: str, entries: list[LogEntry], acks: Acks) -> None:
+        """Fan one batch out; ack each entry whose delivery records are all durable."""
+        records: list[tuple[str, bytes]] = []
+        owners: list[int] = []  # the entry (index) each record comes from
+        broken: set[int] = set()
+        for index, entry in enumerate(entries):
+            try:
+                found = self.records(bus, entry.data)
+            except Exception as exc:  # an unreadable entry: kept, and logged each time
+                _log.error("bus %s: entry %s left for redelivery: %r", bus, entry.id, exc)
+                broken.add(index)
+                continue
+            records.extend(found)
+            owners.extend([index] * len(found))
+        failed = await self.append_records(records)
+        for position in failed:
+            broken.add(owners[position])
+        done = [entry.id for index, entry in enumerate(entries) if index not in broken]
+        try:
+            await acks.ack(*done)
+        except Exception:
+            _log.exception("bus %s: acking %d entries failed; they come back", bus, len(done))
+
+    def records(
+        self, bus: str, data: bytes, *, only: str | None = None, replay: str | None = None
+    ) -> list[tuple[str, bytes]]:
+        """The delivery records (``(stream, bytes)``) of one stored bus entry.
+
+        The stored event was validated when it was put, so it is matched in
+        its EventBridge view straight from the stored JSON, and its text is
+        spliced into the records as it is (no :class:`Event` is rebuilt).
+        """
+        stored = json.loads(data)
+        document = stored["event"]
+        names = (
+            self._matchers[bus].match(eventbridge_view(document)) if bus in self._matchers else []
         )
-        if not entries:
-            return
-        # One batch fans out concurrently (the engines group the writes
-        # of one event-loop turn), then its entries are acked together,
-        # each only if its own fan-out is durable.
+        if only is not None:
+            names = [name for name in names if name == only]
+        if not names:
+            return []
+        first = float(stored["at"]) if replay is None else self.clock.time()
+        text = _stored_event_text(data, document)
+        return [
+            (
+                rule_stream(name),
+                encode_stored_record(text, name, attempt=1, first=first, replay=replay),
+            )
+            for name in names
+        ]
+
+    async def append_records(self, records: list[tuple[str, bytes]]) -> set[int]:
+        """Append delivery records, one ``append_many`` per rule stream, all at once.
+
+        Return the positions (in ``records``) of those that could not be
+        appended (the failure is logged); the rest are durable.
+        """
+        by_stream = _by_stream(records)
         outcomes = await asyncio.gather(
-            *(self.fan_out(bus, entry.data) for entry in entries), return_exceptions=True
+            *(
+                self.backend.log.append_many(stream, [records[p][1] for p in positions])
+                for stream, positions in by_stream.items()
+            ),
+            return_exceptions=True,
         )
-        done = []
-        for entry, outcome in zip(entries, outcomes, strict=True):
+        failed: set[int] = set()
+        for (stream, positions), outcome in zip(by_stream.items(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                _log.error("bus %s: entry %s left for redelivery: %r", bus, entry.id, outcome)
-            else:
-                done.append(entry.id)
-        if done:
-            await self.backend.log.ack(stream, DISPATCH_GROUP, done)
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                _log.error("bus: %d records for %s not stored: %r", len(positions), stream, outcome)
+                failed.update(positions)
+        return failed
 
     async def fan_out(
         self, bus: str, data: bytes, *, only: str | None = None, replay: str | None = None
     ) -> int:
         """Append one delivery record per matching rule; return how many were appended."""
-        stored = json.loads(data)
-        event = Event.from_cloudevent(stored["event"])
-        first = float(stored["at"]) if replay is None else self.clock.time()
-        names = [name for name in self.match(event, bus) if only is None or name == only]
+        records = self.records(bus, data, only=only, replay=replay)
+        await self._append_all(records)
+        return len(records)
+
+    async def _append_all(self, records: list[tuple[str, bytes]]) -> None:
+        """Append delivery records, raising the first failure."""
         await asyncio.gather(
             *(
-                self.backend.log.append(
-                    rule_stream(name),
-                    encode_record(event, name, attempt=1, first=first, replay=replay),
-                )
-                for name in names
+                self.backend.log.append_many(stream, [records[p][1] for p in positions])
+                for stream, positions in _by_stream(records).items()
             )
         )
-        return len(names)
 
     # -- archive and replay -----------------------------------------------------
 
@@ -267,9 +370,78 @@ class EventBus:
         queued = 0
         while True:
             batch = await self.backend.log.range(stream, start=cursor, end=last, count=500)
-            for entry in batch:
-                queued += await self.fan_out(bus, entry.data, only=rule, replay=name)
+            records = [
+                record
+                for entry in batch
+                for record in self.records(bus, entry.data, only=rule, replay=name)
+            ]
+            await self._append_all(records)
+            queued += len(records)
             if len(batch) < 500:
                 return name, queued
             ms, _, seq = batch[-1].id.partition("-")
             cursor = f"{ms}-{int(seq or 0) + 1}"
+
+
+def _by_stream(records: list[tuple[str, bytes]]) -> dict[str, list[int]]:
+    """Positions of ``records`` grouped by stream, streams in first-seen order."""
+    grouped: dict[str, list[int]] = {}
+    for position, (stream, _) in enumerate(records):
+        grouped.setdefault(stream, []).append(position)
+    return grouped
+
+
+_EVENT_AT = b',"event":'
+# CloudEvents attributes that are not extensions (everything else in the
+# stored document is one).
+_ATTRIBUTES = frozenset(
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "subject",
+        "datacontenttype",
+        "dataschema",
+        "data",
+    }
+)
+
+
+def _stored_event_text(data: bytes, document: Mapping[str, Any]) -> bytes:
+    """The event's JSON text inside a stored bus entry (re-encoded for older layouts)."""
+    if data.startswith(b'{"at":') and data.endswith(b"}"):
+        at = data.find(_EVENT_AT)
+        if at > 0:
+            return data[at + len(_EVENT_AT) : -1]
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def eventbridge_view(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The EventBridge view of a stored CloudEvent, as ``Event.to_eventbridge`` gives it.
+
+    For documents the bus stored (``Event.to_cloudevent`` of a validated
+    event), so nothing is validated again; a unit test holds it to
+    ``Event.from_cloudevent(document).to_eventbridge()``.
+    """
+    extensions = {k: v for k, v in document.items() if k not in _ATTRIBUTES}
+    view: dict[str, Any] = {
+        "version": "0",
+        "id": document["id"],
+        "detail-type": document["type"],
+        "source": document["source"],
+        "account": extensions.pop("account", DEFAULT_ACCOUNT),
+        "region": extensions.pop("region", DEFAULT_REGION),
+    }
+    if document.get("time") is not None:
+        view["time"] = document["time"]
+    resources = extensions.pop("resources", [])
+    view["resources"] = list(resources) if isinstance(resources, list | tuple) else [resources]
+    data = document.get("data")
+    view["detail"] = {} if data is None else data
+    for name in ("subject", "datacontenttype", "dataschema"):
+        if document.get(name) is not None:
+            view[name] = document[name]
+    view.update(extensions)
+    return view

@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from reflow.backends.protocols import LogEntry
+from reflow.backends.protocols import Log, LogEntry
 from reflow.clock import Clock
 from reflow.events.model import Event
 from reflow.events.transform import RuleInput
@@ -48,12 +48,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DELIVER_GROUP",
+    "Acks",
     "Delivery",
     "DeliveryWorker",
     "RetryPolicy",
     "Rule",
     "decode_record",
     "encode_record",
+    "encode_stored_record",
     "rule_stream",
     "stop_tasks",
 ]
@@ -139,6 +141,26 @@ def encode_record(
     return json.dumps(record, separators=(",", ":")).encode()
 
 
+def encode_stored_record(
+    event_json: bytes,
+    rule: str,
+    *,
+    attempt: int,
+    first: float,
+    replay: str | None = None,
+) -> bytes:
+    """:func:`encode_record` for an event already in CloudEvents JSON (as the bus stores it).
+
+    The dispatcher splices the stored text in rather than rebuilding and
+    re-encoding the event: the bytes decode to the same record.
+    """
+    head: dict[str, Any] = {"rule": rule, "attempt": attempt, "first": first, "due": 0.0}
+    if replay is not None:
+        head["replay"] = replay
+    text = json.dumps(head, separators=(",", ":"))
+    return text[:-1].encode() + b',"event":' + event_json + b"}"
+
+
 async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel ``tasks`` and wait until every one has finished.
 
@@ -153,6 +175,66 @@ async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
             await asyncio.wait([task], timeout=0.5)
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Acks:
+    """Acknowledgements of one stream and group, gathered over an event-loop turn.
+
+    Every record a worker finishes would otherwise cost its own ack call (a
+    job in the SQLite writer's transaction, a script call on Redis). Ids
+    handed to :meth:`ack` during one turn of the loop go out together at its
+    end, as one ``Log.ack``; each caller returns once that call has returned,
+    or raises what it raised, so an ack is still awaited before its record
+    counts as done.
+    """
+
+    def __init__(self, log: Log, stream: str, group: str) -> None:
+        self.log = log
+        self.stream = stream
+        self.group = group
+        self._ids: list[str] = []
+        self._sent: asyncio.Future[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def ack(self, *ids: str) -> None:
+        """Acknowledge ``ids`` with the others of this turn; return once acknowledged."""
+        if not ids:
+            return
+        if self._sent is None:
+            loop = asyncio.get_running_loop()
+            self._sent = loop.create_future()
+            loop.call_soon(self._flush)
+        self._ids.extend(ids)
+        # Shielded: a caller cancelled while waiting must not cancel the ack
+        # the others wait for.
+        await asyncio.shield(self._sent)
+
+    def _flush(self) -> None:
+        ids, sent = self._ids, self._sent
+        self._ids, self._sent = [], None
+        if sent is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(ids, sent))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, ids: list[str], sent: asyncio.Future[None]) -> None:
+        try:
+            await self.log.ack(self.stream, self.group, ids)
+        except asyncio.CancelledError:
+            sent.cancel()
+            raise
+        except Exception as exc:  # every waiter hears of it; the entries come back later
+            sent.set_exception(exc)
+        else:
+            sent.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait for the acks already handed out (at stop)."""
+        if self._sent is not None:
+            self._flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
 
 
 def decode_record(data: bytes) -> dict[str, Any]:
@@ -197,6 +279,7 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
         self.stream = rule_stream(rule.name)
+        self._acks = Acks(self.log, self.stream, DELIVER_GROUP)
         self._reader: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -211,6 +294,7 @@ class DeliveryWorker:
         self._reader = None
         await stop_tasks(tasks)
         self._running.clear()
+        await self._acks.drain()
 
     async def _read(self) -> None:
         free = asyncio.Semaphore(self.held)
@@ -310,7 +394,8 @@ class DeliveryWorker:
                     await self.log.append(self.stream, retry)
                 else:
                     await self._dead(event, error, attempt, first, replay)
-        await self.log.ack(self.stream, DELIVER_GROUP, [entry.id])
+        # Last, and together with the other records finished this turn.
+        await self._acks.ack(entry.id)
 
     async def _dead(
         self,

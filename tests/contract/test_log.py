@@ -229,3 +229,77 @@ async def test_cancelling_a_blocked_read_as_an_entry_arrives_cancels_it(backend:
     done, _ = await asyncio.wait({reader}, timeout=2)
     assert done, "the cancelled read kept running"
     assert reader.cancelled()
+
+
+async def test_append_many_returns_the_ids_in_order_after_earlier_appends(
+    backend: Backend,
+) -> None:
+    first = await backend.log.append("s", b"before")
+    ids = await backend.log.append_many("s", [f"m{i}".encode() for i in range(5)])
+    last = await backend.log.append("s", b"after")
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert [first, *ids, last] == sorted([first, *ids, last], key=entry_id_key)
+    entries = await backend.log.range("s")
+    assert [e.id for e in entries] == [first, *ids, last]
+    assert [e.data for e in entries] == [b"before", *(f"m{i}".encode() for i in range(5)), b"after"]
+    assert await backend.log.length("s") == 7
+
+
+async def test_append_many_of_nothing_writes_nothing(backend: Backend) -> None:
+    assert await backend.log.append_many("s", []) == []
+    assert await backend.log.length("s") == 0
+    assert await backend.log.range("s") == []
+
+
+async def test_append_many_entries_are_read_by_a_group_like_single_appends(
+    backend: Backend,
+) -> None:
+    await backend.log.create_group("s", "g", start="$")
+    ids = await backend.log.append_many("s", [b"\x00a", b"\xffb", b"c"])
+    entries = await backend.log.read("s", "g", "c", count=10)
+    assert [(e.id, e.data, e.deliveries) for e in entries] == [
+        (ids[0], b"\x00a", 1),
+        (ids[1], b"\xffb", 1),
+        (ids[2], b"c", 1),
+    ]
+    assert await backend.log.ack("s", "g", ids) == 3
+
+
+async def test_a_blocking_read_wakes_on_append_many(backend: Backend) -> None:
+    await backend.log.create_group("s", "g", start="$")
+
+    async def late() -> None:
+        await asyncio.sleep(0.1)
+        await backend.log.append_many("s", [b"one", b"two"])
+
+    task = asyncio.create_task(late())
+    entries = await backend.log.read("s", "g", "c", count=5, block=3.0)
+    await task
+    # Both arrive together: a reader never sees half of a batch.
+    assert [e.data for e in entries] == [b"one", b"two"]
+
+
+async def test_concurrent_append_many_batches_stay_contiguous(backend: Backend) -> None:
+    async def batch(tag: int) -> list[str]:
+        return await backend.log.append_many("s", [f"{tag}.{i}".encode() for i in range(4)])
+
+    async def single(tag: int) -> str:
+        return await backend.log.append("s", f"single.{tag}".encode())
+
+    await asyncio.gather(*(batch(t) for t in range(6)), *(single(t) for t in range(6)))
+    tags = [e.data.decode().split(".")[0] for e in await backend.log.range("s")]
+    assert len(tags) == 30
+    for tag in map(str, range(6)):
+        at = tags.index(tag)
+        assert tags[at : at + 4] == [tag] * 4, tags
+
+
+async def test_append_many_takes_more_items_than_one_round_trip_carries(
+    backend: Backend,
+) -> None:
+    items = [str(i).encode() for i in range(2500)]
+    ids = await backend.log.append_many("s", items)
+    assert len(set(ids)) == 2500
+    assert ids == sorted(ids, key=entry_id_key)
+    assert [e.data for e in await backend.log.range("s")] == items
+    assert await backend.log.length("s") == 2500

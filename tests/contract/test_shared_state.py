@@ -151,6 +151,32 @@ async def test_a_group_is_shared_between_openers(backend: Backend, tmp_path: Pat
         await other.close()
 
 
+async def test_append_many_from_two_openers_keeps_each_batch_whole_and_ids_unique(
+    backend: Backend, tmp_path: Path
+) -> None:
+    other = await reopen(backend, tmp_path)
+    try:
+        batches = await asyncio.gather(
+            *(
+                (backend if i % 2 else other).log.append_many(
+                    "s", [f"{i}.{j}".encode() for j in range(3)]
+                )
+                for i in range(10)
+            )
+        )
+        ids = [entry_id for batch in batches for entry_id in batch]
+        assert len(set(ids)) == 30
+        entries = await other.log.range("s")
+        assert sorted(e.id for e in entries) == sorted(ids)
+        tags = [e.data.split(b".")[0] for e in entries]
+        for i in range(10):
+            at = tags.index(str(i).encode())
+            assert tags[at : at + 3] == [str(i).encode()] * 3
+        assert await backend.log.length("s") == 30
+    finally:
+        await other.close()
+
+
 async def test_an_expired_lease_moves_to_a_consumer_of_another_opener(
     backend: Backend, tmp_path: Path
 ) -> None:
