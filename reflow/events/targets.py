@@ -111,10 +111,12 @@ class BusTarget:
 
 @dataclass(frozen=True)
 class FlowTarget:
-    """A state machine: each delivery starts one execution, named after the event id.
+    """A state machine: each delivery starts one execution, named per (rule, event).
 
-    (``<replay-name>.<event id>`` for a replayed event, so a replay runs the
-    flow again while a redelivery does not.)
+    The name is ``<rule>:<event id>`` (``<replay-name>:<rule>:<event id>`` for
+    a replayed event), see :func:`execution_name`: a redelivery finds the
+    execution its earlier attempt started, two rules sending one event to the
+    same flow start one execution each, and a replay runs the flow again.
 
     ``start(flow, input, execution_name)`` starts it (see
     :func:`reflow.events.service.flow_starter`). Without one, delivering
@@ -128,31 +130,32 @@ class FlowTarget:
     kind: str = "flow"
 
     async def deliver(self, payload: Any, delivery: Delivery) -> None:
-        """Start the flow with the payload, named after the event id."""
+        """Start the flow with the payload, named after the rule and the event id."""
         if self.start is None:
             raise NotAvailableError("flows", "no flows service to start executions with")
-        # A replay is a new delivery of an old event: it gets its own execution.
-        key = (
-            delivery.event.id
-            if delivery.replay is None
-            else f"{delivery.replay}.{delivery.event.id}"
-        )
-        await self.start(self.name, payload, execution_name(key))
+        name = execution_name(delivery.event.id, rule=delivery.rule, replay=delivery.replay)
+        await self.start(self.name, payload, name)
 
 
 _EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 
 
-def execution_name(event_id: str) -> str:
-    """The flow execution name for an event id: the id itself when it is a valid name.
+def execution_name(event_id: str, *, rule: str | None = None, replay: str | None = None) -> str:
+    """The flow execution name of one delivery: ``[<replay>:][<rule>:]<event id>``.
 
-    Execution names are 1-80 letters, digits and ``_ . : -``; an id outside
-    that (a CloudEvent id may be any string) maps to a digest of it, still
-    the same for every redelivery of the event.
+    Execution names are 1-80 letters, digits and ``_ . : -``. Rule names
+    never contain ``:``, so the name is unambiguous; when it would not be a
+    valid name (an event id may be any string, a long rule and id may pass
+    80 characters, a replay name may hold a ``:``) it maps to
+    ``event-<digest>`` of all three parts, still the same on every
+    redelivery and different for each rule and replay.
     """
-    if _EXECUTION_NAME.match(event_id):
-        return event_id
-    return "event-" + hashlib.sha256(event_id.encode()).hexdigest()[:40]
+    parts = [part for part in (replay, rule, event_id) if part is not None]
+    text = ":".join(parts)
+    if _EXECUTION_NAME.match(text) and not any(":" in part for part in parts[:-1]):
+        return text
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
+    return f"event-{digest}"
 
 
 @dataclass(frozen=True)

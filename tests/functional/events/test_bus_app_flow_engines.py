@@ -19,6 +19,7 @@ from reflow.platform import Platform
 from tests.conftest import REDIS_URL, require_server
 
 RULE = "publish-on-save"
+SECOND = "publish-again"
 
 
 def publishing_app() -> App:
@@ -49,7 +50,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     opened = await open_backend(url, data_dir=tmp_path)
     yield opened
     if request.param == "redis":
-        for stream in (bus_stream("default"), rule_stream(RULE)):
+        for stream in (bus_stream("default"), rule_stream(RULE), rule_stream(SECOND)):
             await opened.log.delete_stream(stream)
     await opened.close()
 
@@ -99,11 +100,41 @@ async def test_rule_to_flow_succeeds_and_a_redelivered_event_starts_no_second_ex
 
         await _until(delivered_twice)
         executions = await flows.flows.list_executions(flow="publish")
-        described = await flows.flows.describe(event_id)
+        described = await flows.flows.describe(f"{RULE}:{event_id}")
         letters = await events.bus.dead_letters.list(RULE)
     finally:
         await platform.stop()
-    assert calls == [event_id, event_id]
-    assert [row["name"] for row in executions] == [event_id]
+    name = f"{RULE}:{event_id}"  # one execution per (rule, event)
+    assert calls == [name, name]
+    assert [row["name"] for row in executions] == [name]
     assert described["status"] == "SUCCEEDED" and described["output"] == {"title": "HELLO"}
     assert letters == []
+
+
+async def test_two_rules_sending_one_event_to_one_flow_start_one_execution_each(
+    backend: Backend, tmp_path: Path
+) -> None:
+    app = publishing_app()
+    app.rule(SECOND, {"source": ["cms"]}, target="flow:publish", input_path="$.detail")
+    settings = Settings.load(env={}, backend="memory://", data_dir=str(tmp_path))
+    platform = Platform(app, settings, backend=backend)
+    await platform.start(admin=False)
+    try:
+        flows: Any = platform.service("flows")
+        [event_id] = await app.events.put(
+            Event(source="cms", type="Saved", data={"title": "twice"})
+        )
+
+        async def both_succeeded() -> bool:
+            rows = await flows.flows.list_executions(flow="publish", status="SUCCEEDED")
+            return len(rows) == 2
+
+        await _until(both_succeeded)
+        rows = await flows.flows.list_executions(flow="publish")
+        outputs = [(await flows.flows.describe(row["name"]))["output"] for row in rows]
+    finally:
+        await platform.stop()
+    assert sorted(row["name"] for row in rows) == sorted(
+        [f"{RULE}:{event_id}", f"{SECOND}:{event_id}"]
+    )
+    assert outputs == [{"title": "TWICE"}, {"title": "TWICE"}]

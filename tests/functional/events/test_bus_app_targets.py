@@ -64,7 +64,7 @@ async def test_a_rule_targeting_a_flow_starts_an_execution_that_succeeds(tmp_pat
         async def finished() -> bool:
             nonlocal described
             try:
-                described = await flows.flows.describe(event_id)
+                described = await flows.flows.describe(f"publish-on-save:{event_id}")
             except Exception:
                 return False
             return bool(described["status"] == "SUCCEEDED")
@@ -76,7 +76,8 @@ async def test_a_rule_targeting_a_flow_starts_an_execution_that_succeeds(tmp_pat
     finally:
         await platform.stop()
     assert described["status"] == "SUCCEEDED", described
-    assert described["name"] == event_id  # named after the event: redeliveries de-duplicate
+    # Named after the rule and the event: redeliveries de-duplicate.
+    assert described["name"] == f"publish-on-save:{event_id}"
     assert described["input"] == {"title": "hello"}
     assert described["output"] == {"title": "HELLO"}
 
@@ -218,12 +219,12 @@ def test_a_rule_naming_an_unregistered_function_is_refused_when_the_bus_is_built
         EventsService(app, memory_backend())
 
 
-def _delivery(event_id: str, replay: str | None = None) -> Delivery:
+def _delivery(event_id: str, replay: str | None = None, rule: str = "publish-on-save") -> Delivery:
     event = Event(source="cms", type="Saved", data={}, id=event_id)
-    return Delivery(event, "publish-on-save", 1, 0.0, replay)
+    return Delivery(event, rule, 1, 0.0, replay)
 
 
-async def test_flow_executions_are_named_after_the_event_and_the_replay() -> None:
+async def test_flow_executions_are_named_after_the_rule_the_event_and_the_replay() -> None:
     names: list[str] = []
 
     async def start(flow: str, payload: Any, name: str) -> None:
@@ -232,13 +233,29 @@ async def test_flow_executions_are_named_after_the_event_and_the_replay() -> Non
     target = FlowTarget("publish", start)
     await target.deliver({}, _delivery("e-1"))
     await target.deliver({}, _delivery("e-1"))  # a redelivery: the same name
-    await target.deliver({}, _delivery("e-1", replay="fix-1"))
-    assert names == ["e-1", "e-1", "fix-1.e-1"]
+    await target.deliver({}, _delivery("e-1", rule="audit"))  # another rule: its own
+    await target.deliver({}, _delivery("e-1", replay="fix-1"))  # a replay: its own
+    assert names == [
+        "publish-on-save:e-1",
+        "publish-on-save:e-1",
+        "audit:e-1",
+        "fix-1:publish-on-save:e-1",
+    ]
 
 
 def test_an_event_id_that_is_no_execution_name_maps_to_a_stable_digest() -> None:
     odd = "urn:cms/article 7?" + "x" * 100
-    name = execution_name(odd)
-    assert name == execution_name(odd) and name != execution_name(odd + "y")
+    name = execution_name(odd, rule="r")
+    assert name == execution_name(odd, rule="r") and name != execution_name(odd + "y", rule="r")
+    assert name != execution_name(odd, rule="s") != execution_name(odd, rule="r", replay="p")
     assert name.startswith("event-") and len(name) <= 80
-    assert execution_name("3f2a-ok.id:1") == "3f2a-ok.id:1"
+    assert execution_name("3f2a-ok.id:1", rule="r") == "r:3f2a-ok.id:1"
+
+
+def test_names_that_would_pass_80_characters_or_be_ambiguous_map_to_digests() -> None:
+    long_rule = "r" * 60
+    name = execution_name("0123456789abcdef0123456789", rule=long_rule)
+    assert name.startswith("event-") and len(name) <= 80
+    # A replay name holding ":" could read as another rule: digested instead.
+    assert execution_name("e", rule="b", replay="a:") != execution_name("e", rule=":b", replay="a")
+    assert execution_name("e", rule="b", replay="a:").startswith("event-")
