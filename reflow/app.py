@@ -103,6 +103,9 @@ class RuleConfig:
     ``target`` is ``function:<name>``, ``flow:<name>``, ``bus:<name>`` or an
     ``http(s)://`` URL; empty means the rule's ``function`` (``@app.on``).
     ``function`` is empty for a rule whose target is not a function.
+    ``timeout`` (seconds) and ``headers`` are a webhook target's: header
+    values are literals or ``env:<VARIABLE>`` / ``secret:<name>``
+    references, looked up at each delivery.
     """
 
     name: str
@@ -115,6 +118,8 @@ class RuleConfig:
     input_template: Any = None
     dead_letter: bool = True
     target: str = ""
+    timeout: float = 10.0
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def target_kind(self) -> tuple[str, str]:
@@ -483,14 +488,23 @@ class App:
         input_path: str | None = None,
         input_template: Any = None,
         dead_letter: bool = True,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> RuleConfig:
         """Deliver events on ``bus`` matching ``pattern`` to ``target``, without a handler.
 
         ``target`` is ``"function:<name>"``, ``"flow:<name>"`` (starts an
-        execution named after the event id), ``"bus:<name>"`` (forwards the
+        execution named ``<rule>:<event id>``), ``"bus:<name>"`` (forwards the
         event, keeping its id) or an ``http://``/``https://`` URL (POSTs the
         input as JSON). The named function or flow must be registered by the
         time the app starts.
+
+        A webhook takes ``timeout`` (seconds, default 10, at most 300) and
+        ``headers`` sent with each POST: a value is a literal,
+        ``"env:VARIABLE"`` or ``"secret:name"`` (the file ``name`` in
+        ``REFLOW_SECRETS_DIR``, default ``/run/secrets``), read at each
+        delivery. A credential header (``Authorization``, or a name with
+        ``token``, ``key``, ``secret`` ...) must use ``env:`` or ``secret:``.
         """
         self._check_open(f"rule {name!r}")
         _check_name(name, "rule")
@@ -506,6 +520,15 @@ class App:
         if input_path is not None and not input_path.startswith("$"):
             raise RegistrationError(name, f"input_path {input_path!r} must start with '$'")
         _validate_pattern(name, parsed)
+        webhook = target.startswith(("http://", "https://"))
+        if not webhook and (timeout is not None or headers is not None):
+            raise RegistrationError(name, "timeout and headers apply to http(s):// targets only")
+        from reflow.events.targets import check_webhook_options
+
+        try:
+            seconds, checked = check_webhook_options(timeout, headers)
+        except ValueError as exc:
+            raise RegistrationError(name, str(exc)) from None
         config = RuleConfig(
             name=name,
             pattern=parsed,
@@ -517,6 +540,8 @@ class App:
             input_template=copy.deepcopy(input_template),
             dead_letter=dead_letter,
             target=target,
+            timeout=seconds,
+            headers=MappingProxyType(checked),
         )
         self._rules[name] = config
         return config

@@ -98,7 +98,7 @@ def _target(
         return FlowTarget(ref, flow_starter(flows) if flows is not None else None)
     if kind == "bus":
         return BusTarget(bus, ref)
-    return WebhookTarget(ref)
+    return WebhookTarget(ref, timeout=config.timeout, headers=dict(config.headers))
 
 
 def build_bus(

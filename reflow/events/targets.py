@@ -16,9 +16,11 @@ import asyncio
 import hashlib
 import inspect
 import json
+import os
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -37,6 +39,7 @@ __all__ = [
     "FunctionTarget",
     "Target",
     "WebhookTarget",
+    "check_webhook_options",
     "execution_name",
 ]
 
@@ -158,12 +161,145 @@ def execution_name(event_id: str, *, rule: str | None = None, replay: str | None
     return f"event-{digest}"
 
 
+# --- webhooks ------------------------------------------------------------------
+
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
+MAX_WEBHOOK_TIMEOUT = 300.0
+# Where ``secret:<name>`` header values are read from, as Docker and
+# Kubernetes mount secrets (one file per secret); REFLOW_SECRETS_DIR moves it.
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+# Set by the target itself; a declared header may not replace them.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "connection",
+        "transfer-encoding",
+        "x-reflow-event-id",
+        "x-reflow-rule",
+    }
+)
+# Headers that carry credentials: their value must come from the environment
+# or a secret, never be written into the code.
+_CREDENTIAL_HINTS = ("auth", "token", "secret", "key", "password", "signature", "cookie")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP field name (RFC 9110)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+
+
+def _is_credential(header: str) -> bool:
+    lowered = header.lower()
+    return any(hint in lowered for hint in _CREDENTIAL_HINTS)
+
+
+def check_webhook_options(timeout: Any, headers: Any) -> tuple[float, dict[str, str]]:
+    """Validate a webhook's declared ``timeout`` and ``headers``; raise ``ValueError``.
+
+    A header value is a literal, ``env:<VARIABLE>`` (read from the process
+    environment at each delivery) or ``secret:<name>`` (read from the file
+    ``<secrets dir>/<name>``). Headers that carry credentials (names with
+    ``auth``, ``token``, ``key``, ``secret``, ``password``, ``signature`` or
+    ``cookie`` in them, such as ``Authorization``) must use ``env:`` or
+    ``secret:``: a literal credential in the code is refused.
+    """
+    if timeout is None:
+        seconds = DEFAULT_WEBHOOK_TIMEOUT
+    elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ValueError(f"timeout must be a number of seconds, got {timeout!r}")
+    elif not 0 < timeout <= MAX_WEBHOOK_TIMEOUT:
+        raise ValueError(f"timeout must be > 0 and <= {MAX_WEBHOOK_TIMEOUT:g} s, got {timeout!r}")
+    else:
+        seconds = float(timeout)
+    if headers is None:
+        return seconds, {}
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must map header names to values, got {headers!r}")
+    checked: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by the webhook target itself")
+        if name.lower() in seen:
+            raise ValueError(f"header {name!r} is given twice")
+        seen.add(name.lower())
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"header {name!r} must have a non-empty string value")
+        if any(ch in value for ch in "\r\n\0"):
+            raise ValueError(f"header {name!r} must not contain line breaks")
+        kind, sep, ref = value.partition(":")
+        if sep and kind == "env":
+            if not _ENV_NAME.match(ref):
+                raise ValueError(f"header {name!r}: {ref!r} is not an environment variable name")
+        elif sep and kind == "secret":
+            if not _SECRET_NAME.match(ref) or ref in (".", ".."):
+                raise ValueError(f"header {name!r}: {ref!r} is not a secret name")
+        elif _is_credential(name):
+            raise ValueError(
+                f"header {name!r} carries a credential: take it from the environment "
+                f"('env:VARIABLE') or a secret ('secret:name'), not a literal in the code"
+            )
+        if not value.isascii() and not _latin1(value):
+            raise ValueError(f"header {name!r} must be ISO-8859-1 text")
+        checked[name] = value
+    return seconds, checked
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _header_value(
+    url: str, name: str, value: str, environ: Mapping[str, str], secrets_dir: Path
+) -> str:
+    """A declared header's value at delivery time (a literal, or read from its source)."""
+    kind, sep, ref = value.partition(":")
+    if sep and kind == "env":
+        found = environ.get(ref)
+        if not found:
+            raise DeliveryFailedError(url, f"header {name}: environment variable {ref} is not set")
+    elif sep and kind == "secret":
+        try:
+            found = (secrets_dir / ref).read_text(encoding="utf-8").strip("\r\n")
+        except OSError as exc:
+            raise DeliveryFailedError(
+                url, f"header {name}: cannot read secret {ref!r} ({exc.strerror})"
+            ) from None
+        if not found:
+            raise DeliveryFailedError(url, f"header {name}: secret {ref!r} is empty")
+    else:
+        return value
+    if any(ch in found for ch in "\r\n\0"):
+        # Never echo the value: it is a credential.
+        raise DeliveryFailedError(
+            url, f"header {name}: the value from {kind} {ref} has line breaks"
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class WebhookTarget:
-    """An HTTP(S) endpoint: POST the payload as JSON; any 2xx status is success."""
+    """An HTTP(S) endpoint: POST the payload as JSON; any 2xx status is success.
+
+    ``headers`` are sent with every request (values as
+    :func:`check_webhook_options` reads them: ``env:`` and ``secret:``
+    values are looked up at each delivery, so a rotated credential is used
+    at once). ``environ`` defaults to the process environment and
+    ``secrets_dir`` to ``REFLOW_SECRETS_DIR`` or ``/run/secrets``.
+    """
 
     url: str
-    timeout: float = 10.0
+    timeout: float = DEFAULT_WEBHOOK_TIMEOUT
+    headers: Mapping[str, str] = field(default_factory=dict)
+    environ: Mapping[str, str] | None = None
+    secrets_dir: Path | None = None
     kind: str = "webhook"
 
     @property
@@ -171,10 +307,21 @@ class WebhookTarget:
         """The URL."""
         return self.url
 
+    def header_lines(self) -> str:
+        """The declared headers as request lines, their values resolved now."""
+        environ = os.environ if self.environ is None else self.environ
+        secrets = self.secrets_dir or Path(environ.get("REFLOW_SECRETS_DIR") or DEFAULT_SECRETS_DIR)
+        return "".join(
+            f"{name}: {_header_value(self.url, name, value, environ, secrets)}\r\n"
+            for name, value in self.headers.items()
+        )
+
     async def deliver(self, payload: Any, delivery: Delivery) -> None:
         """POST the payload; raise :class:`DeliveryFailedError` unless the reply is 2xx."""
+        extra = self.header_lines()
         try:
-            status = await asyncio.wait_for(self._post(payload, delivery), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                status = await self._post(payload, delivery, extra)
         except TimeoutError:
             raise DeliveryFailedError(self.url, f"no reply within {self.timeout:g} s") from None
         except OSError as exc:
@@ -182,7 +329,7 @@ class WebhookTarget:
         if not 200 <= status < 300:
             raise DeliveryFailedError(self.url, f"replied with status {status}")
 
-    async def _post(self, payload: Any, delivery: Delivery) -> int:
+    async def _post(self, payload: Any, delivery: Delivery, extra: str) -> int:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeliveryFailedError(self.url, "the URL must be http:// or https://")
@@ -198,6 +345,7 @@ class WebhookTarget:
             f"Content-Length: {len(body)}\r\n"
             f"X-Reflow-Event-Id: {delivery.event.id}\r\n"
             f"X-Reflow-Rule: {delivery.rule}\r\n"
+            f"{extra}"
             "Connection: close\r\n\r\n"
         )
         reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=secure or None)

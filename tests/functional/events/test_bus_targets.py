@@ -179,4 +179,4 @@ async def test_flow_target_with_a_start_function_starts_one_execution_per_event(
         await eventually(lambda: len(started) == 1)
     finally:
         await bus.stop()
-    assert started == [("publish", {"a": 1}, event_id)]
+    assert started == [("publish", {"a": 1}, f"publish:{event_id}")]  # <rule>:<event id>

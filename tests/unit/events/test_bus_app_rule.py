@@ -101,3 +101,79 @@ def test_rule_after_the_app_started_is_refused() -> None:
     app = App("news").freeze()
     with pytest.raises(AppFrozenError):
         app.rule("late", PATTERN, target="bus:audit")
+
+
+HOOK = "https://hooks.example.com/cms"
+
+
+def test_a_webhook_rule_records_its_timeout_and_header_references() -> None:
+    config = App("news").rule(
+        "notify",
+        PATTERN,
+        target=HOOK,
+        timeout=2.5,
+        headers={
+            "Authorization": "env:CMS_HOOK_TOKEN",
+            "X-Api-Key": "secret:cms-key",
+            "X-Team": "news",
+        },
+    )
+    assert config.timeout == 2.5
+    assert dict(config.headers) == {
+        "Authorization": "env:CMS_HOOK_TOKEN",
+        "X-Api-Key": "secret:cms-key",
+        "X-Team": "news",
+    }
+    with pytest.raises(TypeError):
+        config.headers["X-Team"] = "other"  # type: ignore[index]
+
+
+def test_a_webhook_rule_without_options_takes_ten_seconds_and_no_headers() -> None:
+    config = App("news").rule("notify", PATTERN, target=HOOK)
+    assert config.timeout == 10.0 and dict(config.headers) == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"timeout": -1.0}, "timeout must be > 0"),
+        ({"timeout": 301}, "<= 300"),
+        ({"timeout": "5"}, "timeout must be a number"),
+        ({"timeout": True}, "timeout must be a number"),
+        ({"headers": ["Authorization"]}, "headers must map"),
+        ({"headers": {"Bad Name": "x"}}, "not a valid HTTP field name"),
+        ({"headers": {"Content-Type": "text/plain"}}, "set by the webhook target itself"),
+        ({"headers": {"X-Reflow-Event-Id": "x"}}, "set by the webhook target itself"),
+        ({"headers": {"X-A": "1", "x-a": "2"}}, "given twice"),
+        ({"headers": {"X-A": ""}}, "non-empty string"),
+        ({"headers": {"X-A": 3}}, "non-empty string"),
+        ({"headers": {"X-A": "one\r\nX-B: two"}}, "line breaks"),
+        ({"headers": {"X-A": "snow ☃"}}, "ISO-8859-1"),
+        ({"headers": {"Authorization": "Bearer abc123"}}, "carries a credential"),
+        ({"headers": {"X-Api-Key": "abc123"}}, "carries a credential"),
+        ({"headers": {"X-Auth-Token": "abc123"}}, "carries a credential"),
+        ({"headers": {"Authorization": "env:1BAD"}}, "not an environment variable name"),
+        ({"headers": {"Authorization": "env:"}}, "not an environment variable name"),
+        ({"headers": {"Authorization": "secret:../etc/passwd"}}, "not a secret name"),
+        ({"headers": {"Authorization": "secret:a/b"}}, "not a secret name"),
+    ],
+)
+def test_bad_webhook_options_are_refused_naming_the_rule(
+    options: dict[str, Any], problem: str
+) -> None:
+    app = App("news")
+    with pytest.raises(RegistrationError) as caught:
+        app.rule("notify", PATTERN, target=HOOK, **options)
+    assert caught.value.name == "notify"
+    assert problem in str(caught.value)
+    assert "notify" not in app.rules
+
+
+@pytest.mark.parametrize("target", ["flow:publish", "bus:audit", "function:render"])
+def test_webhook_options_on_another_target_are_refused(target: str) -> None:
+    with pytest.raises(RegistrationError, match="http\\(s\\):// targets only") as caught:
+        App("news").rule("r", PATTERN, target=target, timeout=5)
+    assert caught.value.name == "r"
+    with pytest.raises(RegistrationError, match="targets only"):
+        App("news").rule("r", PATTERN, target=target, headers={"X-A": "1"})
