@@ -217,7 +217,16 @@ class Edge:
                     ):
                         return None
             policy = route.behaviour.policy
-            if (request.query and policy.query_strings) or _has_conditional(request):
+            if (request.query and policy.query_strings) or (
+                # The request came without conditional headers (not ``special``): only
+                # what the hook added or set can make it conditional.
+                cf_request is not None
+                and (
+                    _has_conditional(request)
+                    if result.added is None
+                    else not _CONDITIONAL.isdisjoint(dict(result.added))
+                )
+            ):
                 request.viewer_done = True
                 return None
             entry = self.store.get(request.path, request.headers)

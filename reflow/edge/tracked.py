@@ -41,8 +41,11 @@ def added_if_intact(headers: Any, template: CfHeaders) -> dict[str, Any] | None:
     if extra == 0:
         return {}
     if extra == 1:
-        # The usual case, one header added: a set difference in C, no loop here.
-        (name,) = headers.keys() - template.keys()
+        # The usual case, one header added. Functions append, and dicts keep order, so
+        # it is usually the last key; if not, a set difference in C finds it.
+        name = next(reversed(headers))
+        if name in template:
+            (name,) = headers.keys() - template.keys()
         return {name: headers[name]}
     return {name: entries for name, entries in headers.items() if name not in template}
 

@@ -73,6 +73,20 @@ def test_an_unchanged_copy_adds_nothing_and_additions_are_returned_in_order() ->
     assert list(added_if_intact(returned, template) or {}) == ["x-b", "x-a"]
 
 
+def test_one_added_header_is_found_wherever_it_sits_in_the_dict() -> None:
+    template = headers_to_cf(STORED)
+    appended = headers_to_cf(STORED)
+    appended["x-new"] = [{"key": "X-New", "value": "1"}]
+    assert added_if_intact(appended, template) == {"x-new": [{"key": "X-New", "value": "1"}]}
+    # Added, then a given header moved to the end (popped and set again, unchanged):
+    # the last key is a given one, and the added one is still found.
+    moved = headers_to_cf(STORED)
+    moved["x-new"] = [{"key": "X-New", "value": "1"}]
+    moved["content-type"] = moved.pop("content-type")
+    assert list(moved)[-1] == "content-type"
+    assert added_if_intact(moved, template) == {"x-new": [{"key": "X-New", "value": "1"}]}
+
+
 def test_an_edited_or_removed_given_header_is_not_intact() -> None:
     template = headers_to_cf(STORED)
     edited = headers_to_cf(STORED)
@@ -356,3 +370,23 @@ async def test_a_reused_answer_still_follows_keep_alive_and_head() -> None:
     assert b"Connection: close\r\n" in closed and closed.endswith(b"hello")
     assert headed.endswith(b"\r\n\r\n") and b"Content-Length: 5\r\n" in headed
     assert again == kept
+
+
+async def test_a_conditional_header_added_by_the_request_hook_is_answered_304() -> None:
+    def revalidate(event: Event, context: Any) -> Any:
+        request = _request(event)
+        request["headers"]["if-none-match"] = [{"key": "If-None-Match", "value": '"v1"'}]
+        return request
+
+    hook = Hook("inm", "viewer-request", "/*", revalidate)
+    edge = Edge([Behaviour("*", _Origin())], [hook], clock=FakeClock(1_000.0))
+    try:
+        await edge.handle(_get())
+        hooked = _get()
+        # Not answered on the hit path: the added header makes the request conditional.
+        assert edge.fast(hooked, False) is None
+        assert hooked.viewer_done  # the hook ran once; handle() must not run it again
+        data = await edge.handle(hooked)
+        assert data.startswith(b"HTTP/1.1 304 ")
+    finally:
+        await edge.close()
