@@ -177,6 +177,21 @@ def events_replay(
 # --- rules --------------------------------------------------------------------
 
 
+def _target_text(rule: Any) -> str:
+    """A rule's target; for a webhook with its timeout and headers (sources, never values)."""
+    target = str(rule.target or rule.function)
+    if not target.startswith(("http://", "https://")):
+        return target
+    shown = []
+    for name, value in rule.headers.items():
+        source, sep, _ = value.partition(":")
+        shown.append(f"{name}={value}" if sep and source in ("env", "secret") else name)
+    extra = f"timeout {rule.timeout:g} s"
+    if shown:
+        extra += "; headers " + ", ".join(shown)
+    return f"{target} ({extra})"
+
+
 @rules_app.command("list")
 def rules_list(app_target: AppOption = "app.py") -> None:
     """The app's rules (pattern, bus, target, retry policy) and schedules."""
@@ -190,7 +205,7 @@ def rules_list(app_target: AppOption = "app.py") -> None:
             rule.name,
             rule.bus,
             json.dumps(rule.pattern, separators=(",", ":")),
-            rule.target or rule.function,
+            _target_text(rule),
             str(rule.max_attempts),
             f"{rule.max_event_age:g}",
         )

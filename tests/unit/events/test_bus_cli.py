@@ -171,3 +171,21 @@ def test_events_replay_refuses_an_unknown_rule(tmp_path: Path, backend_url: str)
     )  # fmt: skip
     assert result.exit_code == 2
     assert "nope" in result.output
+
+
+def test_rules_list_shows_a_webhooks_timeout_and_header_sources_never_values(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "app.py").write_text(
+        APP + 'app.rule("notify", {"source": ["cms"]}, target="https://h.example/x", timeout=5,\n'
+        '         headers={"Authorization": "env:HOOK_TOKEN", "X-Team": "newsroom"})\n'
+    )
+    result = runner.invoke(
+        app, ["rules", "list", "--app", str(tmp_path / "app.py")], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    [notify] = [line for line in result.output.splitlines() if line.strip().startswith("notify")]
+    assert (
+        "https://h.example/x (timeout 5 s; headers Authorization=env:HOOK_TOKEN, X-Team)" in notify
+    )
+    assert "newsroom" not in result.output
