@@ -1,118 +1,70 @@
 """Many named patterns compiled into one matcher whose cost does not grow with the rule count.
 
 A loop over patterns costs every rule on every event. :class:`RuleSet`
-instead merges all rules into one tree, in the manner of a trie: every
-alternative of every rule (``$or`` already expanded by the compiler) is a
-sequence of fields in a canonical order (exact fields first, shallow before
-deep, then by path), and alternatives that begin with the same fields share
-the same nodes. An exact field listing several values is split into one
-copy of the alternative per value (``"source": ["a", "b"]`` joins the node
-of every rule naming ``"a"``). A node branches on a path; a branch maps what
-the event holds at that path to the child nodes it leads to:
+instead works in two steps, the way publish/subscribe matchers do
+(predicate indexing, then clustering by an access predicate):
 
-* exact values, through one dictionary keyed by :func:`typed_key`, so 10,000
-  rules naming 10,000 sources cost one hash probe;
-* prefixes and suffixes, through dictionaries keyed by the prefix (suffix)
-  text, probed with the value's prefix of each length some key has: the
-  cost is the number of distinct lengths, not the number of prefix rules;
-* ``equals-ignore-case``, through a dictionary of lower-cased texts;
-* CIDR blocks, through a dictionary keyed by network, probed once per
-  prefix length in use;
-* ``exists``, through the children reached when the path holds nothing
-  (``false``) or anything (``true``);
-* numeric ranges, through an interval tree once a branch holds more than a
-  few (:mod:`reflow.events.intervals`);
-* wildcards, by the literal text before their first ``*`` (or after their
-  last), probed like prefixes (suffixes): only wildcards whose literal
-  part fits run their regular expression;
-* ``anything-but`` over values, as "every such condition except those
-  that exclude this value": one dictionary of exclusions per branch, so no
-  condition is tested (the answer, most of them, is the work); with a
-  nested ``prefix``, ``suffix``, ``equals-ignore-case`` or ``wildcard`` it
-  is tested condition by condition.
+1. **Each path is examined once per event, for all rules together.** Every
+   distinct condition any rule writes on a path is one bit of that path's
+   :class:`~reflow.events.paths.PathIndex`, which turns the values an event
+   holds there into a *class*: the mask of conditions they satisfy,
+   computed from indexes (a dictionary probe for exact values, probes per
+   key length for prefixes, suffixes and wildcard heads, per prefix length
+   for CIDR blocks, a binary search among range bounds for numbers ...),
+   so its cost follows the event, not the number of rules.
 
-A branch also remembers, per scalar value, the children it led to
-(``Branch.step_one``), as a lazily built automaton remembers its
-transitions: enumerated fields (states, languages, sections, flags) then
-cost one dictionary probe per branch however many conditions the branch
-holds. The memory is bounded and emptied whenever the branch changes.
+2. **Rules are filed by an access value.** Every alternative of every rule
+   (``$or`` already expanded by the compiler) that has an exact-valued
+   field is filed under one of them, its *access field*: the exact field
+   whose path has the most distinct values among all rules (``source``, in
+   a bus of many producers). An event then reaches only the
+   :class:`~reflow.events.buckets.Bucket` s of the values it holds there,
+   by one dictionary probe per value; alternatives with no exact field
+   share one bucket that every event reaches. Inside a bucket each
+   alternative is a bit, and each of the paths its other fields name
+   answers, per class, which bits it lets through (remembered, since
+   classes recur even where values never do), so the bucket's verdict is
+   one ``&`` per path: the cost no longer depends on how many rules share
+   the bucket. Slots that concern no surviving alternative are skipped,
+   and a bucket stops as soon as none survives.
 
-Matching walks the tree from the root, reading each event path at most once
-(a per-event cache), and collects the rules whose alternatives end at the
-nodes reached. Each node is reached at most once, since a child has exactly
-one parent branch and the children of a branch are deduplicated.
-
-Values inside arrays of objects are the exception: EventBridge requires the
-fields of one alternative to come from the same element of such an array, so
-a node reached through one carries the elements chosen so far, and the walk
-goes on from it only along values from those same elements.
+A field lists several conditions and holds when any of them holds for any
+value at its path, so a class (the OR over the values) is all a field
+needs, with one exception: EventBridge requires the fields of one
+alternative to come from the same element of an array of objects. Reading
+a path tells whether its values sit in such arrays; the (rare) alternatives
+that pass on such paths are then checked element by element, as
+:class:`~reflow.events.patterns.Pattern` does.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from reflow.events.branches import Branch, Node
+from reflow.events.buckets import Bucket, Owner
 from reflow.events.conditions import (
-    Condition,
     Exact,
     Field,
     Membership,
     Path,
-    consistent,
+    consistent_choice,
     leaf_entries,
     typed_key,
 )
 from reflow.events.model import Event
+from reflow.events.paths import PathIndex, index_key
 from reflow.events.patterns import Pattern
 
 __all__ = ["RuleSet"]
 
-
-def _step_tied(
-    branch: Branch,
-    values: list[Any],
-    members: list[Membership],
-    held: Membership,
-    into: list[tuple[Node, Membership]],
-) -> None:
-    """Step value by value, keeping only children whose value fits the elements held."""
-    for value, membership in zip(values, members, strict=True):
-        if not consistent(held, membership):
-            continue
-        merged = tuple(sorted({**dict(held), **dict(membership)}.items()))
-        into.extend((child, merged) for child in branch.step([value]))
-
-
-_MAX_SPLIT = 64
-
-
-def _split_exact(alternative: tuple[Field, ...]) -> list[tuple[Field, ...]]:
-    """The alternative with each multi-value exact field split into one value per copy.
-
-    ``"source": ["a", "b"]`` then shares the node of every rule naming ``"a"``
-    alone instead of growing a subtree of its own; matching stays the same,
-    since a field holds when any of its values does. Splits that would make
-    more than ``_MAX_SPLIT`` copies are not made.
-    """
-    options: list[list[Field]] = []
-    copies = 1
-    for item in alternative:
-        if len(item.conditions) > 1 and all(isinstance(c, Exact) for c in item.conditions):
-            options.append([Field(item.path, frozenset({c})) for c in item.conditions])
-            copies *= len(item.conditions)
-        else:
-            options.append([item])
-    if copies == 1 or copies > _MAX_SPLIT:
-        return [alternative]
-    return [tuple(choice) for choice in itertools.product(*options)]
-
-
-_Trail = list[tuple[Node, Path, frozenset[Condition], Node]]
+_MISSING = object()  # the path leads nowhere
+_SLOW = object()  # something other than an object on the way: read it with leaf_entries
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 _Entry = tuple[list[Any], list[Membership] | None]
+_Fields = list[tuple[Field, list[int]]]
+_Placement = tuple[Path | None, Any, Bucket, int, _Fields]
 
 
 class RuleSet:
@@ -125,11 +77,20 @@ class RuleSet:
     """
 
     def __init__(self) -> None:
-        self._root = Node()
         self._patterns: dict[str, Pattern] = {}
-        self._trails: dict[str, list[_Trail]] = {}
         self._order: dict[str, int] = {}
         self._added = 0
+        self._placements: dict[str, list[_Placement]] = {}
+        self._paths: dict[Path, PathIndex] = {}
+        # access path -> access value -> bucket; alternatives with no exact
+        # field wait in ``_everywhere``, which every event reaches.
+        self._access: dict[Path, dict[Any, Bucket]] = {}
+        self._everywhere = Bucket()
+        # path -> exact value -> how many fields of the rules name it: the
+        # paths with the most distinct values make the most selective access.
+        self._values: dict[Path, dict[Any, int]] = {}
+
+    # --- registration ----------------------------------------------------------------
 
     def add(self, name: str, pattern: Pattern | Mapping[str, Any] | str) -> Pattern:
         """Register ``pattern`` under ``name``, replacing any rule of that name.
@@ -140,49 +101,87 @@ class RuleSet:
         compiled = pattern if isinstance(pattern, Pattern) else Pattern(pattern)
         if name in self._patterns:
             self.remove(name)
-        self._patterns[name] = compiled
-        self._order[name] = self._added
+        order = self._added
         self._added += 1
-        self._trails[name] = [
-            self._insert(name, split)
-            for alternative in compiled.alternatives
-            for split in _split_exact(alternative)
-        ]
+        self._patterns[name] = compiled
+        self._order[name] = order
+        self._count_values(compiled, 1)
+        placements: list[_Placement] = []
+        for alternative in compiled.alternatives:
+            owner: Owner = (order, name, alternative)
+            access = self._access_field(alternative)
+            if access is None:
+                placements.append(self._place(None, None, alternative, owner))
+                continue
+            rest = alternative[:access] + alternative[access + 1 :]
+            for condition in alternative[access].conditions:
+                assert isinstance(condition, Exact)
+                key = index_key(condition.key)
+                placements.append(self._place(alternative[access].path, key, rest, owner))
+        self._placements[name] = placements
         return compiled
 
-    def _insert(self, name: str, alternative: tuple[Field, ...]) -> _Trail:
-        trail: _Trail = []
-        node = self._root
-        node.refs += 1
-        for item in alternative:
-            branch = node.branches.get(item.path)
-            if branch is None:
-                branch = node.branches[item.path] = Branch()
-            child = branch.child(item.conditions)
-            child.refs += 1
-            trail.append((node, item.path, item.conditions, child))
-            node = child
-        node.rules[name] = node.rules.get(name, 0) + 1
-        return trail
+    def _access_field(self, alternative: tuple[Field, ...]) -> int | None:
+        best, most = None, -1
+        for position, item in enumerate(alternative):
+            if all(type(c) is Exact for c in item.conditions):
+                distinct = len(self._values.get(item.path, ()))
+                if distinct > most:
+                    best, most = position, distinct
+        return best
+
+    def _place(
+        self, path: Path | None, key: Any, rest: tuple[Field, ...], owner: Owner
+    ) -> _Placement:
+        if path is None:
+            bucket = self._everywhere
+        else:
+            bucket = self._access.setdefault(path, {}).setdefault(key, Bucket())
+        fields: _Fields = []
+        for item in rest:
+            index = self._paths.get(item.path)
+            if index is None:
+                index = self._paths[item.path] = PathIndex(item.path)
+            fields.append((item, [index.add(condition) for condition in item.conditions]))
+        bit = bucket.add(owner, fields, self._paths)
+        return path, key, bucket, bit, fields
+
+    def _count_values(self, pattern: Pattern, change: int) -> None:
+        for alternative in pattern.alternatives:
+            for item in alternative:
+                for condition in item.conditions:
+                    if type(condition) is Exact:
+                        counts = self._values.setdefault(item.path, {})
+                        key = index_key(condition.key)
+                        left = counts.get(key, 0) + change
+                        if left:
+                            counts[key] = left
+                        else:
+                            del counts[key]
+                            if not counts:
+                                del self._values[item.path]
 
     def remove(self, name: str) -> None:
         """Drop the rule ``name``; a name that is not registered raises ``KeyError``."""
         if name not in self._patterns:
             raise KeyError(f"no rule named {name!r}")
-        del self._patterns[name], self._order[name]
-        for trail in self._trails.pop(name):
-            end = trail[-1][3] if trail else self._root
-            end.rules[name] -= 1
-            if not end.rules[name]:
-                del end.rules[name]
-            self._root.refs -= 1
-            for parent, path, conditions, child in reversed(trail):
-                child.refs -= 1
-                if child.refs == 0:
-                    branch = parent.branches[path]
-                    branch.drop(conditions)
-                    if not branch:
-                        del parent.branches[path]
+        self._count_values(self._patterns.pop(name), -1)
+        del self._order[name]
+        for path, key, bucket, bit, fields in self._placements.pop(name):
+            bucket.discard(bit, fields)
+            for item, _ in fields:
+                index = self._paths[item.path]
+                for condition in item.conditions:
+                    index.discard(condition)
+                if not index:
+                    del self._paths[item.path]
+            if path is not None and not bucket:
+                table = self._access[path]
+                del table[key]
+                if not table:
+                    del self._access[path]
+
+    # --- matching --------------------------------------------------------------------
 
     def match(self, event: Mapping[str, Any] | Event) -> list[str]:
         """The names of the rules that ``event`` matches, in the order they were added.
@@ -192,78 +191,78 @@ class RuleSet:
         """
         if isinstance(event, Event):
             event = event.to_eventbridge()
-        found: set[str] = set()
-        entries: dict[Path, _Entry] = {}
-        # Nodes reached with no array constraint; nodes reached through values
-        # inside arrays of objects wait, with the array elements they are tied
-        # to, in ``tied`` (rare: most events have no arrays of objects).
-        pending = [self._root]
-        tied: list[tuple[Node, Membership]] = []
-        pop, push = pending.pop, pending.extend
-        while pending:
-            node = pop()
-            if node.rules:
-                found.update(node.rules)
-            for path, branch in node.branches.items():
-                entry = entries.get(path)
-                if entry is None:
-                    entry = entries[path] = leaf_entries(event, path)
-                values, members = entry
-                if members is not None:
-                    _step_tied(branch, values, members, (), tied)
-                    continue
-                if branch.inexact == 0:
-                    # Only exact values here: one probe per value, and with a
-                    # single value the hit list cannot repeat a node.
-                    if not values:
-                        continue
-                    if len(values) == 1:
-                        value = values[0]
-                        hit = branch.exact.get(
-                            ("s", value) if type(value) is str else typed_key(value)
-                        )
-                        if hit:
-                            push(hit.values())
-                        continue
-                elif len(values) == 1:
-                    # One scalar and conditions other than exact values: the
-                    # branch remembers where each value it met leads.
-                    push(branch.step_one(values[0]))
-                    continue
-                push(branch.step(values))
-        if tied:
-            self._match_tied(event, tied, entries, found)
+        found: list[tuple[int, str]] = []
+        classes: dict[Path, int] = {}
+        tied: dict[Path, _Entry] = {}
+        for path, table in self._access.items():
+            values, members = leaf_entries(event, path)
+            if members is not None:
+                tied[path] = (values, members)
+            for value in values:
+                bucket = table.get(value if type(value) is str else typed_key(value))
+                if bucket is not None:
+                    self._run(bucket, event, classes, tied, found)
+        if self._everywhere.everyone:
+            self._run(self._everywhere, event, classes, tied, found)
         if len(found) < 2:
-            return list(found)
-        order = self._order
-        return sorted(found, key=order.__getitem__)
+            return [name for _, name in found]
+        return [name for _, name in sorted(set(found))]
 
     @staticmethod
-    def _match_tied(
+    def _run(
+        bucket: Bucket,
         event: Mapping[str, Any],
-        tied: list[tuple[Node, Membership]],
-        entries: dict[Path, _Entry],
-        found: set[str],
+        classes: dict[Path, int],
+        tied: dict[Path, _Entry],
+        found: list[tuple[int, str]],
     ) -> None:
-        # The same walk, carrying the array elements already chosen, so that
-        # no two fields come from different elements of one array.
-        seen: set[tuple[int, Membership]] = set()
-        while tied:
-            node, held = tied.pop()
-            if (id(node), held) in seen:
+        alive = everyone = bucket.everyone
+        for slot in bucket.plan:
+            if not alive & slot.users:
                 continue
-            seen.add((id(node), held))
-            if node.rules:
-                found.update(node.rules)
-            for path, branch in node.branches.items():
-                entry = entries.get(path)
-                if entry is None:
-                    entry = entries[path] = leaf_entries(event, path)
-                values, members = entry
-                if members is None:
-                    tied.extend((child, held) for child in branch.step(values))
+            path = slot.path
+            found_class = classes.get(path)
+            if found_class is None:
+                # Objects all the way down to one scalar, the common case,
+                # read inline; anything else through leaf_entries.
+                node: Any = event
+                for step in path:
+                    if type(node) is not dict:
+                        node = _SLOW
+                        break
+                    node = node.get(step, _MISSING)
+                index = slot.index
+                if node is _MISSING:
+                    found_class = index.absent
+                elif type(node) in _SCALARS and index.simple:
+                    key: Any = node if type(node) is str else typed_key(node)
+                    found_class = index.exact.get(key, 0) | index.present
+                    if index.but_all:
+                        found_class |= index.but_all & ~index.but_excluded.get(key, 0)
+                elif type(node) in _SCALARS:
+                    found_class = index.value_class(node) | index.present
                 else:
-                    _step_tied(branch, values, members, held, tied)
+                    values, members = leaf_entries(event, path)
+                    if members is not None:
+                        tied[path] = (values, members)
+                    found_class = index.classify(values)
+                classes[path] = found_class
+            kept = slot.memo.get(found_class)
+            if kept is None:
+                kept = slot.keep(found_class, everyone)
+            alive &= kept
+            if not alive:
+                return
+        owners = bucket.owners
+        while alive:
+            bit = alive & -alive
+            alive ^= bit
+            order, name, alternative = owners[bit.bit_length()]
+            if tied and not _one_element_each(alternative, tied):
+                continue
+            found.append((order, name))
+
+    # --- accessors -------------------------------------------------------------------
 
     def pattern(self, name: str) -> Pattern:
         """The compiled pattern of rule ``name`` (``KeyError`` if there is none)."""
@@ -281,3 +280,19 @@ class RuleSet:
 
     def __repr__(self) -> str:
         return f"RuleSet({len(self)} rules)"
+
+
+def _one_element_each(alternative: tuple[Field, ...], tied: dict[Path, _Entry]) -> bool:
+    """Whether the fields of ``alternative`` can hold from one element of each array of objects.
+
+    Every field of an alternative still standing was read, so ``tied``
+    holds every one of its paths whose values sit in arrays of objects.
+    """
+    options = []
+    for item in alternative:
+        entry = tied.get(item.path)
+        if entry is not None:
+            values, members = entry
+            assert members is not None
+            options.append(item.witnesses(values, members))
+    return len(options) < 2 or consistent_choice(options)

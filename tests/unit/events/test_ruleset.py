@@ -52,8 +52,8 @@ def test_removing_every_rule_leaves_an_empty_index() -> None:
         rules.add(f"r{index}", {"source": [f"s{index % 7}"], "detail": {"k": [{"prefix": "p"}]}})
     for index in range(50):
         rules.remove(f"r{index}")
-    assert not rules._root.branches
-    assert rules._root.refs == 0
+    assert not rules._access and not rules._paths and not rules._values
+    assert not rules._everywhere
 
 
 def test_remove_of_an_unknown_rule_raises_key_error() -> None:

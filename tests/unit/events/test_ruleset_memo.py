@@ -1,9 +1,11 @@
-"""RuleSet's remembered steps and anything-but index: never stale, never mixing value types.
+"""RuleSet's remembered classes and anything-but index: never stale, never mixing value types.
 
-A branch remembers where each scalar value led (``Branch.step_one``) and
-indexes ``anything-but`` values as exclusions. Both are caches over the
-rules, so the properties here interleave matching with adding and removing
-rules and check every answer against each rule's :class:`Pattern` alone.
+A path index remembers the class of each recurring scalar value
+(``PathIndex.value_class``), a bucket's slot remembers which alternatives
+each class lets through, and ``anything-but`` values are indexed as
+exclusions. All are caches over the rules, so the properties here
+interleave matching with adding and removing rules and check every answer
+against each rule's :class:`Pattern` alone.
 """
 
 from __future__ import annotations
@@ -53,17 +55,18 @@ def test_a_rule_added_after_matching_is_seen_by_the_next_match() -> None:
     assert rules.match(event) == []
 
 
-def test_values_that_never_repeat_switch_the_memory_off_until_the_branch_changes() -> None:
+def test_values_that_never_repeat_switch_the_memory_off_until_the_path_changes() -> None:
     rules = RuleSet()
-    rules.add("big", {"n": [{"numeric": [">", 500]}]})
+    rules.add("a", {"s": [{"prefix": "a"}]})
     for value in range(1000):
-        assert rules.match({"n": value}) == (["big"] if value > 500 else [])
-    branch = rules._root.branches[("n",)]
-    assert branch.memo is None
-    rules.add("small", {"n": [{"numeric": ["<", 3]}]})
-    assert branch.memo == {}
-    assert rules.match({"n": 2}) == ["small"]
-    assert rules.match({"n": 501}) == ["big"]
+        text = f"{'a' if value % 2 else 'b'}-{value}"
+        assert rules.match({"s": text}) == (["a"] if value % 2 else [])
+    index = rules._paths[("s",)]
+    assert index.memo is None
+    rules.add("b", {"s": [{"suffix": "-7"}]})
+    assert index.memo == {}
+    assert rules.match({"s": "a-7"}) == ["a", "b"]
+    assert rules.match({"s": "b-7"}) == ["b"]
 
 
 def test_recurring_values_stay_remembered_and_bounded() -> None:
@@ -73,8 +76,8 @@ def test_recurring_values_stay_remembered_and_bounded() -> None:
     for _ in range(50):
         for state in states:
             assert rules.match({"state": state}) == (["pub"] if state == "published" else [])
-    branch = rules._root.branches[("state",)]
-    assert branch.memo is not None and len(branch.memo) == len(states)
+    index = rules._paths[("state",)]
+    assert index.memo is not None and len(index.memo) == len(states)
 
 
 def test_anything_but_values_exclude_only_their_own_rules() -> None:

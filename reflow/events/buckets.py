@@ -1,0 +1,137 @@
+"""The alternatives that share an access value, matched together as bits of one integer.
+
+A :class:`Bucket` holds the alternatives (of any rules) that the rule index
+(:mod:`reflow.events.ruleset`) filed under one access value, such as
+``source = "com.example.cms"``. Each alternative is one bit. Its remaining
+fields are grouped by path into :class:`Slot` s; a slot knows which
+alternatives have a field there (``users``) and, per condition bit of the
+path's :class:`~reflow.events.paths.PathIndex`, which of those fields list
+that condition. Given the class of the event's values at the path (the
+conditions they satisfy), a slot answers the alternatives it lets through:
+the ones with no field there, and the ones whose field lists a satisfied
+condition. That answer is remembered per class, so a bucket's whole verdict
+on an event is one ``&`` per slot, whatever the number of alternatives.
+
+An alternative naming the same path twice (``$or`` can do that) has one
+field in each of two slots for the path: the n-th field on a path goes to
+the slot numbered n.
+"""
+
+from __future__ import annotations
+
+from reflow.events.conditions import Field, Path
+from reflow.events.paths import PathIndex
+
+__all__ = ["Bucket", "Owner", "Slot"]
+
+Owner = tuple[int, str, tuple[Field, ...]]
+"""Who a bit stands for: the rule's position in adding order, its name, its full alternative."""
+
+
+class Slot:
+    """One path of a bucket: which alternatives a class of values there lets through."""
+
+    __slots__ = ("conditions", "index", "memo", "path", "rank", "users")
+
+    def __init__(self, path: Path, index: PathIndex) -> None:
+        self.path = path
+        self.index = index
+        self.users = 0  # the alternatives with a field in this slot
+        self.conditions: dict[int, int] = {}  # condition bit -> alternatives listing it
+        self.memo: dict[int, int] = {}  # class -> alternatives let through
+        self.rank = 0  # cheap slots are evaluated first (see Bucket.plan)
+
+    def keep(self, found: int, everyone: int) -> int:
+        """The alternatives let through when the values at the path are of class ``found``."""
+        kept = everyone & ~self.users
+        for bit, alternatives in self.conditions.items():
+            if found & bit:
+                kept |= alternatives
+        memo = self.memo
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[found] = kept
+        return kept
+
+
+class Bucket:
+    """Alternatives filed under one access value, one bit each."""
+
+    __slots__ = ("count", "everyone", "free", "owners", "plan", "size", "slots")
+
+    def __init__(self) -> None:
+        self.everyone = 0  # every bit in use
+        # Who each bit stands for, at the bit's length (bit n at n + 1).
+        self.owners: list[Owner] = [_FREE]
+        self.count = 0  # bits in use
+        self.free: list[int] = []
+        self.size = 0
+        self.slots: dict[tuple[Path, int], Slot] = {}
+        self.plan: tuple[Slot, ...] = ()  # the slots in evaluation order
+
+    def add(self, owner: Owner, fields: list[tuple[Field, list[int]]], paths: PathIndexes) -> int:
+        """File an alternative's ``fields`` (each with its condition bits); returns its bit."""
+        if self.free:
+            bit = 1 << self.free.pop()
+        else:
+            bit = 1 << self.size
+            self.size += 1
+            self.owners.append(_FREE)
+        self.owners[bit.bit_length()] = owner
+        self.count += 1
+        self.everyone |= bit
+        seen: dict[Path, int] = {}
+        for item, bits in fields:
+            number = seen[item.path] = seen.get(item.path, -1) + 1
+            slot = self.slots.get((item.path, number))
+            if slot is None:
+                slot = self.slots[item.path, number] = Slot(item.path, paths[item.path])
+            slot.users |= bit
+            for condition_bit in bits:
+                slot.conditions[condition_bit] = slot.conditions.get(condition_bit, 0) | bit
+        self._changed()
+        return bit
+
+    def discard(self, bit: int, fields: list[tuple[Field, list[int]]]) -> None:
+        """Take the alternative at ``bit`` (filed with ``fields``) out again."""
+        self.owners[bit.bit_length()] = _FREE
+        self.count -= 1
+        self.everyone &= ~bit
+        self.free.append(bit.bit_length() - 1)
+        seen: dict[Path, int] = {}
+        for item, bits in fields:
+            number = seen[item.path] = seen.get(item.path, -1) + 1
+            slot = self.slots[item.path, number]
+            slot.users &= ~bit
+            for condition_bit in bits:
+                left = slot.conditions[condition_bit] & ~bit
+                if left:
+                    slot.conditions[condition_bit] = left
+                else:
+                    del slot.conditions[condition_bit]
+            if not slot.users:
+                del self.slots[item.path, number]
+        self._changed()
+
+    def _changed(self) -> None:
+        # Every remembered answer mentions ``everyone``: forget them all.
+        for slot in self.slots.values():
+            slot.memo = {}
+            slot.rank = 0 if slot.index.simple else 1
+        # Cheap slots first (a probe or two), and among them the ones that
+        # concern the most alternatives: they are the likeliest to leave
+        # none standing, which ends the bucket's evaluation early.
+        self.plan = tuple(
+            sorted(self.slots.values(), key=lambda slot: (slot.rank, -slot.users.bit_count()))
+        )
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+PathIndexes = dict[Path, PathIndex]
+
+_FREE: Owner = (-1, "", ())  # the owner of a bit no alternative uses
+
+# How many classes a slot remembers before starting afresh.
+_MEMO_SIZE = 4096

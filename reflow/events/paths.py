@@ -1,0 +1,500 @@
+"""Every condition the rules put on one event path, and which of them an event satisfies.
+
+:class:`PathIndex` gives each distinct condition written on its path (by
+any rule) one bit, and answers, for the leaf values an event holds at the
+path, the *class* of those values: the integer whose set bits are the
+conditions they satisfy. Two events whose values fall in the same class
+are indistinguishable to every rule on that path, which is what lets the
+rule index (:mod:`reflow.events.ruleset`) remember, per class, which rules
+a field lets through: classes recur even when values never do (a fresh
+word count falls between the same two range bounds as the last one did).
+
+A class is computed from indexes, one per kind of condition, so that its
+cost follows the number of distinct keys probed, not the number of
+conditions:
+
+* exact values: one dictionary probe;
+* ``anything-but`` over values: every such condition except those whose
+  exclusions hold the value (one probe, one mask operation);
+* prefixes and suffixes (plain or case-folded): one probe per distinct key
+  length in use; ``equals-ignore-case``: one probe of the lower-cased text;
+* CIDR blocks: one probe per (IP version, prefix length) in use;
+* wildcards: by their literal head (or tail), probed like prefixes, so only
+  the wildcards whose literal part fits run their regular expression;
+* ``anything-but`` with nested matchers: its matchers are indexed as
+  conditions of their own, and it holds when none of them matched;
+* numeric ranges: every range bound splits the number line into slots (a
+  bound itself is a slot); a number is placed by binary search, and each
+  slot's conditions are found once (through an interval tree) and kept;
+* ``exists``: by whether the path holds any value at all.
+
+Values that recur (states, languages, sections) are remembered with their
+class, in a bounded memory that switches itself off on a path whose values
+do not recur (ids, timestamps), and that is emptied when the path's
+conditions change.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
+
+from reflow.events.conditions import (
+    AnythingBut,
+    Cidr,
+    Condition,
+    EqualsIgnoreCase,
+    Exact,
+    Exists,
+    Numeric,
+    Path,
+    Prefix,
+    Suffix,
+    TypedKey,
+    Wildcard,
+    is_number,
+    parse_address,
+    typed_key,
+)
+from reflow.events.intervals import IntervalTree
+
+__all__ = ["PathIndex", "index_key", "value_key"]
+
+
+def index_key(key: TypedKey) -> Any:
+    """The dictionary key for a typed key: a string stands for itself, other values keep the tag."""
+    return key[1] if key[0] == "s" else key
+
+
+def value_key(value: Any) -> Any:
+    """The dictionary key :func:`index_key` gives the value ``value`` (the same equality)."""
+    return value if type(value) is str else typed_key(value)
+
+
+class _Texts:
+    """Texts (prefixes, suffixes, wildcard heads) mapped to masks, with their lengths counted."""
+
+    __slots__ = ("keys", "lengths")
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] = {}
+        self.lengths: dict[int, int] = {}  # text length -> how many keys have it
+
+    def add(self, text: str, bit: int) -> None:
+        mask = self.keys.get(text)
+        if mask is None:
+            self.keys[text] = bit
+            self.lengths[len(text)] = self.lengths.get(len(text), 0) + 1
+        else:
+            self.keys[text] = mask | bit
+
+    def discard(self, text: str, bit: int) -> None:
+        mask = self.keys[text] & ~bit
+        if mask:
+            self.keys[text] = mask
+            return
+        del self.keys[text]
+        left = self.lengths[len(text)] - 1
+        if left:
+            self.lengths[len(text)] = left
+        else:
+            del self.lengths[len(text)]
+
+    def heads(self, value: str) -> int:
+        """The mask of every key ``value`` starts with."""
+        keys, size, mask = self.keys, len(value), 0
+        for length in self.lengths:
+            if length <= size:
+                mask |= keys.get(value[:length], 0)
+        return mask
+
+    def tails(self, value: str) -> int:
+        """The mask of every key ``value`` ends with."""
+        keys, size, mask = self.keys, len(value), 0
+        for length in self.lengths:
+            if length <= size:
+                mask |= keys.get(value[size - length :], 0)
+        return mask
+
+
+class PathIndex:
+    """The conditions on one path, each a bit, and the class of the values an event holds there."""
+
+    __slots__ = (
+        "absent",
+        "bits",
+        "but_all",
+        "but_excluded",
+        "cidr",
+        "cidr_lengths",
+        "exact",
+        "free",
+        "ignore_case",
+        "memo",
+        "memo_hits",
+        "numbers_only",
+        "numeric",
+        "path",
+        "points",
+        "prefix",
+        "prefix_ci",
+        "present",
+        "refs",
+        "simple",
+        "size",
+        "slots",
+        "suffix",
+        "suffix_ci",
+        "tested",
+        "tree",
+        "unless",
+        "wild_head",
+        "wild_tail",
+        "wildcards",
+    )
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bits: dict[Condition, int] = {}  # condition -> its bit (a power of two)
+        self.refs: dict[Condition, int] = {}  # condition -> how many uses hold it
+        self.free: list[int] = []  # bit positions given back by removed conditions
+        self.size = 0  # bit positions ever handed out
+        self.exact: dict[Any, int] = {}
+        self.but_all = 0  # every anything-but over plain values
+        self.but_excluded: dict[Any, int] = {}  # value -> the anything-but that exclude it
+        self.prefix, self.prefix_ci = _Texts(), _Texts()
+        self.suffix, self.suffix_ci = _Texts(), _Texts()
+        self.ignore_case: dict[str, int] = {}
+        self.cidr: dict[tuple[int, int, int], int] = {}  # (version, length, network) -> mask
+        self.cidr_lengths: dict[tuple[int, int], int] = {}  # (version, length) -> blocks
+        # Wildcards by the literal text before their first * (or, when they
+        # start with *, after their last *); "wildcards" keeps each one's bit.
+        self.wild_head, self.wild_tail = _Texts(), _Texts()
+        self.wildcards: dict[str, dict[Wildcard, int]] = {}  # "h:" / "t:" + text -> wildcards
+        self.unless: dict[AnythingBut, tuple[int, int]] = {}  # -> (bit, its matchers' mask)
+        self.tested: dict[Condition, int] = {}  # conditions tested one by one
+        self.numeric: dict[Numeric, int] = {}
+        self.points: list[float] = []  # every finite range bound, sorted
+        self.slots: dict[int, int] = {}  # slot -> the ranges containing it
+        self.tree: IntervalTree[int] | None = None  # built on the first slot missing
+        self.present = 0  # exists: true
+        self.absent = 0  # exists: false
+        # Only exact values, anything-but values and exists: a class costs a
+        # probe or two, and remembering values would cost more than it saves.
+        self.simple = True
+        # Only numeric ranges (and exists): a class is a slot's, already kept per slot.
+        self.numbers_only = False
+        self.memo: dict[Any, int] | None = {}
+        self.memo_hits = 0
+
+    # --- the conditions ------------------------------------------------------------
+
+    def add(self, condition: Condition) -> int:
+        """Count one more use of ``condition`` and return its bit."""
+        bit = self.bits.get(condition)
+        if bit is not None:
+            self.refs[condition] += 1
+            return bit
+        if self.free:
+            bit = 1 << self.free.pop()
+        else:
+            bit = 1 << self.size
+            self.size += 1
+        self.bits[condition] = bit
+        self.refs[condition] = 1
+        self._index(condition, bit)
+        self._changed()
+        return bit
+
+    def discard(self, condition: Condition) -> None:
+        """Count one use of ``condition`` less, forgetting it after its last."""
+        left = self.refs[condition] - 1
+        if left:
+            self.refs[condition] = left
+            return
+        del self.refs[condition]
+        bit = self.bits.pop(condition)
+        self._unindex(condition, bit)
+        self.free.append(bit.bit_length() - 1)
+        self._changed()
+
+    def __bool__(self) -> bool:
+        return bool(self.bits)
+
+    def _changed(self) -> None:
+        self.memo, self.memo_hits = {}, 0
+        texts = (
+            self.prefix.keys
+            or self.prefix_ci.keys
+            or self.suffix.keys
+            or self.suffix_ci.keys
+            or self.ignore_case
+            or self.cidr
+            or self.wildcards
+            or self.unless
+            or self.tested
+        )
+        self.simple = not (texts or self.numeric)
+        self.numbers_only = bool(self.numeric and not (texts or self.exact or self.but_all))
+
+    def _index(self, condition: Condition, bit: int) -> None:
+        if isinstance(condition, Exact):
+            key = index_key(condition.key)
+            self.exact[key] = self.exact.get(key, 0) | bit
+        elif isinstance(condition, Exists):
+            if condition.present:
+                self.present |= bit
+            else:
+                self.absent |= bit
+        elif isinstance(condition, AnythingBut):
+            if condition.unless:
+                matchers = 0
+                for matcher in condition.unless:
+                    matchers |= self.add(matcher)
+                self.unless[condition] = (bit, matchers)
+            else:
+                self.but_all |= bit
+                for key in map(index_key, condition.excluded):
+                    self.but_excluded[key] = self.but_excluded.get(key, 0) | bit
+        elif isinstance(condition, Prefix):
+            (self.prefix_ci if condition.ignore_case else self.prefix).add(condition.text, bit)
+        elif isinstance(condition, Suffix):
+            (self.suffix_ci if condition.ignore_case else self.suffix).add(condition.text, bit)
+        elif isinstance(condition, EqualsIgnoreCase):
+            self.ignore_case[condition.text] = self.ignore_case.get(condition.text, 0) | bit
+        elif isinstance(condition, Cidr):
+            key, length = _cidr_keys(condition)
+            self.cidr[key] = self.cidr.get(key, 0) | bit
+            self.cidr_lengths[length] = self.cidr_lengths.get(length, 0) + 1
+        elif isinstance(condition, Numeric):
+            self.numeric[condition] = bit
+            self._numbers_changed()
+        elif isinstance(condition, Wildcard) and (condition.head or condition.tail):
+            texts, name = self._wild_texts(condition)
+            texts.add(name[2:], bit)
+            self.wildcards.setdefault(name, {})[condition] = bit
+        else:
+            self.tested[condition] = bit
+
+    def _unindex(self, condition: Condition, bit: int) -> None:
+        if isinstance(condition, Exact):
+            key = index_key(condition.key)
+            _clear(self.exact, key, bit)
+        elif isinstance(condition, Exists):
+            if condition.present:
+                self.present &= ~bit
+            else:
+                self.absent &= ~bit
+        elif isinstance(condition, AnythingBut):
+            if condition.unless:
+                del self.unless[condition]
+                for matcher in condition.unless:
+                    self.discard(matcher)
+            else:
+                self.but_all &= ~bit
+                for key in map(index_key, condition.excluded):
+                    _clear(self.but_excluded, key, bit)
+        elif isinstance(condition, Prefix):
+            (self.prefix_ci if condition.ignore_case else self.prefix).discard(condition.text, bit)
+        elif isinstance(condition, Suffix):
+            (self.suffix_ci if condition.ignore_case else self.suffix).discard(condition.text, bit)
+        elif isinstance(condition, EqualsIgnoreCase):
+            _clear(self.ignore_case, condition.text, bit)
+        elif isinstance(condition, Cidr):
+            key, length = _cidr_keys(condition)
+            _clear(self.cidr, key, bit)
+            self.cidr_lengths[length] -= 1
+            if not self.cidr_lengths[length]:
+                del self.cidr_lengths[length]
+        elif isinstance(condition, Numeric):
+            del self.numeric[condition]
+            self._numbers_changed()
+        elif isinstance(condition, Wildcard) and (condition.head or condition.tail):
+            texts, name = self._wild_texts(condition)
+            texts.discard(name[2:], bit)
+            del self.wildcards[name][condition]
+            if not self.wildcards[name]:
+                del self.wildcards[name]
+        else:
+            del self.tested[condition]
+
+    def _wild_texts(self, wildcard: Wildcard) -> tuple[_Texts, str]:
+        if wildcard.head:
+            return self.wild_head, "h:" + wildcard.head
+        return self.wild_tail, "t:" + wildcard.tail
+
+    def _numbers_changed(self) -> None:
+        points = set()
+        for condition in self.numeric:
+            for bound in (condition.low, condition.high):
+                if bound is not None:
+                    points.add(bound)
+        self.points = sorted(points)
+        self.slots = {}
+        self.tree = None
+
+    # --- classes -------------------------------------------------------------------
+
+    def classify(self, values: list[Any]) -> int:
+        """The conditions that the leaf ``values`` found at the path satisfy, as a mask.
+
+        A condition holds when it holds for any of the values; ``exists:
+        false`` holds when there is none.
+        """
+        if not values:
+            return self.absent
+        mask = self.present
+        for value in values:
+            mask |= self.value_class(value)
+        return mask
+
+    def value_class(self, value: Any) -> int:
+        """The conditions one leaf value satisfies (``exists`` aside)."""
+        if self.simple:
+            key = value if type(value) is str else typed_key(value)
+            mask = self.exact.get(key, 0)
+            if self.but_all:
+                mask |= self.but_all & ~self.but_excluded.get(key, 0)
+            return mask
+        if self.numbers_only:
+            if is_number(value) and value == value:  # NaN is in no range
+                return self._number(value)
+            return 0
+        memo = self.memo
+        if memo is None:
+            return self._compute(value)
+        kind = type(value)
+        if kind is str:
+            remembered: Any = value
+        elif kind in _SCALARS:
+            # The type is part of the key: True and 1, or 1 and 1.0, are
+            # equal in Python but not necessarily to every condition.
+            remembered = (kind, value)
+        else:
+            return self._compute(value)
+        hit = memo.get(remembered)
+        if hit is not None:
+            self.memo_hits += 1
+            return hit
+        mask = self._compute(value)
+        if len(memo) >= _MEMO_SIZE:
+            if self.memo_hits < _MEMO_SIZE:
+                self.memo = None  # values here do not recur: stop remembering them
+                return mask
+            memo.clear()
+            self.memo_hits = 0
+        memo[remembered] = mask
+        return mask
+
+    def _compute(self, value: Any) -> int:
+        key = value if type(value) is str else typed_key(value)
+        mask = self.exact.get(key, 0)
+        if self.but_all:
+            mask |= self.but_all & ~self.but_excluded.get(key, 0)
+        if type(value) is str:
+            mask |= self._text(value)
+        elif self.numeric and is_number(value) and value == value:  # NaN is in no range
+            mask |= self._number(value)
+        for condition, bit in self.tested.items():
+            if condition.test(value):
+                mask |= bit
+        # Last, as it reads the bits of its matchers, which the steps above set.
+        for bit, matchers in self.unless.values():
+            if not mask & matchers:
+                mask |= bit
+        return mask
+
+    def _text(self, value: str) -> int:
+        mask = 0
+        if self.prefix.keys:
+            mask |= self.prefix.heads(value)
+        if self.suffix.keys:
+            mask |= self.suffix.tails(value)
+        if self.prefix_ci.keys or self.suffix_ci.keys or self.ignore_case:
+            lowered = value.lower()
+            if self.prefix_ci.keys:
+                mask |= self.prefix_ci.heads(lowered)
+            if self.suffix_ci.keys:
+                mask |= self.suffix_ci.tails(lowered)
+            mask |= self.ignore_case.get(lowered, 0)
+        if self.cidr:
+            mask |= self._address(value)
+        if self.wildcards:
+            mask |= self._wildcards(value, self.wild_head, "h:", value.startswith)
+            mask |= self._wildcards(value, self.wild_tail, "t:", value.endswith)
+        return mask
+
+    def _wildcards(self, value: str, texts: _Texts, side: str, fits: Any) -> int:
+        mask = 0
+        for text in texts.keys if len(texts.keys) <= _FEW else _fitting(texts, value, side):
+            if fits(text):
+                for wildcard, bit in self.wildcards[side + text].items():
+                    if wildcard.regex.fullmatch(value) is not None:
+                        mask |= bit
+        return mask
+
+    def _address(self, value: str) -> int:
+        address = parse_address(value)
+        if address is None:
+            return 0
+        family, number = address
+        bits = 32 if family == 4 else 128
+        mask = 0
+        for version, length in self.cidr_lengths:
+            if version == family:
+                network = number >> (bits - length) << (bits - length)
+                mask |= self.cidr.get((version, length, network), 0)
+        return mask
+
+    def _number(self, value: float) -> int:
+        points = self.points
+        position = bisect_left(points, value)
+        slot = 2 * position + (position < len(points) and points[position] == value)
+        mask = self.slots.get(slot)
+        if mask is None:
+            # The first number in this slot: every number in it satisfies the
+            # same ranges, since no bound lies strictly inside it.
+            if self.tree is None:
+                self.tree = IntervalTree([(c, bit) for c, bit in self.numeric.items()])
+            mask = 0
+            for bit in self.tree.containing(value):
+                mask |= bit
+            self.slots[slot] = mask
+        return mask
+
+
+def _fitting(texts: _Texts, value: str, side: str) -> Iterable[str]:
+    size = len(value)
+    for length in texts.lengths:
+        if length <= size:
+            text = value[:length] if side == "h:" else value[size - length :]
+            if text in texts.keys:
+                yield text
+
+
+def _clear(table: dict[Any, int], key: Any, bit: int) -> None:
+    mask = table[key] & ~bit
+    if mask:
+        table[key] = mask
+    else:
+        del table[key]
+
+
+def _cidr_keys(condition: Cidr) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    network = condition.network
+    version, length = network.version, network.prefixlen
+    return (version, length, int(network.network_address)), (version, length)
+
+
+# Scalar types whose values are remembered (strings are keyed as themselves).
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+# How many values a path remembers before starting afresh: enough for the
+# enumerations events are made of (states, types, languages, regions), small
+# enough that a path whose values never repeat (ids, timestamps) costs little.
+_MEMO_SIZE = 64
+
+# Up to this many wildcard heads (tails) on a path, each is compared with
+# the value; past it, the value's prefixes at the lengths in use are probed.
+_FEW = 4
