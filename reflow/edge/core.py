@@ -208,7 +208,13 @@ class Edge:
                     return self._generated(result, request)
                 cf_request = result.request
                 path = request.path
-                self._adopt(request, result)
+                if result.added is not None and cf_request["uri"] is path:
+                    # _adopt's usual case, inline: the uri kept, headers only added.
+                    request.query = str(cf_request.get("querystring", ""))
+                    if result.added:
+                        request.headers = [*request.headers, *result.added]
+                else:
+                    self._adopt(request, result)
                 request.viewer_done = True
                 if request.path is not path:
                     moved = self.route(request.path)

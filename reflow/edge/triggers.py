@@ -137,6 +137,36 @@ def headers_from_cf(
     return out
 
 
+# One added header already checked, by (name, key, value, lowercase): a function
+# usually adds the same constant header on every call (bounded; never mutated).
+_CHECKED_ADDED: dict[tuple[object, str, str, bool], list[tuple[str, str]]] = {}
+
+
+def added_from_cf(
+    hook: str, where: str, added: dict[Any, Any], *, lowercase: bool = False
+) -> list[tuple[str, str]]:
+    """:func:`headers_from_cf` for the headers a function added, remembered when it is one.
+
+    The list returned may be shared between calls: do not change it.
+    """
+    if len(added) == 1:
+        for lower, entries in added.items():
+            if type(entries) is list and len(entries) == 1:
+                item = entries[0]
+                if type(item) is dict and len(item) == 2:
+                    key = item.get("key")
+                    value = item.get("value")
+                    if type(key) is str and type(value) is str:
+                        memo = (lower, key, value, lowercase)
+                        checked = _CHECKED_ADDED.get(memo)
+                        if checked is None:
+                            checked = headers_from_cf(hook, where, added, lowercase=lowercase)
+                            if len(_CHECKED_ADDED) < 1024:
+                                _CHECKED_ADDED[memo] = checked
+                        return checked
+    return headers_from_cf(hook, where, added, lowercase=lowercase)
+
+
 _VALID_NAMES: dict[object, bool] = {}
 _LOWERED: dict[str, str] = {}
 
@@ -487,9 +517,14 @@ class Hook:
                 if result.get("uri") is not uri or result.get("querystring") is not querystring:
                     # Changed (the edge's own values passed its parser and normaliser).
                     self._check_target(result)
+                # Positional: the result is made on every hooked hit.
                 return HookResult(
-                    request=result,
-                    added=headers_from_cf(self.hook, "request.headers", added, lowercase=True),
+                    result,
+                    0,
+                    "",
+                    [],
+                    None,
+                    added_from_cf(self.hook, "request.headers", added, lowercase=True),
                 )
         return self.check(_Snapshot.of_given(client_ip, method, body, template, None), result)
 
@@ -516,11 +551,14 @@ class Hook:
             added = added_if_intact(returned, template)
             if added is not None and _READ_ONLY_RESPONSE_HEADERS.isdisjoint(added):
                 return HookResult(
-                    status=int(status),
-                    reason=reason,
-                    added=headers_from_cf(self.hook, "response.headers", added),
-                    returned_headers=returned,
-                    added_names=tuple(added),
+                    None,
+                    int(status),
+                    reason,
+                    [],
+                    None,
+                    added_from_cf(self.hook, "response.headers", added),
+                    returned,
+                    tuple(added),
                 )
         snapshot = _Snapshot.of_given(
             request.get("clientIp"), request.get("method"), request.get("body"), None, template

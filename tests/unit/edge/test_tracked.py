@@ -390,3 +390,23 @@ async def test_a_conditional_header_added_by_the_request_hook_is_answered_304() 
         assert data.startswith(b"HTTP/1.1 304 ")
     finally:
         await edge.close()
+
+
+def test_an_added_header_is_checked_once_per_distinct_value_and_bad_ones_always_fail() -> None:
+    from reflow.edge.triggers import added_from_cf
+
+    one = {"x-a": [{"key": "X-A", "value": "1"}]}
+    assert added_from_cf("viewer-response", "response.headers", one) == [("X-A", "1")]
+    assert added_from_cf("viewer-response", "response.headers", one, lowercase=True) == [
+        ("x-a", "1")
+    ]
+    other = {"x-a": [{"key": "X-A", "value": "2"}]}
+    assert added_from_cf("viewer-response", "response.headers", other) == [("X-A", "2")]
+    bad = {"x-a": [{"key": "X-A", "value": "1\r\nSet-Cookie: a=b"}]}
+    for _ in range(2):
+        with pytest.raises(HookError, match="CR, LF or NUL"):
+            added_from_cf("viewer-response", "response.headers", bad)
+    mismatched = {"x-a": [{"key": "X-B", "value": "1"}]}
+    for _ in range(2):
+        with pytest.raises(HookError, match="does not match"):
+            added_from_cf("viewer-response", "response.headers", mismatched)
