@@ -36,6 +36,7 @@ conditions change.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
@@ -270,6 +271,12 @@ class PathIndex:
         elif isinstance(condition, Numeric):
             self.numeric[condition] = bit
             self._numbers_changed()
+        elif isinstance(condition, Wildcard) and (plain := _plain(condition)) is not None:
+            table, text = plain
+            if table == "exact":
+                self.exact[text] = self.exact.get(text, 0) | bit
+            else:
+                (self.prefix if table == "prefix" else self.suffix).add(text, bit)
         elif isinstance(condition, Wildcard) and (condition.head or condition.tail):
             texts, name = self._wild_texts(condition)
             texts.add(name[2:], bit)
@@ -310,6 +317,12 @@ class PathIndex:
         elif isinstance(condition, Numeric):
             del self.numeric[condition]
             self._numbers_changed()
+        elif isinstance(condition, Wildcard) and (plain := _plain(condition)) is not None:
+            table, text = plain
+            if table == "exact":
+                _clear(self.exact, text, bit)
+            else:
+                (self.prefix if table == "prefix" else self.suffix).discard(text, bit)
         elif isinstance(condition, Wildcard) and (condition.head or condition.tail):
             texts, name = self._wild_texts(condition)
             texts.discard(name[2:], bit)
@@ -427,11 +440,20 @@ class PathIndex:
 
     def _wildcards(self, value: str, texts: _Texts, side: str, fits: Any) -> int:
         mask = 0
-        for text in texts.keys if len(texts.keys) <= _FEW else _fitting(texts, value, side):
-            if fits(text):
-                for wildcard, bit in self.wildcards[side + text].items():
-                    if wildcard.regex.fullmatch(value) is not None:
-                        mask |= bit
+        if len(texts.keys) <= _FEW:
+            candidates: Iterable[str] = [text for text in texts.keys if fits(text)]
+        else:
+            size, keys = len(value), texts.keys
+            candidates = []
+            for length in texts.lengths:
+                if length <= size:
+                    text = value[:length] if side == "h:" else value[size - length :]
+                    if text in keys:
+                        candidates.append(text)
+        for text in candidates:
+            for wildcard, bit in self.wildcards[side + text].items():
+                if wildcard.regex.fullmatch(value) is not None:
+                    mask |= bit
         return mask
 
     def _address(self, value: str) -> int:
@@ -464,13 +486,20 @@ class PathIndex:
         return mask
 
 
-def _fitting(texts: _Texts, value: str, side: str) -> Iterable[str]:
-    size = len(value)
-    for length in texts.lengths:
-        if length <= size:
-            text = value[:length] if side == "h:" else value[size - length :]
-            if text in texts.keys:
-                yield text
+def _plain(wildcard: Wildcard) -> tuple[str, str] | None:
+    """A wildcard that is really a prefix (``ab*``), a suffix (``*ab``) or a plain text.
+
+    Indexed as such, it costs a probe instead of a regular expression; the
+    compiled expression tells, since it joins the literal runs with ``.*``.
+    """
+    pattern, head, tail = wildcard.regex.pattern, wildcard.head, wildcard.tail
+    if pattern == re.escape(head) + ".*":
+        return "prefix", head
+    if pattern == ".*" + re.escape(tail):
+        return "suffix", tail
+    if pattern == re.escape(head):
+        return "exact", head
+    return None
 
 
 def _clear(table: dict[Any, int], key: Any, bit: int) -> None:
