@@ -50,6 +50,7 @@ from reflow.flows.store import (
     ExecutionStore,
     FencedError,
     PreparedSave,
+    execution_arn,
     timer_key,
 )
 
@@ -75,11 +76,6 @@ _CALLING = ("Task", "Parallel", "Map")
 _PURE = frozenset({"Pass", "Choice", "Succeed", "Fail"})
 
 
-def execution_arn(flow: str, name: str) -> str:
-    """The execution's id, shaped like a Step Functions execution ARN."""
-    return f"{_ACCOUNT}:execution:{flow}:{name}"
-
-
 def runnable(record: ExecutionRecord, now: float) -> bool:
     """Whether a worker has something to do for ``record`` at ``now``."""
     if record.status != RUNNING:
@@ -94,7 +90,7 @@ def runnable(record: ExecutionRecord, now: float) -> bool:
     return bool(wait["kind"] == "timer" and wait["at"] <= now)
 
 
-def events_of(history: History) -> list[dict[str, Any]]:
+def events_of(history: History) -> list[list[Any]]:
     """A transition's events as stored (ids are given when the history is read)."""
     return history.stored()
 

@@ -66,16 +66,10 @@ class History:
         """Every event so far, oldest first; ids are 1, 2, 3 …"""
         return tuple(self)
 
-    def stored(self) -> list[dict[str, Any]]:
-        """The events as a store writes them: ``type``, ``timestamp``, ``details`` (no ids)."""
-        return [
-            {
-                "type": raw[0],
-                "timestamp": raw[1],
-                "details": dict(raw[2]) if len(raw) == 3 else {"name": raw[2], raw[3]: raw[4]},
-            }
-            for raw in self._raw
-        ]
+    def stored(self) -> list[list[Any]]:
+        """The events as a store writes them, without ids: ``[type, time, details]``,
+        or ``[type, time, state, "input"|"output", value]`` for a state's events."""
+        return [list(raw) if len(raw) == 5 else [raw[0], raw[1], dict(raw[2])] for raw in self._raw]
 
     def types(self) -> list[str]:
         """The event types in order (handy in tests)."""

@@ -6,7 +6,14 @@ Key layout (all under ``flows/``):
   cursor (state, raw input, variables, retry attempts), what the execution
   waits for, output or error, times, the transition counter ``seq``.
 * ``flows/h/NAME/FIRST`` — a chunk of history events, FIRST the index of its
-  first; the newest events (fewer than ``FLUSH_EVENTS``) ride in the record.
+  first; the newest events (fewer than ``FLUSH_EVENTS``, at most about
+  ``TAIL_BYTES``) ride in the record.
+
+Records and events are stored compactly, as JSON arrays (see
+:meth:`ExecutionRecord.to_json`): a SQLite row stays within its B-tree page up
+to about a kilobyte, and a record that spills onto an overflow page costs a
+second page write on every transition. Records in the older object form
+(``{"record": …, "tail": …}``, events as objects) still read back.
 * ``flows/t/DUE_MS/NAME/KIND`` — a durable timer (a Wait, a retry back-off,
   a task token's timeout or heartbeat, the execution's ``TimeoutSeconds``).
 * ``flows/k/TOKEN`` — which execution a ``.waitForTaskToken`` token belongs to.
@@ -25,8 +32,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from reflow.backends import KV, Item, Operation, Put
@@ -34,6 +41,7 @@ from reflow.errors import FlowError, TransactionConflictError, VersionConflictEr
 
 __all__ = [
     "ExecutionRecord",
+    "execution_arn",
     "ExecutionStore",
     "FencedError",
     "InvalidExecutionRequestError",
@@ -53,12 +61,26 @@ STATUSES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED)
 
 _RECORDS, _HISTORY, _TIMERS, _TOKENS = "flows/x/", "flows/h/", "flows/t/", "flows/k/"
 FLUSH_EVENTS = 16  # history events kept in the record before they move to a chunk
+TAIL_BYTES = 512  # ... or fewer, once their encoding passes this many bytes
+_ACCOUNT = "arn:aws:states:local:000000000000"
 # Step Functions allows 1-80 characters for an execution name; the key layout needs no "/".
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 # One encoder, made once: json.dumps with non-default separators builds a new one per call.
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
-# Record fields fixed once the execution is created: encoded once per loaded record.
+_FORMAT = 2  # the first element of a stored record (the array form)
+# Record fields fixed once the execution is created (encoded once per loaded record),
+# then the ones a transition may change, in their stored order: append, never reorder.
 _FIXED = ("name", "flow", "id", "input", "start_time")
+_CHANGING = (
+    "state", "state_input", "variables", "attempts", "status", "output", "error", "cause",
+    "stop_time", "deadline", "seq", "visit", "entered", "entered_at", "wait",
+    "redrive_count", "events",
+)  # fmt: skip
+
+
+def execution_arn(flow: str, name: str) -> str:
+    """The execution's id, shaped like a Step Functions execution ARN."""
+    return f"{_ACCOUNT}:execution:{flow}:{name}"
 
 
 class InvalidExecutionRequestError(FlowError):
@@ -126,20 +148,32 @@ class ExecutionRecord:
     _fixed: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def to_json(self) -> bytes:
-        """The record as stored: its fields and the history tail."""
+        """The record as stored: ``[2, name, flow, id, input, start_time, [changing
+        fields], [tail events]]``, ``id`` null when it is the usual execution ARN."""
         if not self._fixed:
-            self._fixed = _ENCODE({key: getattr(self, key) for key in _FIXED}).encode()[:-1]
-        changing = _ENCODE({key: getattr(self, key) for key in _CHANGING}).encode()
-        return b"".join(
-            (b'{"record":', self._fixed, b",", changing[1:], b',"tail":[', self.tail, b"]}")
-        )
+            id = None if self.id == execution_arn(self.flow, self.name) else self.id
+            fixed = [_FORMAT, self.name, self.flow, id, self.input, self.start_time]
+            self._fixed = _ENCODE(fixed).encode()[:-1]
+        changing = _ENCODE([getattr(self, key) for key in _CHANGING]).encode()
+        return b"".join((self._fixed, b",", changing, b",[", self.tail, b"]]"))
 
     @classmethod
     def from_json(cls, data: bytes) -> ExecutionRecord:
-        """A record read back."""
+        """A record read back (either stored form)."""
         stored = json.loads(data)
-        record = cls(**stored["record"])
-        tail = stored["tail"]
+        if isinstance(stored, dict):  # the older object form
+            record = cls(**stored["record"])
+            tail = stored["tail"]
+        else:
+            _, name, flow, id, input, start_time, changing, tail = stored
+            record = cls(
+                name=name,
+                flow=flow,
+                id=execution_arn(flow, name) if id is None else id,
+                input=input,
+                start_time=start_time,
+                **dict(zip(_CHANGING, changing, strict=True)),
+            )
         if tail:
             record.tail, record.tail_count = _ENCODE(tail)[1:-1].encode(), len(tail)
         return record
@@ -168,13 +202,6 @@ class ExecutionRecord:
             "redrive_count": self.redrive_count,
             "transitions": self.seq,
         }
-
-
-_CHANGING = tuple(
-    item.name
-    for item in fields(ExecutionRecord)
-    if item.name not in _FIXED and item.name not in ("tail", "tail_count", "_fixed")
-)
 
 
 @dataclass(frozen=True)
@@ -226,7 +253,7 @@ class ExecutionStore:
         return ExecutionRecord.from_json(item.value), item.version
 
     async def create(
-        self, record: ExecutionRecord, events: Sequence[Mapping[str, Any]], timers: Sequence[str]
+        self, record: ExecutionRecord, events: Sequence[Any], timers: Sequence[str]
     ) -> bool:
         """Store a new record with its first events; False if the name is taken."""
         try:
@@ -238,11 +265,14 @@ class ExecutionStore:
     def prepare(
         self,
         record: ExecutionRecord,
-        events: Sequence[Mapping[str, Any]],
+        events: Sequence[Any],
         timers: Sequence[str] = (),
         tokens: Sequence[str] = (),
     ) -> PreparedSave:
         """Encode ``record`` with this transition's events, timers and tokens.
+
+        ``events`` are as :meth:`History.stored` gives them (or event objects:
+        ``{"type", "timestamp", "details"}``).
 
         The record's history counters move on at once: :meth:`write` the
         result, or drop the record (a fenced transition is never retried from
@@ -260,7 +290,7 @@ class ExecutionStore:
         count = record.tail_count + len(events)
         record.events += len(events)
         chunk: Put | None = None
-        if count >= FLUSH_EVENTS:
+        if count >= FLUSH_EVENTS or len(tail) > TAIL_BYTES:
             first = record.events - count
             chunk = Put(f"{_HISTORY}{record.name}/{first:010d}", b"[" + tail + b"]")
             tail, count = b"", 0
@@ -291,12 +321,13 @@ class ExecutionStore:
         self,
         record: ExecutionRecord,
         version: int,
-        events: Sequence[Mapping[str, Any]],
+        events: Sequence[Any],
         timers: Sequence[str] = (),
         tokens: Sequence[str] = (),
     ) -> int:
         """Write ``record`` if it is still at ``version`` (0: new), with this transition's
-        events, timers and tokens, all or nothing; return the new version.
+        events (as :meth:`prepare` takes them), timers and tokens, all or nothing;
+        return the new version.
 
         On :class:`FencedError` the record's history counters are as they were.
         """
@@ -324,13 +355,13 @@ class ExecutionStore:
                 first = int(item.key[len(prefix) :])
                 for offset, event in enumerate(json.loads(item.value)):
                     if first + offset < record.events:
-                        slots[first + offset] = event
+                        slots[first + offset] = _event(event)
             if len(items) < 500:
                 break
             start_after = items[-1].key
         base = record.events - record.tail_count
         for offset, event in enumerate(json.loads(b"[" + record.tail + b"]")):
-            slots[base + offset] = event
+            slots[base + offset] = _event(event)
         events = [event for event in slots if event is not None]
         for index, event in enumerate(events):
             event["id"] = index + 1
@@ -372,6 +403,17 @@ class ExecutionStore:
         """The execution a task token belongs to."""
         item = await self.kv.get(token_key(token))
         return item.value.decode() if item is not None else None
+
+
+def _event(stored: Any) -> dict[str, Any]:
+    """An event read back: ``[type, time, details]``, ``[type, time, state, field,
+    value]`` (a state's input or output) or, in the older form, the object itself."""
+    if isinstance(stored, dict):
+        return stored
+    if len(stored) == 5:
+        type, timestamp, name, key, value = stored
+        return {"type": type, "timestamp": timestamp, "details": {"name": name, key: value}}
+    return {"type": stored[0], "timestamp": stored[1], "details": stored[2]}
 
 
 def _parse_timer(item: Item) -> Timer:
