@@ -38,6 +38,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -82,15 +83,34 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
         path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
     )
     try:
-        # Switching to WAL needs a moment of exclusive access; the busy
-        # timeout covers another process doing the same at the same time.
-        connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        _enter_wal(connection)
         connection.execute(f"PRAGMA synchronous={synchronous}")
         connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _enter_wal(connection: sqlite3.Connection) -> None:
+    """Switch to WAL, retrying while another process is switching or recovering.
+
+    Switching needs a moment of exclusive access, and SQLite answers "database
+    is locked" at once, without its busy handler, when another connection is
+    opening the same new file (seen with four processes opening one file
+    together), so the busy timeout alone does not cover it.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class _Lane:
