@@ -10,15 +10,16 @@ origin is reported (no origin fetch may happen inside a measured window).
 A third comparison runs reflow with a viewer-request and a viewer-response
 function against nginx without any.
 
-Varnish (Debian's ``varnish``, ``-s malloc,256m``, the default VCL plus an
-``X-Cache`` header, pinned to core 0 like the others) is the second peer:
-every comparison is run against it too, in the same alternating rounds
-(reflow, nginx, Varnish, rotated each round). If Varnish cannot be installed
-or started, the run says so and goes on with nginx alone.
+Varnish (Debian's ``varnish``, ``-s malloc,256m``, ``thread_pools=1`` for
+its one core, the default VCL plus an ``X-Cache`` header, pinned to core 0
+like the others) is the second peer: every comparison runs against it too,
+in the same rounds (reflow, nginx, Varnish, rotated each round). If Varnish
+cannot be installed or started, the run says so and goes on with nginx alone.
 
 ``--smoke`` runs each side for a second or two; nginx, wrk and Varnish are
-installed with apt-get when missing. Everything listens on free ports of 127.0.0.1 and
-lives in a temporary directory; every process started here is stopped.
+installed with apt-get when missing. Everything listens on free ports of
+127.0.0.1 and lives in a temporary directory; every process started here is
+stopped.
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def start_varnish(
         str(varnish_config(tmp, origin_port)),
         "-s",
         "malloc,256m",
+        "-p",
+        "thread_pools=1",  # one pool per core, as Varnish advises; it has one core here
         "-n",
         str(tmp / "varnish"),
     ]
