@@ -304,26 +304,16 @@ def parse_address(text: str) -> tuple[int, int] | None:
     """The IP version and the address as an integer that ``text`` spells, or ``None``.
 
     Events carry addresses that seldom repeat, so this is on the matchers'
-    hot path: dotted quads are read directly with :mod:`ipaddress`'s rules
-    (four decimal octets up to 255, no leading zeros), IPv6 text by the C
-    library's ``inet_pton`` (RFC 4291's text forms), and anything else (a
-    zone index, an IPv4 tail) by :func:`ipaddress.ip_address`.
+    hot path: dotted quads and IPv6 text are read by the C library's
+    ``inet_pton``, whose rules are :mod:`ipaddress`'s (four decimal octets up
+    to 255 with no leading zeros; RFC 4291's text forms), and anything else
+    (a zone index, an IPv4 tail) by :func:`ipaddress.ip_address`.
     """
     if ":" not in text:
-        parts = text.split(".")
-        if len(parts) != 4:
+        try:
+            return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+        except (OSError, ValueError):  # ValueError: not ASCII, or a NUL inside
             return None
-        number = 0
-        for part in parts:
-            if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
-                return None
-            if len(part) > 1 and part[0] == "0":
-                return None
-            octet = int(part)
-            if octet > 255:
-                return None
-            number = number << 8 | octet
-        return 4, number
     if "." not in text and "%" not in text:
         try:
             return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")

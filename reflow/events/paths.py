@@ -19,8 +19,9 @@ conditions:
 * prefixes and suffixes (plain or case-folded): one probe per distinct key
   length in use; ``equals-ignore-case``: one probe of the lower-cased text;
 * CIDR blocks: one probe per (IP version, prefix length) in use;
-* wildcards: by their literal head (or tail), probed like prefixes, so only
-  the wildcards whose literal part fits run their regular expression;
+* wildcards: their literal head (or tail) is indexed as a prefix (suffix)
+  of its own, so only the wildcards whose literal part fits run their
+  regular expression;
 * ``anything-but`` with nested matchers: its matchers are indexed as
   conditions of their own, and it holds when none of them matched;
 * numeric ranges: every range bound splits the number line into slots (a
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterable
 from typing import Any
 
 from reflow.events.conditions import (
@@ -74,7 +74,7 @@ def value_key(value: Any) -> Any:
 
 
 class _Texts:
-    """Texts (prefixes, suffixes, wildcard heads) mapped to masks, with their lengths counted."""
+    """Texts (prefixes or suffixes) mapped to masks, with their lengths counted."""
 
     __slots__ = ("keys", "lengths")
 
@@ -150,8 +150,10 @@ class PathIndex:
         "tested",
         "tree",
         "unless",
-        "wild_head",
-        "wild_tail",
+        "unless_all",
+        "unless_kills",
+        "unless_matchers",
+        "wild_atoms",
         "wildcards",
     )
 
@@ -170,10 +172,17 @@ class PathIndex:
         self.cidr: dict[tuple[int, int, int], int] = {}  # (version, length, network) -> mask
         self.cidr_lengths: dict[tuple[int, int], int] = {}  # (version, length) -> blocks
         # Wildcards by the literal text before their first * (or, when they
-        # start with *, after their last *); "wildcards" keeps each one's bit.
-        self.wild_head, self.wild_tail = _Texts(), _Texts()
-        self.wildcards: dict[str, dict[Wildcard, int]] = {}  # "h:" / "t:" + text -> wildcards
+        # start with *, after their last *), indexed as a prefix (suffix) of
+        # its own, so the affix probes tell which wildcards may match:
+        # that prefix's (suffix's) bit -> the wildcards and their bits.
+        self.wildcards: dict[int, dict[Wildcard, int]] = {}
+        self.wild_atoms = 0  # every such prefix (suffix) bit
         self.unless: dict[AnythingBut, tuple[int, int]] = {}  # -> (bit, its matchers' mask)
+        # The same, turned around: every such anything-but, every matcher they
+        # use, and per matcher bit the anything-but conditions it defeats.
+        self.unless_all = 0
+        self.unless_matchers = 0
+        self.unless_kills: dict[int, int] = {}
         self.tested: dict[Condition, int] = {}  # conditions tested one by one
         self.numeric: dict[Numeric, int] = {}
         self.points: list[float] = []  # every finite range bound, sorted
@@ -254,6 +263,7 @@ class PathIndex:
                 for matcher in condition.unless:
                     matchers |= self.add(matcher)
                 self.unless[condition] = (bit, matchers)
+                self._unless_changed(bit, matchers, True)
             else:
                 self.but_all |= bit
                 for key in map(index_key, condition.excluded):
@@ -278,9 +288,9 @@ class PathIndex:
             else:
                 (self.prefix if table == "prefix" else self.suffix).add(text, bit)
         elif isinstance(condition, Wildcard) and (condition.head or condition.tail):
-            texts, name = self._wild_texts(condition)
-            texts.add(name[2:], bit)
-            self.wildcards.setdefault(name, {})[condition] = bit
+            atom = self.add(_affix_of(condition))
+            self.wildcards.setdefault(atom, {})[condition] = bit
+            self.wild_atoms |= atom
         else:
             self.tested[condition] = bit
 
@@ -295,7 +305,8 @@ class PathIndex:
                 self.absent &= ~bit
         elif isinstance(condition, AnythingBut):
             if condition.unless:
-                del self.unless[condition]
+                _, matchers = self.unless.pop(condition)
+                self._unless_changed(bit, matchers, False)
                 for matcher in condition.unless:
                     self.discard(matcher)
             else:
@@ -324,18 +335,32 @@ class PathIndex:
             else:
                 (self.prefix if table == "prefix" else self.suffix).discard(text, bit)
         elif isinstance(condition, Wildcard) and (condition.head or condition.tail):
-            texts, name = self._wild_texts(condition)
-            texts.discard(name[2:], bit)
-            del self.wildcards[name][condition]
-            if not self.wildcards[name]:
-                del self.wildcards[name]
+            affix = _affix_of(condition)
+            atom = self.bits[affix]
+            del self.wildcards[atom][condition]
+            if not self.wildcards[atom]:
+                del self.wildcards[atom]
+                self.wild_atoms &= ~atom
+            self.discard(affix)
         else:
             del self.tested[condition]
 
-    def _wild_texts(self, wildcard: Wildcard) -> tuple[_Texts, str]:
-        if wildcard.head:
-            return self.wild_head, "h:" + wildcard.head
-        return self.wild_tail, "t:" + wildcard.tail
+    def _unless_changed(self, bit: int, matchers: int, added: bool) -> None:
+        kills = self.unless_kills
+        if added:
+            self.unless_all |= bit
+        else:
+            self.unless_all &= ~bit
+        while matchers:
+            matcher = matchers & -matchers
+            matchers ^= matcher
+            left = (kills.get(matcher, 0) | bit) if added else kills[matcher] & ~bit
+            if left:
+                kills[matcher] = left
+                self.unless_matchers |= matcher
+            else:
+                del kills[matcher]
+                self.unless_matchers &= ~matcher
 
     def _numbers_changed(self) -> None:
         points = set()
@@ -413,9 +438,14 @@ class PathIndex:
             if condition.test(value):
                 mask |= bit
         # Last, as it reads the bits of its matchers, which the steps above set.
-        for bit, matchers in self.unless.values():
-            if not mask & matchers:
-                mask |= bit
+        if self.unless_all:
+            holding = self.unless_all
+            matched = mask & self.unless_matchers
+            while matched:
+                matcher = matched & -matched
+                matched ^= matcher
+                holding &= ~self.unless_kills[matcher]
+            mask |= holding
         return mask
 
     def _text(self, value: str) -> int:
@@ -433,25 +463,11 @@ class PathIndex:
             mask |= self.ignore_case.get(lowered, 0)
         if self.cidr:
             mask |= self._address(value)
-        if self.wildcards:
-            mask |= self._wildcards(value, self.wild_head, "h:", value.startswith)
-            mask |= self._wildcards(value, self.wild_tail, "t:", value.endswith)
-        return mask
-
-    def _wildcards(self, value: str, texts: _Texts, side: str, fits: Any) -> int:
-        mask = 0
-        if len(texts.keys) <= _FEW:
-            candidates: Iterable[str] = [text for text in texts.keys if fits(text)]
-        else:
-            size, keys = len(value), texts.keys
-            candidates = []
-            for length in texts.lengths:
-                if length <= size:
-                    text = value[:length] if side == "h:" else value[size - length :]
-                    if text in keys:
-                        candidates.append(text)
-        for text in candidates:
-            for wildcard, bit in self.wildcards[side + text].items():
+        fitting = mask & self.wild_atoms
+        while fitting:
+            atom = fitting & -fitting
+            fitting ^= atom
+            for wildcard, bit in self.wildcards[atom].items():
                 if wildcard.regex.fullmatch(value) is not None:
                     mask |= bit
         return mask
@@ -484,6 +500,11 @@ class PathIndex:
                 mask |= bit
             self.slots[slot] = mask
         return mask
+
+
+def _affix_of(wildcard: Wildcard) -> Prefix | Suffix:
+    """The prefix (its literal head) or else suffix (its literal tail) every match has."""
+    return Prefix(wildcard.head) if wildcard.head else Suffix(wildcard.tail)
 
 
 def _plain(wildcard: Wildcard) -> tuple[str, str] | None:
@@ -523,7 +544,3 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 # enumerations events are made of (states, types, languages, regions), small
 # enough that a path whose values never repeat (ids, timestamps) costs little.
 _MEMO_SIZE = 64
-
-# Up to this many wildcard heads (tails) on a path, each is compared with
-# the value; past it, the value's prefixes at the lengths in use are probed.
-_FEW = 4
