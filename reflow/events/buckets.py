@@ -31,18 +31,24 @@ Owner = tuple[int, str, tuple[Field, ...]]
 class Slot:
     """One path of a bucket: which alternatives a class of values there lets through."""
 
-    __slots__ = ("conditions", "index", "memo", "path", "rank", "users")
+    __slots__ = ("conditions", "index", "memo", "path", "rank", "relevant", "users")
 
     def __init__(self, path: Path, index: PathIndex) -> None:
         self.path = path
         self.index = index
         self.users = 0  # the alternatives with a field in this slot
         self.conditions: dict[int, int] = {}  # condition bit -> alternatives listing it
-        self.memo: dict[int, int] = {}  # class -> alternatives let through
+        self.memo: dict[int, int] = {}  # class (relevant bits only) -> alternatives let through
+        self.relevant = 0  # the condition bits this slot's fields list
         self.rank = 0  # cheap slots are evaluated first (see Bucket.plan)
 
     def keep(self, found: int, everyone: int) -> int:
-        """The alternatives let through when the values at the path are of class ``found``."""
+        """The alternatives let through when the values at the path are of class ``found``.
+
+        ``found`` holds only the slot's relevant bits: the conditions of other
+        rules on the path do not change the answer, and leaving them out
+        keeps the memory to the few classes this slot can tell apart.
+        """
         kept = everyone & ~self.users
         for bit, alternatives in self.conditions.items():
             if found & bit:
@@ -118,6 +124,9 @@ class Bucket:
         for slot in self.slots.values():
             slot.memo = {}
             slot.rank = 0 if slot.index.simple else 1
+            slot.relevant = 0
+            for condition_bit in slot.conditions:
+                slot.relevant |= condition_bit
         # Cheap slots first (a probe or two), and among them the ones that
         # concern the most alternatives: they are the likeliest to leave
         # none standing, which ends the bucket's evaluation early.

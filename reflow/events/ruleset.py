@@ -195,6 +195,17 @@ class RuleSet:
         classes: dict[Path, int] = {}
         tied: dict[Path, _Entry] = {}
         for path, table in self._access.items():
+            if len(path) == 1 and type(event) is dict:
+                # A top-level field holding one scalar (source, detail-type):
+                # one probe, without building the list of values.
+                value = event.get(path[0], _MISSING)
+                if value is _MISSING:
+                    continue
+                if type(value) in _SCALARS:
+                    bucket = table.get(value if type(value) is str else typed_key(value))
+                    if bucket is not None:
+                        self._run(bucket, event, classes, tied, found)
+                    continue
             values, members = leaf_entries(event, path)
             if members is not None:
                 tied[path] = (values, members)
@@ -247,9 +258,10 @@ class RuleSet:
                         tied[path] = (values, members)
                     found_class = index.classify(values)
                 classes[path] = found_class
-            kept = slot.memo.get(found_class)
+            seen = found_class & slot.relevant
+            kept = slot.memo.get(seen)
             if kept is None:
-                kept = slot.keep(found_class, everyone)
+                kept = slot.keep(seen, everyone)
             alive &= kept
             if not alive:
                 return
