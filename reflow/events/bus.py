@@ -55,7 +55,6 @@ _log = logging.getLogger("reflow.events")
 DISPATCH_GROUP = "dispatch"
 MAX_ENTRIES = 10  # PutEvents takes at most ten entries per call
 DISPATCH_BATCH = 100  # bus entries one dispatcher read takes
-DISPATCH_DEPTH = 4  # batches a dispatcher fans out at once
 
 
 def bus_stream(bus: str) -> str:
@@ -125,7 +124,6 @@ class EventBus:
         self._matchers: dict[str, RuleSet] = {}
         self._workers: list[DeliveryWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._batches: set[asyncio.Task[None]] = set()
         self._acks: dict[str, Acks] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -204,8 +202,6 @@ class EventBus:
         """Stop dispatching and delivering; unacknowledged work is redelivered later."""
         tasks, self._tasks = self._tasks, []
         await stop_tasks(tasks)
-        batches, self._batches = list(self._batches), set()
-        await stop_tasks(batches)
         for acks in self._acks.values():
             await acks.drain()
         workers, self._workers = self._workers, []
@@ -213,19 +209,17 @@ class EventBus:
             await worker.stop()
 
     async def _dispatch(self, bus: str) -> None:
-        """Read the bus stream and fan each batch out, several batches in flight.
+        """Read the bus stream in batches and fan each batch out, then read again.
 
-        The next read goes out while a batch's delivery records are being
-        appended (the engines put both in one transaction or pipeline), and
-        the acks of finished batches gather per event-loop turn (``Acks``):
-        each hop of an event costs one shared write, not three in a row.
+        A batch's delivery records go out as one ``append_many`` per rule
+        stream; its acknowledgement is left to ``Acks``, which sends the acks
+        of one event-loop turn together while the next read is already on its
+        way, so only the appends stand between two reads.
         """
         stream = bus_stream(bus)
         acks = self._acks[bus] = Acks(self.backend.log, stream, DISPATCH_GROUP)
-        room = asyncio.Semaphore(DISPATCH_DEPTH)
         trimmed_at = self.clock.monotonic()
         while True:
-            await room.acquire()
             try:
                 entries = await self.backend.log.read(
                     stream,
@@ -235,29 +229,19 @@ class EventBus:
                     lease=self.lease,
                     block=1.0,
                 )
+                if entries:
+                    await self._dispatch_batch(bus, entries, acks)
                 if self.clock.monotonic() - trimmed_at > 60.0:
                     trimmed_at = self.clock.monotonic()
                     await self.backend.log.trim(stream, max_age=self.retention)
             except Exception:
-                room.release()
                 # A backend hiccup must not end dispatching: what was read and
                 # not acked comes back after its lease.
                 _log.exception("bus %s: dispatching failed; retrying in 1 s", bus)
                 await asyncio.sleep(1.0)
-                continue
-            except BaseException:
-                room.release()
-                raise
-            if not entries:
-                room.release()
-                continue
-            task = asyncio.create_task(self._dispatch_batch(bus, entries, acks))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-            task.add_done_callback(lambda _: room.release())
 
     async def _dispatch_batch(self, bus: str, entries: list[LogEntry], acks: Acks) -> None:
-        """Fan one batch out; ack each entry whose delivery records are all durable."""
+        """Fan one batch out; have each entry acked whose delivery records are all durable."""
         records: list[tuple[str, bytes]] = []
         owners: list[int] = []  # the entry (index) each record comes from
         broken: set[int] = set()
@@ -273,11 +257,7 @@ class EventBus:
         failed = await self.append_records(records)
         for position in failed:
             broken.add(owners[position])
-        done = [entry.id for index, entry in enumerate(entries) if index not in broken]
-        try:
-            await acks.ack(*done)
-        except Exception:
-            _log.exception("bus %s: acking %d entries failed; they come back", bus, len(done))
+        acks.send(*(entry.id for index, entry in enumerate(entries) if index not in broken))
 
     def records(
         self, bus: str, data: bytes, *, only: str | None = None, replay: str | None = None

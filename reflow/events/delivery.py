@@ -200,14 +200,35 @@ class Acks:
         """Acknowledge ``ids`` with the others of this turn; return once acknowledged."""
         if not ids:
             return
+        sent = self._queue(ids)
+        # Shielded: a caller cancelled while waiting must not cancel the ack
+        # the others wait for.
+        await asyncio.shield(sent)
+
+    def send(self, *ids: str) -> None:
+        """Acknowledge ``ids`` with the others of this turn, without waiting.
+
+        A failure is logged; the entries then come back after their lease.
+        """
+        if ids:
+            self._queue(ids).add_done_callback(self._report)
+
+    def _queue(self, ids: tuple[str, ...]) -> asyncio.Future[None]:
         if self._sent is None:
             loop = asyncio.get_running_loop()
             self._sent = loop.create_future()
             loop.call_soon(self._flush)
         self._ids.extend(ids)
-        # Shielded: a caller cancelled while waiting must not cancel the ack
-        # the others wait for.
-        await asyncio.shield(self._sent)
+        return self._sent
+
+    def _report(self, sent: asyncio.Future[None]) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            _log.error(
+                "acking entries of %s (group %s) failed; they come back after their lease: %r",
+                self.stream,
+                self.group,
+                sent.exception(),
+            )
 
     def _flush(self) -> None:
         ids, sent = self._ids, self._sent
