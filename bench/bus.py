@@ -6,6 +6,13 @@ the event is durable; at most 64 puts in flight) — and measures, in the
 handler, the time from just before the put to the handler's call. p50 and
 p99 are reported, and the put rate each side actually reached.
 
+Then a **burst**: ``--burst`` events put as fast as 64 concurrent senders
+can, each side measuring events/s from the first put to the last handler
+call, and the CPU time this process spent per event (the Redis server's
+own CPU is not counted, for either side). It shows how much headroom each
+side has above the paced rate: a side that cannot reach the rate falls
+behind and its latency grows without bound.
+
 * **reflow**: an :class:`~reflow.events.bus.EventBus` with one rule whose
   target is a Python callable; the path is put (append to the bus stream),
   the dispatcher (read, match the RuleSet, append the delivery record, ack)
@@ -19,8 +26,8 @@ The Redis server is the one ``bench/backends.py`` finds or starts
 (``REFLOW_BENCH_REDIS``, else 127.0.0.1:6379, else its own
 ``redis-server``). Rounds rotate the order of the three sides.
 
-    python bench/bus.py            # 5 rounds of 3,000 events at 1,000 events/s per side
-    python bench/bus.py --smoke    # one round of 100 events: proves it still runs
+    python bench/bus.py            # 5 rounds of 3,000 events at 1,000 events/s, 5 bursts of 5,000
+    python bench/bus.py --smoke    # one round of 100 events, a burst of 200: proves it still runs
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -56,6 +65,7 @@ IN_FLIGHT = 64  # puts outstanding at once, at most
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=3000, help="events per side per round")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
+    parser.add_argument("--burst", type=int, default=5000, help="events per side per burst")
 
 
 async def paced(count: int, rate: float, put: Callable[[int], Awaitable[Any]]) -> float:
@@ -85,6 +95,17 @@ async def paced(count: int, rate: float, put: Callable[[int], Awaitable[Any]]) -
         task.add_done_callback(pending.discard)
     await asyncio.gather(*pending)
     return count / (time.perf_counter() - started)
+
+
+Side = Callable[[int, float], Awaitable[tuple[list[float], float]]]
+
+
+async def burst(side: Side, count: int) -> tuple[float, float]:
+    """Events/s from the first put to the last handler call, and CPU µs per event."""
+    cpu, started = time.process_time(), time.perf_counter()
+    await side(count, math.inf)
+    elapsed = time.perf_counter() - started
+    return count / elapsed, (time.process_time() - cpu) / count * 1e6
 
 
 async def wait_for_all(latencies: list[float], count: int, timeout: float = 60.0) -> None:
@@ -165,33 +186,38 @@ async def peer_side(
     return latencies, achieved
 
 
-async def run(url: str, rounds: int, count: int, rate: float) -> tuple[list[Comparison], dict]:
+async def run(
+    url: str, rounds: int, count: int, rate: float, bursts: int
+) -> tuple[list[Comparison], dict[str, Any]]:
     prefix = f"bench-bus-{uuid.uuid4().hex[:8]}:"
     comparisons = {
         f"{side} {q}": Comparison(f"{side} put->handler {q}", "ms", higher_is_better=False)
         for side in ("sqlite", "redis")
         for q in ("p50", "p99")
     }
+    for side in ("sqlite", "redis"):
+        comparisons[f"{side} burst"] = Comparison(f"{side} burst throughput", "events/s")
     achieved: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory() as folder:
         sqlite = await open_backend(f"sqlite:///{folder}/bench.db", data_dir=Path(folder))
         redis = await open_backend(f"{url}?prefix={prefix}", data_dir=Path(folder))
         client = aioredis.from_url(url)
         try:
-            sides: dict[str, Callable[[], Awaitable[tuple[list[float], float]]]] = {
-                "sqlite": lambda: reflow_side(sqlite, count, rate),
-                "redis": lambda: reflow_side(redis, count, rate),
-                "peer": lambda: peer_side(client, url, count, rate),
+            sides: dict[str, Side] = {
+                "sqlite": lambda n, r: reflow_side(sqlite, n, r),
+                "redis": lambda n, r: reflow_side(redis, n, r),
+                "peer": lambda n, r: peer_side(client, url, n, r),
             }
             for side in SIDES:  # warm-up
-                await sides[side]()
+                await sides[side](count, rate)
             for index in range(rounds):
                 if not machine_is_quiet():
                     print(f"round {index + 1}: the machine is busy", file=sys.stderr)
                 order = SIDES[index % 3 :] + SIDES[: index % 3]
                 results = {}
                 for side in order:
-                    results[side], reached = await sides[side]()
+                    results[side], reached = await sides[side](count, rate)
                     achieved[side].append(reached)
                 peer = results["peer"]
                 for side in ("sqlite", "redis"):
@@ -199,26 +225,41 @@ async def run(url: str, rounds: int, count: int, rate: float) -> tuple[list[Comp
                         comparison = comparisons[f"{side} {q}"]
                         comparison.ours.append(percentile(results[side], fraction) * 1000)
                         comparison.peer.append(percentile(peer, fraction) * 1000)
+            for index in range(rounds):
+                order = SIDES[index % 3 :] + SIDES[: index % 3]
+                rates = {}
+                for side in order:
+                    rates[side], per_event = await burst(sides[side], bursts)
+                    cpu[side].append(per_event)
+                for side in ("sqlite", "redis"):
+                    comparisons[f"{side} burst"].ours.append(rates[side])
+                    comparisons[f"{side} burst"].peer.append(rates["peer"])
         finally:
             await redis.log.delete_stream(bus_stream("default"))
             await client.aclose()
             await redis.close()
             await sqlite.close()
-    rates = {side: min(values) for side, values in achieved.items() if values}
-    return list(comparisons.values()), rates
+    lowest = {side: min(values) for side, values in achieved.items() if values}
+    cpu_per_event = {side: statistics.median(values) for side, values in cpu.items() if values}
+    return list(comparisons.values()), {"reached": lowest, "cpu_us_per_event": cpu_per_event}
 
 
 def main() -> None:
     args = parse_args(__doc__ or "", _options)
     count = 100 if args.smoke else args.events
+    bursts = 200 if args.smoke else args.burst
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
     with redis_server() as url:
-        comparisons, rates = asyncio.run(run(url, args.rounds, count, args.rate))
+        comparisons, extra = asyncio.run(run(url, args.rounds, count, args.rate, bursts))
     print(f"redis server {url}; this process on CPU {sorted(os.sched_getaffinity(0))}")
     print(
         "lowest put rate reached per side (events/s): "
-        + ", ".join(f"{side} {value:,.0f}" for side, value in rates.items())
+        + ", ".join(f"{side} {value:,.0f}" for side, value in extra["reached"].items())
+    )
+    print(
+        "burst CPU of this process per event (µs, median): "
+        + ", ".join(f"{side} {value:,.0f}" for side, value in extra["cpu_us_per_event"].items())
     )
     report(
         "bus",
@@ -227,9 +268,10 @@ def main() -> None:
         redis=url,
         events=count,
         rate=args.rate,
-        reached=rates,
+        burst=bursts,
         rounds=args.rounds,
         smoke=args.smoke,
+        **extra,
     )
 
 
