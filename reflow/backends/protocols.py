@@ -92,8 +92,10 @@ class Log(Protocol):
         """Append every item, in order, as one write; return their ids in that order.
 
         Durable when it returns, like ``append``, and all or nothing: the
-        items are stored together or not at all (one transaction on SQLite,
-        one script on Redis). No items: no write, ``[]``.
+        items are stored together, contiguously, or not at all (one
+        transaction on SQLite; one script on Redis, which sends more than
+        1,000 items as several scripts, each all or nothing). No items: no
+        write, ``[]``.
         """
         ...
 
