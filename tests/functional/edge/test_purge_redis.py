@@ -8,9 +8,11 @@ import uuid
 import pytest
 
 from reflow.backends import open_backend
+from reflow.edge.metrics import Metrics, prometheus_text
 from reflow.edge.purge import PurgePlan, Purger
 from reflow.edge.store import Store
 from tests.conftest import REDIS_URL, require_server
+from tests.unit.edge.exposition import parse
 from tests.unit.edge.test_store import entry
 
 pytestmark = pytest.mark.redis
@@ -35,6 +37,10 @@ async def test_a_purge_on_one_edge_reaches_another_through_redis_pubsub() -> Non
                 await asyncio.sleep(0.01)
         assert stores[1].get("/sport/1", []) is not None
         assert purgers[1].purged == 1 and purgers[0].purged == 1  # not applied twice
+        # Counted where it came from: relayed on the second edge, not on the first.
+        assert (purgers[1].relayed, purgers[0].relayed) == (1, 0)
+        families = parse(prometheus_text(Metrics(), purger=purgers[1]))
+        assert families["reflow_edge_purges_total"].value(source="relayed") == 1
     finally:
         for purger in purgers:
             await purger.stop()
