@@ -72,8 +72,9 @@ _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
 _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
 _ACCOUNT = "arn:aws:states:local:000000000000"
 _CALLING = ("Task", "Parallel", "Map")
-# States whose transition needs no I/O: made in memory while the previous save is written.
+# States whose transition needs no I/O: run() takes a short path for them.
 _PURE = frozenset({"Pass", "Choice", "Succeed", "Fail"})
+_YIELD_EVERY = 64
 
 
 def runnable(record: ExecutionRecord, now: float) -> bool:
@@ -123,43 +124,33 @@ class DurableRunner:
     ) -> tuple[ExecutionRecord, int] | None:
         """Advance until the execution finishes or waits; None when it must be read again.
 
-        Every transition is saved on its own, at the version the save before
-        it returned. Pass, Choice, Succeed and Fail states need no I/O, so
-        while one transition's save is on its way the next such transition is
-        made in memory: nothing of it is written, called or seen until that
-        save has returned, and if the save is fenced it is dropped with the
-        record. The CPU work of a transition thus overlaps the write before it.
+        Each transition is saved on its own, at the version the save before it
+        returned, before the next one starts. Pass, Choice, Succeed and Fail
+        states need no I/O: their transitions take a short path (no executor,
+        no context object unless the machine reads it) straight to the save.
         Raises :class:`~reflow.flows.store.FencedError` as :meth:`advance` does.
         """
-        prepared: PreparedSave | None = None
-        while True:
+        transitions = 0
+        while runnable(record, self.clock.time()):
+            transitions += 1
+            if transitions % _YIELD_EVERY == 0:
+                # A backend that answers without suspending (the memory one) would
+                # otherwise hold the loop for a whole Choice loop: a stop could not run.
+                await asyncio.sleep(0)
+            prepared = self._pure(record)
             if prepared is None:
-                if not runnable(record, self.clock.time()):
-                    return record, version
-                prepared = self._pure(record)
-                if prepared is None:
-                    advanced = await self.advance(record, version)
-                    if advanced is None:
-                        return None
-                    record, version = advanced
-                    continue
+                advanced = await self.advance(record, version)
+                if advanced is None:
+                    return None
+                record, version = advanced
+                continue
             hook = self.on_persist
             if hook is not None:
                 hook("before", prepared.name, prepared.seq)
-            saving = asyncio.ensure_future(self.store.write(prepared, version))
-            try:
-                # Two turns of the loop: the write reaches the backend (a SQLite batch is
-                # handed to its thread a turn after it is queued) before the work below.
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-                following = self._pure(record) if runnable(record, self.clock.time()) else None
-            except BaseException:
-                saving.cancel()
-                raise
-            version = await saving
+            version = await self.store.write(prepared, version)
             if hook is not None:
                 hook("after", prepared.name, prepared.seq)
-            prepared = following
+        return record, version
 
     def _pure(self, record: ExecutionRecord) -> PreparedSave | None:
         """The current transition made in memory and encoded, if its state is entered

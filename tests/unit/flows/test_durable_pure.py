@@ -1,10 +1,10 @@
 """Runs of Pass and Choice states in a durable execution: each transition its own save.
 
-While one transition's save is on its way, the runner makes the next Pass,
-Choice, Succeed or Fail transition in memory (see ``DurableRunner.run``).
-These tests pin what that must not change: saves stay one per transition and
-strictly in order, a stop or a timeout still wins, and the outcome equals the
-in-memory executor's.
+These states need no I/O, so ``DurableRunner.run`` takes a short path for
+them (no executor, no queue round trip between transitions). These tests pin
+what that must not change: saves stay one per transition and strictly in
+order, a stop or a timeout still wins, and the outcome equals the in-memory
+executor's.
 """
 
 from __future__ import annotations
