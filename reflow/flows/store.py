@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ _CHANGING = (
     "stop_time", "deadline", "seq", "visit", "entered", "entered_at", "wait",
     "redrive_count", "events",
 )  # fmt: skip
+
+
+_changing = operator.attrgetter(*_CHANGING)  # a record's changing fields, as a tuple
 
 
 def execution_arn(flow: str, name: str) -> str:
@@ -154,7 +158,7 @@ class ExecutionRecord:
             id = None if self.id == execution_arn(self.flow, self.name) else self.id
             fixed = [_FORMAT, self.name, self.flow, id, self.input, self.start_time]
             self._fixed = _ENCODE(fixed).encode()[:-1]
-        changing = _ENCODE([getattr(self, key) for key in _CHANGING]).encode()
+        changing = _ENCODE(_changing(self)).encode()
         return b"".join((self._fixed, b",", changing, b",[", self.tail, b"]]"))
 
     @classmethod
