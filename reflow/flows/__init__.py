@@ -22,10 +22,11 @@ from typing import Any
 
 from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
-from reflow.flows.executor import Execution, Executor, TaskContext, TaskFunction
+from reflow.flows.executor import Execution, Executor
 from reflow.flows.history import HistoryEvent
 from reflow.flows.model import StateMachine
 from reflow.flows.parse import parse
+from reflow.flows.tasks import TaskContext, TaskFunction
 
 __all__ = [
     "Execution",

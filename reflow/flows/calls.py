@@ -1,6 +1,6 @@
 """Calling a task function under its TimeoutSeconds and HeartbeatSeconds.
 
-A task function gets a :class:`~reflow.flows.executor.TaskContext` whose
+A task function gets a :class:`~reflow.flows.tasks.TaskContext` whose
 ``heartbeat()`` records the time on the executor's clock. :func:`call`
 races the function against two limits: the task's (and the execution's)
 remaining time, and ``HeartbeatSeconds`` after the latest heartbeat (or the
@@ -19,7 +19,12 @@ from typing import Any
 
 from reflow.clock import Clock
 
-__all__ = ["HeartbeatTimeout", "TaskTimeout", "Beats", "call"]
+__all__ = ["Beats", "ExecutionTimedOut", "HeartbeatTimeout", "TaskTimeout", "call"]
+
+
+class ExecutionTimedOut(Exception):
+    """The execution's own TimeoutSeconds passed (the ``check`` given to :func:`call`
+    raises it); not a task's error, so no Catch sees it."""
 
 
 class TaskTimeout(Exception):

@@ -28,16 +28,11 @@ from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError, ReflowError
 from reflow.flows import children, nested
 from reflow.flows import interpreter as core
+from reflow.flows.branches import run_branches
+from reflow.flows.calls import ExecutionTimedOut
 from reflow.flows.children import StartChild
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TASK_FAILED, TIMEOUT
-from reflow.flows.executor import (
-    Executor,
-    TaskFunction,
-    _TimedOut,
-    json_copy,
-    reads_context,
-    resolve_function,
-)
+from reflow.flows.executor import Executor, reads_context
 from reflow.flows.history import History, iso_time
 from reflow.flows.model import State, StateMachine
 from reflow.flows.retry import backoff_delay
@@ -53,6 +48,8 @@ from reflow.flows.store import (
     execution_arn,
     timer_key,
 )
+from reflow.flows.tasks import TaskFunction, invoke, resolve_function
+from reflow.flows.values import json_copy
 
 __all__ = [
     "CALLBACK_SUFFIX",
@@ -234,7 +231,7 @@ class DurableRunner:
                 machine, functions=self.functions, clock=self.clock, name=record.name,
                 machine_name=record.flow, flows=self.machines, blobs=self.blobs,
             )  # fmt: skip
-            executor._deadline, executor.visit = record.deadline, record.visit
+            executor.deadline, executor.visit = record.deadline, record.visit
             context = self._context(record, machine, state)
             await self._send(record.name, wait, cursor, context, executor)
             return None
@@ -264,7 +261,7 @@ class DurableRunner:
         # do not need the context object: skip building it (the hot path of Pass chains).
         needs_context = reads_context(machine) or state.type in _CALLING
         context = self._context(record, machine, state) if needs_context else {}
-        executor._deadline = record.deadline
+        executor.deadline = record.deadline
         executor.visit = record.visit
         action = core.step(machine, cursor, context, outcome)
         try:
@@ -318,15 +315,15 @@ class DurableRunner:
                             record, version, history, action, cursor, context, executor
                         )
                         return None
-                    outcome = await executor._invoke(action, cursor, context, history)
+                    outcome = await invoke(executor, action, cursor, context, history)
                     # A fire-and-forget child flow runs in memory within this transition.
                     await nested.settle(executor)
                 else:
                     assert isinstance(action, core.Branches)  # Goto/Succeed/Fail concluded above
                     base = {key: value for key, value in context.items() if key != "State"}
-                    outcome = await executor._branches(action, base, history, state.name)
+                    outcome = await run_branches(executor, action, base, history, state.name)
                 action = core.step(machine, cursor, context, outcome)
-        except _TimedOut:
+        except ExecutionTimedOut:
             return await self._time_out(record, version, history)
 
     # -- callbacks ---------------------------------------------------------------------
@@ -396,7 +393,8 @@ class DurableRunner:
         if wait["resource"] == nested.START_EXECUTION:
             outcome = await self._start_child(wait["payload"], token)
         else:
-            outcome = await executor._invoke(
+            outcome = await invoke(
+                executor,
                 core.Invoke(wait["resource"], wait["payload"], wait.get("timeout"), None),
                 cursor, context, History(),
             )  # fmt: skip

@@ -19,8 +19,9 @@ from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows.durable import execution_arn
-from reflow.flows.executor import Execution, Executor, TaskFunction
+from reflow.flows.executor import Execution, Executor
 from reflow.flows.model import StateMachine
+from reflow.flows.tasks import TaskFunction
 
 __all__ = ["ExpressRuns"]
 

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from reflow.flows.executor import TaskContext, TaskFunction
 from reflow.flows.routes import mount
 from reflow.flows.service import FlowService
+from reflow.flows.tasks import TaskContext, TaskFunction
 
 if TYPE_CHECKING:
     from reflow.admin import AdminServer

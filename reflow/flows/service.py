@@ -32,7 +32,6 @@ from reflow.backends import Backend
 from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
 from reflow.flows import interpreter as core
 from reflow.flows.durable import DurableRunner, PersistHook, events_of, execution_arn, runnable
-from reflow.flows.executor import TaskFunction, json_copy
 from reflow.flows.express import ExpressRuns
 from reflow.flows.history import History
 from reflow.flows.model import StateMachine
@@ -50,6 +49,8 @@ from reflow.flows.store import (
     check_name,
     timer_key,
 )
+from reflow.flows.tasks import TaskFunction
+from reflow.flows.values import json_copy
 
 __all__ = ["FlowService", "WORK_STREAM"]
 

@@ -1,0 +1,120 @@
+"""Parallel branches and inline Map iterations, run in memory.
+
+:func:`run_branches` runs the children a
+:class:`~reflow.flows.actions.Branches` action lists, each one a whole state
+machine, concurrently (at most ``MaxConcurrency`` at a time), records the
+``…StateStarted`` / ``MapIteration…`` / ``…StateSucceeded`` events and
+gathers the outcomes. Unless a tolerated failure count or percentage is set,
+the first child to fail stops the others at once. A Distributed Map hands
+over to :mod:`reflow.flows.distributed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from reflow.flows import distributed
+from reflow.flows import interpreter as core
+from reflow.flows.history import History
+
+if TYPE_CHECKING:
+    from reflow.flows.executor import Executor
+
+__all__ = ["run_branches"]
+
+
+async def run_branches(
+    executor: Executor,
+    action: core.Branches,
+    base: Mapping[str, Any],
+    history: History,
+    state_name: str,
+) -> core.Outcome:
+    """Run every child of ``action`` for ``executor``; their gathered outcome."""
+    if action.distributed is not None:
+        return await distributed.run_map_run(executor, action, history, state_name)
+    kind = action.kind
+    clock = executor.clock
+    history.add(f"{kind}StateStarted", clock.time(), name=state_name, length=len(action.children))
+    gate = asyncio.Semaphore(action.max_concurrency) if action.max_concurrency else None
+    fail_fast = action.tolerated_count is None and action.tolerated_percentage is None
+
+    async def one(child: core.Child) -> core.Outcome:
+        if gate is None:
+            outcome = await _run_child(executor, child, base, history, state_name)
+        else:
+            async with gate:
+                outcome = await _run_child(executor, child, base, history, state_name)
+        if fail_fast and isinstance(outcome, core.Failure):
+            # Raising wakes asyncio.wait at once, so the other children are stopped.
+            raise _ChildFailed(outcome)
+        return outcome
+
+    tasks = [asyncio.ensure_future(one(child)) for child in action.children]
+    outcome: core.Outcome | None = None
+    try:
+        if tasks:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        error = task.exception() if not task.cancelled() else None
+        if isinstance(error, _ChildFailed):
+            outcome = error.outcome
+            break
+        if error is not None:
+            raise error
+    if outcome is None:
+        outcome = core.gather(action, [task.result() for task in tasks])
+    if isinstance(outcome, core.Result):
+        history.add(f"{kind}StateSucceeded", clock.time(), name=state_name)
+    else:
+        history.add(
+            f"{kind}StateFailed",
+            clock.time(),
+            name=state_name,
+            error=outcome.error,
+            cause=outcome.cause,
+        )
+    return outcome
+
+
+async def _run_child(
+    executor: Executor,
+    child: core.Child,
+    base: Mapping[str, Any],
+    history: History,
+    state_name: str,
+) -> core.Outcome:
+    """Run one branch or iteration to its end, recording Map iteration events."""
+    clock = executor.clock
+    if child.index is not None:
+        history.add("MapIterationStarted", clock.time(), name=state_name, index=child.index)
+    end = await executor.run_machine(child.machine, child.input, child.variables, base, history)
+    if isinstance(end, core.Succeed):
+        if child.index is not None:
+            history.add("MapIterationSucceeded", clock.time(), name=state_name, index=child.index)
+        return core.Result(end.output)
+    if child.index is not None:
+        history.add(
+            "MapIterationFailed",
+            clock.time(),
+            name=state_name,
+            index=child.index,
+            error=end.error,
+            cause=end.cause,
+        )
+    return core.Failure(end.error, end.cause)
+
+
+class _ChildFailed(Exception):
+    """A branch or iteration failed and the state fails fast."""
+
+    def __init__(self, outcome: core.Failure) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
