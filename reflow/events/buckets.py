@@ -73,7 +73,9 @@ class Bucket:
         self.free: list[int] = []
         self.size = 0
         self.slots: dict[tuple[Path, int], Slot] = {}
-        self.plan: tuple[Slot, ...] = ()  # the slots in evaluation order
+        # The slots in evaluation order, each with what matching reads of it
+        # (users, path, relevant bits, memory) laid out in a tuple.
+        self.plan: tuple[tuple[int, Path, int, dict[int, int], Slot], ...] = ()
 
     def add(self, owner: Owner, fields: list[tuple[Field, list[int]]], paths: PathIndexes) -> int:
         """File an alternative's ``fields`` (each with its condition bits); returns its bit."""
@@ -130,9 +132,8 @@ class Bucket:
         # Cheap slots first (a probe or two), and among them the ones that
         # concern the most alternatives: they are the likeliest to leave
         # none standing, which ends the bucket's evaluation early.
-        self.plan = tuple(
-            sorted(self.slots.values(), key=lambda slot: (slot.rank, -slot.users.bit_count()))
-        )
+        ordered = sorted(self.slots.values(), key=lambda slot: (slot.rank, -slot.users.bit_count()))
+        self.plan = tuple((s.users, s.path, s.relevant, s.memo, s) for s in ordered)
 
     def __bool__(self) -> bool:
         return self.count > 0

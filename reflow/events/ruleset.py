@@ -228,10 +228,9 @@ class RuleSet:
         found: list[tuple[int, str]],
     ) -> None:
         alive = everyone = bucket.everyone
-        for slot in bucket.plan:
-            if not alive & slot.users:
+        for users, path, relevant, memo, slot in bucket.plan:
+            if not alive & users:
                 continue
-            path = slot.path
             found_class = classes.get(path)
             if found_class is None:
                 # Objects all the way down to one scalar, the common case,
@@ -258,8 +257,8 @@ class RuleSet:
                         tied[path] = (values, members)
                     found_class = index.classify(values)
                 classes[path] = found_class
-            seen = found_class & slot.relevant
-            kept = slot.memo.get(seen)
+            seen = found_class & relevant
+            kept = memo.get(seen)
             if kept is None:
                 kept = slot.keep(seen, everyone)
             alive &= kept
