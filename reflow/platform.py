@@ -107,6 +107,11 @@ class Platform:
                 self.app, backend=self.backend, clock=self.clock, region=self.settings.region
             )
             await self.add_service("functions", runtime)
+            from reflow.functions.metrics import prometheus_text
+
+            # GET /metrics shows the functions even when no edge runs here.
+            shared = runtime
+            self.admin.add_metrics("functions", lambda: prometheus_text(shared.snapshot()))
         self.runtime = runtime
         if self.app.edge_origins:
             # Imported here: an app without edge origins never loads the edge server.

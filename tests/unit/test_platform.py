@@ -133,3 +133,27 @@ async def test_one_runtime_serves_the_bus_and_the_flows(tmp_path: Path) -> None:
         assert getattr(started["flows"], "runtime", None) is platform.runtime
     finally:
         await platform.stop()
+
+
+async def test_metrics_show_the_functions_of_an_app_without_an_edge(tmp_path: Path) -> None:
+    settings = Settings.load(env={}, backend="memory://", admin_port=0, data_dir=str(tmp_path))
+    platform = Platform(make_app(), settings, backend=memory_backend())
+    await platform.start()
+    try:
+        assert platform.runtime is not None
+        assert await platform.runtime.invoke("ping", {}) == "pong"
+        reader, writer = await asyncio.open_connection("127.0.0.1", platform.admin.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"text/plain; version=0.0.4" in head
+        lines = body.decode().splitlines()
+        invocations = [
+            line for line in lines if 'function="ping"' in line and "invocations" in line
+        ]
+        assert invocations and invocations[0].split()[-1] in ("1", "1.0")
+    finally:
+        await platform.stop()
