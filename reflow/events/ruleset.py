@@ -40,6 +40,7 @@ that pass on such paths are then checked element by element, as
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from reflow.events.buckets import Bucket, Owner
@@ -61,6 +62,7 @@ __all__ = ["RuleSet"]
 _MISSING = object()  # the path leads nowhere
 _SLOW = object()  # something other than an object on the way: read it with leaf_entries
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_ORDER = itemgetter(0)  # an owner's position in adding order
 
 _Entry = tuple[list[Any], list[Membership] | None]
 _Fields = list[tuple[Field, list[int]]]
@@ -191,7 +193,7 @@ class RuleSet:
         """
         if isinstance(event, Event):
             event = event.to_eventbridge()
-        found: list[tuple[int, str]] = []
+        found: list[Owner] = []
         classes: dict[Path, int] = {}
         tied: dict[Path, _Entry] = {}
         for path, table in self._access.items():
@@ -216,8 +218,14 @@ class RuleSet:
         if self._everywhere.everyone:
             self._run(self._everywhere, event, classes, tied, found)
         if len(found) < 2:
-            return [name for _, name in found]
-        return [name for _, name in sorted(set(found))]
+            return [owner[1] for owner in found]
+        # In adding order, each rule once (several of its alternatives may match).
+        found.sort(key=_ORDER)
+        names = [found[0][1]]
+        for _, name, _ in found:
+            if name != names[-1]:
+                names.append(name)
+        return names
 
     @staticmethod
     def _run(
@@ -225,7 +233,7 @@ class RuleSet:
         event: Mapping[str, Any],
         classes: dict[Path, int],
         tied: dict[Path, _Entry],
-        found: list[tuple[int, str]],
+        found: list[Owner],
     ) -> None:
         alive = everyone = bucket.everyone
         for users, path, relevant, memo, slot in bucket.plan:
@@ -264,14 +272,14 @@ class RuleSet:
             alive &= kept
             if not alive:
                 return
-        owners = bucket.owners
+        owners, append = bucket.owners, found.append
         while alive:
             bit = alive & -alive
             alive ^= bit
-            order, name, alternative = owners[bit.bit_length()]
-            if tied and not _one_element_each(alternative, tied):
+            owner = owners[bit.bit_length()]
+            if tied and not _one_element_each(owner[2], tied):
                 continue
-            found.append((order, name))
+            append(owner)
 
     # --- accessors -------------------------------------------------------------------
 
