@@ -241,7 +241,7 @@ async def test_a_thread_interrupted_between_calls_gets_no_exception_and_ends() -
     thread.start()
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    thread.calls.put((lambda: "first", future, loop))
+    thread.start_call(lambda: "first", future=future)
     assert await future == "first"
     thread.interrupt()
     await asyncio.to_thread(thread.join, 2.0)
@@ -260,7 +260,7 @@ async def test_a_thread_interrupted_inside_its_call_ends_without_settling() -> N
         while True:
             pass
 
-    thread.calls.put((spin_forever, future, loop))
+    thread.start_call(spin_forever, future=future)
     assert await asyncio.to_thread(entered.wait, 2.0)
     thread.interrupt()
     await asyncio.to_thread(thread.join, 2.0)
