@@ -267,3 +267,102 @@ async def test_a_thread_interrupted_inside_its_call_ends_without_settling() -> N
     assert not thread.is_alive()
     await asyncio.sleep(0.05)
     assert not future.done()  # the caller already has its timeout error
+
+
+@app.function(name="naps")
+def naps(event: Any, context: Context) -> float:
+    """Sleep ``event['seconds']`` (a blocking call, the GIL released), then maybe raise."""
+    time.sleep(float(event["seconds"]))
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    return float(event["seconds"])
+
+
+async def _ticks_during(call: Any) -> tuple[Any, int]:
+    """Run ``call`` and count how often a 1 ms ticker got the loop meanwhile."""
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # let it start
+    ticks = 0
+    try:
+        result = await call
+    finally:
+        stop.set()
+        await task
+    return result, ticks
+
+
+async def test_a_slow_sync_handler_never_holds_the_event_loop() -> None:
+    async with Runtime(app) as runtime:
+        # The first call is waited for synchronously (no run time known
+        # yet), but only briefly: the loop goes on while it sleeps.
+        result, ticks = await _ticks_during(runtime.invoke("naps", {"seconds": 0.1}))
+        assert result == 0.1
+        assert ticks >= 20  # about 100 at 1 ms; the loop was free
+        # Known to be slow now, the next call is awaited from the start.
+        result, ticks = await _ticks_during(runtime.invoke("naps", {"seconds": 0.1}))
+        assert ticks >= 20
+
+
+async def test_a_fast_sync_handler_can_complete_without_a_turn_of_the_loop() -> None:
+    # The loop waits for a handler that ran fast last time (bounded, see
+    # docs/functions.md), so a callback scheduled before the call has not
+    # run when the result is back. On a loaded machine a wait can pass its
+    # bound and fall back to awaiting; one of many calls must not have.
+    loop = asyncio.get_running_loop()
+    async with Runtime(app) as runtime:
+        await runtime.invoke("where", 0)
+        without_a_turn = 0
+        for n in range(50):
+            turned: list[bool] = []
+            loop.call_soon(turned.append, True)
+            result = await runtime.invoke("where", n)
+            assert result["event"] == n and result["thread"] != threading.get_ident()
+            without_a_turn += not turned
+            await asyncio.sleep(0)
+    assert without_a_turn > 0
+
+
+async def test_errors_and_results_come_back_both_ways_on_one_reused_thread() -> None:
+    async with Runtime(app) as runtime:
+        pool = runtime.pool("naps")
+        assert isinstance(pool, InlinePool)
+        # slow then fast, failing and not: awaited and waited-for calls alike
+        for seconds, fail in [(0.02, True), (0.02, False), (0, True), (0, False), (0.02, True)]:
+            if fail:
+                with pytest.raises(HandlerError) as caught:
+                    await runtime.invoke("naps", {"seconds": seconds, "fail": True})
+                assert caught.value.error_type == "ValueError"
+            else:
+                assert await runtime.invoke("naps", {"seconds": seconds}) == seconds
+        assert len(pool._threads) == 1 and len(pool._idle) == 1
+        assert runtime.metrics["naps"].errors == 3
+
+
+async def test_detach_hands_a_running_call_to_a_future_and_refuses_an_ended_one() -> None:
+    thread = _HandlerThread()
+    thread.start()
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    thread.start_call(release.wait, 2.0)  # nobody awaits a future: done is released
+    future: asyncio.Future[Any] = loop.create_future()
+    assert thread.detach(future)  # still running: it will settle the future instead
+    release.set()
+    assert await asyncio.wait_for(future, 2.0) is True
+    assert not thread.done.acquire(False)  # and done was left alone
+
+    thread.start_call(lambda: "quick")
+    assert await asyncio.to_thread(thread.done.acquire, True, 2.0)
+    assert not thread.detach(loop.create_future())  # ended: the caller reads the result
+    assert thread.result == "quick"
+    thread.interrupt()
+    await asyncio.to_thread(thread.join, 2.0)
+    assert not thread.is_alive()
