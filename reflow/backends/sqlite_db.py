@@ -62,6 +62,9 @@ class _Work:
     durable: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    # The job changes the database in one statement at most, or fails having
+    # changed nothing: it needs no savepoint (a statement is atomic by itself).
+    single: bool = False
 
 
 _Outcome = tuple[Any, BaseException | None]
@@ -142,7 +145,7 @@ class _Lane:
         self._thread.start()
         return self._started
 
-    async def run(self, job: Job[T], *, durable: bool = True) -> T:
+    async def run(self, job: Job[T], *, durable: bool = True, single: bool = False) -> T:
         """Run ``job(connection)`` on the lane's thread and return its result."""
         if self._closed:
             raise BackendUnavailableError(f"sqlite:///{self._path}", "the backend is closed")
@@ -158,7 +161,7 @@ class _Lane:
         if pending is None:
             pending = self._pending[loop] = []
             loop.call_soon(self._hand_over, loop)
-        pending.append(_Work(job, durable, loop, future))
+        pending.append(_Work(job, durable, loop, future, single))
         return await future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -244,6 +247,9 @@ class _Lane:
         outcomes: list[_Outcome] = []
         try:
             for work in batch:
+                if work.single:
+                    outcomes.append(_attempt(connection, work))
+                    continue
                 connection.execute("SAVEPOINT job")
                 outcome = _attempt(connection, work)
                 if outcome[1] is not None:
@@ -309,10 +315,15 @@ class Database:
             raise BackendUnavailableError(f"sqlite:///{path}", str(exc)) from exc
         return database
 
-    async def write(self, job: Job[T], *, durable: bool = True) -> T:
+    async def write(self, job: Job[T], *, durable: bool = True, single: bool = False) -> T:
         """Run ``job`` inside a write transaction; durable when it returns
-        (with ``durable=False``: surviving a crash of the process, not of the machine)."""
-        return await self._writer.run(job, durable=durable)
+        (with ``durable=False``: surviving a crash of the process, not of the machine).
+
+        ``single=True`` promises that the job changes the database with one
+        statement at most, or raises having changed nothing, so it runs
+        without a savepoint of its own.
+        """
+        return await self._writer.run(job, durable=durable, single=single)
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` on the reader connection (no transaction is held)."""

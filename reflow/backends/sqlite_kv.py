@@ -84,6 +84,27 @@ def _store(
     return version
 
 
+# The three forms of a put, each one statement returning the new version (no
+# row: the compare-and-set did not apply). Versions continue past tombstones.
+_PUT = (
+    "INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+    "version = kv.version + 1, expires_at = excluded.expires_at "
+    "RETURNING version"
+)
+_CREATE = (
+    "INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+    "version = kv.version + 1, expires_at = excluded.expires_at "
+    "WHERE NOT (kv.value IS NOT NULL AND (kv.expires_at IS NULL OR kv.expires_at > ?)) "
+    "RETURNING version"
+)
+_REPLACE = (
+    "UPDATE kv SET value = ?, version = version + 1, expires_at = ? "
+    f"WHERE key = ? AND version = ? AND {_LIVE} RETURNING version"
+)
+
+
 def _tombstone(c: sqlite3.Connection, key: str) -> None:
     c.execute("UPDATE kv SET value = NULL, expires_at = NULL WHERE key = ?", (key,))
 
@@ -99,7 +120,9 @@ class SQLiteKV:
     def _expiry(self, ttl: float | None) -> float | None:
         return None if ttl is None else self._clock.time() + ttl
 
-    async def _write(self, job: Callable[[sqlite3.Connection], int]) -> int:
+    async def _write(
+        self, job: Callable[[sqlite3.Connection], int], *, single: bool = False
+    ) -> int:
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
             now = self._clock.time()
@@ -113,7 +136,7 @@ class SQLiteKV:
                     ).rowcount
                 )
             )
-        return await self._db.write(job)
+        return await self._db.write(job, single=single)
 
     async def get(self, key: str) -> Item | None:
         """The item, or None when absent or expired."""
@@ -160,13 +183,26 @@ class SQLiteKV:
         expires_at = self._expiry(ttl)
         payload = bytes(value)
 
-        def job(c: sqlite3.Connection) -> int:
-            live, last = _current(c, key, now)
-            if expect_version is not None and live != expect_version:
-                raise VersionConflictError(key, expect_version, live)
-            return _store(c, key, payload, last, expires_at)
+        # One statement per put (a compare-and-set is a conditional upsert
+        # whose row count says whether it applied), so the job needs no
+        # savepoint; on a conflict nothing changed and a read names the
+        # version that is there.
+        args: tuple[object, ...]
+        if expect_version is None:
+            sql, args = _PUT, (key, payload, expires_at)
+        elif expect_version == 0:
+            sql, args = _CREATE, (key, payload, expires_at, now)
+        else:
+            sql, args = _REPLACE, (payload, expires_at, key, expect_version, now)
 
-        return await self._write(job)
+        def job(c: sqlite3.Connection) -> int:
+            row = c.execute(sql, args).fetchone()
+            if row is None:
+                assert expect_version is not None
+                raise VersionConflictError(key, expect_version, _current(c, key, now)[0])
+            return int(row[0])
+
+        return await self._write(job, single=True)
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         """Remove ``key``; whether it existed. Conditional like ``put``."""
