@@ -8,7 +8,8 @@ an asynchronous one (``wait=True``) waits its turn.
 * :class:`InlinePool` runs the handler in the server's own process.
   ``async def`` handlers are awaited under ``asyncio.timeout``; synchronous
   ones run on a small set of reusable threads so that they never block the
-  event loop. A thread cannot be killed, so a synchronous handler past its
+  event loop (it waits at most 100 µs for one that ran fast last time, then
+  awaits it). A thread cannot be killed, so a synchronous handler past its
   timeout gets an exception raised inside it at its next bytecode
   (``PyThreadState_SetAsyncExc``) and its thread is not reused; the caller
   has its :class:`FunctionTimeoutError` at the deadline either way.
