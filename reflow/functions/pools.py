@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -337,18 +336,11 @@ class InlinePool(Pool):
         thread = self._idle.pop() if self._idle else self._new_thread()
         if self._fast:
             thread.start_call(self.config.handler, payload, context)
-            # A bounded wait with no await, so nothing else can have taken
-            # the thread meanwhile. Each turn yields the CPU and the GIL;
-            # while the handler runs Python, the GIL comes back when it
-            # ends or at CPython's switch interval. (A timed lock wait
-            # would cost a kernel timer, 5-10 µs in a VM, on every call.)
-            done = thread.done.acquire
-            limit = time.perf_counter() + SYNC_WAIT
-            while not done(False):
-                if time.perf_counter() >= limit:
-                    break
-                os.sched_yield()
-            else:
+            # A bounded wait (the GIL released), with no await, so nothing
+            # else can have taken the thread meanwhile. Not a spin on
+            # os.sched_yield: cheaper per call, but on a CPU shared with
+            # other processes one yield can lose the CPU for milliseconds.
+            if thread.done.acquire(timeout=SYNC_WAIT):
                 return self._collect(thread)
             future: asyncio.Future[Any] = loop.create_future()
             if not thread.detach(future):  # it ended just now: done is (being) released
