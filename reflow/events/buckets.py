@@ -50,9 +50,19 @@ class Slot:
         keeps the memory to the few classes this slot can tell apart.
         """
         kept = everyone & ~self.users
-        for bit, alternatives in self.conditions.items():
-            if found & bit:
-                kept |= alternatives
+        conditions = self.conditions
+        if found.bit_count() < len(conditions):
+            # Fewer conditions hold than the slot lists (a number inside a few
+            # of many ranges): visit those.
+            holding = found
+            while holding:
+                bit = holding & -holding
+                holding ^= bit
+                kept |= conditions.get(bit, 0)
+        else:
+            for bit, alternatives in conditions.items():
+                if found & bit:
+                    kept |= alternatives
         memo = self.memo
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
@@ -97,6 +107,7 @@ class Bucket:
             slot.users |= bit
             for condition_bit in bits:
                 slot.conditions[condition_bit] = slot.conditions.get(condition_bit, 0) | bit
+                slot.relevant |= condition_bit
         self._changed()
         return bit
 
@@ -117,6 +128,7 @@ class Bucket:
                     slot.conditions[condition_bit] = left
                 else:
                     del slot.conditions[condition_bit]
+                    slot.relevant &= ~condition_bit
             if not slot.users:
                 del self.slots[item.path, number]
         self._changed()
@@ -126,9 +138,6 @@ class Bucket:
         for slot in self.slots.values():
             slot.memo = {}
             slot.rank = 0 if slot.index.simple else 1
-            slot.relevant = 0
-            for condition_bit in slot.conditions:
-                slot.relevant |= condition_bit
         # Cheap slots first (a probe or two), and among them the ones that
         # concern the most alternatives: they are the likeliest to leave
         # none standing, which ends the bucket's evaluation early.

@@ -185,7 +185,7 @@ class PathIndex:
         self.unless_kills: dict[int, int] = {}
         self.tested: dict[Condition, int] = {}  # conditions tested one by one
         self.numeric: dict[Numeric, int] = {}
-        self.points: list[float] = []  # every finite range bound, sorted
+        self.points: list[float] | None = []  # every finite range bound, sorted (None: redraw)
         self.slots: dict[int, int] = {}  # slot -> the ranges containing it
         self.tree: IntervalTree[int] | None = None  # built on the first slot missing
         self.present = 0  # exists: true
@@ -363,12 +363,9 @@ class PathIndex:
                 self.unless_matchers &= ~matcher
 
     def _numbers_changed(self) -> None:
-        points = set()
-        for condition in self.numeric:
-            for bound in (condition.low, condition.high):
-                if bound is not None:
-                    points.add(bound)
-        self.points = sorted(points)
+        # Bounds, slots and tree are drawn again on the next number (a rule
+        # set being built changes them many times before any event arrives).
+        self.points = None
         self.slots = {}
         self.tree = None
 
@@ -487,6 +484,9 @@ class PathIndex:
 
     def _number(self, value: float) -> int:
         points = self.points
+        if points is None:
+            bounds = {b for c in self.numeric for b in (c.low, c.high) if b is not None}
+            points = self.points = sorted(bounds)
         position = bisect_left(points, value)
         slot = 2 * position + (position < len(points) and points[position] == value)
         mask = self.slots.get(slot)
