@@ -19,6 +19,7 @@ warm process round trip ≤ 300 µs, inline overhead over a direct call ≤ 20 �
 
     python bench/functions.py            # 5 rounds
     python bench/functions.py --smoke    # tiny, one round (CI)
+    python bench/functions.py --inline   # only the inline comparisons
 """
 
 from __future__ import annotations
@@ -187,31 +188,42 @@ class Bench:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "functions benchmark")
+    args = parse_args(
+        __doc__ or "functions benchmark",
+        lambda parser: parser.add_argument(
+            "--inline", action="store_true", help="only the inline comparisons"
+        ),
+    )
     samples = {"cold": 5, "warm": 200} if args.smoke else {"cold": 40, "warm": 5000}
     quiet = machine_is_quiet()
     with tempfile.TemporaryDirectory(prefix="reflow-bench-fn-") as folder:
         bench = Bench(Path(folder), samples)
         try:
-            comparisons = [
-                alternate(
-                    args.rounds,
-                    lambda: bench.cold(spawn=False),
-                    bench.import_floor,
-                    Comparison("cold start: fork vs python -c import", "µs p50", False),
-                ),
-                alternate(
-                    args.rounds,
-                    lambda: bench.cold(spawn=True),
-                    bench.import_floor,
-                    Comparison("cold start: spawn vs python -c import", "µs p50", False),
-                ),
-                alternate(
-                    args.rounds,
-                    lambda: bench.invoke("in_process"),
-                    lambda: bench.direct("in_process"),
-                    Comparison("warm process round trip vs direct call", "µs p50", False),
-                ),
+            comparisons = (
+                []
+                if args.inline
+                else [
+                    alternate(
+                        args.rounds,
+                        lambda: bench.cold(spawn=False),
+                        bench.import_floor,
+                        Comparison("cold start: fork vs python -c import", "µs p50", False),
+                    ),
+                    alternate(
+                        args.rounds,
+                        lambda: bench.cold(spawn=True),
+                        bench.import_floor,
+                        Comparison("cold start: spawn vs python -c import", "µs p50", False),
+                    ),
+                    alternate(
+                        args.rounds,
+                        lambda: bench.invoke("in_process"),
+                        lambda: bench.direct("in_process"),
+                        Comparison("warm process round trip vs direct call", "µs p50", False),
+                    ),
+                ]
+            )
+            comparisons += [
                 alternate(
                     args.rounds,
                     lambda: bench.invoke("inline_sync"),
@@ -243,11 +255,17 @@ def main() -> None:
         summary = summaries[name]
         return round(summary["ours"] - summary["peer"], 1)
 
-    goals = {
-        "fork_cold_start_p50_ms": round(latencies["cold start: fork"]["p50_us"] / 1000, 2),
-        "fork_cold_start_goal_ms": 10,
-        "warm_process_round_trip_p50_us": latencies["in_process"]["p50_us"],
-        "warm_process_round_trip_goal_us": 300,
+    goals = (
+        {}
+        if args.inline
+        else {
+            "fork_cold_start_p50_ms": round(latencies["cold start: fork"]["p50_us"] / 1000, 2),
+            "fork_cold_start_goal_ms": 10,
+            "warm_process_round_trip_p50_us": latencies["in_process"]["p50_us"],
+            "warm_process_round_trip_goal_us": 300,
+        }
+    )
+    goals |= {
         "inline_sync_overhead_us": overhead("inline sync (thread) vs direct call"),
         "inline_async_overhead_us": overhead("inline async vs direct await"),
         "inline_overhead_goal_us": 20,
