@@ -28,45 +28,18 @@ if TYPE_CHECKING:
 
 __all__ = ["HOOK_BUCKETS", "ORIGIN_BUCKETS", "Histogram", "Metrics", "prometheus_text"]
 
+
 # Upper bounds in seconds. Inline hooks take microseconds, process hooks and
 # origins milliseconds; the top bounds cover the hooks' 5 s / 30 s limits.
-HOOK_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    5.0,
-    30.0,
-)
-ORIGIN_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+def _steps(first: int, last: int) -> tuple[float, ...]:
+    """1, 2.5 and 5 times each power of ten from 10**first to 10**last (Prometheus' usual steps)."""
+    return tuple(
+        round(step * 10.0**power, 12) for power in range(first, last + 1) for step in (1, 2.5, 5)
+    )
+
+
+HOOK_BUCKETS = (*_steps(-5, -1), 1.0, 5.0, 30.0)
+ORIGIN_BUCKETS = (*_steps(-4, 0)[2:], 10.0, 30.0)
 
 
 class Histogram:

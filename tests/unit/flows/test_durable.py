@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,20 +37,6 @@ class Recorder:
         if len(self.calls) <= self.failures:
             raise self.error(f"call {len(self.calls)} failed")
         return {"seen": event}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    opened = memory_backend(clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 PIPELINE = chain(

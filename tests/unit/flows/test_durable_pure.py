@@ -10,12 +10,9 @@ executor's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from reflow.backends import Backend, memory_backend
+from reflow.backends import Backend
 from reflow.flows import run
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
@@ -52,20 +49,6 @@ def counter(limit: int, **top: Any) -> dict[str, Any]:
             "Done": {"Type": "Succeed"},
         },
     }
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    opened = memory_backend(clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_every_pass_transition_is_saved_alone_and_after_the_one_before(
