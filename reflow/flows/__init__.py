@@ -54,17 +54,32 @@ async def run_async(
     name: str | None = None,
     flows: Mapping[str, Definition] | None = None,
     blobs: Blobs | None = None,
+    events: Any = None,
+    tables: Mapping[str, Any] | None = None,
+    cache: Any = None,
 ) -> Execution:
     """Run ``definition`` on ``input`` to the end, in this event loop.
 
     ``flows`` are the flows a ``states:startExecution`` Task may start, by
     name; ``blobs`` is where a Distributed Map's ItemReader reads and its
     ResultWriter writes (a bucket ``NAME`` is the key prefix ``NAME/``).
+    ``events`` (an ``EventBus``), ``tables`` (table name to ``Table``) and
+    ``cache`` (an ``EdgeService``, or anything with its ``purge``) serve the
+    ``events:putEvents``, ``dynamodb:*`` and cache-purge integrations
+    (:mod:`reflow.flows.integrations`).
     """
     machine = _machine(definition)
     machines = {key: _machine(flow) for key, flow in (flows or {}).items()}
     executor = Executor(
-        machine, functions=functions, clock=clock, name=name, flows=machines, blobs=blobs
+        machine,
+        functions=functions,
+        clock=clock,
+        name=name,
+        flows=machines,
+        blobs=blobs,
+        events=events,
+        tables=tables,
+        cache=cache,
     )
     return await executor.run({} if input is None else input)
 
@@ -78,6 +93,9 @@ def run(
     name: str | None = None,
     flows: Mapping[str, Definition] | None = None,
     blobs: Blobs | None = None,
+    events: Any = None,
+    tables: Mapping[str, Any] | None = None,
+    cache: Any = None,
 ) -> Execution:
     """Run ``definition`` on ``input`` to the end and return the :class:`Execution`.
 
@@ -88,7 +106,16 @@ def run(
     """
     machine = _machine(definition)
     coroutine = run_async(
-        machine, input, functions=functions, clock=clock, name=name, flows=flows, blobs=blobs
+        machine,
+        input,
+        functions=functions,
+        clock=clock,
+        name=name,
+        flows=flows,
+        blobs=blobs,
+        events=events,
+        tables=tables,
+        cache=cache,
     )
     try:
         asyncio.get_running_loop()

@@ -26,6 +26,7 @@ from reflow.flows.branches import run_branches
 from reflow.flows.calls import ExecutionTimedOut
 from reflow.flows.errors import TIMEOUT
 from reflow.flows.history import History, HistoryEvent, iso_time
+from reflow.flows.integrations import fixed_clients, integration_functions
 from reflow.flows.model import StateMachine
 from reflow.flows.retry import backoff_delay
 from reflow.flows.tasks import TaskFunction, invoke
@@ -68,7 +69,12 @@ class Execution:
 
 
 class Executor:
-    """Runs one execution of ``machine`` in memory."""
+    """Runs one execution of ``machine`` in memory.
+
+    ``events``, ``tables`` and ``cache`` are the clients the integrations of
+    :mod:`reflow.flows.integrations` use (``events:putEvents``,
+    ``dynamodb:*``, ``cache:purge`` and CloudFront's ``createInvalidation``).
+    """
 
     def __init__(
         self,
@@ -80,9 +86,17 @@ class Executor:
         machine_name: str = "flow",
         flows: Mapping[str, StateMachine] | None = None,
         blobs: Blobs | None = None,
+        events: Any = None,
+        tables: Mapping[str, Any] | None = None,
+        cache: Any = None,
     ) -> None:
         self.machine = machine
         self.functions = dict(functions or {})
+        if events is not None or tables is not None or cache is not None:
+            # The integrations are task functions keyed by resource ARN; the caller's
+            # own functions win, so a test may stand in for one.
+            source = fixed_clients(events=events, tables=tables, cache=cache)
+            self.functions = {**integration_functions(source), **self.functions}
         # Flows a Task may start (states:startExecution) by name, and the Blobs a
         # Distributed Map reads items from and writes results to.
         self.flows: Mapping[str, StateMachine] = flows or {}

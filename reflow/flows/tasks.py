@@ -6,7 +6,10 @@ A resource also resolves by function name when written
 ``arn:aws:states:::lambda:invoke`` takes ``FunctionName`` and ``Payload``
 from its arguments and returns ``{"Payload": …, "StatusCode": 200}``;
 ``arn:aws:states:::states:startExecution`` starts a child flow (see
-:mod:`reflow.flows.nested`).
+:mod:`reflow.flows.nested`). The integrations with reflow's event bus,
+tables and edge cache (:mod:`reflow.flows.integrations`) are task functions
+keyed by their resource ARN in the same mapping; one whose subsystem was not
+given fails with ``States.Runtime`` saying so.
 
 :func:`invoke` records the task's history events and turns every way a call
 can end — a result, the function's own exception, ``TimeoutSeconds``,
@@ -23,10 +26,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from reflow.flows import integrations, nested
 from reflow.flows import interpreter as core
-from reflow.flows import nested
 from reflow.flows.calls import Beats, ExecutionTimedOut, HeartbeatTimeout, TaskTimeout, call
-from reflow.flows.errors import HEARTBEAT_TIMEOUT, TASK_FAILED, TIMEOUT, StatesError
+from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TASK_FAILED, TIMEOUT, StatesError
 from reflow.flows.history import History
 from reflow.flows.values import json_copy
 
@@ -122,6 +125,10 @@ async def invoke(
         return await _start_execution(executor, action, resource, payload, state_name, history)
     found = resolve_function(resource, executor.functions)
     if found is None:
+        missing = integrations.unavailable(resource)
+        if missing is not None:
+            # An integration whose subsystem was not given: say what is missing.
+            return _failed(executor, history, state_name, RUNTIME, missing)
         return _failed(
             executor, history, state_name, TASK_FAILED, f"no function for resource {resource!r}"
         )
