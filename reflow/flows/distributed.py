@@ -14,9 +14,12 @@ executions' descriptions go to the bucket (also when the Map Run fails)
 and on success the state's result is the manifest's location; without one
 it is the array of child outputs, as for an inline Map.
 
-Children run in memory, in ``run`` and in the durable service alike (there,
-within the Map state's one transition: a crash mid-Map runs the Map Run
-again). ``ExecutionType`` EXPRESS and STANDARD therefore behave the same here.
+In ``run`` the children run in memory. The durable service passes
+``runs`` (see :mod:`reflow.flows.iterations`): the Map Run id is then derived
+from the Map state's visit, and each child keeps its progress in a record of
+its own, so after a crash the Map Run resumes where it stood — finished
+children are not run again. ``ExecutionType`` EXPRESS and STANDARD behave the
+same here.
 """
 
 from __future__ import annotations
@@ -28,18 +31,24 @@ from typing import TYPE_CHECKING, Any
 
 from reflow.flows import items as item_io
 from reflow.flows import mapping
-from reflow.flows.actions import Branches, Failure, Outcome, Result
+from reflow.flows.actions import Branches, Child, Failure, Outcome, Result
 from reflow.flows.errors import StatesError
 from reflow.flows.history import History, iso_time
 
 if TYPE_CHECKING:
-    from reflow.flows.executor import Execution, Executor
+    from reflow.flows.branches import ChildRuns
+    from reflow.flows.executor import Executor
+    from reflow.flows.nested import Finished
 
 __all__ = ["run_map_run"]
 
 
 async def run_map_run(
-    executor: Executor, action: Branches, history: History, state_name: str
+    executor: Executor,
+    action: Branches,
+    history: History,
+    state_name: str,
+    runs: ChildRuns | None = None,
 ) -> Outcome:
     """Run the Distributed Map ``action`` of state ``state_name`` to its outcome."""
     from reflow.flows.executor import Executor
@@ -56,7 +65,7 @@ async def run_map_run(
     except StatesError as error:
         history.add("MapStateFailed", clock.time(), name=state_name, error=error.name)
         return Failure(error.name, error.cause)
-    run_id = str(uuid.uuid4())
+    run_id = runs.run_id if runs is not None else str(uuid.uuid4())
     map_run_arn = (
         f"arn:aws:states:local:000000000000:mapRun:{executor.machine_name}/{state_name}:{run_id}"
     )
@@ -65,7 +74,7 @@ async def run_map_run(
     gate = asyncio.Semaphore(action.max_concurrency) if action.max_concurrency else None
     processor_name = f"{executor.machine_name}/{state_name}"
 
-    async def one(index: int) -> Execution:
+    async def one(index: int) -> Finished:
         child = action.children[index]
         runner = Executor(
             child.machine,
@@ -77,11 +86,19 @@ async def run_map_run(
             blobs=executor.blobs,
         )
         if gate is None:
-            return await runner.run(child.input)
+            return await _run(runner, index, child, runs)
         async with gate:
-            return await runner.run(child.input)
+            return await _run(runner, index, child, runs)
 
-    executions = list(await asyncio.gather(*(one(i) for i in range(len(action.children)))))
+    tasks = [asyncio.ensure_future(one(i)) for i in range(len(action.children))]
+    try:
+        executions = list(await asyncio.gather(*tasks))
+    except BaseException:
+        # A durable child fenced off (or the transition cancelled): stop the others too.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     outcomes: list[Outcome] = [
         Result(e.output) if e.status == "SUCCEEDED" else Failure(e.error or "", e.cause or "")
         for e in executions
@@ -117,7 +134,13 @@ async def run_map_run(
     return outcome
 
 
-def _describe(execution: Execution, machine_name: str) -> dict[str, Any]:
+async def _run(runner: Executor, index: int, child: Child, runs: ChildRuns | None) -> Finished:
+    if runs is None:
+        return await runner.run(child.input)
+    return await runs.execution(index, runner, child)
+
+
+def _describe(execution: Finished, machine_name: str) -> dict[str, Any]:
     """A child execution as the ResultWriter's files list it (JSON text for data)."""
     entry: dict[str, Any] = {
         "ExecutionArn": execution.id,

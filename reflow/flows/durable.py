@@ -11,8 +11,11 @@ timers, and the execution is simply not runnable until one fires. So a
 process killed at any point loses at most the transition in progress, which
 the next worker redoes — with the same task idempotency key.
 
-Parallel and Map states run their children in memory inside one transition
-(with the in-memory executor): a crash during one reruns the whole state.
+Parallel and Map states run their children within the state's one
+transition, each child keeping its own progress in a record of its own (see
+:mod:`reflow.flows.iterations`): a crash mid-state resumes every child where
+its record stands, so a task whose result was saved does not run again.
+The child records are dropped once the transition leaving the state is saved.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError, ReflowError
-from reflow.flows import children, nested
+from reflow.flows import children, iterations, nested
 from reflow.flows import interpreter as core
 from reflow.flows.branches import run_branches
 from reflow.flows.calls import ExecutionTimedOut
@@ -209,6 +212,17 @@ class DurableRunner:
         Raises :class:`~reflow.flows.store.FencedError` when the record changed
         under this worker (the transition is then dropped, unsaved).
         """
+        fanned: list[bool] = []
+        advanced = await self._transition(record, version, fanned)
+        if fanned and advanced is not None:
+            # Saved: the state's children are over and their records are garbage now.
+            await iterations.forget(self.store.kv, record.name)
+        return advanced
+
+    async def _transition(
+        self, record: ExecutionRecord, version: int, fanned: list[bool]
+    ) -> tuple[ExecutionRecord, int] | None:
+        """:meth:`advance`'s work; appends to ``fanned`` once a state's children ran."""
         machine = self.machines[record.flow]
         now = self.clock.time()
         history = History()
@@ -321,7 +335,14 @@ class DurableRunner:
                 else:
                     assert isinstance(action, core.Branches)  # Goto/Succeed/Fail concluded above
                     base = {key: value for key, value in context.items() if key != "State"}
-                    outcome = await run_branches(executor, action, base, history, state.name)
+                    scope = iterations.Children(
+                        self.store.kv,
+                        iterations.scope_key(record.name, record.visit, cursor.retry_count),
+                        executor,
+                        state.name,
+                    )
+                    fanned.append(True)
+                    outcome = await run_branches(executor, action, base, history, state.name, scope)
                 action = core.step(machine, cursor, context, outcome)
         except ExecutionTimedOut:
             return await self._time_out(record, version, history)

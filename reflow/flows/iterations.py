@@ -1,0 +1,374 @@
+"""Durable Parallel branches and Map iterations: each child keeps its own progress.
+
+The durable runner (:mod:`reflow.flows.durable`) runs a Parallel or Map
+state's children within the state's transition, as the in-memory executor
+does, but through a :class:`Children` scope: every child — a branch, a Map
+iteration or batch, a Distributed Map's child execution — has a record of
+its own in ``KV``::
+
+    flows/c/EXECUTION/VISIT.RETRY/POSITION
+    flows/c/EXECUTION/VISIT.RETRY/POSITION/VISIT.RETRY/POSITION   (a nested one)
+
+(``VISIT`` the transition at which the state was entered, ``RETRY`` how
+many times the state was retried, ``POSITION`` the child's place, padded).
+The record is an :class:`~reflow.flows.store.ExecutionRecord`: the child's
+cursor, status, output or error, and the events it recorded so far.
+
+A child saves itself (a compare-and-set on its own key) after every state
+that did something — a Task, a Wait, a nested Parallel or Map — and when it
+ends; pure states (Pass, Choice, Succeed, Fail) ride along with the next
+save, since doing them again changes nothing, and a child made only of
+them is never written at all. When the parent's transition is redone after
+a crash, the scope reads its records once: a finished child gives its
+outcome at once, an unfinished one goes on from its saved cursor, and only
+the task in flight at the crash runs again, with the same idempotency key.
+
+Keys: a branch's or iteration's tasks run under an execution id of its own
+(the parent's id, ``/STATE@VISIT.RETRY/POSITION``; a Distributed Map child
+has its Map Run child execution ARN, the Map Run id derived from the scope)
+and the child's own visit counter, so each (child, state, visit, attempt)
+has a key of its own. A retry back-off or a Wait inside a child is slept in
+memory, as before; a crash during one enters that state again.
+
+Two workers on one execution (a redelivered queue entry) may both drive the
+children: a child save that finds its record moved on adopts the stored
+record and goes on from there, so neither stalls, and the parent's own
+compare-and-set decides whose transition counts. Once the parent's
+transition that leaves the state is saved, the runner drops the records
+(:func:`forget`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from reflow.backends import KV, Delete, Item
+from reflow.errors import TransactionConflictError, VersionConflictError
+from reflow.flows import interpreter as core
+from reflow.flows import nested
+from reflow.flows.branches import replay, run_branches
+from reflow.flows.calls import ExecutionTimedOut
+from reflow.flows.errors import TIMEOUT
+from reflow.flows.executor import Executor, reads_context
+from reflow.flows.history import History, iso_time
+from reflow.flows.model import StateMachine
+from reflow.flows.retry import backoff_delay
+from reflow.flows.store import FAILED, RUNNING, SUCCEEDED, TIMED_OUT, ExecutionRecord, FencedError
+from reflow.flows.tasks import invoke
+
+__all__ = ["Children", "forget", "scope_key"]
+
+_PREFIX = "flows/c/"
+_PAGE = 500
+_YIELD_EVERY = 64
+_TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
+_ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
+_EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
+_FINAL = (core.Goto, core.Succeed, core.Fail)
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_ACCOUNT = "arn:aws:states:local:000000000000"
+
+
+def scope_key(execution: str, visit: int, retry: int) -> str:
+    """The key prefix (without the trailing ``/``) of a top-level state's children."""
+    return f"{_PREFIX}{execution}/{visit}.{retry}"
+
+
+async def forget(kv: KV, execution: str) -> int:
+    """Delete every child record of ``execution``; return how many went."""
+    prefix, gone = f"{_PREFIX}{execution}/", 0
+    while True:
+        items = await kv.scan(prefix, limit=_PAGE)
+        if items:
+            await kv.transact([Delete(item.key) for item in items])
+            gone += len(items)
+        if len(items) < _PAGE:
+            return gone
+
+
+class Children:
+    """The children of one Parallel/Map state entry, run durably (see the module doc).
+
+    ``owner`` is the executor of the machine the state belongs to (the
+    execution's, or a child's for a nested state); ``key`` the scope's key
+    prefix. Implements :class:`~reflow.flows.branches.ChildRuns`.
+    """
+
+    def __init__(self, kv: KV, key: str, owner: Executor, state_name: str) -> None:
+        self.kv = kv
+        self.key = key
+        self.owner = owner
+        self.state_name = state_name
+        self._stored: dict[str, Item] | None = None
+        self._reading = asyncio.Lock()
+
+    @property
+    def run_id(self) -> str:
+        """A Map Run id derived from the scope: the same on every redo of the state."""
+        digest = hashlib.sha256(self.key.encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    async def branch(
+        self, position: int, child: core.Child, base: Mapping[str, Any], history: History
+    ) -> core.Succeed | core.Fail:
+        """Run branch or iteration ``position`` to its end; its events go to ``history``."""
+        owner = self.owner
+        runner = Executor(
+            child.machine,
+            functions=owner.functions,
+            clock=owner.clock,
+            name=owner.name,
+            machine_name=owner.machine_name,
+            flows=owner.flows,
+            blobs=owner.blobs,
+        )
+        label = self.key.rsplit("/", 1)[1]
+        runner.execution_id = f"{owner.execution_id}/{self.state_name}@{label}/{position}"
+        runner.deadline = owner.deadline
+        key = f"{self.key}/{position:06d}"
+        run = _ChildRun(self.kv, key, runner, child, await self._find(key), owns_deadline=False)
+        try:
+            return await run.drive(base)
+        finally:
+            replay(history, run.events())
+
+    async def execution(self, index: int, runner: Executor, child: core.Child) -> ExecutionRecord:
+        """Run a Distributed Map's child execution ``index`` (named by ``runner``)."""
+        key = f"{self.key}/{index:06d}"
+        run = _ChildRun(self.kv, key, runner, child, await self._find(key), owns_deadline=True)
+        record = run.record
+        base = {
+            "Execution": {
+                "Id": runner.execution_id,
+                "Input": record.input,
+                "Name": runner.name,
+                "RoleArn": "arn:aws:iam::000000000000:role/reflow",
+                "StartTime": iso_time(record.start_time),
+                "RedriveCount": 0,
+            },
+            "StateMachine": {
+                "Id": f"{_ACCOUNT}:stateMachine:{runner.machine_name}",
+                "Name": runner.machine_name,
+            },
+        }
+        await run.drive(base)
+        return run.record
+
+    async def _find(self, key: str) -> Item | None:
+        """The stored record at ``key``; the first child to ask reads the whole scope."""
+        async with self._reading:
+            if self._stored is None:
+                self._stored = {}
+                prefix, after = self.key + "/", None
+                while True:
+                    items = await self.kv.scan(prefix, start_after=after, limit=_PAGE)
+                    for item in items:
+                        if "/" not in item.key[len(prefix) :]:  # nested scopes read their own
+                            self._stored[item.key] = item
+                    if len(items) < _PAGE:
+                        break
+                    after = items[-1].key
+        return self._stored.pop(key, None)
+
+
+class _Adopted(Exception):
+    """A child's save found its record moved on; the stored one was adopted."""
+
+
+class _ChildRun:
+    """One child's durable run: its record, the events saved and those not yet saved."""
+
+    def __init__(
+        self,
+        kv: KV,
+        key: str,
+        runner: Executor,
+        child: core.Child,
+        stored: Item | None,
+        *,
+        owns_deadline: bool,
+    ) -> None:
+        self.kv = kv
+        self.key = key
+        self.runner = runner
+        self.machine: StateMachine = child.machine
+        # A Distributed Map child is an execution: its TimeoutSeconds is its own, and
+        # running past it times the child out (not the parent).
+        self.owns_deadline = owns_deadline
+        self.saved: list[list[Any]] = []
+        self.pending = History()
+        if stored is not None:
+            self._adopt(stored)
+            return
+        now = runner.clock.time()
+        timeout = child.machine.timeout_seconds if owns_deadline else None
+        self.record = ExecutionRecord(
+            name=runner.name,
+            flow="",
+            id=runner.execution_id,
+            input=child.input,
+            state=child.machine.start_at,
+            state_input=child.input,
+            variables=dict(child.variables),
+            start_time=now,
+            deadline=now + timeout if timeout is not None else None,
+        )
+        self.version = 0
+        if owns_deadline:
+            runner.deadline = self.record.deadline
+
+    def events(self) -> list[list[Any]]:
+        """The child's events so far, saved or not, in their stored form."""
+        return self.saved + self.pending.stored()
+
+    def _adopt(self, stored: Item) -> None:
+        self.record = ExecutionRecord.from_json(stored.value)
+        self.version = stored.version
+        self.saved = json.loads(b"[" + self.record.tail + b"]")
+        self.pending = History()
+        if self.owns_deadline:
+            self.runner.deadline = self.record.deadline
+
+    async def drive(self, base: Mapping[str, Any]) -> core.Succeed | core.Fail:
+        """Run the child from where its record stands to its end."""
+        while True:
+            record = self.record
+            if record.status == SUCCEEDED:
+                return core.Succeed(record.output, record.variables)
+            if record.status != RUNNING:
+                return core.Fail(record.error or "", record.cause or "")
+            try:
+                return await self._steps(base)
+            except _Adopted:
+                continue
+            except ExecutionTimedOut:
+                if not self.owns_deadline:
+                    raise  # the parent execution's deadline: it times out as a whole
+                record.status, record.stop_time = TIMED_OUT, self.runner.clock.time()
+                record.error = TIMEOUT
+                record.cause = "The execution ran past its TimeoutSeconds"
+                try:
+                    await self._save()
+                except _Adopted:
+                    continue
+
+    async def _steps(self, base: Mapping[str, Any]) -> core.Succeed | core.Fail:
+        """Make the child's transitions (as ``Executor.run_machine`` does), saving them."""
+        record, runner, machine = self.record, self.runner, self.machine
+        clock, step, states = runner.clock, core.step, machine.states
+        cursor = core.Cursor(record.state, record.state_input, record.variables)
+        context_read = reads_context(machine)
+        worked = self.version > 0
+        transitions = 0
+        while True:
+            transitions += 1
+            if transitions % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a Choice loop must not hold the event loop
+            if runner.deadline is not None:
+                runner.check_deadline()
+            state = states[cursor.state]
+            entered = clock.time()
+            self.pending.state(_ENTERED[state.type], entered, state.name, "input", cursor.input)
+            context: Mapping[str, Any] = base
+            if context_read or state.type == "Task":
+                context = {
+                    **base,
+                    "State": {
+                        "EnteredTime": iso_time(entered),
+                        "Name": state.name,
+                        "RetryCount": 0,
+                    },
+                }
+            runner.visit = record.seq
+            action = step(machine, cursor, context)
+            did = False
+            while not isinstance(action, _FINAL):
+                if isinstance(action, core.Retry):
+                    await _delay(runner, backoff_delay(action.retrier, action.attempt))
+                    cursor = action.cursor
+                    context = {
+                        **context,
+                        "State": {**context.get("State", {}), "RetryCount": cursor.retry_count},
+                    }
+                    action = step(machine, cursor, context)
+                    continue
+                outcome: core.Outcome
+                if isinstance(action, core.Invoke):
+                    outcome = await invoke(runner, action, cursor, context, self.pending)
+                    await nested.settle(runner)
+                elif isinstance(action, core.Sleep):
+                    if action.until is not None:
+                        await _delay(runner, max(0.0, action.until - clock.time()))
+                    else:
+                        await _delay(runner, action.seconds or 0.0)
+                    outcome = core.Result(None)
+                else:
+                    scope = Children(
+                        self.kv,
+                        f"{self.key}/{record.seq}.{cursor.retry_count}",
+                        runner,
+                        state.name,
+                    )
+                    outcome = await run_branches(
+                        runner, action, base, self.pending, state.name, scope
+                    )
+                did = worked = True
+                action = step(machine, cursor, context, outcome)
+            record.seq += 1
+            if isinstance(action, core.Fail):
+                record.status, record.error, record.cause = FAILED, action.error, action.cause
+                record.stop_time = clock.time()
+                if worked:
+                    await self._save()
+                return action
+            output = action.cursor.input if isinstance(action, core.Goto) else action.output
+            self.pending.state(_EXITED[state.type], clock.time(), state.name, "output", output)
+            if isinstance(action, core.Succeed):
+                record.status, record.output = SUCCEEDED, output
+                record.variables = dict(action.variables)
+                record.stop_time = clock.time()
+                if worked:
+                    await self._save()
+                return action
+            cursor = action.cursor
+            record.state, record.state_input = cursor.state, cursor.input
+            record.variables = dict(cursor.variables)
+            if did:
+                await self._save()
+
+    async def _save(self) -> None:
+        """Save the record with the events not saved yet, or adopt the stored one."""
+        record = self.record
+        fresh = self.pending.stored()
+        kept = record.tail
+        if fresh:
+            encoded = _ENCODE(fresh)[1:-1].encode()
+            record.tail = record.tail + b"," + encoded if record.tail else encoded
+        try:
+            self.version = await self.kv.put(
+                self.key, record.to_json(), expect_version=self.version
+            )
+        except (VersionConflictError, TransactionConflictError):
+            record.tail = kept
+            stored = await self.kv.get(self.key)
+            if stored is None:
+                # The scope was dropped: the parent's transition was saved by another worker.
+                raise FencedError(self.key) from None
+            self._adopt(stored)
+            raise _Adopted() from None
+        self.saved.extend(fresh)
+        self.pending = History()
+
+
+async def _delay(runner: Executor, seconds: float) -> None:
+    """Sleep on the runner's clock, raising ExecutionTimedOut at its deadline."""
+    clock, deadline = runner.clock, runner.deadline
+    if deadline is not None and clock.time() + seconds >= deadline:
+        await clock.sleep(max(0.0, deadline - clock.time()))
+        raise ExecutionTimedOut()
+    await clock.sleep(seconds)

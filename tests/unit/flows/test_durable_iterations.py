@@ -1,0 +1,202 @@
+"""Durable Parallel branches and Map iterations: each child keeps its own progress.
+
+A crash is a ``Crash`` (a BaseException, as a dying process would leave the
+work unsaved) raised by a task on a chosen call; a second service on the
+same backend (the restarted process) recovers and finishes. Then no task
+whose result was saved ran again, the one in flight ran again with the same
+idempotency key, and output and history are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from reflow.backends import Backend
+from reflow.flows import TaskContext, run
+from reflow.flows.service import FlowService
+from reflow.testing import FakeClock
+
+
+class Crash(BaseException):
+    """Stands in for the process dying in the middle of a task."""
+
+
+class Tasks:
+    """Records (input, idempotency key) of every call; raises Crash on call ``crash_at``."""
+
+    def __init__(self, crash_at: int | None = None, fail: Any = None) -> None:
+        self.crash_at = crash_at
+        self.fail = fail
+        self.calls: list[tuple[Any, str]] = []
+
+    async def __call__(self, event: Any, context: TaskContext) -> Any:
+        self.calls.append((event, context.idempotency_key))
+        await asyncio.sleep(0)  # a real call suspends: children interleave
+        if len(self.calls) == self.crash_at:
+            self.crash_at = None
+            raise Crash()
+        if event == self.fail:
+            raise ValueError(f"bad item {event}")
+        return {"done": event}
+
+    def keys_by_item(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for event, key in self.calls:
+            found.setdefault(repr(event), set()).add(key)
+        return found
+
+
+def map_flow(concurrency: int = 1, **extra: Any) -> dict[str, Any]:
+    return {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": concurrency,
+                "ItemProcessor": {
+                    "StartAt": "Shape",
+                    "States": {
+                        "Shape": {"Type": "Pass", "Parameters": {"v.$": "$"}, "Next": "Work"},
+                        "Work": {"Type": "Task", "Resource": "work", "Next": "After"},
+                        "After": {"Type": "Pass", "End": True},
+                    },
+                },
+                **extra,
+                "End": True,
+            }
+        },
+    }
+
+
+async def crash_then_resume(
+    backend: Backend, definition: dict[str, Any], data: Any, tasks: Tasks
+) -> dict[str, Any]:
+    crashing = FlowService(backend, {"f": definition}, functions={"work": tasks})
+    await crashing.start_execution("f", data, name="x")
+    with pytest.raises(Crash):
+        await crashing.drain()
+    restarted = FlowService(backend, {"f": definition}, functions={"work": tasks})
+    assert await restarted.recover() == 1
+    await restarted.drain()
+    return await restarted.describe("x")
+
+
+@pytest.mark.parametrize("crash_at", [1, 3, 5])
+async def test_a_crash_mid_map_runs_no_finished_iteration_again(
+    backend: Backend, crash_at: int
+) -> None:
+    data = {"items": [10, 11, 12, 13, 14]}
+    expected = run(map_flow(), data, functions={"work": Tasks()}, clock=FakeClock())
+    tasks = Tasks(crash_at=crash_at)
+    described = await crash_then_resume(backend, map_flow(), data, tasks)
+    assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
+    # Five items, six calls: the one in flight at the crash ran again, with its key.
+    assert len(tasks.calls) == 6
+    keys = tasks.keys_by_item()
+    assert all(len(found) == 1 for found in keys.values()), keys
+    assert len({key for found in keys.values() for key in found}) == 5
+    service = FlowService(backend, {"f": map_flow()})
+    types = [event["type"] for event in await service.history("x")]
+    assert types == expected.event_types()
+    # The children's records went with the transition that left the Map state.
+    assert await backend.kv.scan("flows/c/") == []
+
+
+async def test_each_iteration_and_branch_task_has_a_key_of_its_own(backend: Backend) -> None:
+    definition = {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    map_flow(concurrency=0),
+                    {
+                        "StartAt": "W",
+                        "States": {"W": {"Type": "Task", "Resource": "work", "End": True}},
+                    },
+                ],
+                "End": True,
+            }
+        },
+    }
+    tasks = Tasks()
+    service = FlowService(backend, {"f": definition}, functions={"work": tasks})
+    await service.start_execution("f", {"items": [1, 2, 3]}, name="k")
+    await service.drain()
+    described = await service.describe("k")
+    expected = run(definition, {"items": [1, 2, 3]}, functions={"work": Tasks()}, clock=FakeClock())
+    assert described["output"] == expected.output
+    keys = [key for _, key in tasks.calls]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    # The nested Map's iterations are told apart under the branch that holds them.
+    assert sorted(key.split("/Both@")[1].split("/")[1] for key in keys) == ["0", "0", "0", "1"]
+
+
+async def test_a_failing_iteration_fails_the_map_and_stops_the_others(backend: Backend) -> None:
+    tasks = Tasks(fail={"v": 2})
+    definition = map_flow(concurrency=0)
+    service = FlowService(backend, {"f": definition}, functions={"work": tasks})
+    await service.start_execution("f", {"items": [1, 2, 3, 4]}, name="bad")
+    await service.drain()
+    described = await service.describe("bad")
+    assert (described["status"], described["error"]) == ("FAILED", "ValueError")
+    types = [event["type"] for event in await service.history("bad")]
+    assert types.count("MapIterationFailed") == 1 and "MapStateFailed" in types
+    assert await backend.kv.scan("flows/c/") == []
+
+
+async def test_tolerated_failures_give_the_same_result_as_in_memory(backend: Backend) -> None:
+    definition = map_flow(concurrency=2, ToleratedFailureCount=1)
+    data = {"items": [1, 2, 3]}
+    expected = run(definition, data, functions={"work": Tasks(fail={"v": 2})}, clock=FakeClock())
+    service = FlowService(backend, {"f": definition}, functions={"work": Tasks(fail={"v": 2})})
+    await service.start_execution("f", data, name="tol")
+    await service.drain()
+    described = await service.describe("tol")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
+
+
+def distributed_flow() -> dict[str, Any]:
+    definition = map_flow()
+    processor = definition["States"]["Fan"]["ItemProcessor"]
+    processor["ProcessorConfig"] = {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    return definition
+
+
+async def test_a_crash_mid_distributed_map_resumes_the_same_map_run(backend: Backend) -> None:
+    data = {"items": [1, 2, 3, 4]}
+    expected = run(distributed_flow(), data, functions={"work": Tasks()}, clock=FakeClock())
+    tasks = Tasks(crash_at=3)
+    described = await crash_then_resume(backend, distributed_flow(), data, tasks)
+    assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
+    assert len(tasks.calls) == 5
+    keys = tasks.keys_by_item()
+    assert all(len(found) == 1 for found in keys.values()), keys
+    # Child executions of one Map Run: ...:execution:f/Fan:RUN_ID:INDEX, one run id.
+    run_ids = {key.split(":execution:f/Fan:")[1].rsplit(":", 1)[0] for _, key in tasks.calls}
+    assert len(run_ids) == 1
+
+
+async def test_two_workers_on_one_map_finish_it_once_with_one_key_per_item(
+    backend: Backend,
+) -> None:
+    tasks = Tasks()
+    definition = map_flow(concurrency=0)
+    first = FlowService(backend, {"f": definition}, functions={"work": tasks})
+    second = FlowService(backend, {"f": definition}, functions={"work": tasks})
+    await first.start_execution("f", {"items": list(range(8))}, name="both")
+    # Two processes advance it at once (a redelivered entry): each saves children the
+    # other has moved on, adopts the stored record and goes on; one parent save wins.
+    await asyncio.gather(first.run_execution("both"), second.run_execution("both"))
+    await first.drain()
+    described = await first.describe("both")
+    assert described["status"] == "SUCCEEDED"
+    assert [row["done"]["v"] for row in described["output"]] == list(range(8))
+    keys = tasks.keys_by_item()
+    assert len(keys) == 8 and all(len(found) == 1 for found in keys.values()), keys
+    types = [event["type"] for event in await first.history("both")]
+    assert types.count("ExecutionSucceeded") == 1 and types.count("MapIterationSucceeded") == 8
