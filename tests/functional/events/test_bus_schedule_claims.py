@@ -1,0 +1,129 @@
+"""A schedule firing's claim: put again after a failed put, never overtaken within its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from reflow.backends import Backend, memory_backend
+from reflow.errors import BackendError
+from reflow.events.bus import EventBus, bus_stream
+from reflow.events.model import Event
+from reflow.events.scheduler import ScheduledRule, Scheduler, open_key
+from reflow.testing.clock import FakeClock
+from tests.functional.events.helpers import eventually
+
+START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+FIRST = datetime(2023, 11, 14, 22, 14, tzinfo=UTC)
+STAMP = int(FIRST.timestamp() * 1000)
+SITEMAP = ScheduledRule("sitemap", "rate(1 minute)")
+LEASE = 30.0
+
+
+class StallingBus(EventBus):
+    """A bus whose puts fail ``failures`` times, then wait for ``release`` if it is set."""
+
+    def __init__(self, backend: Backend, clock: FakeClock, failures: int = 0) -> None:
+        super().__init__(backend, clock=clock)
+        self.failures = failures
+        self.release: asyncio.Event | None = None
+
+    async def put(
+        self, entries: Iterable[Event | Mapping[str, Any]], *, bus: str = "default"
+    ) -> list[str]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BackendError("the backend went away for a moment")
+        if self.release is not None:
+            await self.release.wait()
+        return await super().put(entries, bus=bus)
+
+
+async def bus_ids(backend: Backend) -> list[str]:
+    entries = await backend.log.range(bus_stream("default"))
+    return [json.loads(entry.data)["event"]["id"] for entry in entries]
+
+
+async def test_a_failed_put_is_made_again_by_the_same_scheduler_after_its_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(START)
+    backend = memory_backend(clock)
+    bus = StallingBus(backend, clock, failures=1)
+    scheduler = Scheduler([SITEMAP], bus, backend.kv, clock=clock, lease=LEASE)
+    await scheduler.start()
+    try:
+        await eventually(lambda: clock.sleepers == 1)
+        clock.advance(60.0)  # 22:14:20: the 22:14:00 firing's put fails
+        await eventually(lambda: clock.sleepers == 2)  # the next period, and the open claim
+        assert await bus_ids(backend) == []
+        clock.advance(LEASE)
+        await eventually(lambda: scheduler.fired == [("sitemap", FIRST)])
+        ids = await bus_ids(backend)
+        left = await backend.kv.get(open_key("app", "sitemap", STAMP))
+    finally:
+        await scheduler.stop()
+        await backend.close()
+    assert len(ids) == 1
+    assert left is None
+    assert "firing at 2023-11-14 22:14:00+00:00 failed" in caplog.text
+
+
+async def test_a_slow_holder_is_not_overtaken_within_its_lease() -> None:
+    clock = FakeClock(START + 60.0)
+    backend = memory_backend(clock)
+    slow_bus = StallingBus(backend, clock)
+    slow_bus.release = asyncio.Event()
+    slow = Scheduler([SITEMAP], slow_bus, backend.kv, clock=clock, lease=LEASE)
+    other = Scheduler([SITEMAP], EventBus(backend, clock=clock), backend.kv, clock=clock)
+    holding = asyncio.create_task(slow.fire(SITEMAP, FIRST))
+    try:
+        await asyncio.sleep(0.05)  # the holder has claimed and waits in its put
+        assert not holding.done()
+        assert not await other.fire(SITEMAP, FIRST)  # claimed: it watches the claim instead
+        await eventually(lambda: clock.sleepers == 1)
+        clock.advance(LEASE - 1.0)
+        await asyncio.sleep(0.05)
+        assert await bus_ids(backend) == []  # still the holder's
+        slow_bus.release.set()
+        assert await holding
+        clock.advance(2.0)  # the watcher looks again and finds the firing closed
+        await eventually(lambda: clock.sleepers == 0)
+        await asyncio.sleep(0.05)
+    finally:
+        await other.stop()
+        await slow.stop()
+    assert len(await bus_ids(backend)) == 1
+    assert slow.fired == [("sitemap", FIRST)]
+    assert other.fired == []
+    await backend.close()
+
+
+async def test_a_holder_slower_than_its_lease_leads_to_a_second_put_of_the_same_id() -> None:
+    clock = FakeClock(START + 60.0)
+    backend = memory_backend(clock)
+    slow_bus = StallingBus(backend, clock)
+    slow_bus.release = asyncio.Event()
+    slow = Scheduler([SITEMAP], slow_bus, backend.kv, clock=clock, lease=LEASE)
+    other = Scheduler([SITEMAP], EventBus(backend, clock=clock), backend.kv, clock=clock)
+    holding = asyncio.create_task(slow.fire(SITEMAP, FIRST))
+    try:
+        await asyncio.sleep(0.05)
+        assert not await other.fire(SITEMAP, FIRST)
+        await eventually(lambda: clock.sleepers == 1)
+        clock.advance(LEASE + 1.0)
+        await eventually(lambda: other.fired == [("sitemap", FIRST)])
+        slow_bus.release.set()
+        assert await holding
+    finally:
+        await other.stop()
+        await slow.stop()
+    ids = await bus_ids(backend)
+    assert len(ids) == 2 and ids[0] == ids[1]  # at least once, always the same id
+    assert await backend.kv.get(open_key("app", "sitemap", STAMP)) is None
+    await backend.close()
