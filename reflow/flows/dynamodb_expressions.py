@@ -23,12 +23,29 @@ it was before the update. Sets are stored as JSON lists in reflow tables, so
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from reflow.flows.dynamodb_values import (
+    FUNCTIONS,
+    MISSING,
+    ExpressionError,
+    Operand,
+    Path,
+    Test,
+    Update,
+    arithmetic,
+    compare,
+    existing,
+    if_not_exists,
+    list_append,
+    resolve,
+    same,
+    show,
+    size,
+)
 from reflow.state.conditions import Condition
 
 __all__ = [
@@ -43,8 +60,6 @@ __all__ = [
     "show",
 ]
 
-Path = tuple[str | int, ...]
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 _KEYWORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE", "ADD", "DELETE"})
 _TOKEN = re.compile(
     r"\s*(?:(?P<name>#[A-Za-z0-9_]+)|(?P<value>:[A-Za-z0-9_]+)|(?P<number>\d+)"
@@ -53,71 +68,11 @@ _TOKEN = re.compile(
 _COMPARE = ("=", "<>", "<", "<=", ">", ">=")
 
 
-class ExpressionError(ValueError):
-    """An expression outside the supported subset, or malformed (a ValidationException)."""
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int | float):
-        return "N"
-    if isinstance(value, str):
-        return "S"
-    if value is None:
-        return "NULL"
-    return "L" if isinstance(value, list) else "M"
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal values of one type (``True`` is not ``1``, in lists and maps too)."""
-    if a is MISSING or b is MISSING:
-        return a is b
-    if _kind(a) != _kind(b):
-        return False
-    if isinstance(a, list | dict):
-        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    return bool(a == b)
-
-
-def _compare(op: str, a: Any, b: Any) -> bool:
-    if a is MISSING or b is MISSING:
-        return False
-    if op == "=":
-        return same(a, b)
-    if op == "<>":
-        return not same(a, b)
-    if _kind(a) != _kind(b) or _kind(a) not in ("N", "S"):
-        return False
-    return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
-
-
-def resolve(item: Mapping[str, Any] | None, path: Path) -> Any:
-    """The value at ``path`` in ``item``, or :data:`MISSING`."""
-    value: Any = item
-    for part in path:
-        if isinstance(part, int):
-            if not isinstance(value, list) or part >= len(value):
-                return MISSING
-        elif not isinstance(value, Mapping) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
-
-
-def show(path: Path) -> str:
-    """``("a", 0, "b")`` → ``a[0].b``."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
-
-
 @dataclass(frozen=True, eq=False)
 class ParsedCondition(Condition):
     """A parsed ConditionExpression: a :class:`~reflow.state.conditions.Condition`."""
 
-    test: Callable[[Mapping[str, Any] | None], bool]
+    test: Test
     text: str
 
     def evaluate(self, item: Mapping[str, Any] | None) -> bool:
@@ -126,111 +81,6 @@ class ParsedCondition(Condition):
 
     def __str__(self) -> str:
         return self.text
-
-
-Operand = Callable[[Mapping[str, Any] | None], Any]
-
-
-@dataclass
-class Update:
-    """A parsed UpdateExpression: what it assigns, removes, adds and deletes."""
-
-    sets: list[tuple[Path, Operand]] = field(default_factory=list)
-    removes: list[Path] = field(default_factory=list)
-    adds: list[tuple[Path, Any, str]] = field(default_factory=list)
-    deletes: list[tuple[Path, Any, str]] = field(default_factory=list)
-    reads: list[Path] = field(default_factory=list)
-
-    @property
-    def targets(self) -> list[Path]:
-        """Every path the update changes."""
-        return [
-            *(p for p, _ in self.sets),
-            *self.removes,
-            *(p for p, _, _ in self.adds),
-            *(p for p, _, _ in self.deletes),
-        ]
-
-    def apply(self, old: Mapping[str, Any] | None, keys: Mapping[str, Any]) -> dict[str, Any]:
-        """The item after the update (``old`` None: a new item from ``keys``)."""
-        base: dict[str, Any] = json.loads(json.dumps(old)) if old is not None else dict(keys)
-        # Every operand reads the item as it was: evaluate them all before changing it.
-        assigned = [(path, operand(old)) for path, operand in self.sets]
-        for path, value in assigned:
-            _assign(base, path, value)
-        # Indexes name elements of the old list: remove the later ones first.
-        for path in sorted(self.removes, key=_later_first):
-            _remove(base, path)
-        for path, value, kind in self.adds:
-            _add(base, path, value, kind)
-        for path, value, _ in self.deletes:
-            current = resolve(base, path)
-            if current is MISSING:
-                continue
-            if not isinstance(current, list):
-                raise ExpressionError(
-                    f"An operand in the update expression has an incorrect data type: "
-                    f"DELETE {show(path)} needs a set"
-                )
-            remaining = [x for x in current if not any(same(x, v) for v in value)]
-            if remaining:
-                _assign(base, path, remaining)
-            else:  # DynamoDB keeps no empty set
-                _remove(base, path)
-        return base
-
-
-def _later_first(path: Path) -> int:
-    last = path[-1]
-    return -last if isinstance(last, int) else 0
-
-
-def _assign(doc: dict[str, Any], path: Path, value: Any) -> None:
-    parent = resolve(doc, path[:-1]) if len(path) > 1 else doc
-    last = path[-1]
-    if isinstance(last, int) and isinstance(parent, list):
-        if last < len(parent):
-            parent[last] = value
-        else:  # past the end: appended, as DynamoDB does
-            parent.append(value)
-    elif isinstance(last, str) and isinstance(parent, dict):
-        parent[last] = value
-    else:
-        raise ExpressionError(
-            f"The document path provided in the update expression is invalid for update: "
-            f"{show(path)}"
-        )
-
-
-def _remove(doc: dict[str, Any], path: Path) -> None:
-    parent = resolve(doc, path[:-1]) if len(path) > 1 else doc
-    last = path[-1]
-    if isinstance(last, int) and isinstance(parent, list) and last < len(parent):
-        del parent[last]
-    elif isinstance(last, str) and isinstance(parent, dict):
-        parent.pop(last, None)
-
-
-def _add(doc: dict[str, Any], path: Path, value: Any, kind: str) -> None:
-    current = resolve(doc, path)
-    if kind == "N":
-        if current is MISSING:
-            current = 0
-        if _kind(current) != "N":
-            raise ExpressionError(
-                f"An operand in the update expression has an incorrect data type: "
-                f"ADD {show(path)} holds {_kind(current)}, not a number"
-            )
-        _assign(doc, path, current + value)
-        return
-    if current is MISSING:
-        current = []
-    if not isinstance(current, list):
-        raise ExpressionError(
-            f"An operand in the update expression has an incorrect data type: "
-            f"ADD {show(path)} holds {_kind(current)}, not a set"
-        )
-    _assign(doc, path, current + [v for v in value if not any(same(v, x) for x in current)])
 
 
 class Expressions:
@@ -315,18 +165,23 @@ class _Parser:
         self.text = text
         self.exprs = exprs
         self.tokens: list[tuple[str, str, int]] = []
+        self.index = 0
         position = 0
         while position < len(text):
             match = _TOKEN.match(text, position)
             if match is None or match.end() == position:
-                if text[position:].strip():
-                    raise self.error(f"unexpected character {text[position:].strip()[0]!r}")
+                rest = text[position:]
+                if rest.strip():
+                    raise ExpressionError(
+                        f"Invalid expression {text!r} at offset "
+                        f"{position + len(rest) - len(rest.lstrip())}: "
+                        f"unexpected character {rest.strip()[0]!r}"
+                    )
                 break
             kind = match.lastgroup
             assert kind is not None
             self.tokens.append((kind, match.group(kind), match.start(kind)))
             position = match.end()
-        self.index = 0
 
     def error(self, problem: str) -> ExpressionError:
         at = self.tokens[self.index][2] if self.index < len(self.tokens) else len(self.text)
@@ -424,7 +279,7 @@ class _Parser:
             self.index += 2
             path = self.path()
             self.expect(")")
-            return lambda item: _size(resolve(item, path))
+            return lambda item: size(resolve(item, path))
         if self.peek()[0] == "value":
             plain, _ = self.value()
             return lambda item: plain
@@ -433,7 +288,7 @@ class _Parser:
 
     # -- conditions -------------------------------------------------------------------
 
-    def condition(self) -> Callable[[Mapping[str, Any] | None], bool]:
+    def condition(self) -> Test:
         left = self.conjunction()
         while self.is_keyword("OR"):
             self.index += 1
@@ -441,7 +296,7 @@ class _Parser:
             left = (lambda a, b: lambda item: a(item) or b(item))(left, right)
         return left
 
-    def conjunction(self) -> Callable[[Mapping[str, Any] | None], bool]:
+    def conjunction(self) -> Test:
         left = self.negation()
         while self.is_keyword("AND"):
             self.index += 1
@@ -449,7 +304,7 @@ class _Parser:
             left = (lambda a, b: lambda item: a(item) and b(item))(left, right)
         return left
 
-    def negation(self) -> Callable[[Mapping[str, Any] | None], bool]:
+    def negation(self) -> Test:
         if self.is_keyword("NOT"):
             self.index += 1
             inner = self.negation()
@@ -463,11 +318,11 @@ class _Parser:
             return self.function(name)
         return self.comparison()
 
-    def function(self, name: str) -> Callable[[Mapping[str, Any] | None], bool]:
+    def function(self, name: str) -> Test:
         self.index += 2  # the name and "("
         path = self.path()
         found: Callable[[Mapping[str, Any] | None], Any] = lambda item: resolve(item, path)  # noqa: E731
-        test: Callable[[Mapping[str, Any] | None], bool]
+        test: Test
         if name == "attribute_exists":
             test = lambda item: found(item) is not MISSING  # noqa: E731
         elif name == "attribute_not_exists":
@@ -475,19 +330,19 @@ class _Parser:
         elif name in ("begins_with", "contains", "attribute_type"):
             self.expect(",")
             other = self.operand()
-            test = _FUNCTIONS[name](found, other)
+            test = FUNCTIONS[name](found, other)
         else:
             raise self.error(f"unsupported function {name!r}")
         self.expect(")")
         return test
 
-    def comparison(self) -> Callable[[Mapping[str, Any] | None], bool]:
+    def comparison(self) -> Test:
         left = self.operand()
         kind, text = self.peek()
         if kind == "op" and text in _COMPARE:
             self.index += 1
             right = self.operand()
-            return lambda item: _compare(text, left(item), right(item))
+            return lambda item: compare(text, left(item), right(item))
         if self.is_keyword("BETWEEN"):
             self.index += 1
             low = self.operand()
@@ -496,7 +351,7 @@ class _Parser:
             self.index += 1
             high = self.operand()
             return lambda item: (
-                _compare(">=", left(item), low(item)) and _compare("<=", left(item), high(item))
+                compare(">=", left(item), low(item)) and compare("<=", left(item), high(item))
             )
         if self.is_keyword("IN"):
             self.index += 1
@@ -505,7 +360,7 @@ class _Parser:
             while self.take(","):
                 options.append(self.operand())
             self.expect(")")
-            return lambda item: any(_compare("=", left(item), o(item)) for o in options)
+            return lambda item: any(compare("=", left(item), o(item)) for o in options)
         raise self.error("expected a comparison, BETWEEN, IN or a function")
 
     # -- updates ----------------------------------------------------------------------
@@ -530,9 +385,9 @@ class _Parser:
     def set_value(self, update: Update) -> Operand:
         left = self.set_operand(update)
         if self.take("+"):
-            return _arithmetic(left, self.set_operand(update), 1)
+            return arithmetic(left, self.set_operand(update), 1)
         if self.take("-"):
-            return _arithmetic(left, self.set_operand(update), -1)
+            return arithmetic(left, self.set_operand(update), -1)
         return left
 
     def set_operand(self, update: Update) -> Operand:
@@ -545,12 +400,12 @@ class _Parser:
                 self.expect(",")
                 fallback = self.set_operand(update)
                 self.expect(")")
-                return lambda item: _if_not_exists(resolve(item, path), fallback, item)
+                return lambda item: if_not_exists(resolve(item, path), fallback, item)
             first = self.set_operand(update)
             self.expect(",")
             second = self.set_operand(update)
             self.expect(")")
-            return _list_append(first, second)
+            return list_append(first, second)
         if name is not None:
             raise self.error(f"unsupported function in SET: {name!r}")
         if self.peek()[0] == "value":
@@ -558,84 +413,4 @@ class _Parser:
             return lambda item: plain
         path = self.path()
         update.reads.append(path)
-        return lambda item: _existing(resolve(item, path), path)
-
-
-def _size(value: Any) -> Any:
-    if isinstance(value, str | list | dict):
-        return len(value)
-    return MISSING  # size() of a number, boolean or null is not defined
-
-
-def _begins_with(found: Operand, other: Operand) -> Callable[[Mapping[str, Any] | None], bool]:
-    def test(item: Mapping[str, Any] | None) -> bool:
-        value, prefix = found(item), other(item)
-        return isinstance(value, str) and isinstance(prefix, str) and value.startswith(prefix)
-
-    return test
-
-
-def _contains(found: Operand, other: Operand) -> Callable[[Mapping[str, Any] | None], bool]:
-    def test(item: Mapping[str, Any] | None) -> bool:
-        value, needle = found(item), other(item)
-        if isinstance(value, str):
-            return isinstance(needle, str) and needle in value
-        if isinstance(value, list):
-            return any(same(element, needle) for element in value)
-        return False
-
-    return test
-
-
-def _attribute_type(found: Operand, other: Operand) -> Callable[[Mapping[str, Any] | None], bool]:
-    def test(item: Mapping[str, Any] | None) -> bool:
-        value = found(item)
-        return value is not MISSING and _kind(value) == other(item)
-
-    return test
-
-
-_FUNCTIONS = {
-    "begins_with": _begins_with,
-    "contains": _contains,
-    "attribute_type": _attribute_type,
-}
-
-
-def _existing(value: Any, path: Path) -> Any:
-    if value is MISSING:
-        raise ExpressionError(
-            f"The provided expression refers to an attribute that does not exist in the item: "
-            f"{show(path)}"
-        )
-    return value
-
-
-def _if_not_exists(value: Any, fallback: Operand, item: Mapping[str, Any] | None) -> Any:
-    return fallback(item) if value is MISSING else value
-
-
-def _arithmetic(left: Operand, right: Operand, sign: int) -> Operand:
-    def compute(item: Mapping[str, Any] | None) -> Any:
-        a, b = left(item), right(item)
-        if _kind(a) != "N" or _kind(b) != "N":
-            raise ExpressionError(
-                "An operand in the update expression has an incorrect data type: "
-                "+ and - take numbers"
-            )
-        return a + b if sign > 0 else a - b
-
-    return compute
-
-
-def _list_append(first: Operand, second: Operand) -> Operand:
-    def compute(item: Mapping[str, Any] | None) -> Any:
-        a, b = first(item), second(item)
-        if not isinstance(a, list) or not isinstance(b, list):
-            raise ExpressionError(
-                "An operand in the update expression has an incorrect data type: "
-                "list_append takes two lists"
-            )
-        return a + b
-
-    return compute
+        return lambda item: existing(resolve(item, path), path)

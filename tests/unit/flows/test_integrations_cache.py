@@ -1,4 +1,4 @@
-"""Cache purges in memory: CloudFront's createInvalidation and reflow:cache:purge on an edge store."""
+"""Cache purges in memory: createInvalidation and reflow:cache:purge on an edge store."""
 
 from __future__ import annotations
 
