@@ -9,20 +9,24 @@ starting a second one.
 
 * plain: the child is started and the task's result is
   ``{"ExecutionArn", "StartDate"}`` at once;
-* ``.sync``/``.sync:2``: the parent polls the child's record on a durable
-  timer (every :data:`POLL_SECONDS` on the clock) until it ends, then the
-  task's result is the DescribeExecution shape (see
-  :mod:`reflow.flows.nested`), or ``States.TaskFailed`` with that shape as
-  the cause. The task's ``TimeoutSeconds`` (from when the state was entered)
-  ends the wait with ``States.Timeout``; the child is left to finish.
+* ``.sync``/``.sync:2``: the child is started with the parent's name in its
+  record, and the save that ends it wakes the parent at once (a due timer in
+  the same atomic write, and the service enqueues the parent right after
+  it). The parent meanwhile waits on a slow durable timer
+  (:data:`POLL_SECONDS`), a fallback only: it looks at the child then too,
+  should the wake have been lost. Once the child ended, the task's result is
+  the DescribeExecution shape (see :mod:`reflow.flows.nested`), or
+  ``States.TaskFailed`` with that shape as the cause. The task's
+  ``TimeoutSeconds`` (from when the state was entered) ends the wait with
+  ``States.Timeout``; the child is left to finish.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 from reflow.errors import ExecutionAlreadyExistsError, ReflowError
 from reflow.flows import interpreter as core
@@ -31,10 +35,28 @@ from reflow.flows.errors import TASK_FAILED, TIMEOUT
 from reflow.flows.history import History
 from reflow.flows.store import RUNNING, ExecutionRecord, ExecutionStore
 
-__all__ = ["POLL_SECONDS", "StartChild", "durable_child", "handles"]
+__all__ = ["POLL_SECONDS", "Pending", "StartChild", "durable_child", "handles"]
 
-POLL_SECONDS = 0.5
-StartChild = Callable[[str, Any, str], Awaitable[Any]]
+# The fallback look at a running child: its end normally wakes the parent at once.
+POLL_SECONDS = 5.0
+
+
+class StartChild(Protocol):
+    """Starts execution ``name`` of ``flow`` on ``input`` (``parent`` waits for it)."""
+
+    def __call__(
+        self, flow: str, input: Any, name: str, parent: str | None = None
+    ) -> Awaitable[Any]:
+        """Start it (the service's start, with the parent recorded in the child)."""
+
+
+class Pending(NamedTuple):
+    """The child ``child`` still runs: look at it again at ``at`` (or when it wakes us)."""
+
+    at: float
+    child: str
+
+
 _PATTERNS = {nested.START_EXECUTION: "", nested.START_EXECUTION + ".sync": ".sync"}
 _PATTERNS[nested.START_EXECUTION + ".sync:2"] = ".sync:2"
 
@@ -60,8 +82,8 @@ async def durable_child(
     action: core.Invoke,
     history: History,
     now: float,
-) -> core.Outcome | float:
-    """The task's outcome, or the time at which to look at the child again."""
+) -> core.Outcome | Pending:
+    """The task's outcome, or :class:`Pending` while the child runs."""
     state = record.state
     payload = action.payload
     if not isinstance(payload, dict) or not isinstance(payload.get("StateMachineArn"), str):
@@ -76,18 +98,18 @@ async def durable_child(
         except ValueError as error:
             return core.Failure("InvalidExecutionInput", f"Input is not JSON: {error}")
     name = _child_name(record, payload)
+    pattern = _PATTERNS[action.resource]
     loaded = await store.load(name)
     if loaded is None:
         history.add("TaskScheduled", now, name=state, resource=action.resource, parameters=payload)
         try:
-            await start_child(flow, child_input, name)
+            await start_child(flow, child_input, name, record.name if pattern else None)
         except ExecutionAlreadyExistsError:
             pass  # started by an earlier redo of this transition
         except ReflowError as error:
             return core.Failure(TASK_FAILED, str(error))
         history.add("TaskStarted", now, name=state)
         loaded = await store.load(name)
-    pattern = _PATTERNS[action.resource]
     child = loaded[0] if loaded is not None else None
     if child is not None and not pattern:
         return core.Result({"ExecutionArn": child.id, "StartDate": int(child.start_time * 1000)})
@@ -104,5 +126,5 @@ async def durable_child(
         if now >= ends:
             history.add("TaskTimedOut", now, name=state, error=TIMEOUT)
             return core.Failure(TIMEOUT, f"Task '{state}' ran past its TimeoutSeconds")
-        return min(now + POLL_SECONDS, ends)
-    return now + POLL_SECONDS
+        return Pending(min(now + POLL_SECONDS, ends), name)
+    return Pending(now + POLL_SECONDS, name)

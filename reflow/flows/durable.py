@@ -315,11 +315,15 @@ class DurableRunner:
                             self.store, self.start_child, self.machines, record, action,
                             history, self.clock.time(),
                         )  # fmt: skip
-                        if isinstance(found, float):
-                            # The child still runs: look again at `found` (a durable timer).
-                            record.wait = {"kind": "timer", "at": found, "then": "enter"}
+                        if isinstance(found, children.Pending):
+                            # The child still runs: its end wakes this one; until then a
+                            # slow durable timer looks again at `found.at` (a fallback).
+                            record.wait = {
+                                "kind": "timer", "at": found.at, "then": "enter",
+                                "child": found.child,
+                            }  # fmt: skip
                             record.entered = True
-                            timer = timer_key(found, record.name, "wake")
+                            timer = timer_key(found.at, record.name, "wake")
                             return await self._save(record, version, history, [timer])
                         outcome = found
                         action = core.step(machine, cursor, context, outcome)

@@ -15,6 +15,11 @@ redrive, the task-token callbacks) and the machinery behind it:
   timeout or heartbeat ran out).
 * **recovery** — on start, every RUNNING execution with work to do is queued
   again, so a restarted server resumes at once rather than after a lease.
+* **waking parents** — an execution started by a ``startExecution.sync`` task
+  names its parent; when it ends, the parent is queued at once (and its
+  final save carries a due timer for the parent, should this process die
+  first). A parent waiting for a child that has ended is runnable even
+  though its fallback timer is not due yet.
 """
 
 from __future__ import annotations
@@ -190,6 +195,12 @@ class FlowService:
             raise InvalidExecutionRequestError("input", f"is not JSON: {error}") from None
         if flow in self.express_flows:
             return self.express.start(flow, machine, input, name, self.runner.functions)
+        return await self._create(flow, machine, input, name, None)
+
+    async def _create(
+        self, flow: str, machine: StateMachine, input: Any, name: str, parent: str | None
+    ) -> dict[str, Any]:
+        """Store and queue a new Standard execution (``parent``: who waits for it)."""
         now = self.clock.time()
         deadline = now + machine.timeout_seconds if machine.timeout_seconds is not None else None
         record = ExecutionRecord(
@@ -202,6 +213,7 @@ class FlowService:
             start_time=now,
             entered_at=now,
             deadline=deadline,
+            parent=parent,
         )
         history = History()
         history.add("ExecutionStarted", now, input=input, stateMachine=flow)
@@ -269,7 +281,10 @@ class FlowService:
             record.error, record.cause = error, cause
             history.add("ExecutionAborted", now, error=error, cause=cause)
 
-        return (await self._update(name, abort)).describe()
+        record = await self._update(name, abort)
+        if record.parent is not None:
+            await self._enqueue(record.parent)  # it waits for this one: wake it now
+        return record.describe()
 
     async def redrive(self, name: str) -> dict[str, Any]:
         """Run a FAILED, TIMED_OUT or ABORTED execution again from the state it stopped in."""
@@ -297,9 +312,16 @@ class FlowService:
         await self._enqueue(name)
         return record.describe()
 
-    async def _start_child(self, flow: str, input: Any, name: str) -> None:
-        """Start a child execution for a startExecution.waitForTaskToken task."""
-        await self.start_execution(flow, input, name=name)
+    async def _start_child(
+        self, flow: str, input: Any, name: str, parent: str | None = None
+    ) -> None:
+        """Start a child execution for a startExecution task (``parent`` waits for it)."""
+        if parent is None or flow in self.express_flows:
+            await self.start_execution(flow, input, name=name)
+            return
+        # A .sync child: stored with its parent's name, so its end wakes the parent.
+        input = json.loads(json.dumps({} if input is None else input))
+        await self._create(flow, self.machines[flow], input, check_name(name), parent)
 
     async def send_task_success(self, token: str, output: Any) -> None:
         """A callback task succeeded with ``output``."""
@@ -348,8 +370,13 @@ class FlowService:
         loaded = await self.store.load(name)
         while loaded is not None:
             record, version = loaded
-            if not runnable(record, self.clock.time()):
-                return
+            now = self.clock.time()
+            if not runnable(record, now):
+                if not await self._child_ended(record):
+                    return
+                # Woken by its child's end before the fallback timer: look at it now
+                # (changed in memory only; the transition's save records what follows).
+                record.wait = {**(record.wait or {}), "at": now}
             if record.flow not in self.machines:
                 # Another process's flow, or one this app no longer has: leave it be.
                 _log.warning("execution %s: this service has no flow %r", name, record.flow)
@@ -358,7 +385,19 @@ class FlowService:
                 advanced = await self.runner.run(record, version)
             except FencedError:
                 return  # someone else moved it on; their worker carries on
+            if advanced is not None:
+                ended = advanced[0]
+                if ended.parent is not None and ended.status != RUNNING:
+                    await self._enqueue(ended.parent)  # the parent waits for this one
             loaded = advanced if advanced is not None else await self.store.load(name)
+
+    async def _child_ended(self, record: ExecutionRecord) -> bool:
+        """Whether ``record`` waits (on its fallback timer) for a child that has ended."""
+        wait = record.wait
+        if record.status != RUNNING or wait is None or wait.get("child") is None:
+            return False
+        child = await self.store.load(wait["child"])
+        return child is not None and child[0].status != RUNNING
 
     async def drain(self, consumer: str = "drain") -> int:
         """Fire due timers and run queued work until the queue is empty (tests, scripts)."""

@@ -15,7 +15,10 @@ to about a kilobyte, and a record that spills onto an overflow page costs a
 second page write on every transition. Records in the older object form
 (``{"record": …, "tail": …}``, events as objects) still read back.
 * ``flows/t/DUE_MS/NAME/KIND`` — a durable timer (a Wait, a retry back-off,
-  a task token's timeout or heartbeat, the execution's ``TimeoutSeconds``).
+  a task token's timeout or heartbeat, the execution's ``TimeoutSeconds``,
+  a ``.sync`` child that ended and wakes its parent).
+* ``flows/c/NAME/…`` — the records of a Parallel or Map state's children
+  while the state runs (see :mod:`reflow.flows.iterations`).
 * ``flows/k/TOKEN`` — which execution a ``.waitForTaskToken`` token belongs to.
 
 Every transition is one atomic write: the record (with its new history
@@ -75,7 +78,7 @@ _FIXED = ("name", "flow", "id", "input", "start_time")
 _CHANGING = (
     "state", "state_input", "variables", "attempts", "status", "output", "error", "cause",
     "stop_time", "deadline", "seq", "visit", "entered", "entered_at", "wait",
-    "redrive_count", "events",
+    "redrive_count", "events", "parent",
 )  # fmt: skip
 
 
@@ -119,7 +122,9 @@ class ExecutionRecord:
     (a callback task) or ``{"kind": "outcome", …}`` (a callback's answer,
     runnable now). ``entered`` is whether the current state's Entered event
     is already in the history; ``visit`` is the ``seq`` at which the current
-    state was entered (part of each task's idempotency key).
+    state was entered (part of each task's idempotency key). ``parent`` names
+    the execution waiting for this one (a ``startExecution.sync`` task): the
+    save that ends this one wakes it (see :meth:`ExecutionStore.prepare`).
     """
 
     name: str
@@ -144,6 +149,7 @@ class ExecutionRecord:
     wait: dict[str, Any] | None = None
     redrive_count: int = 0
     events: int = 0
+    parent: str | None = None
     # The newest history events not yet moved to a chunk (see save): ``tail_count``
     # events, JSON-encoded and joined by commas (``b""`` when there are none).
     tail: bytes = field(default=b"", repr=False)
@@ -176,7 +182,8 @@ class ExecutionRecord:
                 id=execution_arn(flow, name) if id is None else id,
                 input=input,
                 start_time=start_time,
-                **dict(zip(_CHANGING, changing, strict=True)),
+                # A record saved before a field was appended has fewer: defaults apply.
+                **dict(zip(_CHANGING[: len(changing)], changing, strict=True)),
             )
         if tail:
             record.tail, record.tail_count = _ENCODE(tail)[1:-1].encode(), len(tail)
@@ -299,6 +306,12 @@ class ExecutionStore:
             chunk = Put(f"{_HISTORY}{record.name}/{first:010d}", b"[" + tail + b"]")
             tail, count = b"", 0
         record.tail, record.tail_count = tail, count
+        if record.parent is not None and record.status != RUNNING:
+            # The save that ends a child wakes its waiting parent in the same atomic write:
+            # a due timer, fired by whichever service polls next, even if this process
+            # dies before it enqueues the parent itself.
+            due = record.stop_time if record.stop_time is not None else 0.0
+            timers = (*timers, timer_key(due, record.parent, "child"))
         return PreparedSave(
             record.name, record.seq, record.to_json(), chunk, tuple(timers), tuple(tokens)
         )

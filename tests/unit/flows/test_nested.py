@@ -12,6 +12,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from reflow.backends import memory_backend
 from reflow.flows import TaskContext, run, run_async
 from reflow.flows.service import FlowService
@@ -313,4 +315,57 @@ async def test_timeout_seconds_bounds_a_sync_wait_for_the_child() -> None:
         clock.advance(10)
     execution = task.result()
     assert execution.error == "States.Timeout"
+    assert execution.stop_time is not None
     assert execution.stop_time - execution.start_time < 120
+
+
+async def test_a_durable_sync_child_that_ends_wakes_its_parent_without_the_clock_moving() -> None:
+    # The parent's own look at the child is a slow fallback timer; the child's end
+    # queues the parent at once, so with the clock standing still both finish.
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    try:
+        service = FlowService(
+            backend,
+            {"parent": parent(START + ".sync:2"), "child": CHILD},
+            functions={"double": double},
+        )
+        await service.start_execution("parent", {"n": 4}, name="p")
+        await service.drain()
+        described = await service.describe("p")
+        assert described["status"] == "SUCCEEDED"
+        assert described["output"]["Output"] == {"n": 8}
+        assert clock.time() == FakeClock().time()
+    finally:
+        await backend.close()
+
+
+class Died(BaseException):
+    """Stands in for the process dying."""
+
+
+async def test_the_save_that_ends_a_child_wakes_its_parent_even_if_the_process_dies() -> None:
+    clock = FakeClock()
+    backend = memory_backend(clock)
+    flows = {
+        "parent": parent(START + ".sync"),
+        "child": {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}},
+    }
+
+    def die_after_the_child_ends(phase: str, name: str, seq: int) -> None:
+        if phase == "after" and name != "p":
+            raise Died()  # the child's last save is written; its parent is not queued yet
+
+    try:
+        dying = FlowService(backend, flows, on_persist=die_after_the_child_ends)
+        await dying.start_execution("parent", {"n": 1}, name="p")
+        with pytest.raises(Died):
+            await dying.drain()
+        restarted = FlowService(backend, flows)
+        # The parent waits on its fallback timer, not due: only the child's wake can help.
+        assert (await restarted.describe("p"))["status"] == "RUNNING"
+        assert await restarted.fire_due_timers() == 1
+        await restarted.drain()
+        assert (await restarted.describe("p"))["status"] == "SUCCEEDED"
+    finally:
+        await backend.close()
