@@ -33,6 +33,7 @@ saying what is missing.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -65,7 +66,8 @@ DYNAMODB = {
 }
 
 ClientSource = Callable[[str, "TaskContext"], Any]
-"""``source(name, task_context)``: the ``events``, ``tables`` or ``cache`` client.
+"""``source(name, task_context)``: the ``events``, ``tables`` or ``cache`` client
+(or an awaitable of it).
 
 It raises :class:`~reflow.flows.errors.StatesError` (``States.Runtime``) when
 that subsystem is not available.
@@ -141,7 +143,10 @@ def integration_functions(source: ClientSource) -> dict[str, TaskFunction]:
 
     def bind(call: Callable[[Any, Any, TaskContext], Awaitable[Any]], client: str) -> TaskFunction:
         async def task(payload: Any, context: TaskContext) -> Any:
-            return await call(source(client, context), payload, context)
+            found = source(client, context)
+            if inspect.isawaitable(found):
+                found = await found
+            return await call(found, payload, context)
 
         return task
 

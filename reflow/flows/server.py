@@ -9,14 +9,25 @@ API on the admin server (see :func:`reflow.flows.routes.mount`).
 
 ``STANDARD`` flows run durably; ``EXPRESS`` flows run in memory in this
 process (at-least-once: a crash loses them), see :mod:`reflow.flows.express`.
+
+The task integrations (``events:putEvents``, ``dynamodb:*``, cache purges;
+:mod:`reflow.flows.integrations`) reach the bus, the tables and the edge
+through a functions-runtime :class:`~reflow.functions.context.Context` made
+for the call (:func:`context_clients`): the same clients, and the same
+authorisation hook, as a handler's ``context.events``/``tables``/``cache``.
+The context's function is ``flow:NAME``, so permissions can name a flow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from reflow.errors import NotAvailableError
+from reflow.flows.errors import RUNTIME, StatesError
+from reflow.flows.integrations import ClientSource, integration_functions
 from reflow.flows.routes import mount
 from reflow.flows.service import FlowService
 from reflow.flows.tasks import TaskContext, TaskFunction
@@ -27,10 +38,15 @@ if TYPE_CHECKING:
     from reflow.backends import Backend
     from reflow.functions.runtime import Runtime
 
-__all__ = ["FlowsService", "runtime_functions"]
+__all__ = ["FlowsService", "context_clients", "runtime_functions"]
 
 # Request ids derived from idempotency keys: the same on every redo of one attempt.
 _REQUESTS = uuid.UUID("6f0c1b1e-6a59-4f43-9a55-0c2f7b0b2d51")
+# How long an integration waits for a subsystem the app declares but that has not
+# started yet (the platform starts the state service after the flows service, and a
+# resumed execution may reach a table first).
+_STARTING = 10.0
+_POLL = 0.05
 
 
 def runtime_functions(runtime: Runtime) -> dict[str, TaskFunction]:
@@ -51,6 +67,56 @@ def runtime_functions(runtime: Runtime) -> dict[str, TaskFunction]:
     return {name: task(name) for name in runtime.app.functions}
 
 
+def _declares(app: App, name: str) -> bool:
+    """Whether ``app`` declares what starts the subsystem behind ``context.NAME``."""
+    if name == "tables":
+        return bool(app.tables)
+    if name == "events":
+        return bool(app.rules or app.schedules)
+    return bool(app.edge_origins)
+
+
+def _no_handler(event: Any, context: Any) -> None:
+    """The handler of the flows' own function config: never invoked."""
+
+
+def context_clients(runtime: Runtime) -> ClientSource:
+    """Integration clients from a :class:`~reflow.functions.context.Context` per call.
+
+    Its function is ``flow:NAME`` (the execution's flow) and its authoriser
+    the runtime's, so an integration is authorised exactly as the same call
+    from a handler. A subsystem the app does not run fails the task with
+    ``States.Runtime``; one the app declares but that is still starting is
+    waited for (up to ten seconds).
+    """
+    from reflow.app import FunctionConfig
+    from reflow.functions.context import Context
+
+    async def source(name: str, task: TaskContext) -> Any:
+        flow = task.execution_id.split(":execution:", 1)[-1].split(":", 1)[0]
+        config = FunctionConfig(name=f"flow:{flow}", handler=_no_handler, implicit=True)
+        for attempt in range(int(_STARTING / _POLL) + 1):
+            context = Context(
+                config,
+                request_id=str(uuid.uuid5(_REQUESTS, task.idempotency_key)),
+                clock=runtime.clock,
+                region=runtime.region,
+                authorizer=runtime.authorizer,
+                blobs=runtime.backend.blobs if runtime.backend is not None else None,
+                loop=asyncio.get_running_loop(),
+            )
+            try:
+                return getattr(context, name)
+            except NotAvailableError as error:
+                if not _declares(runtime.app, name) or attempt * _POLL >= _STARTING:
+                    raise StatesError(RUNTIME, f"{error.reason} (context.{name})") from None
+            # Real time, not the runtime's clock: the subsystem starts in real time.
+            await asyncio.sleep(_POLL)
+        raise AssertionError("unreachable")
+
+    return source
+
+
 class FlowsService:
     """The platform service running an app's flows durably over its backend."""
 
@@ -69,7 +135,11 @@ class FlowsService:
         # The platform hands in its one shared runtime; alone, we make our own.
         self._owns_runtime = runtime is None
         self.runtime = runtime or Runtime(app, backend=backend, clock=backend.clock, serve=False)
-        functions = {**runtime_functions(self.runtime), **(extra_functions or {})}
+        functions = {
+            **integration_functions(context_clients(self.runtime)),
+            **runtime_functions(self.runtime),
+            **(extra_functions or {}),
+        }
         flows = {name: config.definition for name, config in app.flows.items()}
         express = [name for name, config in app.flows.items() if config.kind == "EXPRESS"]
         self.flows = FlowService(
