@@ -1,0 +1,191 @@
+"""A durable Map over 20 items survives SIGKILL mid-Map, resuming where it stood.
+
+The flow: a Pass state, a Map over 20 items (MaxConcurrency 4) whose
+iteration is a Pass state and a Task, then a Pass state. Every task call is
+appended to a file (execution, item, idempotency key) before the task
+returns. For each kill point a forked process starts the execution and is
+SIGKILLed — by its own task function, when it is about to make call k+1
+(so about k iterations have finished), or from the persist hook just before
+the parent's save that leaves the Map state (every iteration finished). A
+second process starts the same execution by name (idempotent), recovers and
+runs it to the end. Afterwards:
+
+* the execution SUCCEEDED once, with the output and the history event types
+  of an uninterrupted run;
+* every item's task ran with one idempotency key only, and the keys of
+  different items differ (a task in flight at the kill may run again, with
+  its key: at-least-once);
+* only tasks in flight at the kill ran twice: at most 20 + 4 calls.
+
+Run on SQLite and on Redis (a unique key prefix per test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import json
+import multiprocessing
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reflow.backends import open_backend
+from reflow.errors import ExecutionAlreadyExistsError
+from reflow.flows import TaskContext, run
+from reflow.flows.service import FlowService
+from tests.conftest import REDIS_URL, require_server
+
+ITEMS = 20
+CONCURRENCY = 4
+INPUT = {"items": list(range(ITEMS))}
+DEFINITION = {
+    "StartAt": "Prepare",
+    "States": {
+        "Prepare": {"Type": "Pass", "Parameters": {"items.$": "$.items"}, "Next": "Fan"},
+        "Fan": {
+            "Type": "Map",
+            "ItemsPath": "$.items",
+            "MaxConcurrency": CONCURRENCY,
+            "ItemProcessor": {
+                "StartAt": "Shape",
+                "States": {
+                    "Shape": {"Type": "Pass", "Parameters": {"item.$": "$"}, "Next": "Square"},
+                    "Square": {"Type": "Task", "Resource": "square", "End": True},
+                },
+            },
+            "ResultPath": "$.squares",
+            "Next": "Done",
+        },
+        "Done": {"Type": "Pass", "OutputPath": "$.squares", "End": True},
+    },
+}
+# (kind, value): ("call", k) dies when about to make task call k+1; ("before", seq)
+# dies just before the parent's save of transition seq (2: the one leaving the Map).
+KILLS = [("call", 0), ("call", 7), ("call", 15), ("call", 19), ("before", 2)]
+
+
+def square(event: Any, context: TaskContext) -> Any:
+    return {"item": event["item"], "square": event["item"] ** 2}
+
+
+def recording(calls: Path, die_at_call: int | None) -> Any:
+    def task(event: Any, context: TaskContext) -> Any:
+        if die_at_call is not None:
+            made = len(calls.read_text().splitlines()) if calls.exists() else 0
+            if made == die_at_call:
+                os.kill(os.getpid(), signal.SIGKILL)
+        line = json.dumps([context.execution_name, event["item"], context.idempotency_key])
+        # One write() per call: it is in the file even if the process dies right after.
+        with calls.open("a") as file:
+            file.write(line + "\n")
+        return square(event, context)
+
+    return task
+
+
+def child(url: str, data_dir: str, calls: str, name: str, kill: tuple[str, int] | None) -> None:
+    """Start (or find) the execution and run it; SIGKILL itself at ``kill``."""
+    faulthandler.dump_traceback_later(45, exit=True)
+    die_at_call = kill[1] if kill is not None and kill[0] == "call" else None
+
+    def hook(phase: str, execution: str, seq: int) -> None:
+        if kill is not None and (phase, seq) == kill and execution == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def main() -> None:
+        backend = await open_backend(url, data_dir=Path(data_dir))
+        service = FlowService(
+            backend,
+            {"fan": DEFINITION},
+            functions={"square": recording(Path(calls), die_at_call)},
+            workers=1,
+            block=0.02,
+            poll=0.02,
+            on_persist=hook,
+        )
+        try:
+            with contextlib.suppress(ExecutionAlreadyExistsError):
+                await service.start_execution("fan", INPUT, name=name)
+            async with service:
+                for _ in range(4000):
+                    if (await service.describe(name))["status"] != "RUNNING":
+                        break
+                    await asyncio.sleep(0.005)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload([__name__])
+
+
+def run_child(url: str, tmp_path: Path, calls: Path, name: str, kill: Any) -> int:
+    process = _CONTEXT.Process(target=child, args=(url, str(tmp_path), str(calls), name, kill))
+    process.start()
+    process.join(60)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        pytest.fail(f"the child running {name} hung")
+    return process.exitcode
+
+
+async def outcome(url: str, tmp_path: Path, name: str) -> tuple[dict[str, Any], list[str], int]:
+    backend = await open_backend(url, data_dir=tmp_path)
+    try:
+        service = FlowService(backend, {"fan": DEFINITION})
+        described = await service.describe(name)
+        types = [event["type"] for event in await service.history(name)]
+        left = len(await backend.kv.scan(f"flows/c/{name}/"))
+        return described, types, left
+    finally:
+        await backend.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'flows.db'}"
+    require_server(REDIS_URL, "the Redis server")
+    separator = "&" if "?" in REDIS_URL else "?"
+    return f"{REDIS_URL}{separator}prefix=test-flows-map-crash-{uuid.uuid4().hex[:12]}:"
+
+
+def test_sigkill_mid_map_resumes_without_running_finished_iterations_again(
+    url: str, tmp_path: Path
+) -> None:
+    expected = run(DEFINITION, INPUT, functions={"square": square})
+    assert expected.status == "SUCCEEDED"
+    for kind, value in KILLS:
+        name = f"map-{kind}-{value}"
+        calls = tmp_path / f"{name}.calls"
+        assert run_child(url, tmp_path, calls, name, (kind, value)) == -signal.SIGKILL, name
+        before = len(calls.read_text().splitlines()) if calls.exists() else 0
+        if kind == "call":
+            assert before == value, name  # it died where it was told to
+        assert run_child(url, tmp_path, calls, name, None) == 0, name
+        described, types, left = asyncio.run(outcome(url, tmp_path, name))
+        assert described["status"] == "SUCCEEDED", (name, described)
+        assert described["output"] == expected.output, name
+        assert types == expected.event_types(), name
+        assert left == 0, name  # the children's records went with the Map state
+        keys: dict[int, set[str]] = {}
+        for line in calls.read_text().splitlines():
+            execution, item, key = json.loads(line)
+            assert execution == name
+            keys.setdefault(item, set()).add(key)
+        assert sorted(keys) == list(range(ITEMS)), name
+        assert all(len(found) == 1 for found in keys.values()), (name, keys)
+        assert len({key for found in keys.values() for key in found}) == ITEMS, name
+        total = len(calls.read_text().splitlines())
+        assert total <= ITEMS + CONCURRENCY, (name, total)
+        if kind == "before":
+            assert total == ITEMS, name  # every iteration was saved: none ran again
