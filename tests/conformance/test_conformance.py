@@ -9,7 +9,10 @@ timeout, ends at once), and expects either an outcome
 ``invalid``, the JSON paths of the problems validation must report.
 A case may also give ``objects`` (blob key ``BUCKET/KEY`` to its text, or
 to a JSON value stored as JSON) for a Distributed Map's ItemReader, and
-``flows`` (name to definition) for ``states:startExecution`` tasks.
+``flows`` (name to definition) for ``states:startExecution`` tasks,
+``tables`` (name to ``{"key", "sort_key", "items"}``) for the DynamoDB
+integration, and ``events: true`` for an event bus the putEvents integration
+puts on (both over a memory backend).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from typing import Any
 
 import pytest
 
+from reflow.backends import memory_backend
 from reflow.backends.memory import MemoryBlobs
 from reflow.errors import InvalidDefinitionError
+from reflow.events.bus import EventBus
 from reflow.flows import TaskContext, parse, run
+from reflow.state.tables import Table
 from reflow.testing import FakeClock
 
 CASES_DIR = Path(__file__).parent / "cases"
@@ -91,6 +97,15 @@ def test_case(case: dict[str, Any]) -> None:
     for key, value in case.get("objects", {}).items():
         data = value if isinstance(value, str) else json.dumps(value)
         asyncio.run(blobs.put(key, data.encode()))
+    backend = memory_backend(clock)
+    tables = {}
+    for table_name, spec in case.get("tables", {}).items():
+        table = Table(
+            table_name, backend.kv, key=spec["key"], sort_key=spec.get("sort_key"), clock=clock
+        )
+        for item in spec.get("items", []):
+            asyncio.run(table.put(item))
+        tables[table_name] = table
     execution = run(
         case["definition"],
         case.get("input", {}),
@@ -99,6 +114,8 @@ def test_case(case: dict[str, Any]) -> None:
         name="conformance",
         flows=case.get("flows"),
         blobs=blobs,
+        tables=tables if "tables" in case else None,
+        events=EventBus(backend, clock=clock) if case.get("events") else None,
     )
     expect = case["expect"]
     assert (execution.status, execution.error, execution.cause) == (
