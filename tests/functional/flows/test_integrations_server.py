@@ -277,3 +277,37 @@ async def test_integrations_pass_the_runtimes_authorisation_hook(platform: Platf
     described = await start(platform, "announce", {"id": "n2"}, "ann-allowed")
     assert described["status"] == "SUCCEEDED"
     assert ("flow:announce", "events:put", "bus/default") in seen
+
+
+async def test_an_integration_whose_subsystem_the_app_lacks_fails_with_runtime(
+    tmp_path: Path,
+) -> None:
+    app = App("bare")
+    app.flow(
+        "read",
+        {
+            "StartAt": "Get",
+            "States": {
+                "Get": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::dynamodb:getItem",
+                    "Parameters": {"TableName": "articles", "Key": {"id": {"S": "a"}}},
+                    "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                    "End": True,
+                },
+                "Caught": {"Type": "Succeed"},
+            },
+        },
+    )
+    settings = Settings.load(
+        env={}, backend="memory://", admin_port=0, edge_port=0, data_dir=str(tmp_path)
+    )
+    running = Platform(app, settings)
+    await running.start(admin=False)
+    try:
+        described = await start(running, "read", {}, "r1")
+    finally:
+        await running.stop()
+    assert described["status"] == "FAILED"
+    assert described["error"] == "States.Runtime"
+    assert "context.tables" in described["cause"]

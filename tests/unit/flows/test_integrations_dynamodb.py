@@ -282,6 +282,60 @@ async def test_concurrent_increments_are_all_counted(tables: dict[str, Table]) -
     assert await tables["articles"].get("c") == {"id": "c", "n": 25}
 
 
+class Interleaved:
+    """A table whose first read is followed by another writer's change to the item."""
+
+    def __init__(self, table: Table, change: dict[str, Any]) -> None:
+        self.table = table
+        self.change = change
+        self.reads = 0
+
+    async def get(self, key: Any) -> Any:
+        found = await self.table.get(key)
+        self.reads += 1
+        if self.reads == 1:
+            await self.table.update(key, set=self.change)
+        return found
+
+    async def update(self, key: Any, **options: Any) -> Any:
+        return await self.table.update(key, **options)
+
+
+async def test_an_update_raced_by_another_writer_reads_and_computes_again(
+    tables: dict[str, Table],
+) -> None:
+    await tables["articles"].put({"id": "c", "n": 1, "other": "a"})
+    raced = Interleaved(tables["articles"], {"n": 10})
+    step = _update(
+        "c",
+        "SET n = n + :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+        ReturnValues="UPDATED_OLD",
+    )
+    execution = await run_async(_flow(step), {}, tables={"articles": raced})
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert raced.reads == 2
+    assert execution.output["s0"] == {"Attributes": {"n": {"N": "10"}}}
+    assert await tables["articles"].get("c") == {"id": "c", "n": 11, "other": "a"}
+
+
+async def test_a_raced_update_whose_condition_no_longer_holds_fails(
+    tables: dict[str, Table],
+) -> None:
+    await tables["articles"].put({"id": "c", "state": "draft"})
+    raced = Interleaved(tables["articles"], {"state": "live"})
+    step = _update(
+        "c",
+        "SET #s = :review",
+        ConditionExpression="#s = :draft",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":review": {"S": "review"}, ":draft": {"S": "draft"}},
+    )
+    execution = await run_async(_flow(step), {}, tables={"articles": raced})
+    assert execution.error == "DynamoDB.ConditionalCheckFailedException"
+    assert await tables["articles"].get("c") == {"id": "c", "state": "live"}
+
+
 async def test_delete_with_condition_and_all_old(tables: dict[str, Table]) -> None:
     await tables["articles"].put({"id": "a1", "v": 3})
     key = {"id": {"S": "a1"}}
