@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from reflow.errors import InvalidEventError
+from reflow.errors import EventTooLargeError, InvalidEventError
 from reflow.flows.errors import RUNTIME, StatesError
 
 if TYPE_CHECKING:
@@ -188,10 +188,24 @@ async def put_events(client: Any, payload: Any, context: TaskContext) -> Any:
             checked = to_event(event, index)
         except InvalidEventError as error:
             raise StatesError("EventBridge.FailedEntry", str(error)) from None
+        except EventTooLargeError as error:
+            raise StatesError(
+                "EventBridge.FailedEntry", f"event entries[{index}]: {error}"
+            ) from None
         by_bus.setdefault(bus, []).append((index, checked))
     ids: list[str] = [""] * len(entries)
     for bus, batch in by_bus.items():
-        put = await client.put([event for _, event in batch], bus=bus)
+        try:
+            put = await client.put([event for _, event in batch], bus=bus)
+        except InvalidEventError as error:
+            # What only the bus checks (an event's stored size): name the entry as given.
+            where = f"entries[{batch[0][0]}]"
+            if error.field.startswith("entries["):
+                inner = int(error.field[len("entries[") :].split("]", 1)[0])
+                where = f"entries[{batch[inner][0]}]"
+            raise StatesError(
+                "EventBridge.FailedEntry", f"event {where}: {error.problem}"
+            ) from None
         for (index, _), event_id in zip(batch, put, strict=True):
             ids[index] = event_id
     return {"Entries": [{"EventId": event_id} for event_id in ids], "FailedEntryCount": 0}

@@ -120,6 +120,17 @@ async def test_an_invalid_entry_fails_the_task_naming_entry_and_field(
     assert await _stored(backend) == []  # a bad entry puts nothing, not even the good ones
 
 
+async def test_an_entry_too_large_for_the_bus_is_a_failed_entry(
+    backend: Backend, clock: FakeClock
+) -> None:
+    bus = EventBus(backend, clock=clock)
+    entries = [_entry(EventBusName="other"), _entry(), _entry(Detail={"big": "x" * 300_000})]
+    execution = await run_async(_task({"Entries": entries}), {}, events=bus)
+    assert execution.error == "EventBridge.FailedEntry"
+    assert "entries[2]" in (execution.cause or "") and "the limit is" in (execution.cause or "")
+    assert await _stored(backend) == []
+
+
 @pytest.mark.parametrize("entries", [[], [_entry()] * 11, "x"])
 async def test_entries_must_be_a_list_of_one_to_ten(
     backend: Backend, clock: FakeClock, entries: Any
