@@ -30,12 +30,11 @@ again, so ``SET n = n + :one`` is atomic like DynamoDB's.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from reflow.errors import ConditionFailedError, InvalidItemError, InvalidKeyError
+from reflow.flows import dynamodb_items as typed
 from reflow.flows.dynamodb_expressions import (
     MISSING,
     ExpressionError,
@@ -51,9 +50,8 @@ from reflow.flows.errors import StatesError
 if TYPE_CHECKING:
     from reflow.flows.tasks import TaskContext
 
-__all__ = ["marshal", "operation", "unmarshal"]
+__all__ = ["operation"]
 
-_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _RETRIES = 100
 _RETURN = {
     "putItem": ("NONE", "ALL_OLD"),
@@ -71,87 +69,6 @@ _COMMON = {"TableName", "ExpressionAttributeNames", "ExpressionAttributeValues"}
 Operation = Callable[[Any, Any, "TaskContext"], Awaitable[Any]]
 
 
-def _error(code: str, message: str) -> StatesError:
-    """Step Functions' error for a DynamoDB exception ``code``."""
-    name = "AmazonDynamoDBException" if code == "ValidationException" else code
-    cause = f"{message} (Service: AmazonDynamoDBv2; Status Code: 400; Error Code: {code})"
-    return StatesError(f"DynamoDB.{name}", cause)
-
-
-def _invalid(message: str) -> StatesError:
-    return _error("ValidationException", message)
-
-
-# -- AttributeValues -------------------------------------------------------------------
-
-
-def unmarshal(value: Any, where: str) -> tuple[Any, str]:
-    """A typed AttributeValue as a JSON value, and its type (``S``, ``N``, ``SS``…)."""
-    if not isinstance(value, Mapping) or len(value) != 1:
-        raise _invalid(f"{where}: an AttributeValue is an object with exactly one type key")
-    ((kind, inner),) = value.items()
-    if kind == "S" and isinstance(inner, str):
-        return inner, kind
-    if kind == "N" and isinstance(inner, str):
-        return _number(inner, where), kind
-    if kind == "BOOL" and isinstance(inner, bool):
-        return inner, kind
-    if kind == "NULL" and inner is True:
-        return None, kind
-    if kind == "M" and isinstance(inner, Mapping):
-        return {k: unmarshal(v, f"{where}.{k}")[0] for k, v in inner.items()}, kind
-    if kind == "L" and isinstance(inner, list):
-        return [unmarshal(v, f"{where}[{i}]")[0] for i, v in enumerate(inner)], kind
-    if kind in ("SS", "NS") and isinstance(inner, list) and all(isinstance(v, str) for v in inner):
-        if not inner:
-            raise _invalid(f"{where}: a string or number set may not be empty")
-        elements = inner if kind == "SS" else [_number(v, where) for v in inner]
-        if len({repr(v) for v in elements}) != len(elements):
-            raise _invalid(f"{where}: Input collection contains duplicates")
-        return elements, kind
-    if kind in ("B", "BS"):
-        raise _invalid(f"{where}: binary values ({kind}) are not supported by reflow tables")
-    raise _invalid(f"{where}: {{{kind!r}: {inner!r}}} is not a valid AttributeValue")
-
-
-def _number(text: str, where: str) -> int | float:
-    if not _NUMBER.fullmatch(text):
-        raise _invalid(f"{where}: {text!r} is not a number")
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    number = float(text)
-    if not math.isfinite(number):
-        raise _invalid(f"{where}: {text!r} is out of range")
-    return number
-
-
-def marshal(value: Any) -> dict[str, Any]:
-    """A JSON value as a typed AttributeValue."""
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if isinstance(value, float):
-        return {"N": str(int(value)) if value.is_integer() else repr(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, list):
-        return {"L": [marshal(v) for v in value]}
-    return {"M": {k: marshal(v) for k, v in value.items()}}
-
-
-def _item(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not value:
-        raise _invalid(f"{where} is required: a map of attribute name to AttributeValue")
-    return {name: unmarshal(v, f"{where}.{name}")[0] for name, v in value.items()}
-
-
-def _out(doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {name: marshal(value) for name, value in (doc or {}).items()}
-
-
 # -- the operations --------------------------------------------------------------------
 
 
@@ -160,30 +77,30 @@ def operation(verb: str) -> Operation:
 
     async def run(tables: Any, payload: Any, context: TaskContext) -> Any:
         if not isinstance(payload, Mapping):
-            raise _invalid(f"dynamodb:{verb} needs an object of parameters")
+            raise typed.invalid(f"dynamodb:{verb} needs an object of parameters")
         unknown = sorted(set(payload) - _PARAMETERS[verb] - _COMMON)
         if unknown:
-            raise _invalid(f"dynamodb:{verb}: unsupported parameters {unknown}")
+            raise typed.invalid(f"dynamodb:{verb}: unsupported parameters {unknown}")
         name = payload.get("TableName")
         if not isinstance(name, str) or not name:
-            raise _invalid("TableName is required: a non-empty string")
+            raise typed.invalid("TableName is required: a non-empty string")
         try:
             table = tables[name]
         except KeyError:
-            raise _error(
+            raise typed.error(
                 "ResourceNotFoundException",
                 f"Requested resource not found: Table: {name} not found",
             ) from None
         returns = payload.get("ReturnValues", "NONE")
         if _RETURN[verb] and returns not in _RETURN[verb]:
-            raise _invalid(f"ReturnValues {returns!r} is not one of {list(_RETURN[verb])}")
+            raise typed.invalid(f"ReturnValues {returns!r} is not one of {list(_RETURN[verb])}")
         exprs = _expressions(payload)
         try:
             return await _OPERATIONS[verb](table, payload, exprs, returns)
         except ExpressionError as error:
-            raise _invalid(str(error)) from None
+            raise typed.invalid(str(error)) from None
         except (InvalidKeyError, InvalidItemError) as error:
-            raise _invalid(f"One or more parameter values were invalid: {error}") from None
+            raise typed.invalid(f"One or more parameter values were invalid: {error}") from None
 
     return run
 
@@ -194,14 +111,16 @@ def _expressions(payload: Mapping[str, Any]) -> Expressions:
         isinstance(k, str) and k.startswith("#") and isinstance(v, str) and v
         for k, v in names.items()
     ):
-        raise _invalid("ExpressionAttributeNames must map #placeholders to attribute names")
+        raise typed.invalid("ExpressionAttributeNames must map #placeholders to attribute names")
     values = payload.get("ExpressionAttributeValues", {})
     if not isinstance(values, Mapping) or not all(
         isinstance(k, str) and k.startswith(":") for k in values
     ):
-        raise _invalid("ExpressionAttributeValues must map :placeholders to AttributeValues")
-    typed = {k: unmarshal(v, f"ExpressionAttributeValues.{k}") for k, v in values.items()}
-    return Expressions(names, typed)
+        raise typed.invalid("ExpressionAttributeValues must map :placeholders to AttributeValues")
+    values_typed = {
+        k: typed.unmarshal(v, f"ExpressionAttributeValues.{k}") for k, v in values.items()
+    }
+    return Expressions(names, values_typed)
 
 
 def _parse(
@@ -211,42 +130,42 @@ def _parse(
     if text is None:
         return None
     if not isinstance(text, str):
-        raise _invalid(f"{field} must be a string")
+        raise typed.invalid(f"{field} must be a string")
     try:
         return parse(text)
     except ExpressionError as error:
-        raise _invalid(f"{field}: {error}") from None
+        raise typed.invalid(f"{field}: {error}") from None
 
 
 def _check_unused(exprs: Expressions) -> None:
     problem = exprs.unused()
     if problem is not None:
-        raise _invalid(problem)
+        raise typed.invalid(problem)
 
 
 def _failed() -> StatesError:
-    return _error("ConditionalCheckFailedException", "The conditional request failed")
+    return typed.error("ConditionalCheckFailedException", "The conditional request failed")
 
 
 async def _put(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
-    item = _item(payload.get("Item"), "Item")
+    item = typed.item(payload.get("Item"), "Item")
     condition = _parse(exprs, payload, "ConditionExpression", exprs.condition)
     _check_unused(exprs)
     try:
         old = await table.put(item, condition=condition, return_old=returns == "ALL_OLD")
     except ConditionFailedError:
         raise _failed() from None
-    return {"Attributes": _out(old)} if old else {}
+    return {"Attributes": typed.out(old)} if old else {}
 
 
 async def _get(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
-    key = _item(payload.get("Key"), "Key")
+    key = typed.item(payload.get("Key"), "Key")
     paths = _parse(exprs, payload, "ProjectionExpression", exprs.projection)
     _check_unused(exprs)
     found = await table.get(key)
     if found is None:
         return {}
-    return {"Item": _out(found if paths is None else _project(found, paths))}
+    return {"Item": typed.out(found if paths is None else _project(found, paths))}
 
 
 def _project(item: Mapping[str, Any], paths: list[Path]) -> dict[str, Any]:
@@ -272,18 +191,18 @@ def _project(item: Mapping[str, Any], paths: list[Path]) -> dict[str, Any]:
 
 
 async def _delete(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
-    key = _item(payload.get("Key"), "Key")
+    key = typed.item(payload.get("Key"), "Key")
     condition = _parse(exprs, payload, "ConditionExpression", exprs.condition)
     _check_unused(exprs)
     try:
         old = await table.delete(key, condition=condition)
     except ConditionFailedError:
         raise _failed() from None
-    return {"Attributes": _out(old)} if returns == "ALL_OLD" and old else {}
+    return {"Attributes": typed.out(old)} if returns == "ALL_OLD" and old else {}
 
 
 async def _update(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
-    key = _item(payload.get("Key"), "Key")
+    key = typed.item(payload.get("Key"), "Key")
     update: Update = _parse(exprs, payload, "UpdateExpression", exprs.update) or Update()
     condition: ParsedCondition | None = _parse(
         exprs, payload, "ConditionExpression", exprs.condition
@@ -307,7 +226,7 @@ async def _update(table: Any, payload: Mapping[str, Any], exprs: Expressions, re
             continue  # an attribute we read changed under us: read and compute again
         targets = sorted({str(path[0]) for path in update.targets})
         return _update_answer(returns, old, stored, before, touched, targets)
-    raise _error("TransactionConflictException", "the item kept changing; gave up")
+    raise typed.error("TransactionConflictException", "the item kept changing; gave up")
 
 
 def _unchanged(
@@ -338,7 +257,7 @@ def _update_answer(
     if returns == "NONE":
         return {}
     if returns == "ALL_NEW":
-        return {"Attributes": _out(stored)}
+        return {"Attributes": typed.out(stored)}
     if returns == "ALL_OLD":
         if old is None:
             return {}
@@ -346,10 +265,10 @@ def _update_answer(
         # with the attributes this update changed put back as they were.
         restored = {n: v for n, v in stored.items() if n not in touched}
         restored.update({n: v for n, v in before.items() if v is not MISSING})
-        return {"Attributes": _out(restored)}
+        return {"Attributes": typed.out(restored)}
     source = before if returns == "UPDATED_OLD" else stored
     picked = {n: source[n] for n in targets if n in source and source[n] is not MISSING}
-    return {"Attributes": _out(picked)} if picked else {}
+    return {"Attributes": typed.out(picked)} if picked else {}
 
 
 _OPERATIONS: dict[str, Callable[[Any, Mapping[str, Any], Expressions, str], Awaitable[Any]]] = {
