@@ -43,6 +43,7 @@ from reflow.events.delivery import (
 )
 from reflow.events.dlq import DeadLetters
 from reflow.events.model import DEFAULT_ACCOUNT, DEFAULT_REGION, MAX_EVENT_SIZE, Event
+from reflow.events.retries import LOOK_EVERY
 from reflow.events.ruleset import RuleSet
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class EventBus:
         concurrency: int = 16,
         rng: random.Random | None = None,
         consumer: str | None = None,
+        retry_look_every: float = LOOK_EVERY,
     ) -> None:
         self.backend = backend
         self.clock = clock or backend.clock
@@ -119,6 +121,8 @@ class EventBus:
         self.concurrency = concurrency
         self.rng = rng or random.Random()
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
+        # Real seconds between a worker's looks for retries other processes parked.
+        self.retry_look_every = retry_look_every
         self.dead_letters = DeadLetters(backend.kv, backend.log, self.clock)
         self.rules: dict[str, Rule] = {}
         self._matchers: dict[str, RuleSet] = {}
@@ -188,12 +192,13 @@ class EventBus:
                 self.backend,
                 self.dead_letters,
                 clock=self.clock,
-                # A retry record is held while its back-off runs out, so the
-                # lease covers the longest back-off as well as the attempt.
-                lease=self.lease + rule.retry.cap,
+                # Retries wait out their back-off parked, not held: the lease
+                # covers the wait for a delivery slot and the attempt.
+                lease=self.lease,
                 concurrency=self.concurrency,
                 rng=self.rng,
                 consumer=self.consumer,
+                look_every=self.retry_look_every,
             )
             await worker.start()
             self._workers.append(worker)

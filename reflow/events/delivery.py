@@ -5,24 +5,28 @@ dispatcher fills with one record per matching event, so a slow or failing
 target only ever holds up its own rule. A :class:`DeliveryWorker` reads that
 stream through a consumer group and, for each record:
 
-1. waits until the record's ``due`` time (a retry's back-off), on the Clock,
-   without taking a delivery slot: a worker holds up to ``HELD_PER_SLOT``
-   times its concurrency in records, and only ``concurrency`` of them call
-   the target at once, so retries waiting out a back-off do not stall fresh
-   events behind them;
-2. refuses it to the dead-letter queue if the event is older than the rule's
+1. refuses it to the dead-letter queue if the event is older than the rule's
    ``max_event_age``, or if crashed consumers already used up its attempts
    (a redelivery of the record after a lease ran out counts as an attempt:
    a consumer died while delivering it);
-3. calls the target once. On success the record is acknowledged. On failure
-   a retry record with ``attempt + 1`` and a ``due`` time after an
-   exponential back-off with jitter is appended — durably — and only then is
-   the failed record acknowledged; after the last attempt the record goes to
-   the dead-letter queue instead, again before the ack.
+2. calls the target once, in one of the worker's ``concurrency`` delivery
+   slots. On success the record is acknowledged. On failure a retry record
+   with ``attempt + 1`` and a ``due`` time after an exponential back-off
+   with jitter is **parked** — durably, in ``KV``
+   (:mod:`reflow.events.retries`) — and only then is the failed record
+   acknowledged; after the last attempt the record goes to the dead-letter
+   queue instead, again before the ack.
 
-So no record is acknowledged before its successor (success, retry or dead
-letter) is durable: a crash at any point leads to a redelivery, never a loss.
-Every attempt carries the same event, so the same event id.
+A parked retry is not held by any worker while it waits: the worker's
+waker moves it back to the stream when it is due, where it is read and
+delivered at once. So however many of a rule's events wait out a back-off,
+the worker keeps reading the rule's fresh events. (A record read with a
+``due`` time more than ``PARK_AFTER`` ahead — one written before retries
+were parked — is parked the same way; a nearer one is waited for.)
+
+No record is acknowledged before its successor (success, parked retry or
+dead letter) is durable: a crash at any point leads to a redelivery, never a
+loss. Every attempt carries the same event, so the same event id.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from reflow.backends.protocols import Log, LogEntry
 from reflow.clock import Clock
 from reflow.events.model import Event
+from reflow.events.retries import LOOK_EVERY, ParkedRetries
 from reflow.events.transform import RuleInput
 
 if TYPE_CHECKING:
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DELIVER_GROUP",
+    "PARK_AFTER",
     "Acks",
     "Delivery",
     "DeliveryWorker",
@@ -63,7 +69,8 @@ __all__ = [
 _log = logging.getLogger("reflow.events")
 
 DELIVER_GROUP = "deliver"
-HELD_PER_SLOT = 8  # records a worker may hold per delivery slot
+HELD_PER_SLOT = 8  # records a worker may hold (read, not yet finished) per delivery slot
+PARK_AFTER = 1.0  # a record read with a due time further ahead is parked, not waited for
 
 
 def rule_stream(rule: str) -> str:
@@ -286,6 +293,7 @@ class DeliveryWorker:
         concurrency: int = 16,
         rng: random.Random | None = None,
         consumer: str | None = None,
+        look_every: float = LOOK_EVERY,
     ) -> None:
         self.rule = rule
         self.log = backend.log
@@ -293,26 +301,37 @@ class DeliveryWorker:
         self.clock = clock
         self.lease = lease
         self.concurrency = concurrency
-        # Records held at once (waiting out a back-off, or being delivered);
-        # only `concurrency` of them call the target at a time.
+        # Records held at once (read and not yet finished); only
+        # `concurrency` of them call the target at a time. Retries waiting
+        # out a back-off are parked, not held.
         self.held = concurrency * HELD_PER_SLOT
         self._delivering = asyncio.Semaphore(concurrency)
         self.rng = rng or random.Random()
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
         self.stream = rule_stream(rule.name)
         self._acks = Acks(self.log, self.stream, DELIVER_GROUP)
+        self.retries = ParkedRetries(
+            backend.kv,
+            self.log,
+            rule=rule.name,
+            stream=self.stream,
+            clock=clock,
+            look_every=look_every,
+        )
         self._reader: asyncio.Task[None] | None = None
+        self._waker: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Start reading the rule's stream."""
+        """Start reading the rule's stream, and moving its parked retries back when due."""
         if self._reader is None:
             self._reader = asyncio.create_task(self._read())
+            self._waker = asyncio.create_task(self.retries.run())
 
     async def stop(self) -> None:
         """Stop reading; records in flight stay unacknowledged and come back later."""
-        tasks = [t for t in (self._reader, *self._running) if t is not None]
-        self._reader = None
+        tasks = [t for t in (self._reader, self._waker, *self._running) if t is not None]
+        self._reader = self._waker = None
         await stop_tasks(tasks)
         self._running.clear()
         await self._acks.drain()
@@ -373,7 +392,23 @@ class DeliveryWorker:
         attempt = int(record["attempt"]) + entry.deliveries - 1
         first = float(record["first"])
         replay = record.get("replay")
-        wait = float(record.get("due", 0.0)) - self.clock.time()
+        due = float(record.get("due", 0.0))
+        wait = due - self.clock.time()
+        if wait > PARK_AFTER:
+            # Written before retries were parked: park it rather than hold it.
+            # This read counts as no attempt, so the parked one keeps its number.
+            kept = encode_record(
+                event,
+                self.rule.name,
+                attempt=attempt,
+                first=first,
+                due=due,
+                replay=replay,
+                error=record.get("error"),
+            )
+            await self.retries.park(kept, due)
+            await self._acks.ack(entry.id)
+            return
         if wait > 0:
             await self.clock.sleep(wait)
         age = self.clock.time() - first
@@ -412,7 +447,7 @@ class DeliveryWorker:
                         replay=replay,
                         error=error,
                     )
-                    await self.log.append(self.stream, retry)
+                    await self.retries.park(retry, due)
                 else:
                     await self._dead(event, error, attempt, first, replay)
         # Last, and together with the other records finished this turn.

@@ -1,0 +1,158 @@
+"""Retries waiting out their back-off, parked in ``KV`` until they are due.
+
+A delivery that failed is retried after a back-off (seconds to minutes). If
+the retry record waited for its time in the rule's delivery stream, a worker
+reading it would have to hold it until then, and a worker holds a bounded
+number of records: enough of them waiting would keep the rule's fresh events
+from being read at all. So a retry is **parked** instead: written to ``KV``
+under ``events.retry.<rule>/<due-ms>-<random>`` — keys in due order — before
+the failed record is acknowledged, and moved back to the rule's stream by a
+**waker** once it is due, where any worker delivers it at once.
+
+Moving is exactly-once across processes and safe against crashes. A parked
+value is ``<claimed-until>\\n<record>`` with ``0`` when nobody moves it. A
+waker first claims the key with a compare-and-set on its version (``until``
+= now + a lease, on the Clock), then appends the record, then deletes the
+key at the version it wrote. Two wakers never both move a record; a waker
+killed after its claim leaves a claim that another takes over once its
+lease has run out; one killed after the append but before the delete leaves
+a record that is moved a second time (a duplicate attempt of the same event
+id, as at-least-once allows).
+
+Each rule's worker runs one waker per process. It sleeps on the Clock until
+the earliest parked record is due, wakes at once when its own process parks
+an earlier one, and looks again every ``look_every`` seconds of real time
+for records parked by other processes (one of which may have died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+
+from reflow.backends.protocols import KV, Item, Log
+from reflow.clock import Clock
+from reflow.errors import VersionConflictError
+
+__all__ = ["ParkedRetries", "retry_prefix"]
+
+_log = logging.getLogger("reflow.events")
+
+CLAIM_LEASE = 30.0  # seconds a waker has to move a record it claimed
+LOOK_EVERY = 10.0  # real seconds between looks for records other processes parked
+SCAN_BATCH = 64
+# The rest of a parked key after its rule's prefix. Rule names never contain
+# "/", so one rule's keys never mix with another's.
+_TAIL = re.compile(r"(\d{15})-[0-9a-f]{32}")
+
+
+def retry_prefix(rule: str) -> str:
+    """The ``KV`` prefix of ``rule``'s parked retries."""
+    return f"events.retry.{rule}/"
+
+
+class ParkedRetries:
+    """One rule's parked retries: park a record until a time, move due ones back."""
+
+    def __init__(
+        self,
+        kv: KV,
+        log: Log,
+        *,
+        rule: str,
+        stream: str,
+        clock: Clock,
+        lease: float = CLAIM_LEASE,
+        look_every: float = LOOK_EVERY,
+    ) -> None:
+        self.kv = kv
+        self.log = log
+        self.rule = rule
+        self.stream = stream
+        self.clock = clock
+        self.lease = lease
+        self.look_every = look_every
+        self.prefix = retry_prefix(rule)
+        self.moved = 0  # records this process moved back, for inspection
+        self._nudge = asyncio.Event()
+
+    async def park(self, record: bytes, due: float) -> str:
+        """Keep ``record`` until ``due`` (epoch seconds); durable when this returns."""
+        key = f"{self.prefix}{max(0, int(due * 1000)):015d}-{uuid.uuid4().hex}"
+        await self.kv.put(key, b"0\n" + record)
+        self._nudge.set()  # it may be due before what the waker sleeps towards
+        return key
+
+    async def run(self) -> None:
+        """The waker: move records back to the stream as they fall due, forever."""
+        while True:
+            self._nudge.clear()
+            try:
+                wake_at = await self.move_due()
+            except Exception:
+                # A backend hiccup: parked records stay parked; look again later.
+                _log.exception("rule %s: moving due retries failed", self.rule)
+                wake_at = None
+            await self._wait(wake_at)
+
+    async def move_due(self) -> float | None:
+        """Move every record due now; return when to look next (None: nothing parked)."""
+        after: str | None = None
+        soonest: float | None = None  # the end of another waker's claim, if any
+        while True:
+            items = await self.kv.scan(self.prefix, start_after=after, limit=SCAN_BATCH)
+            now = self.clock.time()
+            for item in items:
+                due = self._due(item)
+                if due is None:
+                    continue
+                if due > now:
+                    # Keys are in due order: the rest fall due later still.
+                    return due if soonest is None else min(due, soonest)
+                claimed_until = await self._move(item, now)
+                if claimed_until is not None:
+                    soonest = claimed_until if soonest is None else min(soonest, claimed_until)
+            if len(items) < SCAN_BATCH:
+                return soonest
+            after = items[-1].key
+
+    def _due(self, item: Item) -> float | None:
+        tail = _TAIL.fullmatch(item.key, len(self.prefix))
+        return int(tail.group(1)) / 1000 if tail is not None else None
+
+    async def _move(self, item: Item, now: float) -> float | None:
+        """Move one due record to the stream; return the claim's end if another waker has it."""
+        header, _, record = item.value.partition(b"\n")
+        claimed_until = float(header)
+        if claimed_until > now:
+            return claimed_until
+        claim = f"{now + self.lease!r}\n".encode() + record
+        try:
+            version = await self.kv.put(item.key, claim, expect_version=item.version)
+        except VersionConflictError:
+            return None  # another waker claimed it first
+        await self.log.append(self.stream, record)
+        self.moved += 1
+        with contextlib.suppress(VersionConflictError):
+            # A conflict: our claim ran out and another waker took the record
+            # over (and moved it again); it deletes the key.
+            await self.kv.delete(item.key, expect_version=version)
+        return None
+
+    async def _wait(self, wake_at: float | None) -> None:
+        """Wait until ``wake_at`` (Clock), a park here, or ``look_every`` real seconds."""
+        waits: list[asyncio.Task[None]] = [asyncio.create_task(self._nudged())]
+        if wake_at is not None:
+            waits.append(asyncio.create_task(self.clock.sleep(wake_at - self.clock.time())))
+        try:
+            await asyncio.wait(waits, timeout=self.look_every, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _nudged(self) -> None:
+        await self._nudge.wait()
