@@ -212,17 +212,17 @@ class DurableRunner:
         Raises :class:`~reflow.flows.store.FencedError` when the record changed
         under this worker (the transition is then dropped, unsaved).
         """
-        fanned: list[bool] = []
-        advanced = await self._transition(record, version, fanned)
-        if fanned and advanced is not None:
+        scopes: list[iterations.Children] = []
+        advanced = await self._transition(record, version, scopes)
+        if advanced is not None and any(scope.touched for scope in scopes):
             # Saved: the state's children are over and their records are garbage now.
             await iterations.forget(self.store.kv, record.name)
         return advanced
 
     async def _transition(
-        self, record: ExecutionRecord, version: int, fanned: list[bool]
+        self, record: ExecutionRecord, version: int, scopes: list[iterations.Children]
     ) -> tuple[ExecutionRecord, int] | None:
-        """:meth:`advance`'s work; appends to ``fanned`` once a state's children ran."""
+        """:meth:`advance`'s work; appends to ``scopes`` each set of children it ran."""
         machine = self.machines[record.flow]
         now = self.clock.time()
         history = History()
@@ -339,13 +339,15 @@ class DurableRunner:
                 else:
                     assert isinstance(action, core.Branches)  # Goto/Succeed/Fail concluded above
                     base = {key: value for key, value in context.items() if key != "State"}
-                    scope = iterations.Children(
-                        self.store.kv,
-                        iterations.scope_key(record.name, record.visit, cursor.retry_count),
-                        executor,
-                        state.name,
-                    )
-                    fanned.append(True)
+                    scope = None
+                    if iterations.needed(action):
+                        scope = iterations.Children(
+                            self.store.kv,
+                            iterations.scope_key(record.name, record.visit, cursor.retry_count),
+                            executor,
+                            state.name,
+                        )
+                        scopes.append(scope)
                     outcome = await run_branches(executor, action, base, history, state.name, scope)
                 action = core.step(machine, cursor, context, outcome)
         except ExecutionTimedOut:

@@ -61,7 +61,7 @@ from reflow.flows.retry import backoff_delay
 from reflow.flows.store import FAILED, RUNNING, SUCCEEDED, TIMED_OUT, ExecutionRecord, FencedError
 from reflow.flows.tasks import invoke
 
-__all__ = ["Children", "forget", "scope_key"]
+__all__ = ["Children", "forget", "needed", "scope_key"]
 
 _PREFIX = "flows/c/"
 _PAGE = 500
@@ -72,6 +72,33 @@ _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
 _FINAL = (core.Goto, core.Succeed, core.Fail)
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _ACCOUNT = "arn:aws:states:local:000000000000"
+# States that never do I/O: a child made only of them is never saved (see _may_save).
+_PURE = frozenset({"Pass", "Choice", "Succeed", "Fail"})
+_MAY_SAVE: dict[int, tuple[StateMachine, bool]] = {}
+
+
+def needed(action: core.Branches) -> bool:
+    """Whether ``action``'s children need durable runs: a Distributed Map always (its
+    Map Run id must survive a crash); else when some child has a state doing I/O.
+
+    Children made only of Pass, Choice, Succeed and Fail states run as in memory,
+    events and all: doing them again after a crash changes nothing.
+    """
+    return action.distributed is not None or any(
+        _may_save(child.machine) for child in action.children
+    )
+
+
+def _may_save(machine: StateMachine) -> bool:
+    """Whether a child running ``machine`` can ever save itself (it has a non-pure state)."""
+    entry = _MAY_SAVE.get(id(machine))
+    if entry is None or entry[0] is not machine:
+        entry = (machine, any(state.type not in _PURE for state in machine.states.values()))
+        if len(_MAY_SAVE) >= 1024:
+            _MAY_SAVE.clear()
+        # The machine is kept with its answer, so its id cannot be reused meanwhile.
+        _MAY_SAVE[id(machine)] = entry
+    return entry[1]
 
 
 def scope_key(execution: str, visit: int, retry: int) -> str:
@@ -104,6 +131,9 @@ class Children:
         self.key = key
         self.owner = owner
         self.state_name = state_name
+        # Whether any child record of this scope was found or written: if not, there
+        # is nothing to forget once the state is over (no scan, no delete).
+        self.touched = False
         self._stored: dict[str, Item] | None = None
         self._reading = asyncio.Lock()
 
@@ -118,6 +148,12 @@ class Children:
     ) -> core.Succeed | core.Fail:
         """Run branch or iteration ``position`` to its end; its events go to ``history``."""
         owner = self.owner
+        if not _may_save(child.machine):
+            # Nothing in it does I/O: running it again after a crash changes nothing, so
+            # it runs as in memory (a Map whose iterations only reshape data costs no more).
+            return await owner.run_machine(
+                child.machine, child.input, child.variables, base, history
+            )
         runner = Executor(
             child.machine,
             functions=owner.functions,
@@ -131,7 +167,7 @@ class Children:
         runner.execution_id = f"{owner.execution_id}/{self.state_name}@{label}/{position}"
         runner.deadline = owner.deadline
         key = f"{self.key}/{position:06d}"
-        run = _ChildRun(self.kv, key, runner, child, await self._find(key), owns_deadline=False)
+        run = _ChildRun(self, key, runner, child, await self._find(key, child), owns_deadline=False)
         try:
             return await run.drive(base)
         finally:
@@ -140,7 +176,7 @@ class Children:
     async def execution(self, index: int, runner: Executor, child: core.Child) -> ExecutionRecord:
         """Run a Distributed Map's child execution ``index`` (named by ``runner``)."""
         key = f"{self.key}/{index:06d}"
-        run = _ChildRun(self.kv, key, runner, child, await self._find(key), owns_deadline=True)
+        run = _ChildRun(self, key, runner, child, await self._find(key, child), owns_deadline=True)
         record = run.record
         base = {
             "Execution": {
@@ -159,20 +195,28 @@ class Children:
         await run.drive(base)
         return run.record
 
-    async def _find(self, key: str) -> Item | None:
-        """The stored record at ``key``; the first child to ask reads the whole scope."""
+    async def _find(self, key: str, child: core.Child) -> Item | None:
+        """The stored record at ``key``; the first child to ask reads the whole scope.
+
+        A child that can never save itself has no record to look for: a Map whose
+        iterations only reshape data reads nothing.
+        """
+        if not _may_save(child.machine):
+            return None
         async with self._reading:
             if self._stored is None:
-                self._stored = {}
+                found: dict[str, Item] = {}
                 prefix, after = self.key + "/", None
                 while True:
                     items = await self.kv.scan(prefix, start_after=after, limit=_PAGE)
                     for item in items:
                         if "/" not in item.key[len(prefix) :]:  # nested scopes read their own
-                            self._stored[item.key] = item
+                            found[item.key] = item
                     if len(items) < _PAGE:
                         break
                     after = items[-1].key
+                self._stored = found  # only once read whole: a cancelled read is redone
+                self.touched = self.touched or bool(found)
         return self._stored.pop(key, None)
 
 
@@ -185,7 +229,7 @@ class _ChildRun:
 
     def __init__(
         self,
-        kv: KV,
+        scope: Children,
         key: str,
         runner: Executor,
         child: core.Child,
@@ -193,7 +237,8 @@ class _ChildRun:
         *,
         owns_deadline: bool,
     ) -> None:
-        self.kv = kv
+        self.scope = scope
+        self.kv = scope.kv
         self.key = key
         self.runner = runner
         self.machine: StateMachine = child.machine
@@ -308,12 +353,14 @@ class _ChildRun:
                         await _delay(runner, action.seconds or 0.0)
                     outcome = core.Result(None)
                 else:
-                    scope = Children(
-                        self.kv,
-                        f"{self.key}/{record.seq}.{cursor.retry_count}",
-                        runner,
-                        state.name,
-                    )
+                    scope = None
+                    if needed(action):
+                        scope = Children(
+                            self.scope.kv,
+                            f"{self.key}/{record.seq}.{cursor.retry_count}",
+                            runner,
+                            state.name,
+                        )
                     outcome = await run_branches(
                         runner, action, base, self.pending, state.name, scope
                     )
@@ -349,6 +396,7 @@ class _ChildRun:
         if fresh:
             encoded = _ENCODE(fresh)[1:-1].encode()
             record.tail = record.tail + b"," + encoded if record.tail else encoded
+        self.scope.touched = True
         try:
             self.version = await self.kv.put(
                 self.key, record.to_json(), expect_version=self.version

@@ -34,8 +34,9 @@ class Tasks:
 
     async def __call__(self, event: Any, context: TaskContext) -> Any:
         self.calls.append((event, context.idempotency_key))
+        number = len(self.calls)
         await asyncio.sleep(0)  # a real call suspends: children interleave
-        if len(self.calls) == self.crash_at:
+        if number == self.crash_at:
             self.crash_at = None
             raise Crash()
         if event == self.fail:
@@ -200,3 +201,103 @@ async def test_two_workers_on_one_map_finish_it_once_with_one_key_per_item(
     assert len(keys) == 8 and all(len(found) == 1 for found in keys.values()), keys
     types = [event["type"] for event in await first.history("both")]
     assert types.count("ExecutionSucceeded") == 1 and types.count("MapIterationSucceeded") == 8
+
+
+def parallel_of_map() -> dict[str, Any]:
+    return {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    map_flow(concurrency=2),
+                    {
+                        "StartAt": "W",
+                        "States": {"W": {"Type": "Task", "Resource": "work", "End": True}},
+                    },
+                ],
+                "End": True,
+            }
+        },
+    }
+
+
+async def test_a_crash_inside_a_nested_map_resumes_it_where_it_stood(backend: Backend) -> None:
+    data = {"items": [1, 2, 3, 4, 5]}
+    expected = run(parallel_of_map(), data, functions={"work": Tasks()}, clock=FakeClock())
+    tasks = Tasks(crash_at=4)
+    described = await crash_then_resume(backend, parallel_of_map(), data, tasks)
+    assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
+    keys = tasks.keys_by_item()
+    assert len(keys) == 6 and all(len(found) == 1 for found in keys.values()), keys
+    # Saved iterations and the saved branch ran once; the calls in flight ran again.
+    assert len(tasks.calls) <= 6 + 2
+
+
+class Hangs:
+    """A task that waits until cancelled; ``started`` counts calls, ``ended`` returns."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.ended = 0
+
+    async def __call__(self, event: Any, context: TaskContext) -> Any:
+        self.started += 1
+        await asyncio.Event().wait()
+        self.ended += 1
+
+
+async def test_the_first_failing_branch_fails_parallel_and_the_others_are_stopped(
+    backend: Backend,
+) -> None:
+    def branch(resource: str) -> dict[str, Any]:
+        return {
+            "StartAt": "T",
+            "States": {"T": {"Type": "Task", "Resource": resource, "End": True}},
+        }
+
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Parallel", "Branches": [branch("hang"), branch("boom")], "End": True}
+        },
+    }
+    hangs = Hangs()
+
+    def boom(event: Any, context: TaskContext) -> Any:
+        raise KeyError("boom")
+
+    service = FlowService(backend, {"f": definition}, functions={"hang": hangs, "boom": boom})
+    await service.start_execution("f", {}, name="p")
+    await service.drain()
+    described = await service.describe("p")
+    assert (described["status"], described["error"]) == ("FAILED", "KeyError")
+    assert (hangs.started, hangs.ended) == (1, 0)
+    types = [event["type"] for event in await service.history("p")]
+    assert types[-2:] == ["ParallelStateFailed", "ExecutionFailed"]
+
+
+async def test_a_retried_map_runs_every_iteration_again_under_new_keys(
+    backend: Backend, clock: FakeClock
+) -> None:
+    definition = map_flow(concurrency=1)
+    definition["States"]["Fan"]["Retry"] = [
+        {"ErrorEquals": ["ValueError"], "IntervalSeconds": 1, "MaxAttempts": 1}
+    ]
+    calls: list[tuple[Any, str]] = []
+
+    def flaky(event: Any, context: TaskContext) -> Any:
+        calls.append((event["v"], context.idempotency_key))
+        if event["v"] == 2 and len(calls) <= 2:
+            raise ValueError("once")
+        return event["v"]
+
+    service = FlowService(backend, {"f": definition}, functions={"work": flaky})
+    await service.start_execution("f", {"items": [1, 2]}, name="r")
+    await service.drain()
+    assert await backend.kv.scan("flows/c/") == []  # the failed attempt's records went
+    clock.advance(1)  # the retry's back-off is a durable timer
+    await service.drain()
+    assert (await service.describe("r"))["output"] == [1, 2]
+    assert [value for value, _ in calls] == [1, 2, 1, 2]
+    assert len({key for _, key in calls}) == 4
