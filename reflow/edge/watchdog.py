@@ -16,12 +16,19 @@ the call it is about to check (``_firing``) before checking it, and fires
 only if that call is still armed; disarm clears the slot first and looks at
 ``_firing`` and ``_fired`` after, so a watcher that could still fire for
 this call is always seen, and only then does disarm wait on the lock for it
-(and let an exception not yet raised land inside itself). The watcher polls
-every 10 ms.
-(A watcher that slept until the deadline it last saw woke far less
-often and cost less CPU per request, but served *fewer* hooked requests per
-second in every alternating run on the shared benchmark machine, so the
-simple poll stays; see bench/RESULTS.md "## edge".)
+(and let an exception not yet raised land inside itself).
+
+The watcher does not poll. It sleeps until the deadline of the call it last
+saw armed, or, with nothing armed, for about the shortest limit it has been
+woken for (1 s at first); an arm signals it only when its deadline is
+earlier than the watcher's wake-up time. Under
+load every hook arms with the same limit, so deadlines only move forward:
+the hit path never signals, and the watcher wakes about once per limit (a
+few times in 5 s) instead of polling. The 10 ms poll it replaces cost a
+hooked server on one core 250-350 extra voluntary context switches a second
+under wrk (GIL hand-overs between the watcher and the thread serving
+requests) and woke an idle process a hundred times a second; see
+bench/RESULTS.md "## edge".
 
 No signal is used, so nothing here competes with an application's (or
 pytest-timeout's) ``SIGALRM``.
@@ -30,12 +37,14 @@ pytest-timeout's) ``SIGALRM``.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
 
 __all__ = ["Overrun", "Watchdog", "WATCHDOG"]
 
-_POLL = 0.01  # seconds between checks: the resolution of every limit
+_IDLE = 1.0  # seconds the watcher first sleeps with nothing armed
+_FLOOR = 0.01  # ... and never less: the old poll's period
 
 _Armed = tuple[int, float]  # thread id, deadline: one object, swapped atomically; the token
 _monotonic = time.monotonic
@@ -58,6 +67,12 @@ class Watchdog:
         self._firing: _Armed | None = None  # the call the watcher is checking now
         self._fired: _Armed | None = None  # the last call it interrupted
         self._watcher: threading.Thread | None = None
+        self._wakeup = threading.Event()
+        # When the watcher looks next if it is waiting (inf: nothing armed), or -inf
+        # while it is awake and about to look anyway: an earlier deadline must wake it.
+        self._wake_at = -math.inf
+        self._signalled: float | None = None  # the deadline of the last arm that woke it
+        self.wakeups = 0  # times the watcher woke up (for tests and benchmarks)
 
     def arm(self, seconds: float) -> _Armed:
         """Start timing the calling thread; returns the token for :meth:`disarm`."""
@@ -68,6 +83,9 @@ class Watchdog:
         if self._watcher is None:
             self._start()
         armed = self._armed = (_get_ident(), deadline)
+        if deadline < self._wake_at:  # due before the watcher looks: wake it (rare)
+            self._signalled = deadline
+            self._wakeup.set()
         return armed
 
     def disarm(self, token: _Armed) -> bool:
@@ -104,11 +122,35 @@ class Watchdog:
                 self._watcher.start()
 
     def _watch(self) -> None:
+        # With nothing armed the watcher sleeps ``idle`` seconds. An arm signals it
+        # only when its deadline comes before the watcher's wake-up, and then ``idle``
+        # shrinks to that call's limit (roughly; never below _FLOOR), so that calls
+        # with the same limit do not signal again: sleeping "until woken" instead
+        # made every short hook call wake the watcher for nothing under load.
+        idle = _IDLE
         while True:
-            time.sleep(_POLL)
+            self._wakeup.clear()
             armed = self._armed
-            if armed is not None and _monotonic() >= armed[1]:
+            now = _monotonic()
+            signalled = self._signalled
+            if signalled is not None:
+                self._signalled = None
+                idle = min(idle, max(_FLOOR, signalled - now))
+            if armed is not None and now >= armed[1]:
                 self._fire(armed)
+                continue
+            wake_at = now + idle if armed is None else armed[1]
+            self._wake_at = wake_at
+            # An arm between the read above and publishing ``wake_at`` compared its
+            # deadline with -inf and did not signal: look again if it is due sooner.
+            # (Only then: under load calls re-arm constantly with later deadlines.)
+            current = self._armed
+            if current is not armed and current is not None and current[1] < wake_at:
+                self._wake_at = -math.inf
+                continue
+            self._wakeup.wait(wake_at - now)
+            self._wake_at = -math.inf  # awake: the loop reads the slot again anyway
+            self.wakeups += 1
 
     def _fire(self, armed: _Armed) -> None:
         with self._lock:

@@ -134,3 +134,49 @@ def test_a_traced_process_with_a_busy_thread_still_exits_after_interrupts() -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "interrupted"
+
+
+def _calls_for(watchdog: Watchdog, limit: float, seconds: float) -> int:
+    """Prompt calls under ``limit``, back to back for ``seconds``; how many ran."""
+    calls = 0
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        token = watchdog.arm(limit)
+        assert not watchdog.disarm(token)
+        calls += 1
+    return calls
+
+
+def test_prompt_calls_under_one_limit_do_not_wake_the_watcher_each_time() -> None:
+    # A hooked server arms and disarms for every request; a watcher woken per call
+    # (or polling every 10 ms) takes the GIL from the serving thread each time.
+    watchdog = Watchdog()
+    _calls_for(watchdog, 5.0, 0.05)  # the watcher has started and seen the limit
+    before = watchdog.wakeups
+    calls = _calls_for(watchdog, 5.0, 0.4)
+    assert calls > 1000
+    assert watchdog.wakeups - before <= 2  # a 10 ms poll would be ~40
+
+
+def test_an_idle_watcher_sleeps() -> None:
+    watchdog = Watchdog()
+    token = watchdog.arm(5.0)
+    assert not watchdog.disarm(token)
+    time.sleep(0.05)
+    before = watchdog.wakeups
+    time.sleep(0.4)
+    assert watchdog.wakeups - before <= 1
+
+
+def test_calls_with_a_short_limit_wake_the_watcher_about_once_per_limit() -> None:
+    # The first short call wakes it (its deadline comes before the watcher's next
+    # look); from then on it sleeps about that limit, so the calls stop signalling.
+    watchdog = Watchdog()
+    _calls_for(watchdog, 5.0, 0.02)
+    _calls_for(watchdog, 0.05, 0.05)
+    before = watchdog.wakeups
+    calls = _calls_for(watchdog, 0.05, 0.4)
+    assert calls > 1000
+    assert watchdog.wakeups - before <= 0.4 / 0.05 * 2 + 2
+    took, fired = _spin(watchdog, 0.05)  # and a runaway one is still stopped on time
+    assert fired and took < 0.5
