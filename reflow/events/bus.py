@@ -42,7 +42,13 @@ from reflow.events.delivery import (
     stop_tasks,
 )
 from reflow.events.dlq import DeadLetters
-from reflow.events.model import DEFAULT_ACCOUNT, DEFAULT_REGION, MAX_EVENT_SIZE, Event
+from reflow.events.model import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_REGION,
+    MAX_EVENT_SIZE,
+    Event,
+    json_size,
+)
 from reflow.events.retries import LOOK_EVERY
 from reflow.events.ruleset import RuleSet
 
@@ -63,11 +69,13 @@ def bus_stream(bus: str) -> str:
     return f"events.bus.{bus}"
 
 
-def to_event(entry: Event | Mapping[str, Any], index: int = 0) -> Event:
+def to_event(entry: Event | Mapping[str, Any], index: int = 0, *, check_size: bool = True) -> Event:
     """Read one put entry: an :class:`Event`, a CloudEvent, an EventBridge event,
     or a PutEvents entry (``Source``, ``DetailType``, ``Detail`` as JSON text).
 
     Errors name the entry: ``entries[2].source: must be a non-empty string``.
+    ``check_size=False``: the caller counts the size of the text it stores
+    (an :class:`Event` entry was counted when it was built).
     """
     if isinstance(entry, Event):
         return entry
@@ -89,10 +97,10 @@ def to_event(entry: Event | Mapping[str, Any], index: int = 0) -> Event:
             }
             if entry.get("Time") is not None:
                 view["time"] = entry["Time"]
-            return Event.from_eventbridge(view)
+            return Event.from_eventbridge(view, check_size=check_size)
         if "detail-type" in entry or "detail" in entry:
-            return Event.from_eventbridge(entry)
-        return Event.from_cloudevent(entry)
+            return Event.from_eventbridge(entry, check_size=check_size)
+        return Event.from_cloudevent(entry, check_size=check_size)
     except InvalidEventError as exc:
         raise InvalidEventError(
             f"{where}.{exc.field}" if exc.field else where, exc.problem
@@ -161,20 +169,28 @@ class EventBus:
         items: list[bytes] = []
         at = b'{"at":' + json.dumps(now).encode() + _EVENT_AT
         for index, entry in enumerate(entries):
-            event = to_event(entry, index)
+            # The size is counted once, below, on the text stored: building
+            # the Event does not encode it a second time to count it.
+            event = to_event(entry, index, check_size=False)
             document = event.to_cloudevent()
             if event.time is None:
                 # Stamped in its stored form: no second Event is built, but
                 # the size limit is checked on the stamped event all the same.
                 document["time"] = stamp
-            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-            if len(text) > MAX_EVENT_SIZE:
-                error = EventTooLargeError(len(text), MAX_EVENT_SIZE)
+            try:
+                text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidEventError(
+                    f"entries[{index}].data", f"is not JSON-serialisable: {exc}"
+                ) from None
+            size = json_size(text)
+            if size > MAX_EVENT_SIZE:
+                error = EventTooLargeError(size, MAX_EVENT_SIZE)
                 raise InvalidEventError(f"entries[{index}]", str(error))
             ids.append(event.id)
             # ``at`` first, the event's JSON text last: the dispatcher copies
             # that text into the delivery records as it is.
-            items.append(at + text + b"}")
+            items.append(at + text.encode() + b"}")
         # One write for the whole call: durable together, in order.
         await self.backend.log.append_many(bus_stream(bus), items)
         return ids

@@ -99,7 +99,8 @@ class DeadLetters:
                 DeadLetter(
                     key=item.key,
                     rule=data["rule"],
-                    event=Event.from_cloudevent(data["event"]),
+                    # Counted when it was put: not encoded again to count it.
+                    event=Event.from_cloudevent(data["event"], check_size=False),
                     error=data["error"],
                     attempts=int(data["attempts"]),
                     failed_at=float(data["failed_at"]),

@@ -31,7 +31,13 @@ describes the mapping with examples.
 
 An :class:`Event` validates itself on construction (an
 :class:`~reflow.errors.InvalidEventError` names the attribute) and refuses to
-be larger than 256 KB as JSON (:class:`~reflow.errors.EventTooLargeError`).
+be larger than 256 KB as JSON (:class:`~reflow.errors.EventTooLargeError`):
+the size counted is that of its compact CloudEvents JSON text in UTF-8 (what
+the bus stores), which is more than EventBridge counts for a PutEvents entry
+(the UTF-8 bytes of ``Source``, ``DetailType``, ``Detail``, each resource,
+and 14 for ``Time``). Counting needs the event encoded, the largest part of
+building one, so callers that count the stored text themselves or read an
+event the bus checked when it was put skip it (``check_size=False``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -48,7 +55,7 @@ from typing import Any
 from reflow.clock import Clock
 from reflow.errors import EventTooLargeError, InvalidEventError
 
-__all__ = ["DEFAULT_ACCOUNT", "DEFAULT_REGION", "MAX_EVENT_SIZE", "Event"]
+__all__ = ["DEFAULT_ACCOUNT", "DEFAULT_REGION", "MAX_EVENT_SIZE", "Event", "json_size"]
 
 MAX_EVENT_SIZE = 256 * 1024
 """The largest event accepted, in bytes of its JSON (EventBridge's limit)."""
@@ -69,6 +76,10 @@ _INT32 = (-(2**31), 2**31 - 1)
 
 Extension = str | int | bool | tuple[str, ...]
 _UNSET = object()
+# Set while a caller that counts the encoded size itself builds an Event
+# (``check_size=False``): per task and thread, so no other construction
+# skips the check.
+_SIZE_CHECKED: ContextVar[bool] = ContextVar("reflow_event_size_checked", default=False)
 _DEFAULTS: dict[str, Any] = {
     "account": DEFAULT_ACCOUNT,
     "region": DEFAULT_REGION,
@@ -121,7 +132,9 @@ class Event:
             if self.time.tzinfo is None or self.time.utcoffset() is None:
                 raise InvalidEventError("time", "must be timezone-aware (use UTC)")
         object.__setattr__(self, "extensions", _check_extensions(self.extensions))
-        size = len(self.to_json().encode("utf-8"))
+        if _SIZE_CHECKED.get():
+            return  # the caller counts the encoded event itself (see from_cloudevent)
+        size = json_size(self.to_json())
         if size > MAX_EVENT_SIZE:
             raise EventTooLargeError(size, MAX_EVENT_SIZE)
 
@@ -164,8 +177,20 @@ class Event:
             raise InvalidEventError("data", f"is not JSON-serialisable: {exc}") from None
 
     @classmethod
-    def from_cloudevent(cls, document: Mapping[str, Any]) -> Event:
-        """Read a CloudEvents JSON object (structured mode)."""
+    def from_cloudevent(cls, document: Mapping[str, Any], *, check_size: bool = True) -> Event:
+        """Read a CloudEvents JSON object (structured mode).
+
+        ``check_size=False`` skips encoding the event to count its size, for
+        a caller that has counted it already — an event read back from the
+        bus was checked when it was put — or that counts the text it is
+        about to store (the bus's ``put``). Every other check still runs.
+        """
+        if not check_size:
+            token = _SIZE_CHECKED.set(True)
+            try:
+                return cls.from_cloudevent(document)
+            finally:
+                _SIZE_CHECKED.reset(token)
         if not isinstance(document, Mapping):
             raise InvalidEventError("", "a CloudEvent must be a JSON object")
         if "data_base64" in document:
@@ -210,8 +235,17 @@ class Event:
         return view
 
     @classmethod
-    def from_eventbridge(cls, view: Mapping[str, Any]) -> Event:
-        """Read an EventBridge event (as PutEvents or a rule target would see it)."""
+    def from_eventbridge(cls, view: Mapping[str, Any], *, check_size: bool = True) -> Event:
+        """Read an EventBridge event (as PutEvents or a rule target would see it).
+
+        ``check_size``: as for :meth:`from_cloudevent`.
+        """
+        if not check_size:
+            token = _SIZE_CHECKED.set(True)
+            try:
+                return cls.from_eventbridge(view)
+            finally:
+                _SIZE_CHECKED.reset(token)
         if not isinstance(view, Mapping):
             raise InvalidEventError("", "an EventBridge event must be a JSON object")
         version = view.get("version", "0")
@@ -242,6 +276,13 @@ class Event:
             dataschema=view.get("dataschema"),
             extensions=extensions,
         )
+
+
+def json_size(text: str) -> int:
+    """The size in bytes of JSON ``text`` as UTF-8, without encoding ASCII text."""
+    # isascii() is a flag lookup on CPython's compact strings: most events
+    # are ASCII, and then the byte count is the length.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _check_extensions(extensions: Mapping[str, Any]) -> Mapping[str, Extension]:
