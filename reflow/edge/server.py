@@ -49,6 +49,8 @@ _NOTED = _SPECIAL | {b"host", b"content-length", b"transfer-encoding"}
 # Bytes of an unfinished request head we hold before refusing it (414/431).
 _MAX_HEAD = MAX_URL + MAX_HEADER_BYTES + 1024
 _LINGER = 2.0  # seconds a rejected connection keeps draining input before it closes
+# What a closed connection's parser becomes (see connection_lost).
+_CLOSED = httptools.HttpRequestParser(object())
 _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 
 
@@ -106,6 +108,12 @@ class EdgeProtocol(asyncio.Protocol):
         self.server.connections.discard(self)
         self.closing = True
         self.queue.clear()
+        # The parser calls back into this protocol, and a rejection's exception holds
+        # frames that hold it: reference cycles that only the cyclic GC would free,
+        # after the connection's objects had aged into the old generation. Nothing
+        # feeds the parser once closing is set.
+        self.parser = _CLOSED
+        self.error = None
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes to the parser; answer or reject what it finds."""
@@ -142,6 +150,8 @@ class EdgeProtocol(asyncio.Protocol):
 
     def reject(self, problem: InvalidRequestError) -> None:
         """Answer a protocol violation and close: the stream can no longer be trusted."""
+        # Its traceback's frames hold this protocol (a cycle only the cyclic GC frees).
+        problem.__traceback__ = problem.__context__ = None
         self.server.edge.metrics.rejected += 1
         self.closing = True
         self.queue.clear()

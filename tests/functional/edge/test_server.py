@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
-from tests.functional.edge.conftest import Harness, start_harness, stop_harness
+from tests.functional.edge.conftest import Harness, settle, start_harness, stop_harness
 
 
 async def test_miss_then_hit_on_one_kept_alive_connection(harness: Harness) -> None:
@@ -249,3 +251,36 @@ async def test_an_unexpected_error_is_a_500_and_a_close_not_a_hang(harness: Harn
     assert reply.status == 500
     assert await client.closed()
     assert harness.server.errors == 1
+
+
+async def test_closed_connections_are_freed_without_the_cyclic_gc(harness: Harness) -> None:
+    # A protocol and its parser refer to each other, and a rejection's traceback
+    # holds frames that hold the protocol; left as cycles, every closed connection
+    # waited for a full collection (whose pause grows with the heap) to be freed.
+    harness.origin.serve("/a", b"alpha")
+    requests = [
+        b"GET /a HTTP/1.1\r\nHost: e\r\n\r\nGET /a HTTP/1.1\r\nHost: e\r\n\r\n",  # miss, hit
+        b"GET /a HTTP/1.1\r\nHost: e\r\nContent-Length: +5\r\n\r\n",  # rejected by llhttp
+        b"GET /%zz HTTP/1.1\r\nHost: e\r\n\r\n",  # rejected by the normaliser
+        b"GET /a HTTP/1.1\r\nHost: e\r\nHost: f\r\n\r\n",  # rejected after the head
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        protocols = []
+        for raw in requests:
+            await settle(lambda: not harness.server.connections)
+            client = await harness.connect()
+            await settle(lambda: bool(harness.server.connections))
+            (protocol,) = harness.server.connections
+            protocols.append(weakref.ref(protocol))
+            del protocol
+            await client.send(raw)
+            assert (await client.replies(2 if raw.count(b"GET") == 2 else 1))[0].status
+            await client.close()
+            harness.clients.remove(client)
+        await settle(lambda: not harness.server.connections)
+        await asyncio.sleep(0.05)  # connection_lost runs a loop turn after the close
+        assert [ref() for ref in protocols] == [None] * len(requests)
+    finally:
+        gc.enable()
