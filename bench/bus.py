@@ -26,8 +26,15 @@ The Redis server is the one ``bench/backends.py`` finds or starts
 (``REFLOW_BENCH_REDIS``, else 127.0.0.1:6379, else its own
 ``redis-server``). Rounds rotate the order of the three sides.
 
+``--detail-bytes N`` gives every event a nested ``detail`` of about N
+bytes of JSON (order lines with numbers, strings and lists) instead of
+``{"n": i}``, so encoding and decoding events weighs as it does for real
+payloads; the peer then XADDs the same detail as JSON text and its consumer
+decodes it.
+
     python bench/bus.py            # 5 rounds of 3,000 events at 1,000 events/s, 5 bursts of 5,000
     python bench/bus.py --smoke    # one round of 100 events, a burst of 200: proves it still runs
+    python bench/bus.py --detail-bytes 900   # the same with ~900-byte details
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import statistics
@@ -66,6 +74,30 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=3000, help="events per side per round")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
     parser.add_argument("--burst", type=int, default=5000, help="events per side per burst")
+    parser.add_argument(
+        "--detail-bytes",
+        type=int,
+        default=0,
+        help="size of each event's detail as JSON (0: just {'n': i})",
+    )
+
+
+def make_detail(size: int) -> Callable[[int], dict[str, Any]]:
+    """Details of about ``size`` bytes of JSON for event ``n`` (just ``{"n": n}`` for 0)."""
+    lines: list[dict[str, Any]] = []
+    template: dict[str, Any] = {"n": 0, "order": {"id": "order-0000", "lines": lines}}
+    while size and len(json.dumps(template)) < size:
+        k = len(lines)
+        lines.append(
+            {"sku": f"sku-{k:04d}", "price": 12.5 + k, "qty": k % 4 + 1, "tags": ["new", "eu"]}
+        )
+
+    def detail(n: int) -> dict[str, Any]:
+        if not size:
+            return {"n": n}
+        return {"n": n, "order": {"id": f"order-{n:04d}", "lines": lines}}
+
+    return detail
 
 
 async def paced(count: int, rate: float, put: Callable[[int], Awaitable[Any]]) -> float:
@@ -116,7 +148,9 @@ async def wait_for_all(latencies: list[float], count: int, timeout: float = 60.0
         await asyncio.sleep(0.005)
 
 
-async def reflow_side(backend: Backend, count: int, rate: float) -> tuple[list[float], float]:
+async def reflow_side(
+    backend: Backend, count: int, rate: float, detail: Callable[[int], dict[str, Any]]
+) -> tuple[list[float], float]:
     """One round through reflow's bus; return latencies (s) and the put rate reached."""
     sent: dict[int, float] = {}
     latencies: list[float] = []
@@ -132,7 +166,7 @@ async def reflow_side(backend: Backend, count: int, rate: float) -> tuple[list[f
 
     async def put(index: int) -> None:
         sent[index] = time.perf_counter()
-        entry = {"source": f"bench.{tag}", "detail-type": "Tick", "detail": {"n": index}}
+        entry = {"source": f"bench.{tag}", "detail-type": "Tick", "detail": detail(index)}
         await bus.put([entry])
 
     try:
@@ -145,7 +179,12 @@ async def reflow_side(backend: Backend, count: int, rate: float) -> tuple[list[f
 
 
 async def peer_side(
-    client: aioredis.Redis, url: str, count: int, rate: float
+    client: aioredis.Redis,
+    url: str,
+    count: int,
+    rate: float,
+    detail: Callable[[int], dict[str, Any]],
+    sized: bool,
 ) -> tuple[list[float], float]:
     """The same load through raw redis-py XADD / XREADGROUP / XACK."""
     stream = f"bench-bus-peer-{uuid.uuid4().hex[:8]}"
@@ -161,17 +200,26 @@ async def peer_side(
         # Stopped by a flag, not by cancellation: redis-py can swallow a
         # cancellation that lands in a blocking XREADGROUP.
         while not stopping.is_set():
-            reply = await consumer.xreadgroup("g", "c", {stream: ">"}, count=50, block=100)
+            # Any: redis-py's stubs do not describe XREADGROUP's nested reply.
+            reply: Any = await consumer.xreadgroup("g", "c", {stream: ">"}, count=50, block=100)
             for _, entries in reply or []:
                 ids = []
                 for entry_id, fields in entries:
+                    if sized:  # the handler gets the detail decoded
+                        json.loads(fields[b"detail"])
                     latencies.append(time.perf_counter() - sent[int(fields[b"n"])])
                     ids.append(entry_id)
                 await consumer.xack(stream, "g", *ids)
 
     async def put(index: int) -> None:
         sent[index] = time.perf_counter()
-        await client.xadd(stream, {"n": index, "source": "bench", "detail-type": "Tick"})
+        text = json.dumps(detail(index), separators=(",", ":")) if sized else ""
+        if sized:
+            await client.xadd(
+                stream, {"n": index, "source": "bench", "detail-type": "Tick", "detail": text}
+            )
+        else:
+            await client.xadd(stream, {"n": index, "source": "bench", "detail-type": "Tick"})
 
     task = asyncio.create_task(consume())
     try:
@@ -187,7 +235,7 @@ async def peer_side(
 
 
 async def run(
-    url: str, rounds: int, count: int, rate: float, bursts: int
+    url: str, rounds: int, count: int, rate: float, bursts: int, detail_bytes: int = 0
 ) -> tuple[list[Comparison], dict[str, Any]]:
     prefix = f"bench-bus-{uuid.uuid4().hex[:8]}:"
     comparisons = {
@@ -204,10 +252,12 @@ async def run(
         redis = await open_backend(f"{url}?prefix={prefix}", data_dir=Path(folder))
         client = aioredis.from_url(url)
         try:
+            detail = make_detail(detail_bytes)
+            sized = detail_bytes > 0
             sides: dict[str, Side] = {
-                "sqlite": lambda n, r: reflow_side(sqlite, n, r),
-                "redis": lambda n, r: reflow_side(redis, n, r),
-                "peer": lambda n, r: peer_side(client, url, n, r),
+                "sqlite": lambda n, r: reflow_side(sqlite, n, r, detail),
+                "redis": lambda n, r: reflow_side(redis, n, r, detail),
+                "peer": lambda n, r: peer_side(client, url, n, r, detail, sized),
             }
             for side in SIDES:  # warm-up
                 await sides[side](count, rate)
@@ -251,7 +301,9 @@ def main() -> None:
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
     with redis_server() as url:
-        comparisons, extra = asyncio.run(run(url, args.rounds, count, args.rate, bursts))
+        comparisons, extra = asyncio.run(
+            run(url, args.rounds, count, args.rate, bursts, args.detail_bytes)
+        )
     print(f"redis server {url}; this process on CPU {sorted(os.sched_getaffinity(0))}")
     print(
         "lowest put rate reached per side (events/s): "
@@ -271,6 +323,7 @@ def main() -> None:
         burst=bursts,
         rounds=args.rounds,
         smoke=args.smoke,
+        detail_bytes=args.detail_bytes,
         **extra,
     )
 
