@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 from reflow.backends.protocols import Check, Delete, Item, Operation, Put
 from reflow.backends.sqlite_db import Database
@@ -28,6 +30,8 @@ from reflow.clock import Clock
 from reflow.errors import TransactionConflictError, VersionConflictError
 
 __all__ = ["KV_SCHEMA", "SQLiteKV", "prefix_upper_bound"]
+
+T = TypeVar("T")
 
 KV_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS kv (
@@ -120,22 +124,23 @@ class SQLiteKV:
     def _expiry(self, ttl: float | None) -> float | None:
         return None if ttl is None else self._clock.time() + ttl
 
-    async def _write(
-        self, job: Callable[[sqlite3.Connection], int], *, single: bool = False
-    ) -> int:
+    async def _sweep(self) -> None:
+        """Expired values would otherwise stay on disk until rewritten."""
+        now = self._clock.time()
+        await self._db.write(
+            lambda c: (
+                c.execute(
+                    "UPDATE kv SET value = NULL, expires_at = NULL "
+                    "WHERE expires_at IS NOT NULL AND value IS NOT NULL AND expires_at <= ?",
+                    (now,),
+                ).rowcount
+            )
+        )
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
-            now = self._clock.time()
-            # Expired values would otherwise stay on disk until rewritten.
-            await self._db.write(
-                lambda c: (
-                    c.execute(
-                        "UPDATE kv SET value = NULL, expires_at = NULL "
-                        "WHERE expires_at IS NOT NULL AND value IS NOT NULL AND expires_at <= ?",
-                        (now,),
-                    ).rowcount
-                )
-            )
+            await self._sweep()
         return await self._db.write(job, single=single)
 
     async def get(self, key: str) -> Item | None:
@@ -202,7 +207,11 @@ class SQLiteKV:
                 raise VersionConflictError(key, expect_version, _current(c, key, now)[0])
             return int(row[0])
 
-        return await self._write(job, single=True)
+        # Inlined _write: a put is the hot path of durable executions.
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            await self._sweep()
+        return await self._db.write(job, single=True)
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         """Remove ``key``; whether it existed. Conditional like ``put``."""
@@ -273,28 +282,71 @@ class SQLiteKV:
         """Check every expectation, then apply every operation; or raise and write nothing."""
         now = self._clock.time()
         ops = list(operations)
-        expiries = [self._expiry(op.ttl) if isinstance(op, Put) else None for op in ops]
-
-        def job(c: sqlite3.Connection) -> list[int]:
-            for op in ops:
-                if op.expect_version is None:
-                    continue
-                live, _ = _current(c, op.key, now)
-                if live != op.expect_version:
-                    raise TransactionConflictError(op.key, op.expect_version, live)
-            results: list[int] = []
-            for op, expires_at in zip(ops, expiries, strict=True):
-                if isinstance(op, Put):
-                    _, last = _current(c, op.key, now)
-                    results.append(_store(c, op.key, bytes(op.value), last, expires_at))
-                elif isinstance(op, Delete):
-                    _tombstone(c, op.key)
-                    results.append(0)
-                elif isinstance(op, Check):
-                    results.append(op.expect_version)
-            return results
-
         if not ops:
             return []
+        expiries = [self._expiry(op.ttl) if isinstance(op, Put) else None for op in ops]
         self._writes += 1
-        return await self._db.write(job)
+        if len({op.key for op in ops}) == len(ops):
+            # Distinct keys (the usual case): no operation can see another's
+            # effect, so each may check and apply in one statement, in order;
+            # the first failed expectation raises, and the job's savepoint
+            # undoes what the earlier ones wrote.
+            return await self._db.write(partial(_apply_each, ops=ops, expiries=expiries, now=now))
+        return await self._db.write(partial(_check_then_apply, ops=ops, expiries=expiries, now=now))
+
+
+def _apply_each(
+    c: sqlite3.Connection, *, ops: list[Operation], expiries: list[float | None], now: float
+) -> list[int]:
+    """A transaction over distinct keys: each operation checked and applied in turn."""
+    results: list[int] = []
+    for op, expires_at in zip(ops, expiries, strict=True):
+        if isinstance(op, Put):
+            expected = op.expect_version
+            if expected is None:
+                row = c.execute(_PUT, (op.key, bytes(op.value), expires_at)).fetchone()
+            elif expected == 0:
+                row = c.execute(_CREATE, (op.key, bytes(op.value), expires_at, now)).fetchone()
+            else:
+                row = c.execute(
+                    _REPLACE, (bytes(op.value), expires_at, op.key, expected, now)
+                ).fetchone()
+            if row is None:
+                assert expected is not None  # an unconditional put always returns a row
+                raise TransactionConflictError(op.key, expected, _current(c, op.key, now)[0])
+            results.append(int(row[0]))
+            continue
+        if op.expect_version is not None:
+            live, _ = _current(c, op.key, now)
+            if live != op.expect_version:
+                raise TransactionConflictError(op.key, op.expect_version, live)
+        if isinstance(op, Delete):
+            _tombstone(c, op.key)
+            results.append(0)
+        else:
+            results.append(op.expect_version)
+    return results
+
+
+def _check_then_apply(
+    c: sqlite3.Connection, *, ops: list[Operation], expiries: list[float | None], now: float
+) -> list[int]:
+    """A transaction naming a key twice: every expectation is checked against
+    the state before any operation, then every operation applied in order."""
+    for op in ops:
+        if op.expect_version is None:
+            continue
+        live, _ = _current(c, op.key, now)
+        if live != op.expect_version:
+            raise TransactionConflictError(op.key, op.expect_version, live)
+    results: list[int] = []
+    for op, expires_at in zip(ops, expiries, strict=True):
+        if isinstance(op, Put):
+            _, last = _current(c, op.key, now)
+            results.append(_store(c, op.key, bytes(op.value), last, expires_at))
+        elif isinstance(op, Delete):
+            _tombstone(c, op.key)
+            results.append(0)
+        elif isinstance(op, Check):
+            results.append(op.expect_version)
+    return results

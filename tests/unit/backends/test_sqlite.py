@@ -7,6 +7,7 @@ jobs apart, cross-process pub/sub, and the key-order helper.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 import textwrap
@@ -18,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reflow.backends import Backend, Put, entry_id_key, open_backend
+from reflow.backends import Backend, Check, Delete, Put, entry_id_key, open_backend
 from reflow.backends.sqlite_kv import prefix_upper_bound
-from reflow.errors import BackendUnavailableError, VersionConflictError
+from reflow.errors import BackendUnavailableError, TransactionConflictError, VersionConflictError
 
 
 @pytest.fixture
@@ -51,9 +52,9 @@ async def test_the_database_is_in_wal_mode_with_full_sync(backend: Backend) -> N
     assert level == 2  # FULL
     # Lease bookkeeping may skip the fsync; a batch with one durable job may not.
     db = backend.log._db  # type: ignore[attr-defined]
-    probe = "PRAGMA synchronous"
-    assert await db.write(lambda c: c.execute(probe).fetchone()[0], durable=False) == 1
-    assert await db.write(lambda c: c.execute(probe).fetchone()[0]) == 2
+    ask = "PRAGMA synchronous"
+    assert await db.write(lambda c: c.execute(ask).fetchone()[0], durable=False) == 1
+    assert await db.write(lambda c: c.execute(ask).fetchone()[0]) == 2
 
 
 async def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
@@ -136,6 +137,107 @@ async def test_a_failed_job_in_a_group_commit_leaves_the_others_written(
     assert len(await backend.kv.scan("m")) == 20
     item = await backend.kv.get("cas")
     assert item is not None and item.value == b"0"
+
+
+async def test_a_transaction_over_distinct_keys_applies_each_kind_of_operation(
+    backend: Backend,
+) -> None:
+    kv = backend.kv
+    await kv.put("replace", b"1")
+    await kv.put("reborn", b"1")
+    await kv.delete("reborn")  # a tombstone at version 1
+    await kv.put("drop", b"1")
+    await kv.put("checked", b"1")
+    await kv.put("checked", b"2")
+    versions = await kv.transact(
+        [
+            Put("replace", b"2", expect_version=1),
+            Put("reborn", b"2", expect_version=0),
+            Put("fresh", b"1", expect_version=0),
+            Put("blind", b"1"),
+            Delete("drop", expect_version=1),
+            Check("checked", expect_version=2),
+        ]
+    )
+    # A re-created key carries on from its tombstone's version.
+    assert versions == [2, 2, 1, 1, 0, 2]
+    items = await kv.get_many(["replace", "reborn", "fresh", "blind", "drop"])
+    assert [(i.value, i.version) if i else None for i in items] == [
+        (b"2", 2),
+        (b"2", 2),
+        (b"1", 1),
+        (b"1", 1),
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        Put("held", b"x", expect_version=0),
+        Put("held", b"x", expect_version=7),
+        Delete("held", expect_version=7),
+        Check("held", expect_version=0),
+    ],
+    ids=["create", "replace", "delete", "check"],
+)
+async def test_a_failed_expectation_after_writes_undoes_them(
+    backend: Backend, failing: Put | Delete | Check
+) -> None:
+    kv = backend.kv
+    await kv.put("held", b"1")
+    await kv.put("before", b"1")
+    with pytest.raises(TransactionConflictError) as caught:
+        await kv.transact(
+            [Put("before", b"2", expect_version=1), Put("new", b"x"), Delete("gone"), failing]
+        )
+    assert (caught.value.key, caught.value.actual) == ("held", 1)
+    before, new, held = await kv.get_many(["before", "new", "held"])
+    assert before is not None and (before.value, before.version) == (b"1", 1)
+    assert new is None
+    assert held is not None and held.version == 1
+    # The undone writes left no versions behind either.
+    assert await kv.put("new", b"y", expect_version=0) == 1
+
+
+async def test_a_transaction_naming_a_key_twice_checks_before_writing(
+    backend: Backend,
+) -> None:
+    # Every expectation holds against the state before the transaction, as
+    # on the other engines; applying in order would fail the second put.
+    await backend.kv.put("k", b"1")
+    versions = await backend.kv.transact(
+        [Put("k", b"2", expect_version=1), Put("k", b"3", expect_version=1)]
+    )
+    assert versions == [2, 3]
+    item = await backend.kv.get("k")
+    assert item is not None and (item.value, item.version) == (b"3", 3)
+
+
+def test_a_backend_opened_before_a_fork_refuses_work_in_the_child(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    backend = loop.run_until_complete(
+        open_backend(f"sqlite:///{tmp_path / 'r.db'}", data_dir=tmp_path)
+    )
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the backend's threads did not come along
+            code = 1
+            try:
+                child_loop = asyncio.new_event_loop()
+                try:
+                    child_loop.run_until_complete(backend.kv.get("k"))
+                except BackendUnavailableError as error:
+                    code = 0 if "fork" in error.problem else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent's backend is untouched.
+        assert loop.run_until_complete(backend.kv.put("k", b"v")) == 1
+    finally:
+        loop.run_until_complete(backend.close())
+        loop.close()
 
 
 async def test_a_blocked_read_sees_an_append_from_another_opener(
