@@ -17,6 +17,17 @@ Debian package first if it is missing and we are root) on a spare port and
 stops it afterwards. The benchmark process runs on CPU 1; a server it starts
 itself runs on CPU 0 (``taskset``).
 
+The ``round trip`` rows measure one write at a time on the SQLite engine —
+what a sequential durable execution waits for per transition: the latency
+(p50, p99) of a compare-and-set ``put`` and of an ``append``, each awaited
+before the next. Their peer is not Redis but the floor under the engine:
+the same SQL (the KV put's statement, the Log's append function) on a bare
+``sqlite3`` connection with the same settings (WAL, ``synchronous=FULL``),
+called directly on the benchmark's thread, one ``BEGIN IMMEDIATE`` ...
+``COMMIT`` per write, in a file of its own. The ratio is the share of a
+round trip that is SQLite and its fsync; the rest is the engine's thread hop
+and asyncio.
+
     python bench/backends.py            # 5 rounds of 5,000 operations per measure
     python bench/backends.py --smoke    # one round of 200: proves it still runs
 """
@@ -29,6 +40,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -42,18 +54,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis  # noqa: E402
-from _common import Comparison, machine_is_quiet, parse_args, report  # noqa: E402
+from _common import Comparison, machine_is_quiet, parse_args, percentile, report  # noqa: E402
 
 from reflow.backends import Backend, open_backend  # noqa: E402
+from reflow.backends.sqlite_db import connect  # noqa: E402
+from reflow.backends.sqlite_kv import _REPLACE, KV_SCHEMA  # noqa: E402
+from reflow.backends.sqlite_log import LOG_SCHEMA, _append  # noqa: E402
 
 PAYLOAD = b"x" * 100
+# A put of the bytes already stored writes nothing (SQLite skips an
+# unchanged page), so the sequential puts alternate two values.
+PAYLOADS = (b"y" * 100, b"z" * 100)
 SIDES = ("sqlite", "redis", "peer")
 MEASURES = ("log append", "log read+ack", "kv put", "kv get")
+TRIPS = ("kv cas put", "log append")
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=5000, help="operations per measure")
     parser.add_argument("--batch", type=int, default=100, help="operations in flight at once")
+    parser.add_argument(
+        "--trips", type=int, default=1000, help="sequential writes per round-trip measure"
+    )
 
 
 # --- the Redis server --------------------------------------------------------
@@ -180,10 +202,91 @@ async def peer_round(client: aioredis.Redis, prefix: str, ops: int, batch: int) 
     return figures
 
 
+# --- one write at a time on SQLite -------------------------------------------
+
+
+async def engine_trips(backend: Backend, tag: str, trips: int) -> dict[str, list[float]]:
+    """Seconds per awaited write through the engine, one write at a time."""
+    kv, log = backend.kv, backend.log
+    key, stream = f"trip-{tag}", f"trip-{tag}"
+    version = await kv.put(key, PAYLOAD)
+    puts: list[float] = []
+    for index in range(trips):
+        started = time.perf_counter()
+        version = await kv.put(key, PAYLOADS[index % 2], expect_version=version)
+        puts.append(time.perf_counter() - started)
+    appends: list[float] = []
+    for _ in range(trips):
+        started = time.perf_counter()
+        await log.append(stream, PAYLOAD)
+        appends.append(time.perf_counter() - started)
+    await log.delete_stream(stream)
+    return {"kv cas put": puts, "log append": appends}
+
+
+def bare_trips(connection: sqlite3.Connection, tag: str, trips: int) -> dict[str, list[float]]:
+    """The same SQL on a bare connection, on this thread: the floor under the engine."""
+    key, stream = f"trip-{tag}", f"trip-{tag}"
+    connection.execute("INSERT INTO kv (key, value, version) VALUES (?, ?, 1)", (key, PAYLOAD))
+    version = 1
+    puts: list[float] = []
+    for index in range(trips):
+        started = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        row = connection.execute(
+            _REPLACE, (PAYLOADS[index % 2], None, key, version, time.time())
+        ).fetchone()
+        connection.execute("COMMIT")
+        puts.append(time.perf_counter() - started)
+        version = row[0]
+    appends: list[float] = []
+    for _ in range(trips):
+        started = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        _append(connection, stream, int(time.time() * 1000), [PAYLOAD])
+        connection.execute("COMMIT")
+        appends.append(time.perf_counter() - started)
+    return {"kv cas put": puts, "log append": appends}
+
+
+async def round_trips(
+    backend: Backend, data_dir: Path, rounds: int, trips: int
+) -> list[Comparison]:
+    """p50 and p99 of one awaited write, engine against bare sqlite3, alternating."""
+    comparisons = {
+        (measure, name): Comparison(
+            f"round trip: sqlite {measure} {name}", "us", higher_is_better=False
+        )
+        for measure in TRIPS
+        for name in ("p50", "p99")
+    }
+    bare = connect(data_dir / "bare.db")
+    try:
+        for statement in (*KV_SCHEMA, *LOG_SCHEMA):
+            bare.execute(statement)
+        await engine_trips(backend, "warmup", trips // 4 or 1)
+        bare_trips(bare, "warmup", trips // 4 or 1)
+        for index in range(rounds):
+            tag = f"r{index}"
+            if index % 2 == 0:
+                ours = await engine_trips(backend, tag, trips)
+                floor = bare_trips(bare, tag, trips)
+            else:
+                floor = bare_trips(bare, tag, trips)
+                ours = await engine_trips(backend, tag, trips)
+            for (measure, name), comparison in comparisons.items():
+                fraction = 0.5 if name == "p50" else 0.99
+                comparison.ours.append(percentile(ours[measure], fraction) * 1e6)
+                comparison.peer.append(percentile(floor[measure], fraction) * 1e6)
+    finally:
+        bare.close()
+    return list(comparisons.values())
+
+
 # --- the run -----------------------------------------------------------------
 
 
-async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
+async def run(url: str, rounds: int, ops: int, batch: int, trips: int) -> list[Comparison]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     separator = "&" if "?" in url else "?"
     comparisons = {
@@ -212,6 +315,7 @@ async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
                 for (engine, measure), comparison in comparisons.items():
                     comparison.ours.append(figures[engine][measure])
                     comparison.peer.append(figures["peer"][measure])
+            trip_comparisons = await round_trips(sqlite, data_dir, rounds, trips)
         finally:
             stale = [key async for key in client.scan_iter(match=f"{prefix}*")]
             if stale:
@@ -219,16 +323,17 @@ async def run(url: str, rounds: int, ops: int, batch: int) -> list[Comparison]:
             await client.aclose()
             await redis.close()
             await sqlite.close()
-    return list(comparisons.values())
+    return [*comparisons.values(), *trip_comparisons]
 
 
 def main() -> None:
     args = parse_args(__doc__ or "", _options)
     ops, batch = (200, 50) if args.smoke else (args.ops, args.batch)
+    trips = 40 if args.smoke else args.trips
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
     with redis_server() as url:
-        comparisons = asyncio.run(run(url, args.rounds, ops, batch))
+        comparisons = asyncio.run(run(url, args.rounds, ops, batch, trips))
     print(f"redis server {url}; this process on CPU {sorted(os.sched_getaffinity(0))}")
     report(
         "backends",
@@ -237,6 +342,7 @@ def main() -> None:
         redis=url,
         ops=ops,
         batch=batch,
+        trips=trips,
         rounds=args.rounds,
         smoke=args.smoke,
     )
