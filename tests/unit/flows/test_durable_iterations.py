@@ -31,6 +31,7 @@ class Tasks:
         self.crash_at = crash_at
         self.fail = fail
         self.calls: list[tuple[Any, str]] = []
+        self.at_crash = 0  # how many calls had been made when the crash came
 
     async def __call__(self, event: Any, context: TaskContext) -> Any:
         self.calls.append((event, context.idempotency_key))
@@ -80,6 +81,7 @@ async def crash_then_resume(
     await crashing.start_execution("f", data, name="x")
     with pytest.raises(Crash):
         await crashing.drain()
+    tasks.at_crash = len(tasks.calls)
     restarted = FlowService(backend, {"f": definition}, functions={"work": tasks})
     assert await restarted.recover() == 1
     await restarted.drain()
@@ -95,8 +97,10 @@ async def test_a_crash_mid_map_runs_no_finished_iteration_again(
     tasks = Tasks(crash_at=crash_at)
     described = await crash_then_resume(backend, map_flow(), data, tasks)
     assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
-    # Five items, six calls: the one in flight at the crash ran again, with its key.
-    assert len(tasks.calls) == 6
+    # The one that crashed ran again, with its key, and so did any sibling that had
+    # started meanwhile (the Crash reaches the state a moment after the task raised
+    # it); the iterations saved before it did not.
+    assert 6 <= len(tasks.calls) <= 5 + tasks.at_crash - (crash_at - 1)
     keys = tasks.keys_by_item()
     assert all(len(found) == 1 for found in keys.values()), keys
     assert len({key for found in keys.values() for key in found}) == 5
@@ -174,7 +178,7 @@ async def test_a_crash_mid_distributed_map_resumes_the_same_map_run(backend: Bac
     tasks = Tasks(crash_at=3)
     described = await crash_then_resume(backend, distributed_flow(), data, tasks)
     assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
-    assert len(tasks.calls) == 5
+    assert 5 <= len(tasks.calls) <= 4 + tasks.at_crash - 2  # children 0 and 1 were saved
     keys = tasks.keys_by_item()
     assert all(len(found) == 1 for found in keys.values()), keys
     # Child executions of one Map Run: ...:execution:f/Fan:RUN_ID:INDEX, one run id.
@@ -230,8 +234,9 @@ async def test_a_crash_inside_a_nested_map_resumes_it_where_it_stood(backend: Ba
     assert (described["status"], described["output"]) == ("SUCCEEDED", expected.output)
     keys = tasks.keys_by_item()
     assert len(keys) == 6 and all(len(found) == 1 for found in keys.values()), keys
-    # Saved iterations and the saved branch ran once; the calls in flight ran again.
-    assert len(tasks.calls) <= 6 + 2
+    # Saved iterations and the saved branch ran once; only calls in flight ran again.
+    counts = [sum(1 for event, _ in tasks.calls if event == item) for item, _ in tasks.calls]
+    assert max(counts) <= 2 and len(tasks.calls) <= 6 + tasks.at_crash - 1
 
 
 class Hangs:
