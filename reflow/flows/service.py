@@ -36,6 +36,7 @@ from typing import Any
 from reflow.backends import Backend
 from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
 from reflow.flows import interpreter as core
+from reflow.flows import iterations
 from reflow.flows.durable import DurableRunner, PersistHook, events_of, execution_arn, runnable
 from reflow.flows.express import ExpressRuns
 from reflow.flows.history import History
@@ -284,6 +285,8 @@ class FlowService:
         record = await self._update(name, abort)
         if record.parent is not None:
             await self._enqueue(record.parent)  # it waits for this one: wake it now
+        # A Map or Parallel state it stood in will not save again: drop its children.
+        await iterations.forget(self.backend.kv, name)
         return record.describe()
 
     async def redrive(self, name: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ idempotency key, and output and history are those of an uninterrupted run.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from reflow.backends import Backend
 from reflow.flows import TaskContext, run
 from reflow.flows.service import FlowService
+from reflow.flows.store import ExecutionRecord, execution_arn
 from reflow.testing import FakeClock
 
 
@@ -306,3 +308,44 @@ async def test_a_retried_map_runs_every_iteration_again_under_new_keys(
     assert (await service.describe("r"))["output"] == [1, 2]
     assert [value for value, _ in calls] == [1, 2, 1, 2]
     assert len({key for _, key in calls}) == 4
+
+
+async def test_a_map_whose_iterations_only_reshape_data_reads_and_writes_no_child_record(
+    backend: Backend,
+) -> None:
+    touched: list[str] = []
+    kv: Any = backend.kv
+    scan, put, transact = kv.scan, kv.put, kv.transact
+
+    async def spy_scan(prefix: str = "", **options: Any) -> Any:
+        touched.append(prefix)
+        return await scan(prefix, **options)
+
+    async def spy_put(key: str, value: bytes, **options: Any) -> Any:
+        touched.append(key)
+        return await put(key, value, **options)
+
+    async def spy_transact(operations: Any) -> Any:
+        touched.extend(operation.key for operation in operations)
+        return await transact(operations)
+
+    kv.scan, kv.put, kv.transact = spy_scan, spy_put, spy_transact
+    definition = map_flow()
+    processor = definition["States"]["Fan"]["ItemProcessor"]["States"]
+    processor["Shape"]["Next"] = "After"
+    del processor["Work"]
+    service = FlowService(backend, {"f": definition})
+    await service.start_execution("f", {"items": [1, 2, 3]}, name="pure")
+    await service.drain()
+    assert (await service.describe("pure"))["output"] == [{"v": 1}, {"v": 2}, {"v": 3}]
+    assert not [key for key in touched if key.startswith("flows/c/")]
+
+
+def test_a_record_saved_before_the_parent_field_reads_back_without_a_parent() -> None:
+    record = ExecutionRecord(
+        name="old", flow="f", id=execution_arn("f", "old"), input={}, state="A", state_input={}
+    )
+    stored = json.loads(record.to_json())
+    stored[6] = stored[6][:-1]  # the changing fields as they were before "parent"
+    back = ExecutionRecord.from_json(json.dumps(stored).encode())
+    assert (back.name, back.state, back.parent) == ("old", "A", None)
