@@ -18,7 +18,11 @@ A child saves itself (a compare-and-set on its own key) after every state
 that did something — a Task, a Wait, a nested Parallel or Map — and when it
 ends; pure states (Pass, Choice, Succeed, Fail) ride along with the next
 save, since doing them again changes nothing, and a child made only of
-them is never written at all. When the parent's transition is redone after
+them is never written at all (when every child is like that, :func:`needed`
+says so and the state runs exactly as in memory). The saves of one
+event-loop turn are written together in one transaction (:class:`_Batch`),
+and a scope's children wait for one shared read of its records, so they
+start — and save — together. When the parent's transition is redone after
 a crash, the scope reads its records once: a finished child gives its
 outcome at once, an unfinished one goes on from its saved cursor, and only
 the task in flight at the crash runs again, with the same idempotency key.
