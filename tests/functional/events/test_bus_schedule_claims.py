@@ -127,3 +127,27 @@ async def test_a_holder_slower_than_its_lease_leads_to_a_second_put_of_the_same_
     assert len(ids) == 2 and ids[0] == ids[1]  # at least once, always the same id
     assert await backend.kv.get(open_key("app", "sitemap", STAMP)) is None
     await backend.close()
+
+
+async def test_a_scheduler_leaves_alone_the_open_firings_of_an_app_named_like_it() -> None:
+    clock = FakeClock(START + 60.0)
+    backend = memory_backend(clock)
+    stuck = StallingBus(backend, clock)
+    stuck.release = asyncio.Event()
+    other_app = Scheduler([SITEMAP], stuck, backend.kv, clock=clock, namespace="app.v2")
+    holding = asyncio.create_task(other_app.fire(SITEMAP, FIRST))
+    await asyncio.sleep(0.05)  # claimed; its process "dies" here
+    holding.cancel()
+    await asyncio.gather(holding, return_exceptions=True)
+    clock.advance(LEASE + 1.0)
+    # "app" scans the prefix events.schedule-open.app., which holds app.v2's records too.
+    mine = Scheduler([], EventBus(backend, clock=clock), backend.kv, clock=clock, namespace="app")
+    await mine.start()
+    try:
+        await asyncio.sleep(0.05)
+    finally:
+        await mine.stop()
+        await other_app.stop()
+    assert await bus_ids(backend) == []
+    assert await backend.kv.get(open_key("app.v2", "sitemap", STAMP)) is not None
+    await backend.close()
