@@ -17,13 +17,16 @@ runs it to the end. Afterwards:
   its key: at-least-once);
 * only tasks in flight at the kill ran twice: at most 20 + 4 calls.
 
-Run on SQLite and on Redis (a unique key prefix per test).
+The same for a Distributed Map (each item a child execution of one Map Run,
+whose id must survive the kill). Run on SQLite and on Redis (a unique key
+prefix per test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import faulthandler
 import json
 import multiprocessing
@@ -44,7 +47,7 @@ from tests.conftest import REDIS_URL, require_server
 ITEMS = 20
 CONCURRENCY = 4
 INPUT = {"items": list(range(ITEMS))}
-DEFINITION = {
+DEFINITION: dict[str, Any] = {
     "StartAt": "Prepare",
     "States": {
         "Prepare": {"Type": "Pass", "Parameters": {"items.$": "$.items"}, "Next": "Fan"},
@@ -67,7 +70,20 @@ DEFINITION = {
 }
 # (kind, value): ("call", k) dies when about to make task call k+1; ("before", seq)
 # dies just before the parent's save of transition seq (2: the one leaving the Map).
-KILLS = [("call", 0), ("call", 7), ("call", 15), ("call", 19), ("before", 2)]
+KILLS = {
+    "inline": [("call", 0), ("call", 7), ("call", 15), ("call", 19), ("before", 2)],
+    "distributed": [("call", 9), ("before", 2)],
+}
+
+
+def definition(mode: str) -> dict[str, Any]:
+    """The flow with an inline Map, or with the same Map in DISTRIBUTED mode."""
+    if mode == "inline":
+        return DEFINITION
+    distributed = copy.deepcopy(DEFINITION)
+    processor = distributed["States"]["Fan"]["ItemProcessor"]
+    processor["ProcessorConfig"] = {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    return distributed
 
 
 def square(event: Any, context: TaskContext) -> Any:
@@ -80,7 +96,7 @@ def recording(calls: Path, die_at_call: int | None) -> Any:
             made = len(calls.read_text().splitlines()) if calls.exists() else 0
             if made == die_at_call:
                 os.kill(os.getpid(), signal.SIGKILL)
-        line = json.dumps([context.execution_name, event["item"], context.idempotency_key])
+        line = json.dumps([context.execution_id, event["item"], context.idempotency_key])
         # One write() per call: it is in the file even if the process dies right after.
         with calls.open("a") as file:
             file.write(line + "\n")
@@ -89,7 +105,9 @@ def recording(calls: Path, die_at_call: int | None) -> Any:
     return task
 
 
-def child(url: str, data_dir: str, calls: str, name: str, kill: tuple[str, int] | None) -> None:
+def child(
+    url: str, data_dir: str, calls: str, name: str, kill: tuple[str, int] | None, mode: str
+) -> None:
     """Start (or find) the execution and run it; SIGKILL itself at ``kill``."""
     faulthandler.dump_traceback_later(45, exit=True)
     die_at_call = kill[1] if kill is not None and kill[0] == "call" else None
@@ -102,7 +120,7 @@ def child(url: str, data_dir: str, calls: str, name: str, kill: tuple[str, int] 
         backend = await open_backend(url, data_dir=Path(data_dir))
         service = FlowService(
             backend,
-            {"fan": DEFINITION},
+            {"fan": definition(mode)},
             functions={"square": recording(Path(calls), die_at_call)},
             workers=1,
             block=0.02,
@@ -127,8 +145,9 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload([__name__])
 
 
-def run_child(url: str, tmp_path: Path, calls: Path, name: str, kill: Any) -> int:
-    process = _CONTEXT.Process(target=child, args=(url, str(tmp_path), str(calls), name, kill))
+def run_child(url: str, tmp_path: Path, calls: Path, name: str, kill: Any, mode: str) -> int:
+    arguments = (url, str(tmp_path), str(calls), name, kill, mode)
+    process = _CONTEXT.Process(target=child, args=arguments)
     process.start()
     process.join(60)
     if process.exitcode is None:
@@ -138,10 +157,12 @@ def run_child(url: str, tmp_path: Path, calls: Path, name: str, kill: Any) -> in
     return process.exitcode
 
 
-async def outcome(url: str, tmp_path: Path, name: str) -> tuple[dict[str, Any], list[str], int]:
+async def outcome(
+    url: str, tmp_path: Path, name: str, mode: str
+) -> tuple[dict[str, Any], list[str], int]:
     backend = await open_backend(url, data_dir=tmp_path)
     try:
-        service = FlowService(backend, {"fan": DEFINITION})
+        service = FlowService(backend, {"fan": definition(mode)})
         described = await service.describe(name)
         types = [event["type"] for event in await service.history(name)]
         left = len(await backend.kv.scan(f"flows/c/{name}/"))
@@ -159,29 +180,37 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{REDIS_URL}{separator}prefix=test-flows-map-crash-{uuid.uuid4().hex[:12]}:"
 
 
+@pytest.mark.parametrize("mode", ["inline", "distributed"])
 def test_sigkill_mid_map_resumes_without_running_finished_iterations_again(
-    url: str, tmp_path: Path
+    url: str, tmp_path: Path, mode: str
 ) -> None:
-    expected = run(DEFINITION, INPUT, functions={"square": square})
+    expected = run(definition(mode), INPUT, functions={"square": square})
     assert expected.status == "SUCCEEDED"
-    for kind, value in KILLS:
-        name = f"map-{kind}-{value}"
+    for kind, value in KILLS[mode]:
+        name = f"map-{mode}-{kind}-{value}"
         calls = tmp_path / f"{name}.calls"
-        assert run_child(url, tmp_path, calls, name, (kind, value)) == -signal.SIGKILL, name
+        assert run_child(url, tmp_path, calls, name, (kind, value), mode) == -signal.SIGKILL
         before = len(calls.read_text().splitlines()) if calls.exists() else 0
         if kind == "call":
             assert before == value, name  # it died where it was told to
-        assert run_child(url, tmp_path, calls, name, None) == 0, name
-        described, types, left = asyncio.run(outcome(url, tmp_path, name))
+        assert run_child(url, tmp_path, calls, name, None, mode) == 0, name
+        described, types, left = asyncio.run(outcome(url, tmp_path, name, mode))
         assert described["status"] == "SUCCEEDED", (name, described)
         assert described["output"] == expected.output, name
         assert types == expected.event_types(), name
         assert left == 0, name  # the children's records went with the Map state
         keys: dict[int, set[str]] = {}
+        executions: set[str] = set()
         for line in calls.read_text().splitlines():
             execution, item, key = json.loads(line)
-            assert execution == name
+            executions.add(execution)
             keys.setdefault(item, set()).add(key)
+        if mode == "inline":  # the parent's execution id, then /Fan@VISIT.RETRY/POSITION
+            assert {execution.split("/")[0] for execution in executions} == {
+                f"arn:aws:states:local:000000000000:execution:fan:{name}"
+            }
+        else:  # child executions of one Map Run: ...:execution:fan/Fan:RUN_ID:INDEX
+            assert len({execution.rsplit(":", 1)[0] for execution in executions}) == 1
         assert sorted(keys) == list(range(ITEMS)), name
         assert all(len(found) == 1 for found in keys.values()), (name, keys)
         assert len({key for found in keys.values() for key in found}) == ITEMS, name
