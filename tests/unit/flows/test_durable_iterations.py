@@ -349,3 +349,31 @@ def test_a_record_saved_before_the_parent_field_reads_back_without_a_parent() ->
     stored[6] = stored[6][:-1]  # the changing fields as they were before "parent"
     back = ExecutionRecord.from_json(json.dumps(stored).encode())
     assert (back.name, back.state, back.parent) == ("old", "A", None)
+
+
+async def test_a_backend_failure_while_saving_children_fails_the_transition_not_the_run(
+    backend: Backend,
+) -> None:
+    kv: Any = backend.kv
+    transact = kv.transact
+    broken = {"left": 1}
+
+    async def flaky_transact(operations: Any) -> Any:
+        if broken["left"] and any(op.key.startswith("flows/c/") for op in operations):
+            broken["left"] -= 1
+            raise ConnectionError("the backend went away")
+        return await transact(operations)
+
+    kv.transact = flaky_transact
+    tasks = Tasks()
+    service = FlowService(backend, {"f": map_flow(concurrency=0)}, functions={"work": tasks})
+    await service.start_execution("f", {"items": [1, 2, 3]}, name="b")
+    # Every save of the batch learns the error; the transition is dropped, unsaved.
+    with pytest.raises(ConnectionError):
+        await service.drain()
+    restarted = FlowService(backend, {"f": map_flow(concurrency=0)}, functions={"work": tasks})
+    await restarted.recover()
+    await restarted.drain()
+    described = await restarted.describe("b")
+    assert [row["done"]["v"] for row in described["output"]] == [1, 2, 3]
+    assert all(len(found) == 1 for found in tasks.keys_by_item().values())
