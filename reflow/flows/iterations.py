@@ -387,7 +387,9 @@ class _ChildRun:
         """Make the child's transitions (as ``Executor.run_machine`` does), saving them."""
         record, runner, machine = self.record, self.runner, self.machine
         clock, step, states = runner.clock, core.step, machine.states
-        cursor = core.Cursor(record.state, record.state_input, record.variables)
+        cursor = core.Cursor(
+            record.state, record.state_input, record.variables, tuple(record.attempts)
+        )
         context_read = reads_context(machine)
         worked = self.version > 0
         transitions = 0
@@ -398,25 +400,43 @@ class _ChildRun:
             if runner.deadline is not None:
                 runner.check_deadline()
             state = states[cursor.state]
-            entered = clock.time()
-            self.pending.state(_ENTERED[state.type], entered, state.name, "input", cursor.input)
+            # Saved mid-state (a retry back-off or a Wait under way): it goes on, not again.
+            resumed, wait = record.entered, record.wait
+            if not resumed:
+                record.entered_at = clock.time()
+                self.pending.state(
+                    _ENTERED[state.type], record.entered_at, state.name, "input", cursor.input
+                )
             context: Mapping[str, Any] = base
             if context_read or state.type == "Task":
                 context = {
                     **base,
                     "State": {
-                        "EnteredTime": iso_time(entered),
+                        "EnteredTime": iso_time(record.entered_at),
                         "Name": state.name,
-                        "RetryCount": 0,
+                        "RetryCount": cursor.retry_count,
                     },
                 }
             runner.visit = record.seq
-            action = step(machine, cursor, context)
+            if resumed and wait is not None:
+                await _delay(runner, max(0.0, wait["at"] - clock.time()))
+                record.wait = None
+                slept = core.Result(None) if wait["then"] == "outcome" else None
+                action = step(machine, cursor, context, slept)
+            else:
+                action = step(machine, cursor, context)
             did = False
             while not isinstance(action, _FINAL):
                 if isinstance(action, core.Retry):
-                    await _delay(runner, backoff_delay(action.retrier, action.attempt))
                     cursor = action.cursor
+                    delay = backoff_delay(action.retrier, action.attempt)
+                    if delay > 0:
+                        # Saved first: after a crash the back-off goes on, then the next
+                        # attempt (its own key) — not the attempts already made.
+                        await self._pause(cursor, clock.time() + delay, "enter")
+                        worked = True
+                    await _delay(runner, delay)
+                    record.wait = None
                     context = {
                         **context,
                         "State": {**context.get("State", {}), "RetryCount": cursor.retry_count},
@@ -428,10 +448,15 @@ class _ChildRun:
                     outcome = await invoke(runner, action, cursor, context, self.pending)
                     await nested.settle(runner)
                 elif isinstance(action, core.Sleep):
-                    if action.until is not None:
-                        await _delay(runner, max(0.0, action.until - clock.time()))
-                    else:
-                        await _delay(runner, action.seconds or 0.0)
+                    now = clock.time()
+                    until = (
+                        action.until if action.until is not None else now + (action.seconds or 0)
+                    )
+                    if until > now:
+                        # Saved first: after a crash only what is left of the Wait is waited.
+                        await self._pause(cursor, until, "outcome")
+                    await _delay(runner, max(0.0, until - clock.time()))
+                    record.wait = None
                     outcome = core.Result(None)
                 else:
                     scope = None
@@ -448,6 +473,7 @@ class _ChildRun:
                 did = worked = True
                 action = step(machine, cursor, context, outcome)
             record.seq += 1
+            record.entered, record.wait, record.attempts = False, None, []
             if isinstance(action, core.Fail):
                 record.status, record.error, record.cause = FAILED, action.error, action.cause
                 record.stop_time = clock.time()
@@ -468,6 +494,14 @@ class _ChildRun:
             record.variables = dict(cursor.variables)
             if did:
                 await self._save()
+
+    async def _pause(self, cursor: core.Cursor, until: float, then: str) -> None:
+        """Save the child mid-state: waiting until ``until``, then ``then`` (``"enter"``
+        the state again for a retry, or take the Wait state's ``"outcome"``)."""
+        record = self.record
+        record.entered, record.attempts = True, list(cursor.attempts)
+        record.wait = {"kind": "timer", "at": until, "then": then}
+        await self._save()
 
     async def _save(self) -> None:
         """Save the record with the events not saved yet, or adopt the stored one."""

@@ -377,3 +377,82 @@ async def test_a_backend_failure_while_saving_children_fails_the_transition_not_
     described = await restarted.describe("b")
     assert [row["done"]["v"] for row in described["output"]] == [1, 2, 3]
     assert all(len(found) == 1 for found in tasks.keys_by_item().values())
+
+
+async def run_until(service: FlowService, clock: FakeClock, step: float, done: Any) -> None:
+    """Drain ``service`` in the background, moving the clock ``step`` at a time until
+    ``done()`` holds (children sleep back-offs and Waits on the clock, in memory)."""
+    draining = asyncio.ensure_future(service.drain())
+    try:
+        for _ in range(200):
+            for _ in range(20):
+                await asyncio.sleep(0)
+            if done() or draining.done():
+                break
+            clock.advance(step)
+        if draining.done():
+            draining.result()  # a Crash raised in it surfaces here
+    finally:
+        draining.cancel()
+        await asyncio.gather(draining, return_exceptions=True)
+
+
+def waiting_map() -> dict[str, Any]:
+    definition = map_flow(concurrency=0)
+    states = definition["States"]["Fan"]["ItemProcessor"]["States"]
+    states["Shape"]["Next"] = "Pause"
+    states["Pause"] = {"Type": "Wait", "Seconds": 60, "Next": "Work"}
+    return definition
+
+
+async def test_a_crash_during_a_wait_in_an_iteration_waits_only_what_is_left(
+    backend: Backend, clock: FakeClock
+) -> None:
+    tasks = Tasks()
+    started = clock.time()
+    first = FlowService(backend, {"f": waiting_map()}, functions={"work": tasks})
+    await first.start_execution("f", {"items": [1, 2]}, name="w")
+    # Half the Wait goes by, then the process dies (its drain is cancelled mid-sleep).
+    await run_until(first, clock, 30, lambda: clock.time() >= started + 30)
+    assert tasks.calls == []
+    restarted = FlowService(backend, {"f": waiting_map()}, functions={"work": tasks})
+    await restarted.recover()
+    await run_until(restarted, clock, 10, lambda: len(tasks.calls) == 2)
+    # The saved Wait ends at started + 60: the restart waited the 30 s that were left.
+    assert clock.time() - started == 60
+    await restarted.drain()
+    described = await restarted.describe("w")
+    assert [row["done"]["v"] for row in described["output"]] == [1, 2]
+    types = [event["type"] for event in await restarted.history("w")]
+    assert types.count("WaitStateEntered") == 2 and types.count("WaitStateExited") == 2
+
+
+async def test_a_crash_during_a_retried_task_resumes_at_that_attempt(
+    backend: Backend, clock: FakeClock
+) -> None:
+    definition = map_flow(concurrency=1)
+    work = definition["States"]["Fan"]["ItemProcessor"]["States"]["Work"]
+    work["Retry"] = [{"ErrorEquals": ["ValueError"], "IntervalSeconds": 5, "MaxAttempts": 2}]
+    attempts: list[tuple[int, str]] = []
+
+    def flaky(event: Any, context: TaskContext) -> Any:
+        attempts.append((context.attempt, context.idempotency_key))
+        if len(attempts) == 1:
+            raise ValueError("first attempt")
+        if len(attempts) == 2:
+            raise Crash()
+        return event["v"]
+
+    first = FlowService(backend, {"f": definition}, functions={"work": flaky})
+    await first.start_execution("f", {"items": [7]}, name="t")
+    with pytest.raises(Crash):
+        await run_until(first, clock, 5, lambda: False)
+    restarted = FlowService(backend, {"f": definition}, functions={"work": flaky})
+    await restarted.recover()
+    await restarted.drain()
+    assert (await restarted.describe("t"))["output"] == [7]
+    # Attempt 1 was in flight at the crash: it runs again, with its key; attempt 0 does not.
+    assert [attempt for attempt, _ in attempts] == [0, 1, 1]
+    assert attempts[1][1] == attempts[2][1] != attempts[0][1]
+    types = [event["type"] for event in await restarted.history("t")]
+    assert types.count("TaskStateEntered") == 1 and types.count("TaskFailed") == 1
