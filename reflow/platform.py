@@ -127,8 +127,10 @@ class Platform:
                 runtime=runtime,
             )
             await self.add_service("edge", edge)
-        if self.app.rules or self.app.schedules:
-            # Imported here: an app without rules or schedules never loads the bus.
+        if self.app.rules or self.app.schedules or self.app.functions or self.app.flows:
+            # Any handler or flow may put events (context.events, putEvents tasks),
+            # archived for replay even before a rule matches them.
+            # Imported here: an app with none of these never loads the bus.
             from reflow.events.service import EventsService
 
             # Rules targeting a flow find the flows service when they deliver:
