@@ -151,3 +151,93 @@ async def test_a_scheduler_leaves_alone_the_open_firings_of_an_app_named_like_it
     assert await bus_ids(backend) == []
     assert await backend.kv.get(open_key("app.v2", "sitemap", STAMP)) is not None
     await backend.close()
+
+
+class FlakyKV:
+    """A KV whose first ``get`` fails, as a backend hiccup would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, key: str) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BackendError("the backend went away for a moment")
+        return await self.inner.get(key)
+
+
+async def test_a_failed_look_at_an_open_firing_is_logged_and_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(START + 60.0)
+    backend = memory_backend(clock)
+    stuck = StallingBus(backend, clock)
+    stuck.release = asyncio.Event()
+    dead = Scheduler([SITEMAP], stuck, backend.kv, clock=clock, lease=LEASE)
+    holding = asyncio.create_task(dead.fire(SITEMAP, FIRST))
+    await asyncio.sleep(0.05)
+    holding.cancel()  # killed with the firing claimed
+    await asyncio.gather(holding, return_exceptions=True)
+    flaky = FlakyKV(backend.kv)
+    later = Scheduler([], EventBus(backend, clock=clock), flaky, clock=clock, lease=LEASE)
+    await later.start()  # finds the open firing; its first look fails
+    try:
+        await eventually(lambda: clock.sleepers == 1)  # waiting a lease before looking again
+        clock.advance(LEASE)
+        await eventually(lambda: later.fired == [("sitemap", FIRST)])
+    finally:
+        await later.stop()
+        await dead.stop()
+    assert len(await bus_ids(backend)) == 1
+    assert "recovering the firing" in caplog.text
+    await backend.close()
+
+
+async def test_of_two_schedulers_taking_over_one_stale_firing_one_puts_it() -> None:
+    clock = FakeClock(START + 60.0)
+    backend = memory_backend(clock)
+    stuck = StallingBus(backend, clock)
+    stuck.release = asyncio.Event()
+    dead = Scheduler([SITEMAP], stuck, backend.kv, clock=clock, lease=LEASE)
+    holding = asyncio.create_task(dead.fire(SITEMAP, FIRST))
+    await asyncio.sleep(0.05)
+    holding.cancel()
+    await asyncio.gather(holding, return_exceptions=True)
+    clock.advance(LEASE + 1.0)
+    takers = [
+        Scheduler([], EventBus(backend, clock=clock), YieldingKV(backend.kv), clock=clock)
+        for _ in range(2)
+    ]
+    await asyncio.gather(*(taker.start() for taker in takers))
+    try:
+        await eventually(lambda: sum(len(t.fired) for t in takers) == 1)
+        # The loser of the compare-and-set watches the winner's lease, if the
+        # winner has not already closed the firing.
+        clock.advance(LEASE + 1.0)
+        await eventually(lambda: clock.sleepers == 0)
+    finally:
+        for taker in takers:
+            await taker.stop()
+        await dead.stop()
+    assert len(await bus_ids(backend)) == 1
+    await backend.close()
+
+
+class YieldingKV:
+    """A KV that lets the loop run before every call, so two takers interleave."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)
+            return await method(*args, **kwargs)
+
+        return call

@@ -119,3 +119,13 @@ def test_skipping_the_count_skips_nothing_else() -> None:
     # Outside the call, construction counts again.
     with pytest.raises(EventTooLargeError):
         Event(source="cms", type="Big", data="x" * MAX_EVENT_SIZE)
+
+
+async def test_a_put_entry_whose_detail_is_not_json_is_refused_naming_it() -> None:
+    clock = FakeClock()
+    bus = EventBus(memory_backend(clock), clock=clock)
+    entry = {"source": "cms", "detail-type": "T", "detail": {"tags": {"a", "b"}}}
+    with pytest.raises(InvalidEventError) as caught:
+        await bus.put([{"source": "cms", "detail-type": "T", "detail": {}}, entry])
+    assert caught.value.field == "entries[1].data"
+    assert "not JSON-serialisable" in caught.value.problem
