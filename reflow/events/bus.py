@@ -49,7 +49,7 @@ from reflow.events.model import (
     Event,
     json_size,
 )
-from reflow.events.retries import LOOK_EVERY
+from reflow.events.retries import LOOK_EVERY, ParkedRetries
 from reflow.events.ruleset import RuleSet
 
 if TYPE_CHECKING:
@@ -129,9 +129,13 @@ class EventBus:
         self.concurrency = concurrency
         self.rng = rng or random.Random()
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
-        # Real seconds between a worker's looks for retries other processes parked.
-        self.retry_look_every = retry_look_every
         self.dead_letters = DeadLetters(backend.kv, backend.log, self.clock)
+        # Failed deliveries of every rule wait here for their retry; one waker
+        # per process moves them back (looking for other processes' every
+        # ``retry_look_every`` real seconds).
+        self.retries = ParkedRetries(
+            backend.kv, backend.log, clock=self.clock, look_every=retry_look_every
+        )
         self.rules: dict[str, Rule] = {}
         self._matchers: dict[str, RuleSet] = {}
         self._workers: list[DeliveryWorker] = []
@@ -202,6 +206,8 @@ class EventBus:
         self.loop = asyncio.get_running_loop()
         for bus in self._matchers:
             self._tasks.append(asyncio.create_task(self._dispatch(bus)))
+        if self.rules:
+            self._tasks.append(asyncio.create_task(self.retries.run()))
         for rule in self.rules.values():
             worker = DeliveryWorker(
                 rule,
@@ -214,7 +220,7 @@ class EventBus:
                 concurrency=self.concurrency,
                 rng=self.rng,
                 consumer=self.consumer,
-                look_every=self.retry_look_every,
+                retries=self.retries,
             )
             await worker.start()
             self._workers.append(worker)

@@ -17,9 +17,9 @@ stream through a consumer group and, for each record:
    acknowledged; after the last attempt the record goes to the dead-letter
    queue instead, again before the ack.
 
-A parked retry is not held by any worker while it waits: the worker's
-waker moves it back to the stream when it is due, where it is read and
-delivered at once. So however many of a rule's events wait out a back-off,
+A parked retry is not held by any worker while it waits: the bus's waker
+moves it back to the stream when it is due, where it is read and delivered
+at once. So however many of a rule's events wait out a back-off,
 the worker keeps reading the rule's fresh events. (A record read with a
 ``due`` time more than ``PARK_AFTER`` ahead — one written before retries
 were parked — is parked the same way; a nearer one is waited for.)
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from reflow.backends.protocols import Log, LogEntry
 from reflow.clock import Clock
 from reflow.events.model import Event
-from reflow.events.retries import LOOK_EVERY, ParkedRetries
+from reflow.events.retries import ParkedRetries
 from reflow.events.transform import RuleInput
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ class DeliveryWorker:
         concurrency: int = 16,
         rng: random.Random | None = None,
         consumer: str | None = None,
-        look_every: float = LOOK_EVERY,
+        retries: ParkedRetries | None = None,
     ) -> None:
         self.rule = rule
         self.log = backend.log
@@ -313,23 +313,20 @@ class DeliveryWorker:
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
         self.stream = rule_stream(rule.name)
         self._acks = Acks(self.log, self.stream, DELIVER_GROUP)
-        self.retries = ParkedRetries(
-            backend.kv,
-            self.log,
-            rule=rule.name,
-            stream=self.stream,
-            clock=clock,
-            look_every=look_every,
-        )
+        # Where failed deliveries wait for their retry. A bus shares one (and
+        # runs its waker) across its rules; a worker on its own runs its own.
+        self._own_retries = retries is None
+        self.retries = retries or ParkedRetries(backend.kv, self.log, clock=clock)
         self._reader: asyncio.Task[None] | None = None
         self._waker: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Start reading the rule's stream, and moving its parked retries back when due."""
+        """Start reading the rule's stream (and moving parked retries back, if ours)."""
         if self._reader is None:
             self._reader = asyncio.create_task(self._read())
-            self._waker = asyncio.create_task(self.retries.run())
+            if self._own_retries:
+                self._waker = asyncio.create_task(self.retries.run())
 
     async def stop(self) -> None:
         """Stop reading; records in flight stay unacknowledged and come back later."""
@@ -409,7 +406,7 @@ class DeliveryWorker:
                 replay=replay,
                 error=record.get("error"),
             )
-            await self.retries.park(kept, due)
+            await self.retries.park(self.stream, kept, due)
             await self._acks.ack(entry.id)
             return
         if wait > 0:
@@ -450,7 +447,7 @@ class DeliveryWorker:
                         replay=replay,
                         error=error,
                     )
-                    await self.retries.park(retry, due)
+                    await self.retries.park(self.stream, retry, due)
                 else:
                     await self._dead(event, error, attempt, first, replay)
         # Last, and together with the other records finished this turn.

@@ -5,12 +5,13 @@ the retry record waited for its time in the rule's delivery stream, a worker
 reading it would have to hold it until then, and a worker holds a bounded
 number of records: enough of them waiting would keep the rule's fresh events
 from being read at all. So a retry is **parked** instead: written to ``KV``
-under ``events.retry.<rule>/<due-ms>-<random>`` — keys in due order — before
-the failed record is acknowledged, and moved back to the rule's stream by a
-**waker** once it is due, where any worker delivers it at once.
+under ``events.retry/<due-ms>-<random>/<stream>`` — keys in due order, for
+every rule alike — before the failed record is acknowledged, and moved back
+to its stream by a **waker** once it is due, where any worker of the rule
+delivers it at once.
 
 Moving is exactly-once across processes and safe against crashes. A parked
-value is ``<claimed-until>\\n<record>`` with ``0`` when nobody moves it. A
+value is ``<claimed-until>\n<record>`` with ``0`` when nobody moves it. A
 waker first claims the key with a compare-and-set on its version (``until``
 = now + a lease, on the Clock), then appends the record, then deletes the
 key at the version it wrote. Two wakers never both move a record; a waker
@@ -19,10 +20,13 @@ lease has run out; one killed after the append but before the delete leaves
 a record that is moved a second time (a duplicate attempt of the same event
 id, as at-least-once allows).
 
-Each rule's worker runs one waker per process. It sleeps on the Clock until
-the earliest parked record is due, wakes at once when its own process parks
-an earlier one, and looks again every ``look_every`` seconds of real time
-for records parked by other processes (one of which may have died).
+Each bus runs one waker per process, for all its rules (and any other
+stream's parked records: a record goes back to its own stream, whoever
+moves it). It sleeps on the Clock until the earliest parked record is due,
+wakes at once when its own process parks an earlier one, and looks again
+every ``look_every`` seconds of real time for records parked by other
+processes (one of which may have died). So an idle process costs one
+``KV`` scan per ``look_every``, however many rules it runs.
 """
 
 from __future__ import annotations
@@ -37,51 +41,44 @@ from reflow.backends.protocols import KV, Item, Log
 from reflow.clock import Clock
 from reflow.errors import VersionConflictError
 
-__all__ = ["ParkedRetries", "retry_prefix"]
+__all__ = ["RETRY_PREFIX", "ParkedRetries"]
 
 _log = logging.getLogger("reflow.events")
 
 CLAIM_LEASE = 30.0  # seconds a waker has to move a record it claimed
 LOOK_EVERY = 10.0  # real seconds between looks for records other processes parked
 SCAN_BATCH = 64
-# The rest of a parked key after its rule's prefix. Rule names never contain
-# "/", so one rule's keys never mix with another's.
-_TAIL = re.compile(r"(\d{15})-[0-9a-f]{32}")
-
-
-def retry_prefix(rule: str) -> str:
-    """The ``KV`` prefix of ``rule``'s parked retries."""
-    return f"events.retry.{rule}/"
+RETRY_PREFIX = "events.retry/"
+# The rest of a parked key after the prefix: due time, a random part, stream.
+_TAIL = re.compile(r"(\d{15})-[0-9a-f]{32}/(.+)")
 
 
 class ParkedRetries:
-    """One rule's parked retries: park a record until a time, move due ones back."""
+    """Parked retries: park a record until a time, move due ones back to their stream."""
 
     def __init__(
         self,
         kv: KV,
         log: Log,
         *,
-        rule: str,
-        stream: str,
         clock: Clock,
         lease: float = CLAIM_LEASE,
         look_every: float = LOOK_EVERY,
     ) -> None:
         self.kv = kv
         self.log = log
-        self.rule = rule
-        self.stream = stream
         self.clock = clock
         self.lease = lease
         self.look_every = look_every
-        self.prefix = retry_prefix(rule)
         self.moved = 0  # records this process moved back, for inspection
         self._nudge = asyncio.Event()
 
-    async def park(self, record: bytes, due: float) -> str:
-        """Keep ``record`` until ``due`` (epoch seconds); durable when this returns."""
-        key = f"{self.prefix}{max(0, int(due * 1000)):015d}-{uuid.uuid4().hex}"
+    async def park(self, stream: str, record: bytes, due: float) -> str:
+        """Keep ``record`` until ``due`` (epoch seconds), then append it to ``stream``.
+
+        Durable when this returns.
+        """
+        key = f"{RETRY_PREFIX}{max(0, int(due * 1000)):015d}-{uuid.uuid4().hex}/{stream}"
         await self.kv.put(key, b"0\n" + record)
         self._nudge.set()  # it may be due before what the waker sleeps towards
         return key
@@ -94,7 +91,7 @@ class ParkedRetries:
                 wake_at = await self.move_due()
             except Exception:
                 # A backend hiccup: parked records stay parked; look again later.
-                _log.exception("rule %s: moving due retries failed", self.rule)
+                _log.exception("moving due retries back to their streams failed")
                 wake_at = None
             await self._wait(wake_at)
 
@@ -103,7 +100,7 @@ class ParkedRetries:
         after: str | None = None
         soonest: float | None = None  # the end of another waker's claim, if any
         while True:
-            items = await self.kv.scan(self.prefix, start_after=after, limit=SCAN_BATCH)
+            items = await self.kv.scan(RETRY_PREFIX, start_after=after, limit=SCAN_BATCH)
             now = self.clock.time()
             for item in items:
                 due = self._due(item)
@@ -120,7 +117,7 @@ class ParkedRetries:
             after = items[-1].key
 
     def _due(self, item: Item) -> float | None:
-        tail = _TAIL.fullmatch(item.key, len(self.prefix))
+        tail = _TAIL.fullmatch(item.key, len(RETRY_PREFIX))
         return int(tail.group(1)) / 1000 if tail is not None else None
 
     async def _move(self, item: Item, now: float) -> float | None:
@@ -134,7 +131,7 @@ class ParkedRetries:
             version = await self.kv.put(item.key, claim, expect_version=item.version)
         except VersionConflictError:
             return None  # another waker claimed it first
-        await self.log.append(self.stream, record)
+        await self.log.append(item.key.split("/", 2)[2], record)
         self.moved += 1
         with contextlib.suppress(VersionConflictError):
             # A conflict: our claim ran out and another waker took the record

@@ -23,7 +23,7 @@ from reflow.backends import Backend, memory_backend, open_backend
 from reflow.events.bus import EventBus, bus_stream
 from reflow.events.delivery import Delivery, RetryPolicy, Rule, encode_record, rule_stream
 from reflow.events.model import Event
-from reflow.events.retries import retry_prefix
+from reflow.events.retries import RETRY_PREFIX
 from reflow.events.targets import CallableTarget
 from reflow.testing.clock import FakeClock
 from tests.conftest import REDIS_URL, require_server
@@ -80,10 +80,10 @@ def articles(first: int, count: int) -> list[Event]:
 
 
 async def parked(store: Backend, count: int, *, timeout: float = 10.0) -> None:
-    """Wait (real time) until ``count`` retries of ``render`` are parked."""
+    """Wait (real time) until ``count`` retries are parked."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while len(await store.kv.scan(retry_prefix("render"))) != count:
+    while len(await store.kv.scan(RETRY_PREFIX)) != count:
         if loop.time() > deadline:
             raise AssertionError(f"{count} parked retries not reached in time")
         await asyncio.sleep(0.01)
@@ -119,7 +119,7 @@ async def test_300_retries_in_backoff_do_not_stop_fresh_events(
 
         clock.advance(BACKOFF.cap)  # every back-off is over
         await eventually(lambda: len(target.calls) == 620, timeout=60.0)
-        left = await store.kv.scan(retry_prefix("render"))
+        left = await store.kv.scan(RETRY_PREFIX)
         letters = await bus.dead_letters.list()
     finally:
         await bus.stop()

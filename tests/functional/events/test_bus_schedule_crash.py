@@ -24,7 +24,7 @@ import pytest
 
 from reflow.backends import Backend, open_backend
 from reflow.events.bus import EventBus, bus_stream
-from reflow.events.delivery import Delivery, Rule
+from reflow.events.delivery import Delivery, Rule, rule_stream
 from reflow.events.scheduler import (
     Scheduler,
     open_key,
@@ -48,17 +48,14 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
         yield f"sqlite:///{tmp_path / 'reflow.db'}"
         return
     require_server(REDIS_URL, "Redis")
-    prefix = f"fault-sched-{uuid.uuid4().hex[:8]}:"
-    yield f"{REDIS_URL}?prefix={prefix}"
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.unlink(*keys)
-    finally:
-        await client.aclose()
+    url = f"{REDIS_URL}?prefix=fault-sched-{uuid.uuid4().hex[:8]}:"
+    yield url
+    backend = await open_backend(url, data_dir=tmp_path)
+    for stream in (bus_stream("default"), rule_stream("schedule.sitemap")):
+        await backend.log.delete_stream(stream)
+    for item in await backend.kv.scan("events."):
+        await backend.kv.delete(item.key)
+    await backend.close()
 
 
 async def claim_and_die(url: str, tmp_path: Path, namespace: str) -> str:

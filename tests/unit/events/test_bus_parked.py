@@ -1,4 +1,4 @@
-"""``ParkedRetries``: records wait in KV until due, then go back to the stream exactly once."""
+"""``ParkedRetries``: records wait in KV until due, then go back to their stream exactly once."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ from typing import Any
 import pytest
 
 from reflow.backends import Backend, memory_backend
-from reflow.events.retries import ParkedRetries, retry_prefix
+from reflow.events.retries import RETRY_PREFIX, ParkedRetries
 from reflow.testing.clock import FakeClock
 
 STREAM = "events.rule.render"
 
 
 def parking(backend: Backend, clock: FakeClock, **options: Any) -> ParkedRetries:
-    return ParkedRetries(
-        backend.kv, backend.log, rule="render", stream=STREAM, clock=clock, **options
-    )
+    return ParkedRetries(backend.kv, backend.log, clock=clock, **options)
 
 
 async def stream(backend: Backend) -> list[bytes]:
@@ -44,8 +42,8 @@ async def test_records_move_back_in_due_order_each_when_due() -> None:
     clock = FakeClock(1_000.0)
     backend = memory_backend(clock)
     retries = parking(backend, clock)
-    await retries.park(b"late", 1_005.0)
-    await retries.park(b"early", 1_001.0)
+    await retries.park(STREAM, b"late", 1_005.0)
+    await retries.park(STREAM, b"early", 1_001.0)
     assert await retries.move_due() == 1_001.0
     assert await stream(backend) == []
     clock.advance(1.0)
@@ -54,17 +52,17 @@ async def test_records_move_back_in_due_order_each_when_due() -> None:
     clock.advance(10.0)
     assert await retries.move_due() is None
     assert await stream(backend) == [b"early", b"late"]
-    assert await backend.kv.scan(retry_prefix("render")) == []
+    assert await backend.kv.scan(RETRY_PREFIX) == []
 
 
 async def test_two_wakers_move_a_due_record_once() -> None:
     clock = FakeClock(1_000.0)
     backend = memory_backend(clock)
     kv = YieldingKV(backend.kv)
-    one = ParkedRetries(kv, backend.log, rule="render", stream=STREAM, clock=clock)
-    two = ParkedRetries(kv, backend.log, rule="render", stream=STREAM, clock=clock)
+    one = ParkedRetries(kv, backend.log, clock=clock)
+    two = ParkedRetries(kv, backend.log, clock=clock)
     for n in range(20):
-        await one.park(f"r{n}".encode(), 1_000.0)
+        await one.park(STREAM, f"r{n}".encode(), 1_000.0)
     await asyncio.gather(one.move_due(), two.move_due())
     assert sorted(await stream(backend)) == sorted(f"r{n}".encode() for n in range(20))
     assert one.moved + two.moved == 20
@@ -75,7 +73,7 @@ async def test_a_claim_left_by_a_dead_waker_is_taken_over_after_its_lease() -> N
     clock = FakeClock(1_000.0)
     backend = memory_backend(clock)
     retries = parking(backend, clock, lease=30.0)
-    key = await retries.park(b"record", 1_000.0)
+    key = await retries.park(STREAM, b"record", 1_000.0)
     # Another waker claimed it and died before appending it.
     item = await backend.kv.get(key)
     assert item is not None
@@ -87,16 +85,19 @@ async def test_a_claim_left_by_a_dead_waker_is_taken_over_after_its_lease() -> N
     assert await stream(backend) == [b"record"]
 
 
-async def test_keys_of_other_rules_and_foreign_keys_are_left_alone() -> None:
+async def test_each_record_goes_back_to_its_own_stream_and_foreign_keys_stay() -> None:
     clock = FakeClock(1_000.0)
     backend = memory_backend(clock)
-    await backend.kv.put(retry_prefix("render.all") + "000000001000000-" + "a" * 32, b"0\nx")
-    await backend.kv.put(retry_prefix("render") + "not-a-parked-key", b"0\ny")
+    await backend.kv.put(RETRY_PREFIX + "not-a-parked-key", b"0\ny")
     retries = parking(backend, clock)
-    await retries.park(b"mine", 999.0)
+    await retries.park(STREAM, b"mine", 999.0)
+    await retries.park("events.rule.audit", b"theirs", 999.5)
     assert await retries.move_due() is None
     assert await stream(backend) == [b"mine"]
-    assert len(await backend.kv.scan("events.retry.")) == 2
+    assert [entry.data for entry in await backend.log.range("events.rule.audit")] == [b"theirs"]
+    assert [item.key for item in await backend.kv.scan(RETRY_PREFIX)] == [
+        RETRY_PREFIX + "not-a-parked-key"
+    ]
 
 
 async def test_the_waker_finds_records_another_process_parked_within_look_every() -> None:
@@ -106,7 +107,7 @@ async def test_the_waker_finds_records_another_process_parked_within_look_every(
     running = asyncio.create_task(waker.run())
     try:
         await asyncio.sleep(0.01)  # it looked, found nothing, and waits
-        await parking(backend, clock).park(b"theirs", 1_000.0)  # not this waker's nudge
+        await parking(backend, clock).park(STREAM, b"theirs", 1_000.0)  # not this waker's nudge
         for _ in range(200):
             if await stream(backend):
                 break
@@ -121,11 +122,11 @@ async def test_the_waker_wakes_for_an_earlier_record_parked_here() -> None:
     clock = FakeClock(1_000.0)
     backend = memory_backend(clock)
     retries = parking(backend, clock, look_every=60.0)
-    await retries.park(b"late", 1_600.0)
+    await retries.park(STREAM, b"late", 1_600.0)
     running = asyncio.create_task(retries.run())
     try:
         await asyncio.sleep(0.01)  # asleep until 1,600
-        await retries.park(b"soon", 1_010.0)
+        await retries.park(STREAM, b"soon", 1_010.0)
         await asyncio.sleep(0.01)
         clock.advance(10.0)
         for _ in range(200):
@@ -159,11 +160,9 @@ async def test_a_failed_look_is_logged_and_the_waker_goes_on(
 ) -> None:
     clock = FakeClock(1_000.0)
     backend = memory_backend(clock)
-    await parking(backend, clock).park(b"record", 1_000.0)
+    await parking(backend, clock).park(STREAM, b"record", 1_000.0)
     kv = FailingOnceKV(backend.kv)
-    waker = ParkedRetries(
-        kv, backend.log, rule="render", stream=STREAM, clock=clock, look_every=0.05
-    )
+    waker = ParkedRetries(kv, backend.log, clock=clock, look_every=0.05)
     running = asyncio.create_task(waker.run())
     try:
         for _ in range(200):
@@ -174,4 +173,4 @@ async def test_a_failed_look_is_logged_and_the_waker_goes_on(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert await stream(backend) == [b"record"]
-    assert "moving due retries failed" in caplog.text
+    assert "moving due retries back to their streams failed" in caplog.text
