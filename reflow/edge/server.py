@@ -48,6 +48,7 @@ _SPECIAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-ran
 _NOTED = _SPECIAL | {b"host", b"content-length", b"transfer-encoding"}
 # Bytes of an unfinished request head we hold before refusing it (414/431).
 _MAX_HEAD = MAX_URL + MAX_HEADER_BYTES + 1024
+_SWEEP_CHUNK = 1000  # connections the sweeper checks per event-loop turn
 _LINGER = 2.0  # seconds a rejected connection keeps draining input before it closes
 # What a closed connection's parser becomes (see connection_lost).
 _CLOSED = httptools.HttpRequestParser(object())
@@ -370,26 +371,38 @@ class EdgeServer:
         self._sweeper = loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        # Slowloris: one pass a second over the connections instead of a timer per request.
+        # Slowloris: one pass a second over the connections instead of a timer per request,
+        # in chunks with a loop turn between them: one pass over 10,000 connections took
+        # 4.4 ms of CPU, a stall every second for every request in flight.
         while True:
             await asyncio.sleep(min(1.0, self.head_timeout / 2))
-            now = time.monotonic()
-            for connection in list(self.connections):
-                if connection.linger_until:
-                    if now > connection.linger_until and connection.transport:
-                        connection.transport.close()
-                    continue
-                if connection.busy:
-                    continue
-                if connection.write_paused:
-                    # A client that stopped reading its responses is as slow as one that
-                    # stopped sending its request.
-                    if now - connection.paused_at > self.idle_timeout and connection.transport:
-                        connection.transport.close()
-                elif connection.in_head and now - connection.head_started > self.head_timeout:
-                    connection.reject(InvalidRequestError(408, "request head timed out"))
-                elif now - connection.last_seen > self.idle_timeout and connection.transport:
+            connections = list(self.connections)
+            for start in range(0, len(connections), _SWEEP_CHUNK):
+                if start:
+                    await asyncio.sleep(0)
+                self._sweep_some(connections[start : start + _SWEEP_CHUNK])
+
+    def _sweep_some(self, connections: list[EdgeProtocol]) -> None:
+        now = time.monotonic()
+        live = self.connections
+        for connection in connections:
+            if connection not in live:
+                continue  # closed while an earlier chunk waited for its turn
+            if connection.linger_until:
+                if now > connection.linger_until and connection.transport:
                     connection.transport.close()
+                continue
+            if connection.busy:
+                continue
+            if connection.write_paused:
+                # A client that stopped reading its responses is as slow as one that
+                # stopped sending its request.
+                if now - connection.paused_at > self.idle_timeout and connection.transport:
+                    connection.transport.close()
+            elif connection.in_head and now - connection.head_started > self.head_timeout:
+                connection.reject(InvalidRequestError(408, "request head timed out"))
+            elif now - connection.last_seen > self.idle_timeout and connection.transport:
+                connection.transport.close()
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace``), close the rest."""

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import weakref
 
+from reflow.edge.server import EdgeProtocol
 from tests.functional.edge.conftest import Harness, settle, start_harness, stop_harness
 
 
@@ -284,3 +285,47 @@ async def test_closed_connections_are_freed_without_the_cyclic_gc(harness: Harne
         assert [ref() for ref in protocols] == [None] * len(requests)
     finally:
         gc.enable()
+
+
+class _IdleTransport:
+    """A transport whose close is recorded in a shared log."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 40000)
+
+    def close(self) -> None:
+        self.log.append("close")
+
+
+async def test_the_sweeper_lets_requests_through_between_chunks_of_connections() -> None:
+    # One pass over 10,000 connections took 4.4 ms of CPU in one piece; in chunks of
+    # 1,000 with a loop turn between them, other work runs in the middle of a pass.
+    harness = await start_harness(idle_timeout=0.05, head_timeout=0.1)
+    log: list[str] = []
+    try:
+        for _ in range(2500):
+            protocol = EdgeProtocol(harness.server)
+            protocol.connection_made(_IdleTransport(log))  # type: ignore[arg-type]
+            protocol.last_seen -= 1.0  # idle for longer than idle_timeout
+        stop = False
+
+        async def ticker() -> None:
+            while not stop:
+                if log and log[-1] != "tick":
+                    log.append("tick")
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
+        await settle(lambda: log.count("close") == 2500)
+        stop = True
+        await ticking
+        closes = [index for index, entry in enumerate(log) if entry == "close"]
+        between = log[closes[0] : closes[-1]]
+        assert between.count("tick") >= 2  # two loop turns inside the pass
+        assert all(len(run) <= 1000 for run in "".join(e[0] for e in between).split("t"))
+    finally:
+        harness.server.connections.clear()
+        await stop_harness(harness)
