@@ -8,8 +8,9 @@ first, so one run tells the author everything to fix. Paths read like
 It checks fields per state type and per query language (JSONPath fields in a
 JSONata state and the reverse), required fields, ``Next`` targets,
 reachability, that every state can end (``Next`` or ``End``, except Choice,
-Succeed and Fail), Retry/Catch values, paths, intrinsic calls and JSONata
-expressions.
+Succeed and Fail), Retry/Catch values, paths, intrinsic calls, JSONata
+expressions and that a Task's ``Resource`` is one reflow runs
+(:mod:`reflow.flows.validate_resources`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reflow.flows import intrinsics, jsonata, paths, validate_map
+from reflow.flows import intrinsics, jsonata, paths, validate_map, validate_resources
 from reflow.flows.choice import COMPARISONS, TYPE_TESTS
 from reflow.flows.errors import ALL, PathSyntaxError
 from reflow.flows.model import JSONATA, JSONPATH
@@ -438,8 +439,13 @@ def _positive_int(value: Any) -> bool:
 def _check_task(
     state: Mapping[str, Any], path: str, language: str, states: Mapping[str, Any], found: Problems
 ) -> None:
-    if not isinstance(state.get("Resource"), str) or not state.get("Resource"):
+    resource = state.get("Resource")
+    if not isinstance(resource, str) or not resource:
         found.append((f"{path}.Resource", "is required and must be a string"))
+    else:
+        wrong = validate_resources.problem(resource)
+        if wrong is not None:
+            found.append((f"{path}.Resource", wrong))
     for key in ("TimeoutSeconds", "HeartbeatSeconds"):
         value = state.get(key)
         if value is None or (language == JSONATA and jsonata.is_expression(value)):

@@ -47,7 +47,7 @@ def flows_app() -> App:
             "States": {
                 "Ask": {
                     "Type": "Task",
-                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Resource": "approval.waitForTaskToken",  # no function: only waits
                     "Parameters": {"token.$": "$$.Task.Token"},
                     "Next": "Boom",
                 },
