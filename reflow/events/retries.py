@@ -71,7 +71,9 @@ class ParkedRetries:
         self.lease = lease
         self.look_every = look_every
         self.moved = 0  # records this process moved back, for inspection
-        self._nudge = asyncio.Event()
+        # Made by run(), in the loop that waits on it (a bus may be started
+        # again in another loop).
+        self._nudge: asyncio.Event | None = None
 
     async def park(self, stream: str, record: bytes, due: float) -> str:
         """Keep ``record`` until ``due`` (epoch seconds), then append it to ``stream``.
@@ -80,20 +82,22 @@ class ParkedRetries:
         """
         key = f"{RETRY_PREFIX}{max(0, int(due * 1000)):015d}-{uuid.uuid4().hex}/{stream}"
         await self.kv.put(key, b"0\n" + record)
-        self._nudge.set()  # it may be due before what the waker sleeps towards
+        if self._nudge is not None:
+            self._nudge.set()  # it may be due before what the waker sleeps towards
         return key
 
     async def run(self) -> None:
         """The waker: move records back to the stream as they fall due, forever."""
+        nudge = self._nudge = asyncio.Event()
         while True:
-            self._nudge.clear()
+            nudge.clear()
             try:
                 wake_at = await self.move_due()
             except Exception:
                 # A backend hiccup: parked records stay parked; look again later.
                 _log.exception("moving due retries back to their streams failed")
                 wake_at = None
-            await self._wait(wake_at)
+            await self._wait(wake_at, nudge)
 
     async def move_due(self) -> float | None:
         """Move every record due now; return when to look next (None: nothing parked)."""
@@ -139,9 +143,9 @@ class ParkedRetries:
             await self.kv.delete(item.key, expect_version=version)
         return None
 
-    async def _wait(self, wake_at: float | None) -> None:
+    async def _wait(self, wake_at: float | None, nudge: asyncio.Event) -> None:
         """Wait until ``wake_at`` (Clock), a park here, or ``look_every`` real seconds."""
-        waits: list[asyncio.Task[None]] = [asyncio.create_task(self._nudged())]
+        waits: list[asyncio.Task[None]] = [asyncio.create_task(_wait_for(nudge))]
         if wake_at is not None:
             waits.append(asyncio.create_task(self.clock.sleep(wake_at - self.clock.time())))
         try:
@@ -151,5 +155,6 @@ class ParkedRetries:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
 
-    async def _nudged(self) -> None:
-        await self._nudge.wait()
+
+async def _wait_for(event: asyncio.Event) -> None:
+    await event.wait()

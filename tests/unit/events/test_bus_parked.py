@@ -174,3 +174,26 @@ async def test_a_failed_look_is_logged_and_the_waker_goes_on(
         await asyncio.gather(running, return_exceptions=True)
     assert await stream(backend) == [b"record"]
     assert "moving due retries back to their streams failed" in caplog.text
+
+
+def test_a_waker_can_run_again_in_another_event_loop() -> None:
+    clock = FakeClock(1_000.0)
+    backend = memory_backend(clock)
+    retries = parking(backend, clock, look_every=0.05)
+
+    async def one_run(record: bytes) -> list[bytes]:
+        running = asyncio.create_task(retries.run())
+        try:
+            await asyncio.sleep(0.01)
+            await retries.park(STREAM, record, 1_000.0)  # nudges the waker of this loop
+            for _ in range(200):
+                if record in await stream(backend):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        return await stream(backend)
+
+    assert asyncio.run(one_run(b"first")) == [b"first"]
+    assert asyncio.run(one_run(b"second")) == [b"first", b"second"]
