@@ -54,6 +54,7 @@ import os
 import queue
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,14 @@ sys.path.insert(0, str(HERE))
 
 from _common import Comparison, machine_is_quiet, parse_args, percentile, report  # noqa: E402
 from _publish_readers import load  # noqa: E402
-from edge import _which, ensure_tools, free_port, wait_port  # noqa: E402
+from edge import (  # noqa: E402
+    _which,
+    ensure_tools,
+    free_port,
+    process_tree,
+    run_queue_waits,
+    wait_port,
+)
 
 GOAL_MS = 50.0
 SLUG = "story"
@@ -214,6 +222,18 @@ def put_event(admin: int, version: int) -> None:
         connection.close()
 
 
+def edge_metrics(admin: int) -> dict[str, float]:
+    """reflow's edge counters (``GET /api/edge/metrics``): hits, misses, origin fetches."""
+    connection = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    try:
+        connection.request("GET", "/api/edge/metrics")
+        figures = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    names = ("hits", "misses", "origin_fetches", "purges", "purged_objects")
+    return {name: float(figures.get(name, 0)) for name in names}
+
+
 def write_file(folder: Path, version: int) -> None:
     """The nginx origin's page at ``version``, replaced in one rename."""
     target = folder / "articles" / SLUG
@@ -315,6 +335,9 @@ class Side:
     stale_after_fresh: int = 0
     stale_after_purge: int = 0
     answers: int = 0
+    purge: list[float] = field(default_factory=list)  # reflow: publish to purge returned (ms)
+    edge: dict[str, float] = field(default_factory=dict)  # reflow: edge counters over rounds
+    waits: list[float] = field(default_factory=list)  # reflow: share of a round spent runnable
 
 
 def analyse(
@@ -356,6 +379,7 @@ def analyse(
                 side.stale_after_purge += 1
     side.first += firsts
     side.all += alls
+    side.purge += [(purged[v] - moment) * 1000 for v, moment in published.items() if v in purged]
     return firsts, alls
 
 
@@ -415,6 +439,8 @@ def main() -> None:
             nonlocal version
             readers = Readers(tmp, [edge], args.connections, args.interval)
             published: dict[int, float] = {}
+            pids = process_tree(reflow.pid)
+            counters, waited, started = edge_metrics(admin), run_queue_waits(pids), time.monotonic()
             try:
                 readers.wait_all(version, 10.0)
                 for _ in range(publishes):
@@ -425,6 +451,12 @@ def main() -> None:
                     readers.wait_all(version, 10.0)
             finally:
                 answers = readers.stop()
+            window = time.monotonic() - started
+            after = run_queue_waits(pids)
+            longest = max((after[t] - waited.get(t, 0) for t in after), default=0)
+            side.waits.append(longest / 1e9 / window)
+            for name, value in edge_metrics(admin).items():
+                side.edge[name] = side.edge.get(name, 0) + value - counters.get(name, 0)
             return analyse(answers, published, purge_times(purge_log), side)
 
         def nginx_round(publishes: int, sides: tuple[Side, Side]) -> None:
@@ -512,7 +544,13 @@ def finish(
             "stale_after_fresh": side.stale_after_fresh,
         }
 
-    reflow = figures(ours) | {"stale_after_purge": ours.stale_after_purge}
+    reflow = figures(ours) | {
+        "stale_after_purge": ours.stale_after_purge,
+        "publish_to_purge_p50_ms": round(percentile(ours.purge, 0.5), 2),
+        "publish_to_purge_p99_ms": round(percentile(ours.purge, 0.99), 2),
+        "edge": ours.edge,
+        "waited_share_median": round(statistics.median(ours.waits), 3) if ours.waits else None,
+    }
     nginx, stale = figures(ttl), figures(swr)
     p99 = reflow["all_fresh_p99_ms"]
     met = bool(p99 <= GOAL_MS and ours.stale_after_purge == 0 and ours.stale_after_fresh == 0)
@@ -529,6 +567,18 @@ def finish(
             f"   stale after fresh {side['stale_after_fresh']}"
         )
     print(f"  reflow stale after purge: {ours.stale_after_purge} of {ours.answers} answers")
+    print(
+        "  reflow publish -> purge returned (event put, rule, render, purge): p50 "
+        f"{reflow['publish_to_purge_p50_ms']:.1f} ms, "
+        f"p99 {reflow['publish_to_purge_p99_ms']:.1f} ms"
+    )
+    edge = ours.edge
+    print(
+        f"  reflow edge over the rounds: {edge.get('hits', 0):.0f} hits, "
+        f"{edge.get('misses', 0):.0f} misses, {edge.get('origin_fetches', 0):.0f} origin fetches, "
+        f"{edge.get('purges', 0):.0f} purges; reflow's busiest thread waited for a core "
+        f"{reflow['waited_share_median'] or 0:.0%} of a round (median)"
+    )
     print(f"  goal: reflow all-fresh p99 <= {GOAL_MS:g} ms, 0 stale: {'met' if met else 'NOT met'}")
     report(
         "publish",
