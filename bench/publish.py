@@ -428,7 +428,9 @@ def main() -> None:
         processes.append(reflow)
         for port in (origin, ttl_port, swr_port):
             wait_port(port)
-        version = 1
+        # Versions rise across both sides (one counter); each side's page stays at its own
+        # newest, and a reflow round first waits for every reader to have reflow's.
+        version = on_reflow = 1
         put_event(admin, version)  # warm-up: the page exists and the function's pool is up
         ours, ttl, swr = Side(), Side(), Side()
         per_round: dict[str, list[tuple[list[float], list[float]]]] = {}
@@ -436,18 +438,20 @@ def main() -> None:
         busy = 0
 
         def reflow_round(publishes: int, side: Side) -> tuple[list[float], list[float]]:
-            nonlocal version
+            nonlocal version, on_reflow
             readers = Readers(tmp, [edge], args.connections, args.interval)
             published: dict[int, float] = {}
             pids = process_tree(reflow.pid)
             counters, waited, started = edge_metrics(admin), run_queue_waits(pids), time.monotonic()
             try:
-                readers.wait_all(version, 10.0)
+                if not readers.wait_all(on_reflow, 10.0):
+                    raise RuntimeError(f"reflow's readers never saw version {on_reflow}")
                 for _ in range(publishes):
                     version += 1
                     time.sleep(chance.uniform(0.05, 0.2))  # readers settle between publishes
                     published[version] = time.monotonic()
                     put_event(admin, version)
+                    on_reflow = version
                     readers.wait_all(version, 10.0)
             finally:
                 answers = readers.stop()
