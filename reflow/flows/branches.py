@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reflow.flows import distributed
 from reflow.flows import interpreter as core
+from reflow.flows.child_waits import Parked
 from reflow.flows.history import History
 
 if TYPE_CHECKING:
@@ -92,13 +93,18 @@ async def run_branches(
         await asyncio.gather(*tasks, return_exceptions=True)
     for part in own or ():
         replay(history, part.stored())
+    parked: Parked | None = None
     for task in tasks:
         error = task.exception() if not task.cancelled() else None
         if isinstance(error, _ChildFailed):
             outcome = error.outcome
             break
-        if error is not None:
+        if isinstance(error, Parked):
+            parked = parked or error  # a failure fails the state even so
+        elif error is not None:
             raise error
+    if outcome is None and parked is not None:
+        raise parked
     if outcome is None:
         outcome = core.gather(action, [task.result() for task in tasks])
     if isinstance(outcome, core.Result):

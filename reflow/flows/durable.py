@@ -29,9 +29,9 @@ from typing import Any
 from reflow.backends.protocols import Blobs
 from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError, ReflowError
-from reflow.flows import children, iterations, nested
+from reflow.flows import child_waits, children, iterations, nested
 from reflow.flows import interpreter as core
-from reflow.flows.branches import run_branches
+from reflow.flows.branches import replay, run_branches
 from reflow.flows.calls import ExecutionTimedOut
 from reflow.flows.children import StartChild
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TASK_FAILED, TIMEOUT
@@ -63,7 +63,7 @@ __all__ = [
     "task_token",
 ]
 
-CALLBACK_SUFFIX = ".waitForTaskToken"
+CALLBACK_SUFFIX = child_waits.CALLBACK_SUFFIX
 PersistHook = Callable[[str, str, int], None]
 """Called as ``hook(phase, execution, seq)`` with phase ``"before"``/``"after"`` a save."""
 
@@ -88,6 +88,10 @@ def runnable(record: ExecutionRecord, now: float) -> bool:
         return True
     if wait["kind"] == "token":
         return not wait.get("sent", True)  # the request to the function may be lost
+    if wait["kind"] == "children":
+        # Parked children (see child_waits): an answer marks it ready; a nested
+        # execution waited for is looked at again at "at" (a fallback).
+        return bool(wait.get("ready")) or (wait.get("at") is not None and wait["at"] <= now)
     return bool(wait["kind"] == "timer" and wait["at"] <= now)
 
 
@@ -213,8 +217,11 @@ class DurableRunner:
         under this worker (the transition is then dropped, unsaved).
         """
         scopes: list[iterations.Children] = []
+        held = record.wait is not None and record.wait["kind"] == "children"
         advanced = await self._transition(record, version, scopes)
-        if advanced is not None and any(scope.touched for scope in scopes):
+        if advanced is None or any(scope.held for scope in scopes):
+            return advanced  # parked children keep their records
+        if any(scope.touched for scope in scopes) or (held and record.status != RUNNING):
             # Saved: the state's children are over and their records are garbage now.
             await iterations.forget(self.store.kv, record.name)
         return advanced
@@ -339,19 +346,76 @@ class DurableRunner:
                 else:
                     assert isinstance(action, core.Branches)  # Goto/Succeed/Fail concluded above
                     base = {key: value for key, value in context.items() if key != "State"}
-                    scope = None
-                    if iterations.needed(action):
-                        scope = iterations.Children(
-                            self.store.kv,
-                            iterations.scope_key(record.name, record.visit, cursor.retry_count),
-                            executor,
-                            state.name,
+                    if not iterations.needed(action):
+                        outcome = await run_branches(executor, action, base, history, state.name)
+                        action = core.step(machine, cursor, context, outcome)
+                        continue
+                    scope = iterations.Children(
+                        self.store.kv,
+                        iterations.scope_key(record.name, record.visit, cursor.retry_count),
+                        executor,
+                        state.name,
+                        self,
+                    )
+                    scopes.append(scope)
+                    inner = History()
+                    try:
+                        outcome = await iterations.run_parkable(
+                            scope,
+                            action,
+                            run_branches(executor, action, base, inner, state.name, scope),
                         )
-                        scopes.append(scope)
-                    outcome = await run_branches(executor, action, base, history, state.name, scope)
+                    except iterations.Parked as parked:
+                        return await self._park(record, version, history, cursor, parked)
+                    replay(history, inner.stored())
                 action = core.step(machine, cursor, context, outcome)
         except ExecutionTimedOut:
             return await self._time_out(record, version, history)
+
+    async def _park(
+        self,
+        record: ExecutionRecord,
+        version: int,
+        history: History,
+        cursor: core.Cursor,
+        parked: iterations.Parked,
+    ) -> tuple[ExecutionRecord, int]:
+        """Save the execution as waiting for its parked children (see child_waits): only
+        the state's Entered event goes with it; the children's are in their records."""
+        wait: dict[str, Any] = {"kind": "children", "at": parked.at}
+        if parked.children:
+            wait["children"] = parked.children
+        record.wait, record.entered = wait, True
+        record.attempts = list(cursor.attempts)
+        timers = [timer_key(parked.at, record.name, "wake")] if parked.at is not None else []
+        return await self._save(record, version, history, timers)
+
+    # -- the host of parked children (child_waits.Host) ------------------------------
+
+    def calls(self, resource: str) -> bool:
+        """Whether a callback task on ``resource`` (suffix removed) calls something."""
+        return (
+            resource.startswith("arn:aws:states:::lambda:invoke")
+            or resource.startswith(nested.START_EXECUTION)
+            or bool(resolve_function(resource, self.functions))
+        )
+
+    async def deliver(
+        self,
+        wait: Mapping[str, Any],
+        cursor: core.Cursor,
+        context: Mapping[str, Any],
+        executor: Executor,
+    ) -> core.Outcome:
+        """Hand a callback task's payload (with its token) to its function; its outcome
+        (only a failure counts)."""
+        if wait["resource"] == nested.START_EXECUTION:
+            return await self._start_child(wait["payload"], wait["token"])
+        return await invoke(
+            executor,
+            core.Invoke(wait["resource"], wait["payload"], wait.get("timeout"), None),
+            cursor, context, History(),
+        )  # fmt: skip
 
     # -- callbacks ---------------------------------------------------------------------
 
@@ -369,11 +433,7 @@ class DurableRunner:
         token = str(context["Task"]["Token"])
         now = self.clock.time()
         resource = action.resource[: -len(CALLBACK_SUFFIX)]
-        calls = (
-            resource.startswith("arn:aws:states:::lambda:invoke")
-            or resource.startswith(nested.START_EXECUTION)
-            or bool(resolve_function(resource, self.functions))
-        )
+        calls = self.calls(resource)
         wait: dict[str, Any] = {
             "kind": "token",
             "token": token,
@@ -417,14 +477,7 @@ class DurableRunner:
         send_task_success), but its failure is.
         """
         token = wait["token"]
-        if wait["resource"] == nested.START_EXECUTION:
-            outcome = await self._start_child(wait["payload"], token)
-        else:
-            outcome = await invoke(
-                executor,
-                core.Invoke(wait["resource"], wait["payload"], wait.get("timeout"), None),
-                cursor, context, History(),
-            )  # fmt: skip
+        outcome = await self.deliver(wait, cursor, context, executor)
         if isinstance(outcome, core.Failure):
             await self.complete_callback(name, token, outcome, "TaskFailed")
             return
@@ -478,7 +531,14 @@ class DurableRunner:
     async def complete_callback(
         self, name: str, token: str, outcome: core.Outcome, event: str
     ) -> bool:
-        """Record a callback's answer if the execution still waits for ``token``."""
+        """Record a callback's answer if the execution still waits for ``token``.
+
+        ``name`` may be a child's record key (a token of a parked child).
+        """
+        if name.startswith(child_waits.CHILD_PREFIX):
+            return await child_waits.answer_child(
+                self.store, name, token, outcome, event, self.clock.time()
+            )
         for _ in range(20):
             loaded = await self.store.load(name)
             if loaded is None:
@@ -509,6 +569,13 @@ class DurableRunner:
             return False
         record, _ = loaded
         wait = record.wait
+        machine = self.machines.get(record.flow)
+        state = machine.states.get(record.state) if machine is not None else None
+        in_children = state is not None and state.type in ("Parallel", "Map")
+        if record.status == RUNNING and in_children and (wait is None or wait["kind"] != "token"):
+            # A parked child's timer: the redo fails its task if its time ran out
+            # (a transition still running is refused its save, and redone).
+            return await child_waits.poke(self.store, name)
         if record.status != RUNNING or wait is None or wait["kind"] != "token":
             return False
         now = self.clock.time()

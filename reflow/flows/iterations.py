@@ -45,27 +45,38 @@ transition that leaves the state is saved, the runner drops the records
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from reflow.backends import KV, Delete, Item, Put
 from reflow.errors import TransactionConflictError, VersionConflictError
+from reflow.flows import child_waits, children, nested
 from reflow.flows import interpreter as core
-from reflow.flows import nested
 from reflow.flows.branches import replay, run_branches
 from reflow.flows.calls import ExecutionTimedOut
+from reflow.flows.child_waits import CALLBACK_SUFFIX, Host, Parked
 from reflow.flows.errors import TIMEOUT
 from reflow.flows.executor import Executor, reads_context
 from reflow.flows.history import History, iso_time
 from reflow.flows.model import StateMachine
 from reflow.flows.retry import backoff_delay
-from reflow.flows.store import FAILED, RUNNING, SUCCEEDED, TIMED_OUT, ExecutionRecord, FencedError
+from reflow.flows.store import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    TIMED_OUT,
+    ExecutionRecord,
+    FencedError,
+    timer_key,
+    token_key,
+)
 from reflow.flows.tasks import invoke
 
-__all__ = ["Children", "forget", "needed", "scope_key"]
+__all__ = ["Children", "Parked", "forget", "needed", "run_parkable", "scope_key"]
 
 _PREFIX = "flows/c/"
 _PAGE = 500
@@ -123,6 +134,36 @@ async def forget(kv: KV, execution: str) -> int:
             return gone
 
 
+async def run_parkable(
+    scope: Children | None, action: core.Branches, work: Awaitable[core.Outcome]
+) -> core.Outcome:
+    """Await ``work`` (the state's ``run_branches``); raise :class:`Parked` instead
+    once every child of ``scope`` has ended or parked and one at least parked.
+
+    The parked children are cancelled then (their records hold where they stand).
+    """
+    task = asyncio.ensure_future(work)
+    if scope is None or scope.host is None:
+        return await task
+    scope.total, scope.limit = len(action.children), action.max_concurrency or 0
+    quiet = asyncio.ensure_future(scope.quiet.wait())
+    try:
+        done, _ = await asyncio.wait([task, quiet], return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            # The parked children end now, raising Parked: the state ends as
+            # run_branches decides (a failed child still fails it fast).
+            scope.release.set_exception(Parked())
+        return await task
+    except Parked:
+        scope.held = True
+        raise Parked(scope.parked_at, scope.parked_children) from None
+    finally:
+        quiet.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 class Children:
     """The children of one Parallel/Map state entry, run durably (see the module doc).
 
@@ -131,11 +172,25 @@ class Children:
     prefix. Implements :class:`~reflow.flows.branches.ChildRuns`.
     """
 
-    def __init__(self, kv: KV, key: str, owner: Executor, state_name: str) -> None:
+    def __init__(
+        self, kv: KV, key: str, owner: Executor, state_name: str, host: Host | None = None
+    ) -> None:
         self.kv = kv
         self.key = key
         self.owner = owner
         self.state_name = state_name
+        # Lends callbacks and nested executions; without it a child cannot park.
+        self.host = host
+        # Parking (see child_waits): how many children are running, parked, began.
+        self.active = self.parked = self.began = 0
+        self.total = self.limit = 0
+        self.quiet = asyncio.Event()
+        self.release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Retrieved here, so a release nobody awaited logs nothing.
+        self.release.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self.parked_at: float | None = None
+        self.parked_children: list[str] = []
+        self.held = False  # the state parked: its records must stay
         # Whether any child record of this scope was found or written: if not, there
         # is nothing to forget once the state is over (no scan, no delete).
         self.touched = False
@@ -151,7 +206,43 @@ class Children:
     async def branch(
         self, position: int, child: core.Child, base: Mapping[str, Any], history: History
     ) -> core.Succeed | core.Fail:
-        """Run branch or iteration ``position`` to its end; its events go to ``history``."""
+        """Run branch or iteration ``position`` to its end; its events go to ``history``.
+
+        A child that parks (see :mod:`~reflow.flows.child_waits`) stays here until
+        the state is torn down; once every child has ended or parked, the scope's
+        ``quiet`` is set.
+        """
+        self.began += 1
+        self.active += 1
+        parked = False
+        try:
+            return await self._branch(position, child, base, history)
+        except Parked as waiting:
+            parked = True
+            self.active -= 1
+            self.parked += 1
+            if waiting.at is not None:
+                at = self.parked_at
+                self.parked_at = waiting.at if at is None else min(at, waiting.at)
+            self.parked_children.extend(waiting.children)
+            self._settled()
+            await asyncio.shield(self.release)  # raises Parked once the state parks
+            raise AssertionError("unreachable") from None
+        finally:
+            if not parked:
+                self.active -= 1
+                self._settled()
+
+    def _settled(self) -> None:
+        """Set ``quiet`` when no child runs and none can start: all began (or the
+        parked ones hold every ``MaxConcurrency`` slot), and one at least parked."""
+        blocked = self.began >= self.total or (self.limit and self.parked >= self.limit)
+        if self.parked and not self.active and blocked:
+            self.quiet.set()
+
+    async def _branch(
+        self, position: int, child: core.Child, base: Mapping[str, Any], history: History
+    ) -> core.Succeed | core.Fail:
         owner = self.owner
         if not _may_save(child.machine):
             # Nothing in it does I/O: running it again after a crash changes nothing, so
@@ -173,6 +264,7 @@ class Children:
         runner.deadline = owner.deadline
         key = f"{self.key}/{position:06d}"
         run = _ChildRun(self, key, runner, child, await self._find(key, child), owns_deadline=False)
+        run.host = self.host
         try:
             return await run.drive(base)
         finally:
@@ -328,6 +420,7 @@ class _ChildRun:
         self.owns_deadline = owns_deadline
         self.saved: list[list[Any]] = []
         self.pending = History()
+        self.host: Host | None = None  # set for a branch or iteration: it may park
         if stored is not None:
             self._adopt(stored)
             return
@@ -409,20 +502,18 @@ class _ChildRun:
                 )
             context: Mapping[str, Any] = base
             if context_read or state.type == "Task":
-                context = {
-                    **base,
-                    "State": {
-                        "EnteredTime": iso_time(record.entered_at),
-                        "Name": state.name,
-                        "RetryCount": cursor.retry_count,
-                    },
-                }
+                context = self._context(base, state.name, cursor)
             runner.visit = record.seq
-            if resumed and wait is not None:
+            if resumed and wait is not None and wait["kind"] == "timer":
                 await _delay(runner, max(0.0, wait["at"] - clock.time()))
                 record.wait = None
                 slept = core.Result(None) if wait["then"] == "outcome" else None
                 action = step(machine, cursor, context, slept)
+            elif resumed and wait is not None:
+                # Parked on a token or a nested execution (see child_waits).
+                found = await self._resume(wait, cursor, context, base)
+                record.wait = None
+                action = step(machine, cursor, context, found)
             else:
                 action = step(machine, cursor, context)
             did = False
@@ -437,14 +528,14 @@ class _ChildRun:
                         worked = True
                     await _delay(runner, delay)
                     record.wait = None
-                    context = {
-                        **context,
-                        "State": {**context.get("State", {}), "RetryCount": cursor.retry_count},
-                    }
+                    context = self._context(base, state.name, cursor)
                     action = step(machine, cursor, context)
                     continue
                 outcome: core.Outcome
-                if isinstance(action, core.Invoke):
+                host = self.host
+                if isinstance(action, core.Invoke) and host is not None and _parks(host, action):
+                    outcome = await self._wait(host, action, cursor, context)
+                elif isinstance(action, core.Invoke):
                     outcome = await invoke(runner, action, cursor, context, self.pending)
                     await nested.settle(runner)
                 elif isinstance(action, core.Sleep):
@@ -459,17 +550,7 @@ class _ChildRun:
                     record.wait = None
                     outcome = core.Result(None)
                 else:
-                    scope = None
-                    if needed(action):
-                        scope = Children(
-                            self.scope.kv,
-                            f"{self.key}/{record.seq}.{cursor.retry_count}",
-                            runner,
-                            state.name,
-                        )
-                    outcome = await run_branches(
-                        runner, action, base, self.pending, state.name, scope
-                    )
+                    outcome = await self._branches(action, cursor, state.name, base)
                 did = worked = True
                 action = step(machine, cursor, context, outcome)
             record.seq += 1
@@ -494,6 +575,171 @@ class _ChildRun:
             record.variables = dict(cursor.variables)
             if did:
                 await self._save()
+
+    def _context(
+        self, base: Mapping[str, Any], state_name: str, cursor: core.Cursor
+    ) -> dict[str, Any]:
+        """The context object of a state: ``State`` added, and ``Task.Token`` for a
+        callback task of a child that may park (the same on every redo)."""
+        record = self.record
+        context = {
+            **base,
+            "State": {
+                "EnteredTime": iso_time(record.entered_at),
+                "Name": state_name,
+                "RetryCount": cursor.retry_count,
+            },
+        }
+        state = self.machine.states[state_name]
+        resource = getattr(state, "resource", None)
+        if self.host is not None and str(resource).endswith(CALLBACK_SUFFIX):
+            token = child_waits.child_token(
+                self.runner.execution_id, state_name, record.seq, cursor.retry_count
+            )
+            context["Task"] = {"Token": token}
+        return context
+
+    async def _branches(
+        self, action: core.Branches, cursor: core.Cursor, state_name: str, base: Mapping[str, Any]
+    ) -> core.Outcome:
+        """A nested Parallel or Map; should its children park, this child parks too."""
+        record, runner = self.record, self.runner
+        if not needed(action):
+            return await run_branches(runner, action, base, self.pending, state_name, None)
+        scope = Children(
+            self.scope.kv,
+            f"{self.key}/{record.seq}.{cursor.retry_count}",
+            runner,
+            state_name,
+            self.host,
+        )
+        inner = History()
+        try:
+            outcome = await run_parkable(
+                scope, action, run_branches(runner, action, base, inner, state_name, scope)
+            )
+        except Parked:
+            wait = {"kind": "children"}
+            if record.wait != wait or self.pending.stored():
+                record.entered, record.attempts = True, list(cursor.attempts)
+                record.wait = wait
+                await self._save()
+            raise
+        replay(self.pending, inner.stored())
+        return outcome
+
+    async def _wait(
+        self, host: Host, action: core.Invoke, cursor: core.Cursor, context: Mapping[str, Any]
+    ) -> core.Outcome:
+        """A callback task or a nested execution: its outcome now, or park (see
+        :mod:`~reflow.flows.child_waits`); the wait is saved before the function or
+        the nested execution is started."""
+        record, clock = self.record, self.runner.clock
+        record.entered, record.attempts = True, list(cursor.attempts)
+        if children.handles(action.resource):
+            return await self._nested(host, action, cursor)
+        token = str(context["Task"]["Token"])
+        now = clock.time()
+        resource = action.resource[: -len(CALLBACK_SUFFIX)]
+        calls = host.calls(resource)
+        wait: dict[str, Any] = {
+            "kind": "token", "token": token, "heartbeat": action.heartbeat, "sent": not calls,
+            "resource": resource, "payload": action.payload, "timeout": action.timeout,
+        }  # fmt: skip
+        name = self.runner.name
+        timers = []
+        if action.timeout is not None:
+            wait["timeout_at"] = now + action.timeout
+            timers.append(timer_key(wait["timeout_at"], name, "task"))
+        if action.heartbeat is not None:
+            wait["heartbeat_at"] = now + action.heartbeat
+            timers.append(timer_key(wait["heartbeat_at"], name, "task"))
+        self.pending.add(
+            "TaskScheduled", now, name=cursor.state, resource=action.resource,
+            parameters=action.payload,
+        )  # fmt: skip
+        self.pending.add("TaskStarted", now, name=cursor.state)
+        record.wait = wait
+        # The token and timers first: a stale one is harmless (the answer checks the
+        # child's record), a missing one would strand the child.
+        await self.kv.transact(
+            [Put(token_key(token), self.key.encode())] + [Put(timer, b"") for timer in timers]
+        )
+        await self._save()
+        return await self._deliver(host, wait, cursor, context)
+
+    async def _deliver(
+        self, host: Host, wait: dict[str, Any], cursor: core.Cursor, context: Mapping[str, Any]
+    ) -> core.Outcome:
+        """Hand the token over (if the task calls something), then park."""
+        if not wait.get("sent", True):
+            outcome = await host.deliver(wait, cursor, context, self.runner)
+            if isinstance(outcome, core.Failure):
+                # Only its failure counts: the task fails with it (Retry/Catch apply).
+                self.pending.add(
+                    "TaskFailed", self.runner.clock.time(), name=cursor.state,
+                    error=outcome.error, cause=outcome.cause,
+                )  # fmt: skip
+                return outcome
+            wait["sent"] = True
+            await self._save()
+        raise Parked()
+
+    async def _nested(self, host: Host, action: core.Invoke, cursor: core.Cursor) -> core.Outcome:
+        """startExecution (plain, .sync, .sync:2) as a durable execution (children.py),
+        named per (child, state, visit, attempt); a running ``.sync`` one parks."""
+        record = self.record
+        start = host.start_child
+        if start is None:
+            return await invoke(self.runner, action, cursor, {}, self.pending)
+        # As the top level names and wakes it: this child's id, visit and attempt; the
+        # nested execution's end wakes the top-level execution driving this child.
+        shim = dataclasses.replace(
+            record, name=self.runner.name, visit=record.seq, attempts=list(cursor.attempts)
+        )
+        found = await children.durable_child(
+            host.store, start, host.machines, shim, action, self.pending, self.runner.clock.time()
+        )
+        if isinstance(found, children.Pending):
+            wait = {"kind": "child", "at": found.at, "child": found.child}
+            if record.wait is None or record.wait.get("child") != found.child:
+                record.wait = wait
+                await self._save()
+            raise Parked(found.at, [found.child])
+        return found
+
+    async def _resume(
+        self,
+        wait: dict[str, Any],
+        cursor: core.Cursor,
+        context: Mapping[str, Any],
+        base: Mapping[str, Any],
+    ) -> core.Outcome:
+        """A parked child's outcome on the redo, or park again."""
+        host, state = self.host, self.machine.states[cursor.state]
+        if host is None:
+            raise Parked()  # not expected: only a host's children park
+        kind = wait["kind"]
+        if kind == "outcome":
+            if "error" in wait:
+                return core.Failure(wait["error"], wait.get("cause") or "")
+            return core.Result(wait.get("result"))
+        if kind == "token":
+            failure = child_waits.expired(wait, self.runner.clock.time(), cursor.state)
+            if failure is not None:
+                self.pending.add(
+                    "TaskTimedOut", self.runner.clock.time(), name=cursor.state,
+                    error=failure.error, cause=failure.cause,
+                )  # fmt: skip
+                return failure
+            return await self._deliver(host, wait, cursor, context)
+        # A nested execution or a nested Parallel/Map: the state's action again.
+        action = core.step(self.machine, cursor, context)
+        if kind == "child" and isinstance(action, core.Invoke):
+            return await self._nested(host, action, cursor)
+        if isinstance(action, core.Branches):
+            return await self._branches(action, cursor, state.name, base)
+        raise AssertionError(f"a child parked on {kind!r} at a {state.type} state")
 
     async def _pause(self, cursor: core.Cursor, until: float, then: str) -> None:
         """Save the child mid-state: waiting until ``until``, then ``then`` (``"enter"``
@@ -533,3 +779,11 @@ async def _delay(runner: Executor, seconds: float) -> None:
         await clock.sleep(max(0.0, deadline - clock.time()))
         raise ExecutionTimedOut()
     await clock.sleep(seconds)
+
+
+def _parks(host: Host, action: core.Invoke) -> bool:
+    """Whether a child's task is a callback or a durable nested execution."""
+    resource = action.resource
+    return resource.endswith(CALLBACK_SUFFIX) or (
+        host.start_child is not None and children.handles(resource)
+    )

@@ -35,8 +35,8 @@ from typing import Any
 
 from reflow.backends import Backend
 from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
+from reflow.flows import child_waits, iterations
 from reflow.flows import interpreter as core
-from reflow.flows import iterations
 from reflow.flows.durable import DurableRunner, PersistHook, events_of, execution_arn, runnable
 from reflow.flows.express import ExpressRuns
 from reflow.flows.history import History
@@ -344,6 +344,18 @@ class FlowService:
     async def send_task_heartbeat(self, token: str) -> None:
         """A callback task is alive: its ``HeartbeatSeconds`` start again."""
         name = await self._token_owner(token)
+        if name.startswith(child_waits.CHILD_PREFIX):
+            # A parked child's token: its record holds the wait; the timer wakes the parent.
+            try:
+                due = await child_waits.beat_child(self.backend.kv, name, token, self.clock.time())
+            except LookupError:
+                raise InvalidExecutionRequestError(
+                    "token", "the task is no longer waiting"
+                ) from None
+            if due is not None:
+                parent = child_waits.parent_of(name)
+                await self.backend.kv.put(timer_key(due, parent, "task"), b"")
+            return
 
         def beat(record: ExecutionRecord, history: History) -> None:
             wait = record.wait
@@ -397,10 +409,15 @@ class FlowService:
     async def _child_ended(self, record: ExecutionRecord) -> bool:
         """Whether ``record`` waits (on its fallback timer) for a child that has ended."""
         wait = record.wait
-        if record.status != RUNNING or wait is None or wait.get("child") is None:
+        if record.status != RUNNING or wait is None:
             return False
-        child = await self.store.load(wait["child"])
-        return child is not None and child[0].status != RUNNING
+        # One child execution (a .sync task), or those parked Map/Parallel children wait for.
+        names = [wait["child"]] if wait.get("child") is not None else wait.get("children", [])
+        for name in names:
+            child = await self.store.load(name)
+            if child is not None and child[0].status != RUNNING:
+                return True
+        return False
 
     async def drain(self, consumer: str = "drain") -> int:
         """Fire due timers and run queued work until the queue is empty (tests, scripts)."""
@@ -517,4 +534,6 @@ class FlowService:
         name = await self._token_owner(token)
         if not await self.runner.complete_callback(name, token, outcome, event):
             raise InvalidExecutionRequestError("token", "the task is no longer waiting")
+        if name.startswith(child_waits.CHILD_PREFIX):
+            name = child_waits.parent_of(name)  # a parked child's: its parent goes on
         await self._enqueue(name)

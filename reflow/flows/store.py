@@ -52,6 +52,7 @@ __all__ = [
     "PreparedSave",
     "Timer",
     "check_name",
+    "record_key",
 ]
 
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
@@ -243,6 +244,11 @@ def timer_key(due: float, name: str, kind: str) -> str:
     """The key of a timer; keys sort by due time."""
     # Rounded up: a timer read back as due must never be earlier than what it wakes.
     return f"{_TIMERS}{math.ceil(due * 1000):015d}/{name}/{kind}"
+
+
+def record_key(name: str) -> str:
+    """The key of execution ``name``'s record."""
+    return _RECORDS + name
 
 
 def token_key(token: str) -> str:

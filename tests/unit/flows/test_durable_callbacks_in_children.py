@@ -1,0 +1,372 @@
+"""Callback tasks and nested executions inside durable Map iterations and Parallel branches.
+
+Step Functions delivers ``$$.Task.Token`` to a ``.waitForTaskToken`` task in
+any state, a Map iteration's included: the iteration waits until
+SendTaskSuccess/SendTaskFailure answers it (or its TimeoutSeconds /
+HeartbeatSeconds pass, ``States.Timeout`` / ``States.HeartbeatTimeout``),
+and the Map ends once every iteration has. Here the waiting child parks (no
+worker holds it) and the answer wakes its parent; a restarted service finds
+the same wait and honours the same tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reflow.backends import Backend, memory_backend, open_backend
+from reflow.flows import TaskContext
+from reflow.flows.service import FlowService
+from reflow.flows.store import InvalidExecutionRequestError
+from reflow.testing import FakeClock
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        opened = memory_backend(clock)
+    else:
+        opened = await open_backend(f"sqlite:///{tmp_path}/flows.db", clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+class Approvals:
+    """A task function handed each token (what a mailer or a job queue would get)."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[Any, str] = {}
+        self.keys: list[str] = []
+
+    def __call__(self, event: Any, context: TaskContext) -> Any:
+        self.tokens[event["item"]] = event["token"]
+        self.keys.append(context.idempotency_key)
+        return "ignored"
+
+
+def approval_map(task: dict[str, Any] | None = None, **fan: Any) -> dict[str, Any]:
+    ask = {
+        "Type": "Task",
+        "Resource": "ask.waitForTaskToken",
+        "Parameters": {"item.$": "$", "token.$": "$$.Task.Token"},
+        "End": True,
+        **(task or {}),
+    }
+    return {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {"StartAt": "Ask", "States": {"Ask": ask}},
+                "End": True,
+                **fan,
+            }
+        },
+    }
+
+
+def service(backend: Backend, definition: dict[str, Any], approvals: Approvals) -> FlowService:
+    return FlowService(backend, {"f": definition}, functions={"ask": approvals})
+
+
+async def test_each_iteration_gets_a_token_and_the_map_ends_when_all_are_answered(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    flows = service(store, approval_map(MaxConcurrency=0), approvals)
+    await flows.start_execution("f", {"items": ["a", "b", "c"]}, name="m")
+    await flows.drain()
+    assert sorted(approvals.tokens) == ["a", "b", "c"]
+    assert len(set(approvals.tokens.values())) == 3
+    described = await flows.describe("m")
+    assert described["status"] == "RUNNING" and described["waiting_for"] == "children"
+    await flows.send_task_success(approvals.tokens["b"], {"ok": "b"})
+    await flows.drain()
+    assert (await flows.describe("m"))["status"] == "RUNNING"
+    # An answered token is not awaited any more.
+    with pytest.raises(InvalidExecutionRequestError):
+        await flows.send_task_success(approvals.tokens["b"], {"again": True})
+    await flows.send_task_success(approvals.tokens["c"], {"ok": "c"})
+    await flows.send_task_success(approvals.tokens["a"], {"ok": "a"})
+    await flows.drain()
+    described = await flows.describe("m")
+    assert described["status"] == "SUCCEEDED"
+    assert described["output"] == [{"ok": "a"}, {"ok": "b"}, {"ok": "c"}]
+    # The function was handed each token once: the redos did not call it again.
+    assert len(approvals.keys) == 3
+    types = [event["type"] for event in await flows.history("m")]
+    assert types.count("TaskSucceeded") == 3 and types.count("MapStateEntered") == 1
+    assert types.count("MapIterationSucceeded") == 3 and types[-1] == "ExecutionSucceeded"
+
+
+async def test_a_concurrency_of_one_asks_for_one_item_at_a_time(store: Backend) -> None:
+    approvals = Approvals()
+    flows = service(store, approval_map(MaxConcurrency=1), approvals)
+    await flows.start_execution("f", {"items": [1, 2, 3]}, name="one")
+    for item in (1, 2, 3):
+        await flows.drain()
+        assert sorted(approvals.tokens) == list(range(1, item + 1))
+        await flows.send_task_success(approvals.tokens[item], item * 10)
+    await flows.drain()
+    assert (await flows.describe("one"))["output"] == [10, 20, 30]
+
+
+async def test_a_failure_fails_the_iteration_with_its_error_and_the_map_catches_it(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    definition = approval_map(
+        MaxConcurrency=0,
+        Catch=[{"ErrorEquals": ["Rejected"], "ResultPath": "$.why", "Next": "Refused"}],
+    )
+    definition["States"]["Refused"] = {"Type": "Pass", "End": True}
+    flows = service(store, definition, approvals)
+    await flows.start_execution("f", {"items": ["a", "b", "c"]}, name="r")
+    await flows.drain()
+    await flows.send_task_success(approvals.tokens["a"], "fine")
+    await flows.send_task_failure(approvals.tokens["b"], error="Rejected", cause="not this one")
+    await flows.drain()
+    described = await flows.describe("r")
+    assert described["status"] == "SUCCEEDED"
+    assert described["output"]["why"] == {"Error": "Rejected", "Cause": "not this one"}
+    # The Map failed fast: the third item's token is no longer awaited.
+    with pytest.raises(InvalidExecutionRequestError):
+        await flows.send_task_success(approvals.tokens["c"], "late")
+
+
+async def drain(flows: FlowService, clock: FakeClock) -> None:
+    """Drain ``flows`` while the clock moves a second at a time (a retry's back-off
+    inside a child is slept on the clock by the worker driving the state)."""
+    draining = asyncio.ensure_future(flows.drain())
+    try:
+        for _ in range(100):
+            for _ in range(20):
+                await asyncio.sleep(0.001)  # SQLite answers from its own thread
+            if draining.done():
+                break
+            clock.advance(1)
+        draining.result()
+    finally:
+        draining.cancel()
+        await asyncio.gather(draining, return_exceptions=True)
+
+
+async def test_catch_and_retry_inside_the_iteration_apply_to_a_failed_token(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    task = {
+        "Retry": [{"ErrorEquals": ["Busy"], "IntervalSeconds": 1, "MaxAttempts": 1}],
+        "Catch": [{"ErrorEquals": ["Rejected"], "Next": "No"}],
+    }
+    definition = approval_map(task)
+    definition["States"]["Fan"]["ItemProcessor"]["States"]["No"] = {
+        "Type": "Pass",
+        "Result": "refused",
+        "End": True,
+    }
+    flows = service(store, definition, approvals)
+    await flows.start_execution("f", {"items": ["x", "y"]}, name="c")
+    await flows.drain()
+    first = approvals.tokens["x"]
+    await flows.send_task_failure(first, error="Busy")
+    await drain(flows, clock)
+    retried = approvals.tokens["x"]
+    assert retried != first  # the retry is a new attempt: a token of its own
+    await flows.send_task_failure(retried, error="Rejected", cause="no")
+    await flows.drain()
+    await flows.send_task_success(approvals.tokens["y"], "yes")
+    await flows.drain()
+    described = await flows.describe("c")
+    assert described["status"] == "SUCCEEDED"
+    assert described["output"] == ["refused", "yes"]
+
+
+async def test_heartbeats_keep_a_token_alive_and_a_missed_one_times_it_out(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    definition = approval_map({"HeartbeatSeconds": 10, "TimeoutSeconds": 1000})
+    flows = service(store, definition, approvals)
+    await flows.start_execution("f", {"items": ["a", "b"]}, name="h")
+    await flows.drain()
+    for _ in range(3):
+        clock.advance(6)
+        await flows.send_task_heartbeat(approvals.tokens["a"])
+        await flows.send_task_heartbeat(approvals.tokens["b"])
+        await flows.drain()
+    assert (await flows.describe("h"))["status"] == "RUNNING"
+    await flows.send_task_success(approvals.tokens["a"], "a")
+    clock.advance(11)  # b misses its heartbeat
+    await flows.drain()
+    described = await flows.describe("h")
+    assert described["status"] == "FAILED"
+    assert described["error"] == "States.HeartbeatTimeout"
+    types = [event["type"] for event in await flows.history("h")]
+    assert "TaskTimedOut" in types
+    with pytest.raises(InvalidExecutionRequestError):
+        await flows.send_task_heartbeat(approvals.tokens["b"])
+
+
+async def test_timeout_seconds_fails_a_token_nobody_answers(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    flows = service(store, approval_map({"TimeoutSeconds": 30}), approvals)
+    await flows.start_execution("f", {"items": [1]}, name="t")
+    await flows.drain()
+    clock.advance(29)
+    await flows.drain()
+    assert (await flows.describe("t"))["status"] == "RUNNING"
+    clock.advance(2)
+    await flows.drain()
+    described = await flows.describe("t")
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
+
+
+async def test_a_restarted_service_keeps_the_wait_and_honours_the_tokens(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    definition = approval_map()
+    first = service(store, definition, approvals)
+    await first.start_execution("f", {"items": ["a", "b", "c"]}, name="s")
+    await first.drain()
+    await first.send_task_success(approvals.tokens["a"], "A")
+    await first.drain()
+    # The process is gone; a new one starts on the same backend.
+    restarted = service(store, definition, approvals)
+    assert await restarted.recover() == 0  # nothing to do until an answer comes
+    await restarted.send_task_success(approvals.tokens["b"], "B")
+    await restarted.send_task_success(approvals.tokens["c"], "C")
+    await restarted.drain()
+    described = await restarted.describe("s")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", ["A", "B", "C"])
+    assert len(approvals.keys) == 3
+
+
+async def test_a_token_in_a_parallel_branch_and_a_nested_map(store: Backend) -> None:
+    approvals = Approvals()
+    inner = approval_map()["States"]["Fan"]
+    definition = {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    {"StartAt": "Fan", "States": {"Fan": inner}},
+                    {"StartAt": "Plain", "States": {"Plain": {"Type": "Pass", "End": True}}},
+                ],
+                "End": True,
+            }
+        },
+    }
+    flows = service(store, definition, approvals)
+    await flows.start_execution("f", {"items": ["p", "q"]}, name="n")
+    await flows.drain()
+    await flows.send_task_success(approvals.tokens["q"], "Q")
+    await flows.drain()
+    assert (await flows.describe("n"))["status"] == "RUNNING"
+    await flows.send_task_success(approvals.tokens["p"], "P")
+    await flows.drain()
+    described = await flows.describe("n")
+    assert described["status"] == "SUCCEEDED"
+    assert described["output"] == [["P", "Q"], {"items": ["p", "q"]}]
+
+
+def child_flow() -> dict[str, Any]:
+    return {
+        "StartAt": "Ask",
+        "States": {
+            "Ask": {
+                "Type": "Task",
+                "Resource": "ask.waitForTaskToken",
+                "Parameters": {"item.$": "$.item", "token.$": "$$.Task.Token"},
+                "End": True,
+            }
+        },
+    }
+
+
+def sync_parallel(pattern: str = ".sync:2") -> dict[str, Any]:
+    start = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::states:startExecution" + pattern,
+        "Parameters": {"StateMachineArn": "child", "Input": {"item.$": "$.item"}},
+        "End": True,
+    }
+    return {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    {"StartAt": "Start", "States": {"Start": start}},
+                    {"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}},
+                ],
+                "End": True,
+            }
+        },
+    }
+
+
+async def test_start_execution_sync_in_a_branch_is_a_durable_child_that_wakes_it(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    flows = FlowService(
+        store, {"f": sync_parallel(), "child": child_flow()}, functions={"ask": approvals}
+    )
+    await flows.start_execution("f", {"item": "k"}, name="p")
+    await flows.drain()
+    children = [row for row in await flows.list_executions(flow="child")]
+    assert len(children) == 1 and children[0]["status"] == "RUNNING"
+    assert (await flows.describe("p"))["waiting_for"] == "children"
+    await flows.send_task_success(approvals.tokens["k"], {"done": "k"})
+    await flows.drain()
+    described = await flows.describe("p")
+    assert described["status"] == "SUCCEEDED"
+    shape, echoed = described["output"]
+    assert shape["Status"] == "SUCCEEDED" and shape["Output"] == {"done": "k"}
+    assert shape["Name"] == children[0]["name"] and echoed == {"item": "k"}
+    # One child execution, however many times the branch was driven.
+    assert len(await flows.list_executions(flow="child")) == 1
+
+
+async def test_a_failed_sync_child_fails_the_branch_with_its_description(store: Backend) -> None:
+    approvals = Approvals()
+    flows = FlowService(
+        store, {"f": sync_parallel(".sync"), "child": child_flow()}, functions={"ask": approvals}
+    )
+    await flows.start_execution("f", {"item": "k"}, name="pf")
+    await flows.drain()
+    await flows.send_task_failure(approvals.tokens["k"], error="Nope", cause="bad")
+    await flows.drain()
+    described = await flows.describe("pf")
+    assert (described["status"], described["error"]) == ("FAILED", "States.TaskFailed")
+    assert '"Error":"Nope"' in (described["cause"] or "")
+
+
+async def test_a_sync_child_survives_a_restart_of_the_service(store: Backend) -> None:
+    approvals = Approvals()
+    flows_of = {"f": sync_parallel(), "child": child_flow()}
+    first = FlowService(store, flows_of, functions={"ask": approvals})
+    await first.start_execution("f", {"item": "z"}, name="ps")
+    await first.drain()
+    restarted = FlowService(store, flows_of, functions={"ask": approvals})
+    await restarted.recover()
+    await restarted.drain()
+    await restarted.send_task_success(approvals.tokens["z"], "Z")
+    await restarted.drain()
+    described = await restarted.describe("ps")
+    assert described["status"] == "SUCCEEDED" and described["output"][0]["Output"] == "Z"
+    assert len(await restarted.list_executions(flow="child")) == 1
