@@ -370,3 +370,144 @@ async def test_a_sync_child_survives_a_restart_of_the_service(store: Backend) ->
     described = await restarted.describe("ps")
     assert described["status"] == "SUCCEEDED" and described["output"][0]["Output"] == "Z"
     assert len(await restarted.list_executions(flow="child")) == 1
+
+
+class Crash(BaseException):
+    """Stands in for the process dying in the middle of a call."""
+
+
+async def test_a_crash_before_the_token_was_handed_over_hands_the_same_one_over_again(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    calls: list[str] = []
+
+    def dying_once(event: Any, context: TaskContext) -> Any:
+        calls.append(event["token"])
+        if len(calls) == 1:
+            raise Crash()
+        return approvals(event, context)
+
+    definition = approval_map()
+    first = FlowService(store, {"f": definition}, functions={"ask": dying_once})
+    await first.start_execution("f", {"items": ["a"]}, name="k")
+    with pytest.raises(Crash):
+        await first.drain()
+    restarted = FlowService(store, {"f": definition}, functions={"ask": dying_once})
+    assert await restarted.recover() == 1
+    await restarted.drain()
+    assert calls[0] == calls[1] == approvals.tokens["a"]  # the same token, handed over again
+    await restarted.send_task_success(approvals.tokens["a"], "A")
+    await restarted.drain()
+    assert (await restarted.describe("k"))["output"] == ["A"]
+
+
+async def test_an_answer_while_other_children_still_run_is_not_lost(store: Backend) -> None:
+    approvals = Approvals()
+    release = asyncio.Event()
+    slow_calls: list[str] = []
+
+    async def slow(event: Any, context: TaskContext) -> Any:
+        slow_calls.append(context.idempotency_key)
+        await release.wait()
+        return "slow"
+
+    waiting = approval_map()["States"]["Fan"]["ItemProcessor"]
+    waiting["States"]["Ask"]["Parameters"] = {"item": "only", "token.$": "$$.Task.Token"}
+    definition = {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    waiting,
+                    {
+                        "StartAt": "Slow",
+                        "States": {"Slow": {"Type": "Task", "Resource": "slow", "End": True}},
+                    },
+                ],
+                "End": True,
+            }
+        },
+    }
+    flows = FlowService(store, {"f": definition}, functions={"ask": approvals, "slow": slow})
+    await flows.start_execution("f", {}, name="w")
+    draining = asyncio.ensure_future(flows.drain())
+    for _ in range(500):
+        await asyncio.sleep(0.001)
+        if "only" in approvals.tokens and slow_calls:
+            break
+    # The branch waits; the other is still running: the answer comes now.
+    await flows.send_task_success(approvals.tokens["only"], "yes")
+    release.set()
+    await draining
+    await flows.drain()
+    described = await flows.describe("w")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", ["yes", "slow"])
+    assert len(slow_calls) == 1  # its result was saved: the redo did not call it again
+
+
+async def test_stopping_a_waiting_execution_refuses_its_tokens_and_drops_its_children(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    flows = service(store, approval_map(), approvals)
+    await flows.start_execution("f", {"items": [1, 2]}, name="x")
+    await flows.drain()
+    await flows.stop_execution("x", error="Operator")
+    with pytest.raises(InvalidExecutionRequestError):
+        await flows.send_task_success(approvals.tokens[1], "late")
+    assert await store.kv.scan("flows/c/x/") == []
+
+
+async def test_the_execution_timeout_ends_a_wait_in_an_iteration(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    definition = {**approval_map(), "TimeoutSeconds": 60}
+    flows = service(store, definition, approvals)
+    await flows.start_execution("f", {"items": [1]}, name="d")
+    await flows.drain()
+    clock.advance(61)
+    await flows.drain()
+    described = await flows.describe("d")
+    assert (described["status"], described["error"]) == ("TIMED_OUT", "States.Timeout")
+    assert await store.kv.scan("flows/c/d/") == []
+    with pytest.raises(InvalidExecutionRequestError):
+        await flows.send_task_success(approvals.tokens[1], "late")
+
+
+async def test_each_iteration_starts_a_sync_child_of_its_own(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    start = sync_parallel()["States"]["Both"]["Branches"][0]["States"]["Start"]
+    start["Parameters"] = {"StateMachineArn": "child", "Input": {"item.$": "$"}}
+    definition = {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemProcessor": {"StartAt": "Start", "States": {"Start": start}},
+                "ResultSelector": {"out.$": "$[*].Output"},
+                "End": True,
+            }
+        },
+    }
+    flows = FlowService(
+        store, {"f": definition, "child": child_flow()}, functions={"ask": approvals}
+    )
+    await flows.start_execution("f", ["u", "v"], name="ms")
+    await flows.drain()
+    names = {row["name"] for row in await flows.list_executions(flow="child")}
+    assert len(names) == 2
+    await flows.send_task_success(approvals.tokens["u"], "U")
+    await flows.drain()
+    # Should the wake be lost, the parent's fallback look finds the child's end.
+    clock.advance(5)
+    await flows.drain()
+    assert (await flows.describe("ms"))["status"] == "RUNNING"
+    await flows.send_task_success(approvals.tokens["v"], "V")
+    await flows.drain()
+    described = await flows.describe("ms")
+    assert (described["status"], described["output"]) == ("SUCCEEDED", {"out": ["U", "V"]})
