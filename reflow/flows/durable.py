@@ -16,6 +16,8 @@ transition, each child keeping its own progress in a record of its own (see
 :mod:`reflow.flows.iterations`): a crash mid-state resumes every child where
 its record stands, so a task whose result was saved does not run again.
 The child records are dropped once the transition leaving the state is saved.
+A child waiting for a task token or a nested execution parks instead, and
+the execution waits for its children (see :mod:`reflow.flows.child_waits`).
 """
 
 from __future__ import annotations

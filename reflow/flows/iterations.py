@@ -32,7 +32,14 @@ Keys: a branch's or iteration's tasks run under an execution id of its own
 has its Map Run child execution ARN, the Map Run id derived from the scope)
 and the child's own visit counter, so each (child, state, visit, attempt)
 has a key of its own. A retry back-off or a Wait inside a child is slept in
-memory, as before; a crash during one enters that state again.
+memory, but saved first: after a crash only what is left of it is waited.
+
+A child that reaches a ``.waitForTaskToken`` task or a running ``.sync``
+nested execution *parks* (see :mod:`reflow.flows.child_waits`): its wait is
+saved in its record and it holds its place until every child of the state
+has ended or parked; then :func:`run_parkable` raises
+:class:`~reflow.flows.child_waits.Parked` and the parent saves itself as
+waiting for its children, keeping their records.
 
 Two workers on one execution (a redelivered queue entry) may both drive the
 children: a child save that finds its record moved on adopts the stored
