@@ -511,3 +511,55 @@ async def test_each_iteration_starts_a_sync_child_of_its_own(
     await flows.drain()
     described = await flows.describe("ms")
     assert (described["status"], described["output"]) == ("SUCCEEDED", {"out": ["U", "V"]})
+
+
+async def test_fire_and_forget_and_token_started_children_in_iterations(store: Backend) -> None:
+    approvals = Approvals()
+    start = "arn:aws:states:::states:startExecution"
+    iteration = {
+        "StartAt": "Fire",
+        "States": {
+            "Fire": {
+                "Type": "Task",
+                "Resource": start,
+                "Parameters": {"StateMachineArn": "echo", "Input": {"item.$": "$"}},
+                "ResultPath": "$.fired",
+                "Next": "Ask",
+            },
+            "Ask": {
+                "Type": "Task",
+                "Resource": start + ".waitForTaskToken",
+                "Parameters": {
+                    "StateMachineArn": "child",
+                    "Input": {"item.$": "$.fired.ExecutionArn", "token.$": "$$.Task.Token"},
+                },
+                "End": True,
+            },
+        },
+    }
+    child = child_flow()
+    child["States"]["Ask"]["Parameters"] = {"item.$": "$.item", "token.$": "$.token"}
+    definition = {
+        "StartAt": "Fan",
+        "States": {"Fan": {"Type": "Map", "ItemProcessor": iteration, "End": True}},
+    }
+    echo = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    flows = FlowService(
+        store, {"f": definition, "child": child, "echo": echo}, functions={"ask": approvals}
+    )
+    await flows.start_execution("f", [{"n": 1}, {"n": 2}], name="ff")
+    await flows.drain()
+    echoes = await flows.list_executions(flow="echo")
+    assert [row["status"] for row in echoes] == ["SUCCEEDED", "SUCCEEDED"]
+    assert len(await flows.list_executions(flow="child")) == 2
+    # Each started child answers its parent iteration's token (as a human would, here).
+    for arn, token in approvals.tokens.items():
+        await flows.send_task_success(token, {"from": arn})
+    await flows.drain()
+    described = await flows.describe("ff")
+    assert described["status"] == "SUCCEEDED"
+    arns = [row["from"] for row in described["output"]]
+    assert {arn.rsplit(":", 1)[1] for arn in arns} == {row["name"] for row in echoes}
+    # The redos started no second child anywhere.
+    assert len(await flows.list_executions(flow="echo")) == 2
+    assert len(await flows.list_executions(flow="child")) == 2
