@@ -563,3 +563,90 @@ async def test_fire_and_forget_and_token_started_children_in_iterations(store: B
     # The redos started no second child anywhere.
     assert len(await flows.list_executions(flow="echo")) == 2
     assert len(await flows.list_executions(flow="child")) == 2
+
+
+async def test_timeout_seconds_ends_a_sync_wait_in_a_branch_and_leaves_the_child_running(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    definition = sync_parallel()
+    definition["States"]["Both"]["Branches"][0]["States"]["Start"]["TimeoutSeconds"] = 12
+    flows = FlowService(
+        store, {"f": definition, "child": child_flow()}, functions={"ask": approvals}
+    )
+    await flows.start_execution("f", {"item": "slow"}, name="st")
+    await flows.drain()
+    for _ in range(3):  # the fallback looks at 5 and 10 s, then the timeout at 12 s
+        clock.advance(5)
+        await flows.drain()
+    described = await flows.describe("st")
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
+    [child] = await flows.list_executions(flow="child")
+    assert child["status"] == "RUNNING"
+
+
+async def test_a_timer_due_while_the_state_still_runs_is_not_lost(
+    store: Backend, clock: FakeClock
+) -> None:
+    approvals = Approvals()
+    release = asyncio.Event()
+
+    async def slow(event: Any, context: TaskContext) -> Any:
+        await release.wait()
+        return "slow"
+
+    waiting = approval_map({"TimeoutSeconds": 10})["States"]["Fan"]["ItemProcessor"]
+    waiting["States"]["Ask"]["Parameters"] = {"item": "only", "token.$": "$$.Task.Token"}
+    slow_branch = {
+        "StartAt": "S",
+        "States": {"S": {"Type": "Task", "Resource": "slow", "End": True}},
+    }
+    definition = {
+        "StartAt": "Both",
+        "States": {"Both": {"Type": "Parallel", "Branches": [waiting, slow_branch], "End": True}},
+    }
+    flows = FlowService(store, {"f": definition}, functions={"ask": approvals, "slow": slow})
+    await flows.start_execution("f", {}, name="tt")
+    draining = asyncio.ensure_future(flows.drain())
+    for _ in range(500):
+        await asyncio.sleep(0.001)
+        if "only" in approvals.tokens:
+            break
+    clock.advance(11)
+    assert await flows.fire_due_timers() == 1  # the token's timeout, the state still running
+    release.set()
+    await draining
+    await flows.drain()
+    described = await flows.describe("tt")
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
+
+
+async def test_a_function_that_fails_to_take_the_token_fails_the_task(store: Backend) -> None:
+    def refuses(event: Any, context: TaskContext) -> Any:
+        raise PermissionError("mailbox full")
+
+    definition = approval_map(
+        {"Catch": [{"ErrorEquals": ["PermissionError"], "ResultPath": "$.error", "Next": "Kept"}]}
+    )
+    definition["States"]["Fan"]["ItemProcessor"]["States"]["Kept"] = {"Type": "Pass", "End": True}
+    flows = FlowService(store, {"f": definition}, functions={"ask": refuses})
+    await flows.start_execution("f", {"items": [{"n": 1}]}, name="rf")
+    await flows.drain()
+    described = await flows.describe("rf")
+    assert described["status"] == "SUCCEEDED"
+    assert described["output"][0]["error"] == {"Error": "PermissionError", "Cause": "mailbox full"}
+
+
+async def test_a_heartbeat_for_a_task_without_heartbeat_seconds_is_accepted(
+    store: Backend,
+) -> None:
+    approvals = Approvals()
+    flows = service(store, approval_map(), approvals)
+    await flows.start_execution("f", {"items": ["a"]}, name="hb")
+    await flows.drain()
+    await flows.send_task_heartbeat(approvals.tokens["a"])  # nothing to restart: accepted
+    await flows.send_task_success(approvals.tokens["a"], "A")
+    await flows.drain()
+    assert (await flows.describe("hb"))["output"] == ["A"]
+    with pytest.raises(InvalidExecutionRequestError):
+        await flows.send_task_heartbeat(approvals.tokens["a"])
