@@ -49,6 +49,10 @@ class ChildRuns(Protocol):
     async def execution(self, index: int, runner: Executor, child: core.Child) -> Finished:
         """Run child execution ``index`` of a Distributed Map (``runner`` names it)."""
 
+    def expect(self, total: int, limit: int) -> None:
+        """How many children a Distributed Map has (once its items are read), and its
+        MaxConcurrency (0: none)."""
+
 
 async def run_branches(
     executor: Executor,

@@ -69,6 +69,8 @@ async def run_map_run(
     map_run_arn = (
         f"arn:aws:states:local:000000000000:mapRun:{executor.machine_name}/{state_name}:{run_id}"
     )
+    if runs is not None:
+        runs.expect(len(action.children), action.max_concurrency or 0)
     history.add("MapStateStarted", clock.time(), name=state_name, length=len(action.children))
     history.add("MapRunStarted", clock.time(), name=state_name, mapRunArn=map_run_arn)
     gate = asyncio.Semaphore(action.max_concurrency) if action.max_concurrency else None

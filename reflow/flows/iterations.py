@@ -57,7 +57,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from reflow.backends import KV, Delete, Item, Put
 from reflow.errors import TransactionConflictError, VersionConflictError
@@ -98,6 +98,7 @@ _ACCOUNT = "arn:aws:states:local:000000000000"
 # States that never do I/O: a child made only of them is never saved (see _may_save).
 _PURE = frozenset({"Pass", "Choice", "Succeed", "Fail"})
 _MAY_SAVE: dict[int, tuple[StateMachine, bool]] = {}
+_T = TypeVar("_T")
 
 
 def needed(action: core.Branches) -> bool:
@@ -219,11 +220,20 @@ class Children:
         the state is torn down; once every child has ended or parked, the scope's
         ``quiet`` is set.
         """
+        return await self._parkable(self._branch(position, child, base, history))
+
+    def expect(self, total: int, limit: int) -> None:
+        """How many children the state has, and its MaxConcurrency (0: no limit) — a
+        Distributed Map knows them only once its items are read."""
+        self.total, self.limit = total, limit
+
+    async def _parkable(self, run: Awaitable[_T]) -> _T:
+        """Await a child's ``run``, counting it as running until it ends or parks."""
         self.began += 1
         self.active += 1
         parked = False
         try:
-            return await self._branch(position, child, base, history)
+            return await run
         except Parked as waiting:
             parked = True
             self.active -= 1
@@ -279,8 +289,12 @@ class Children:
 
     async def execution(self, index: int, runner: Executor, child: core.Child) -> ExecutionRecord:
         """Run a Distributed Map's child execution ``index`` (named by ``runner``)."""
+        return await self._parkable(self._execution(index, runner, child))
+
+    async def _execution(self, index: int, runner: Executor, child: core.Child) -> ExecutionRecord:
         key = f"{self.key}/{index:06d}"
         run = _ChildRun(self, key, runner, child, await self._find(key, child), owns_deadline=True)
+        run.host = self.host
         record = run.record
         base = {
             "Execution": {
@@ -653,7 +667,7 @@ class _ChildRun:
             "kind": "token", "token": token, "heartbeat": action.heartbeat, "sent": not calls,
             "resource": resource, "payload": action.payload, "timeout": action.timeout,
         }  # fmt: skip
-        name = self.runner.name
+        name = child_waits.parent_of(self.key)  # the execution its timers wake
         timers = []
         if action.timeout is not None:
             wait["timeout_at"] = now + action.timeout
@@ -702,7 +716,10 @@ class _ChildRun:
         # As the top level names and wakes it: this child's id, visit and attempt; the
         # nested execution's end wakes the top-level execution driving this child.
         shim = dataclasses.replace(
-            record, name=self.runner.name, visit=record.seq, attempts=list(cursor.attempts)
+            record,
+            name=child_waits.parent_of(self.key),
+            visit=record.seq,
+            attempts=list(cursor.attempts),
         )
         found = await children.durable_child(
             host.store, start, host.machines, shim, action, self.pending, self.runner.clock.time()

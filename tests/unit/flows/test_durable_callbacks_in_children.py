@@ -650,3 +650,29 @@ async def test_a_heartbeat_for_a_task_without_heartbeat_seconds_is_accepted(
     assert (await flows.describe("hb"))["output"] == ["A"]
     with pytest.raises(InvalidExecutionRequestError):
         await flows.send_task_heartbeat(approvals.tokens["a"])
+
+
+def distributed(definition: dict[str, Any], **fan: Any) -> dict[str, Any]:
+    processor = definition["States"]["Fan"]["ItemProcessor"]
+    processor["ProcessorConfig"] = {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    definition["States"]["Fan"].update(fan)
+    return definition
+
+
+async def test_distributed_map_child_executions_wait_for_their_tokens(store: Backend) -> None:
+    approvals = Approvals()
+    flows = service(store, distributed(approval_map(), ToleratedFailureCount=1), approvals)
+    await flows.start_execution("f", {"items": ["a", "b", "c"]}, name="dm")
+    await flows.drain()
+    assert sorted(approvals.tokens) == ["a", "b", "c"]
+    assert (await flows.describe("dm"))["waiting_for"] == "children"
+    await flows.send_task_success(approvals.tokens["a"], "A")
+    await flows.send_task_failure(approvals.tokens["b"], error="Rejected")
+    await flows.drain()
+    assert (await flows.describe("dm"))["status"] == "RUNNING"
+    await flows.send_task_success(approvals.tokens["c"], "C")
+    await flows.drain()
+    described = await flows.describe("dm")
+    assert described["status"] == "SUCCEEDED"
+    assert described["output"][0] == "A" and described["output"][2] == "C"
+    assert len(approvals.keys) == 3
