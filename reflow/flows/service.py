@@ -13,8 +13,18 @@ redrive, the task-token callbacks) and the machinery behind it:
   :mod:`reflow.flows.store`), polled on the injected ``Clock``; a due timer
   puts its execution back on the queue (or fails a callback task whose
   timeout or heartbeat ran out).
-* **recovery** — on start, every RUNNING execution with work to do is queued
-  again, so a restarted server resumes at once rather than after a lease.
+* **recovery** — on start, every RUNNING execution of a flow this service
+  has, with work to do, is queued again, so a restarted server resumes at once
+  rather than after a lease.
+* **hand-offs** — in a rolling deploy, processes running different versions
+  of the app share the queue. A worker that takes an entry for an execution
+  of a flow its app does not have passes it on: it appends the name to that
+  flow's own stream ``flows.handoff.FLOW`` and acknowledges the shared entry.
+  Only services that have the flow read that stream (every ``poll``), so the
+  entry reaches one of them without a restart, and the service without the
+  flow never sees it again (no spinning). A service that takes a hand-off and
+  dies leaves it to its lease, like any queue entry. :attr:`FlowService.passed_on`
+  counts, per flow, what this service passed on.
 * **waking parents** — an execution started by a ``startExecution.sync`` task
   names its parent; when it ends, the parent is queued at once (and its
   final save carries a due timer for the parent, should this process die
@@ -30,6 +40,7 @@ import logging
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -58,11 +69,17 @@ from reflow.flows.store import (
 from reflow.flows.tasks import TaskFunction
 from reflow.flows.values import json_copy
 
-__all__ = ["FlowService", "WORK_STREAM"]
+__all__ = ["HANDOFF_PREFIX", "FlowService", "WORK_STREAM", "handoff_stream"]
 
 WORK_STREAM = "flows.work"
+HANDOFF_PREFIX = "flows.handoff."
 _GROUP = "flow-workers"
 _log = logging.getLogger("reflow.flows")
+
+
+def handoff_stream(flow: str) -> str:
+    """The stream on which executions of ``flow`` are passed to services that have it."""
+    return HANDOFF_PREFIX + flow
 
 
 class FlowService:
@@ -74,7 +91,9 @@ class FlowService:
     it; ``poll`` how often timers are checked (seconds on ``clock``).
     ``on_persist`` is called around every save (tests use it to crash).
     Flows named in ``express`` run in memory instead (see
-    :mod:`reflow.flows.express`).
+    :mod:`reflow.flows.express`). ``passed_on`` counts, per flow, the queue
+    entries this service handed to services that have the flow (see the
+    module's "hand-offs").
     """
 
     def __init__(
@@ -113,6 +132,7 @@ class FlowService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.passed_on: Counter[str] = Counter()
         self.express_flows = frozenset(express)
         self.express = ExpressRuns(self.clock, flows=self.machines, blobs=backend.blobs)
         self.runner.start_child = self._start_child
@@ -139,6 +159,9 @@ class FlowService:
             for index in range(self.workers)
         ]
         self._tasks.append(asyncio.create_task(self._timers(), name="flow-timers"))
+        self._tasks.append(
+            asyncio.create_task(self._handoffs(f"{self._consumer}-h"), name="flow-handoffs")
+        )
 
     async def stop(self) -> None:
         """Stop the workers (an execution mid-transition is redone by the next worker)."""
@@ -162,12 +185,16 @@ class FlowService:
         await self.stop()
 
     async def recover(self) -> int:
-        """Queue every RUNNING execution that has work to do now; return how many."""
+        """Queue every RUNNING execution that has work to do now; return how many.
+
+        Only executions of flows this service has: the others are recovered by
+        the services (other versions of the app) that have their flows.
+        """
         queued, after, now = 0, None, self.clock.time()
         while True:
             records = await self.store.records(start_after=after, limit=500)
             for record in records:
-                if runnable(record, now):
+                if record.flow in self.machines and runnable(record, now):
                     await self._enqueue(record.name)
                     queued += 1
             if len(records) < 500:
@@ -393,8 +420,8 @@ class FlowService:
                 # (changed in memory only; the transition's save records what follows).
                 record.wait = {**(record.wait or {}), "at": now}
             if record.flow not in self.machines:
-                # Another process's flow, or one this app no longer has: leave it be.
-                _log.warning("execution %s: this service has no flow %r", name, record.flow)
+                # Another version of the app's flow (a rolling deploy): pass it on.
+                await self._pass_on(record)
                 return
             try:
                 advanced = await self.runner.run(record, version)
@@ -419,20 +446,57 @@ class FlowService:
                 return True
         return False
 
+    async def _pass_on(self, record: ExecutionRecord) -> None:
+        """Hand ``record``'s execution to the services that have its flow."""
+        # Appended before the shared entry is acknowledged: a crash in between
+        # repeats the hand-off (harmless), never loses it.
+        await self.backend.log.append(handoff_stream(record.flow), record.name.encode())
+        first = record.flow not in self.passed_on
+        self.passed_on[record.flow] += 1
+        # Once per flow at WARNING (a rolling deploy is under way, or a flow was
+        # removed while executions of it still run), then at DEBUG.
+        _log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "execution %s: this service has no flow %r; passed on to a service that has it",
+            record.name,
+            record.flow,
+        )
+
+    async def take_handoffs(self, consumer: str = "handoffs") -> int:
+        """Run the executions passed on to this service's flows; return how many entries.
+
+        Reads each flow's hand-off stream once (up to 16 entries each); an
+        entry is acknowledged once its execution has been advanced, so one
+        taken by a service that dies is redelivered after its lease.
+        """
+        log, taken = self.backend.log, 0
+        for flow in self.machines:
+            stream = handoff_stream(flow)
+            entries = await log.read(stream, _GROUP, consumer, count=16, lease=self.lease)
+            for entry in entries:
+                await self.run_execution(entry.data.decode())
+                await log.ack(stream, _GROUP, [entry.id])
+            taken += len(entries)
+        return taken
+
     async def drain(self, consumer: str = "drain") -> int:
-        """Fire due timers and run queued work until the queue is empty (tests, scripts)."""
+        """Fire due timers and run queued work (the shared queue and the hand-offs to
+        this service's flows) until there is none (tests, scripts)."""
         done = 0
         while True:
             await self.fire_due_timers()
             entries = await self.backend.log.read(
                 WORK_STREAM, _GROUP, consumer, count=16, lease=self.lease
             )
-            if not entries:
-                return done
             for entry in entries:
                 await self.run_execution(entry.data.decode())
                 done += 1
-            await self.backend.log.ack(WORK_STREAM, _GROUP, [entry.id for entry in entries])
+            if entries:
+                await self.backend.log.ack(WORK_STREAM, _GROUP, [entry.id for entry in entries])
+            taken = await self.take_handoffs(consumer)
+            done += taken
+            if not entries and not taken:
+                return done
 
     async def fire_due_timers(self) -> int:
         """Handle every timer due now; return how many."""
@@ -492,6 +556,21 @@ class FlowService:
             except Exception:
                 _log.exception("flow timers")
             await self.clock.sleep(self.poll)
+
+    async def _handoffs(self, consumer: str) -> None:
+        """Take hand-offs every ``poll`` (at once again while there are more)."""
+        while not self._stopping:
+            taken = 0
+            try:
+                taken = await self.take_handoffs(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # as in _work: the entries are redelivered after their lease
+                if self._stopped():
+                    return
+                _log.exception("flow hand-offs")
+            if not taken:
+                await self.clock.sleep(self.poll)
 
     # -- helpers -----------------------------------------------------------------------
 
