@@ -166,12 +166,18 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """A state machine definition (Amazon States Language), parsed from JSON."""
+    """A state machine definition (Amazon States Language), parsed from JSON.
+
+    ``permissions`` are what its task integrations (``events:putEvents``,
+    ``dynamodb:*``, cache purges) declare, in ``app.function``'s format: the
+    authorisation hook sees them on the function ``flow:NAME`` they run as.
+    """
 
     name: str
     definition: Mapping[str, Any]
     source: str | None = None  # the file it was read from, if any
     kind: str = "STANDARD"
+    permissions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -651,17 +657,31 @@ class App:
         definition: Mapping[str, Any] | str | Path,
         *,
         kind: str = "STANDARD",
+        permissions: Sequence[str] = (),
     ) -> FlowConfig:
-        """Register a state machine from an ASL dict, JSON text, or a path to a JSON file."""
+        """Register a state machine from an ASL dict, JSON text, or a path to a JSON file.
+
+        ``permissions`` (as ``app.function``'s: ``"service:action[:resource]"``)
+        are declared for its task integrations, which run as the function
+        ``flow:NAME``.
+        """
         self._check_open(f"flow {name!r}")
         _check_name(name, "flow")
         if name in self._flows:
             raise RegistrationError(name, "a flow of that name is already registered")
         if kind.upper() not in ("STANDARD", "EXPRESS"):
             raise RegistrationError(name, f"kind {kind!r} must be STANDARD or EXPRESS")
+        perms = tuple(permissions)
+        for perm in perms:
+            if not isinstance(perm, str) or perm.count(":") < 1:
+                raise RegistrationError(
+                    name, f"permission {perm!r} is not of the form 'service:action[:resource]'"
+                )
         parsed, source = self._load_definition(name, definition)
         _validate_flow(name, parsed)
-        config = FlowConfig(name=name, definition=parsed, source=source, kind=kind.upper())
+        config = FlowConfig(
+            name=name, definition=parsed, source=source, kind=kind.upper(), permissions=perms
+        )
         self._flows[name] = config
         return config
 

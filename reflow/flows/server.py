@@ -15,7 +15,9 @@ The task integrations (``events:putEvents``, ``dynamodb:*``, cache purges;
 through a functions-runtime :class:`~reflow.functions.context.Context` made
 for the call (:func:`context_clients`): the same clients, and the same
 authorisation hook, as a handler's ``context.events``/``tables``/``cache``.
-The context's function is ``flow:NAME``, so permissions can name a flow.
+The context's function is ``flow:NAME``, carrying the permissions the flow
+declares (``app.flow(name, definition, permissions=[...])``), so the hook
+sees them as it sees a function's.
 """
 
 from __future__ import annotations
@@ -83,18 +85,33 @@ def _no_handler(event: Any, context: Any) -> None:
 def context_clients(runtime: Runtime) -> ClientSource:
     """Integration clients from a :class:`~reflow.functions.context.Context` per call.
 
-    Its function is ``flow:NAME`` (the execution's flow) and its authoriser
-    the runtime's, so an integration is authorised exactly as the same call
-    from a handler. A subsystem the app does not run fails the task with
-    ``States.Runtime``; one the app declares but that is still starting is
-    waited for (up to ten seconds).
+    Its function is ``flow:NAME`` (the execution's flow) with the flow's
+    declared ``permissions``, and its authoriser the runtime's, so an
+    integration is authorised exactly as the same call from a handler. A
+    subsystem the app does not run fails the task with ``States.Runtime``;
+    one the app declares but that is still starting is waited for (up to ten
+    seconds).
     """
     from reflow.app import FunctionConfig
     from reflow.functions.context import Context
 
+    configs: dict[str, FunctionConfig] = {}
+
+    def function_of(flow: str) -> FunctionConfig:
+        config = configs.get(flow)
+        if config is None:
+            declared = runtime.app.flows.get(flow)
+            config = configs[flow] = FunctionConfig(
+                name=f"flow:{flow}",
+                handler=_no_handler,
+                permissions=declared.permissions if declared is not None else (),
+                implicit=True,
+            )
+        return config
+
     async def source(name: str, task: TaskContext) -> Any:
         flow = task.execution_id.split(":execution:", 1)[-1].split(":", 1)[0]
-        config = FunctionConfig(name=f"flow:{flow}", handler=_no_handler, implicit=True)
+        config = function_of(flow)
         for attempt in range(int(_STARTING / _POLL) + 1):
             context = Context(
                 config,

@@ -10,6 +10,7 @@ the functions runtime's, so every call passes its authorisation hook.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def integrations_app() -> App:
                 }
             },
         },
+        permissions=["events:put:bus/default"],
     )
     app.flow(
         "handshake",
@@ -121,6 +123,7 @@ def integrations_app() -> App:
                 },
             },
         },
+        permissions=["tables:read:articles"],  # no write: the hook refuses one
     )
     app.flow(
         "purge",
@@ -262,21 +265,36 @@ async def test_a_flow_purges_the_running_edge_and_the_next_request_misses(
 async def test_integrations_pass_the_runtimes_authorisation_hook(platform: Platform) -> None:
     runtime = platform.runtime
     assert runtime is not None
-    seen: list[tuple[str, str, str]] = []
+    seen: list[tuple[str, tuple[str, ...], str, str]] = []
 
-    def refuse_tables(function: FunctionConfig, action: str, resource: str) -> None:
-        seen.append((function.name, action, resource))
-        if action.startswith("tables:"):
-            raise PermissionDeniedError(function.name, action, resource)
+    def enforce(function: FunctionConfig, action: str, resource: str) -> None:
+        # An enforcing hook: a call passes when a declared permission covers it.
+        seen.append((function.name, function.permissions, action, resource))
+        for permission in function.permissions:
+            service, verb, *scope = permission.split(":", 2)
+            pattern = scope[0] if scope else "*"
+            if f"{service}:{verb}" == action and fnmatch.fnmatchcase(resource, pattern):
+                return
+        raise PermissionDeniedError(function.name, action, resource)
 
-    runtime.authorizer = refuse_tables
+    runtime.authorizer = enforce
     described = await start(platform, "publish", {"id": "z9"}, "pub-denied")
     assert described["status"] == "FAILED"
     assert described["error"] == "PermissionDeniedError"
-    assert ("flow:publish", "tables:write", "articles") in seen
+    publish = ("flow:publish", ("tables:read:articles",), "tables:write", "articles")
+    assert publish in seen
     described = await start(platform, "announce", {"id": "n2"}, "ann-allowed")
     assert described["status"] == "SUCCEEDED"
-    assert ("flow:announce", "events:put", "bus/default") in seen
+    assert ("flow:announce", ("events:put:bus/default",), "events:put", "bus/default") in seen
+    # A flow that declares nothing is refused by an enforcing hook.
+    DELIVERED.clear()
+    service = platform.service("flows")
+    assert isinstance(service, FlowsService)
+    await service.flows.start_execution("handshake", {}, name="hs-denied")
+    described = await finished(platform, "hs-denied")
+    assert described["status"] == "FAILED"
+    assert described["error"] == "PermissionDeniedError"
+    assert ("flow:handshake", (), "events:put", "bus/default") in seen
 
 
 async def test_an_integration_whose_subsystem_the_app_lacks_fails_with_runtime(
