@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 import time
+import weakref
 
 __all__ = ["Overrun", "Watchdog", "WATCHDOG"]
 
@@ -62,14 +64,20 @@ class Watchdog:
     """One watcher thread for every inline time limit in the process."""
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked child has no watcher thread, and a lock or event the parent's
+        # watcher held at the fork stays held there: start over in the child.
+        _watchdogs.add(self)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._armed: _Armed | None = None
         self._firing: _Armed | None = None  # the call the watcher is checking now
         self._fired: _Armed | None = None  # the last call it interrupted
         self._watcher: threading.Thread | None = None
         self._wakeup = threading.Event()
-        # When the watcher looks next if it is waiting (inf: nothing armed), or -inf
-        # while it is awake and about to look anyway: an earlier deadline must wake it.
+        # When the watcher looks next if it is waiting, or -inf while it is awake and
+        # about to look anyway: an arm with an earlier deadline must wake it.
         self._wake_at = -math.inf
         self._signalled: float | None = None  # the deadline of the last arm that woke it
         self.wakeups = 0  # times the watcher woke up (for tests and benchmarks)
@@ -169,5 +177,13 @@ class Watchdog:
 def _take_pending() -> None:
     """Do nothing, in Python: entering it lets a pending asynchronous exception land."""
 
+
+def _forked() -> None:
+    for watchdog in list(_watchdogs):
+        watchdog._reset()
+
+
+_watchdogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forked)
 
 WATCHDOG = Watchdog()

@@ -180,3 +180,27 @@ def test_calls_with_a_short_limit_wake_the_watcher_about_once_per_limit() -> Non
     assert watchdog.wakeups - before <= 0.4 / 0.05 * 2 + 2
     took, fired = _spin(watchdog, 0.05)  # and a runaway one is still stopped on time
     assert fired and took < 0.5
+
+
+def test_a_forked_child_gets_a_watcher_of_its_own() -> None:
+    # The parent's watcher thread does not exist in a child, and any lock it held
+    # at the fork would stay held: the child starts over, and its limits still fire.
+    import os
+    import signal
+
+    watchdog = Watchdog()
+    token = watchdog.arm(5.0)  # the parent's watcher is running
+    assert not watchdog.disarm(token)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's outcome is its exit status
+        code = 1
+        # Without a watcher the spin below never ends: let the child die instead.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(5)
+        try:
+            took, fired = _spin(watchdog, 0.05)
+            code = 0 if fired and took < 2.0 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
