@@ -446,6 +446,11 @@ def _check_task(
         wrong = validate_resources.problem(resource)
         if wrong is not None:
             found.append((f"{path}.Resource", wrong))
+        jsonata_mode = language == JSONATA
+        for field, message in validate_resources.payload_problems(
+            resource, state, jsonata_mode=jsonata_mode
+        ):
+            found.append((f"{path}.{field}", message))
     for key in ("TimeoutSeconds", "HeartbeatSeconds"):
         value = state.get(key)
         if value is None or (language == JSONATA and jsonata.is_expression(value)):

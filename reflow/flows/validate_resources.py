@@ -20,17 +20,26 @@ with one resource, or None when reflow can run it:
 A function resource (a plain name, ``reflow:function:``, a Lambda ARN) may
 also end in ``.waitForTaskToken``: the durable runner strips it and hands
 the function the token.
+
+:func:`payload_problems` checks what a Task hands an integration that needs
+a field: ``arn:aws:states:::lambda:invoke`` needs ``FunctionName`` (Lambda's
+``Invoke`` requires it) — in ``Parameters`` as ``FunctionName`` or
+``FunctionName.$``, or in a JSONata ``Arguments`` object. ``Arguments``
+written as one ``{% … %}`` expression is only known when the task runs, and
+is accepted.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 from reflow.flows import integrations, nested
 
-__all__ = ["INTEGRATION_PREFIX", "integrations_run", "problem"]
+__all__ = ["INTEGRATION_PREFIX", "integrations_run", "payload_problems", "problem"]
 
 INTEGRATION_PREFIX = "arn:aws:states:::"
 """Empty region and account: the namespace of Step Functions' service integrations."""
@@ -81,6 +90,51 @@ def problem(resource: str) -> str | None:
     if resource.startswith("reflow:"):
         return _reflow(resource)
     return None
+
+
+def payload_problems(
+    resource: str, state: Mapping[str, Any], *, jsonata_mode: bool
+) -> list[tuple[str, str]]:
+    """What is missing from what the Task ``state`` hands the integration ``resource``.
+
+    Each problem is ``(field, message)``, ``field`` relative to the state
+    (``"Parameters"``, ``"Arguments"``). Only a resource :func:`problem`
+    accepts is looked at.
+    """
+    from reflow.flows.tasks import _LAMBDA_INVOKE
+
+    base, _ = _without_callback(resource)
+    if base != _LAMBDA_INVOKE or problem(resource) is not None:
+        return []
+    needs = f"{_LAMBDA_INVOKE} needs FunctionName, the function to invoke"
+    if jsonata_mode:
+        arguments = state.get("Arguments")
+        if arguments is None:
+            return [("Arguments", f"{needs}: give Arguments with FunctionName")]
+        if isinstance(arguments, Mapping):
+            if "FunctionName" not in arguments:
+                return [("Arguments", needs)]
+            return _function_name(arguments["FunctionName"], "Arguments.FunctionName")
+        # A whole {% … %} expression is only known when the task runs; anything else
+        # is reported by the JSONata field checks (an object or an expression).
+        return []
+    parameters = state.get("Parameters")
+    if parameters is None:
+        return [("Parameters", f"{needs}: give Parameters with FunctionName or FunctionName.$")]
+    if not isinstance(parameters, Mapping):
+        return [("Parameters", f"{needs}: Parameters must be an object holding it")]
+    if "FunctionName" in parameters:
+        return _function_name(parameters["FunctionName"], "Parameters.FunctionName")
+    if "FunctionName.$" not in parameters:
+        return [("Parameters", f"{needs} (or FunctionName.$, a path to it)")]
+    return []
+
+
+def _function_name(value: Any, field: str) -> list[tuple[str, str]]:
+    """A literal ``FunctionName``: a name or ARN, a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        return [(field, "must be a function name or ARN (a non-empty string)")]
+    return []
 
 
 def _patterns(allowed: tuple[str, ...]) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from reflow import App
 from reflow.errors import InvalidDefinitionError
-from reflow.flows import integrations, nested, parse
+from reflow.flows import integrations, nested, parse, run
 from reflow.flows.validate_resources import integrations_run, problem
 
 ACCEPTED = [
@@ -108,7 +108,9 @@ def problems_of(definition: Any) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("resource", ACCEPTED)
 def test_every_form_reflow_runs_is_accepted(resource: str) -> None:
     assert problem(resource) is None
-    parse({"StartAt": "T", "States": {"T": task(resource, End=True)}})
+    # lambda:invoke also needs the function it invokes (tested below).
+    extra = {"Parameters": {"FunctionName": "double"}} if "lambda:invoke" in resource else {}
+    parse({"StartAt": "T", "States": {"T": task(resource, End=True, **extra)}})
 
 
 @pytest.mark.parametrize(("resource", "words"), REJECTED)
@@ -210,3 +212,130 @@ def test_app_flow_refuses_a_misspelt_integration_at_registration() -> None:
             {"StartAt": "T", "States": {"T": task("arn:aws:states:::events:putEvent", End=True)}},
         )
     assert [path for path, _ in caught.value.problems] == ["bad: States.T.Resource"]
+
+
+# lambda:invoke: Lambda's Invoke API requires FunctionName.
+INVOKE = "arn:aws:states:::lambda:invoke"
+FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:double"
+
+
+def jsonata_task(state: dict[str, Any]) -> dict[str, Any]:
+    return {"QueryLanguage": "JSONata", "StartAt": "T", "States": {"T": state}}
+
+
+@pytest.mark.parametrize(
+    ("state", "path"),
+    [
+        (task(INVOKE, End=True), "States.T.Parameters"),
+        (task(INVOKE, Parameters={"Payload.$": "$"}, End=True), "States.T.Parameters"),
+        (task(INVOKE + ".waitForTaskToken", Parameters={}, End=True), "States.T.Parameters"),
+        (task(INVOKE, Parameters="double", End=True), "States.T.Parameters"),
+        (task(INVOKE, Parameters={"functionName": "double"}, End=True), "States.T.Parameters"),
+        (
+            task(INVOKE, Parameters={"FunctionName": ""}, End=True),
+            "States.T.Parameters.FunctionName",
+        ),
+        (
+            task(INVOKE, Parameters={"FunctionName": 7}, End=True),
+            "States.T.Parameters.FunctionName",
+        ),
+    ],
+)
+def test_lambda_invoke_without_a_function_name_is_refused_with_its_path(
+    state: dict[str, Any], path: str
+) -> None:
+    found = problems_of({"StartAt": "T", "States": {"T": state}})
+    assert [where for where, _ in found] == [path]
+    assert "FunctionName" in found[0][1] or "function name" in found[0][1]
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"FunctionName": "double"},
+        {"FunctionName": FUNCTION_ARN, "Payload.$": "$.n"},
+        {"FunctionName.$": "$.fn", "Payload.$": "$"},
+        {"FunctionName.$": "States.Format('{}', $.fn)"},
+    ],
+)
+def test_lambda_invoke_with_function_name_or_its_path_is_accepted(
+    parameters: dict[str, Any],
+) -> None:
+    for resource in (INVOKE, INVOKE + ".waitForTaskToken"):
+        parse({"StartAt": "T", "States": {"T": task(resource, Parameters=parameters, End=True)}})
+
+
+def test_jsonata_lambda_invoke_needs_function_name_in_an_arguments_object() -> None:
+    found = problems_of(jsonata_task(task(INVOKE, End=True)))
+    assert [path for path, _ in found] == ["States.T.Arguments"]
+    found = problems_of(jsonata_task(task(INVOKE, Arguments={"Payload": 1}, End=True)))
+    assert [path for path, _ in found] == ["States.T.Arguments"]
+    # FunctionName.$ means nothing in JSONata: the literal key is not the field.
+    found = problems_of(jsonata_task(task(INVOKE, Arguments={"FunctionName.$": "$"}, End=True)))
+    assert "States.T.Arguments" in [path for path, _ in found]
+    parse(jsonata_task(task(INVOKE, Arguments={"FunctionName": "double"}, End=True)))
+    dynamic = {"FunctionName": "{% $states.input.fn %}", "Payload": "{% $states.input %}"}
+    parse(jsonata_task(task(INVOKE, Arguments=dynamic, End=True)))
+
+
+def test_jsonata_arguments_as_one_expression_is_left_to_run_time() -> None:
+    whole = "{% {'FunctionName': $states.input.fn, 'Payload': $states.input.n} %}"
+    parse(jsonata_task(task(INVOKE, Arguments=whole, End=True)))
+    # Even one that yields no FunctionName: only running it tells (TaskFailed then).
+    lacking = jsonata_task(task(INVOKE, Arguments="{% {'Payload': 1} %}", End=True))
+    execution = run(lacking, {}, functions={"double": lambda n, c: n * 2})
+    assert execution.status == "FAILED"
+    assert execution.error == "States.TaskFailed"
+    # Arguments neither an object nor an expression: reported once, by the JSONata checks.
+    found = problems_of(jsonata_task(task(INVOKE, Arguments=5, End=True)))
+    assert found == [("States.T.Arguments", "must be an object or a JSONata expression")]
+
+
+def test_a_state_level_jsonata_task_in_a_jsonpath_flow_uses_arguments() -> None:
+    state = task(INVOKE, QueryLanguage="JSONata", Arguments={"Payload": 1}, End=True)
+    found = problems_of({"StartAt": "T", "States": {"T": state}})
+    assert [path for path, _ in found] == ["States.T.Arguments"]
+
+
+def test_a_refused_invoke_resource_is_not_also_asked_for_a_function_name() -> None:
+    for resource in (INVOKE + ".sync", INVOKE + ".wait"):
+        found = problems_of({"StartAt": "T", "States": {"T": task(resource, End=True)}})
+        assert [path for path, _ in found] == ["States.T.Resource"]
+
+
+def test_other_resources_need_no_function_name() -> None:
+    for resource in ("double", FUNCTION_ARN, integrations.PUT_EVENTS, "reflow:function:double"):
+        parse({"StartAt": "T", "States": {"T": task(resource, End=True)}})
+
+
+def test_lambda_invoke_problems_are_reported_inside_branches_and_together() -> None:
+    definition = {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Parallel",
+                "Branches": [{"StartAt": "A", "States": {"A": task(INVOKE, End=True)}}],
+                "Next": "Each",
+            },
+            "Each": {
+                "Type": "Map",
+                "ItemProcessor": {
+                    "StartAt": "B",
+                    "States": {"B": task(INVOKE, Parameters={"Payload.$": "$"}, Next="Gone")},
+                },
+                "End": True,
+            },
+        },
+    }
+    assert sorted(path for path, _ in problems_of(definition)) == [
+        "States.Each.ItemProcessor.States.B.Next",
+        "States.Each.ItemProcessor.States.B.Parameters",
+        "States.Fan.Branches[0].States.A.Parameters",
+    ]
+
+
+def test_app_flow_refuses_lambda_invoke_without_function_name_at_registration() -> None:
+    app = App("resources")
+    with pytest.raises(InvalidDefinitionError) as caught:
+        app.flow("bad", {"StartAt": "T", "States": {"T": task(INVOKE, End=True)}})
+    assert [path for path, _ in caught.value.problems] == ["bad: States.T.Parameters"]
