@@ -325,7 +325,12 @@ class FlowService:
                 raise InvalidExecutionRequestError(
                     "name", f"execution {name!r} is {record.status}; only a failed one redrives"
                 )
-            machine = self.machines[record.flow]
+            machine = self.machines.get(record.flow)
+            if machine is None:
+                # Another version of the app's flow (a rolling deploy): ask a service with it.
+                raise InvalidExecutionRequestError(
+                    "name", f"this service has no flow {record.flow!r} to redrive {name!r} with"
+                )
             now = self.clock.time()
             record.status, record.stop_time, record.wait = RUNNING, None, None
             record.error = record.cause = None

@@ -22,6 +22,7 @@ import pytest
 from reflow.backends import Backend, memory_backend, open_backend
 from reflow.flows import TaskContext
 from reflow.flows.service import WORK_STREAM, FlowService, handoff_stream
+from reflow.flows.store import InvalidExecutionRequestError
 from reflow.testing import FakeClock
 from tests.conftest import REDIS_URL, require_server
 
@@ -204,3 +205,13 @@ async def wait_until_finished(service: FlowService, names: list[str]) -> None:
     while await statuses(service, names) != ["SUCCEEDED"] * len(names):
         assert time.monotonic() < deadline, await statuses(service, names)
         await asyncio.sleep(0.02)
+
+
+async def test_the_old_version_refuses_to_redrive_a_flow_it_lacks(shared: Backend) -> None:
+    new, old = versions(shared)
+    await new.start_execution("x", {}, name="x-stopped")
+    await new.stop_execution("x-stopped")
+    with pytest.raises(InvalidExecutionRequestError) as caught:
+        await old.redrive("x-stopped")
+    assert "no flow 'x'" in str(caught.value)
+    assert (await new.redrive("x-stopped"))["status"] == "RUNNING"
