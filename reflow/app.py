@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from reflow.errors import AppFrozenError, RegistrationError
@@ -374,6 +374,49 @@ class App:
 
     # -- decorators ---------------------------------------------------------
 
+    # Two overloads so that every spelling keeps the handler's own type for the
+    # type checker: ``@app.function`` and ``app.function(handler, ...)`` return
+    # the handler, ``@app.function(...)`` returns a decorator that does.
+    @overload
+    def function(
+        self,
+        handler: F,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float = 3.0,
+        memory_mb: int = 128,
+        isolation: str = "inline",
+        provisioned: int = 0,
+        reserved: int | None = None,
+        permissions: Sequence[str] = (),
+        retries: int = 2,
+        max_event_age: float = 6 * 3600.0,
+        on_success: str | None = None,
+        on_failure: str | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> F: ...
+
+    @overload
+    def function(
+        self,
+        handler: None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float = 3.0,
+        memory_mb: int = 128,
+        isolation: str = "inline",
+        provisioned: int = 0,
+        reserved: int | None = None,
+        permissions: Sequence[str] = (),
+        retries: int = 2,
+        max_event_age: float = 6 * 3600.0,
+        on_success: str | None = None,
+        on_failure: str | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> Callable[[F], F]: ...
+
     def function(
         self,
         handler: F | None = None,
@@ -391,7 +434,7 @@ class App:
         on_success: str | None = None,
         on_failure: str | None = None,
         environment: Mapping[str, str] | None = None,
-    ) -> Any:
+    ) -> F | Callable[[F], F]:
         """Register a function; usable bare (``@app.function``) or with options."""
 
         def register(f: F) -> F:
