@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from reflow.edge.cache import (
     Action,
     CachePolicy,
+    Freshness,
+    Verdict,
     assess,
     cache_key,
     corrected_initial_age,
@@ -26,17 +28,29 @@ T0 = 1_700_000_000.0
 POLICY = CachePolicy(default_ttl=100.0, negative_ttl=5.0)
 
 
-def verdict(headers: list[tuple[str, str]], status: int = 200, **kwargs: object):  # type: ignore[no-untyped-def]
-    policy = kwargs.pop("policy", POLICY)
+def verdict(
+    headers: list[tuple[str, str]],
+    status: int = 200,
+    *,
+    method: str = "GET",
+    policy: CachePolicy = POLICY,
+    authorized: bool = False,
+) -> Verdict:
     return assess(
-        str(kwargs.pop("method", "GET")),
+        method,
         status,
         headers,
         request_time=T0,
         response_time=T0,
-        policy=policy,  # type: ignore[arg-type]
-        authorized=bool(kwargs.pop("authorized", False)),
+        policy=policy,
+        authorized=authorized,
     )
+
+
+def freshness_of(result: Verdict) -> Freshness:
+    """The verdict's freshness, which these cases expect to be there."""
+    assert result.freshness is not None
+    return result.freshness
 
 
 # --- parsing ----------------------------------------------------------------------
@@ -110,11 +124,11 @@ def test_s_maxage_beats_max_age_beats_expires() -> None:
     date = format_http_date(T0)
     expires = format_http_date(T0 + 30)
     both = [("cache-control", "max-age=20, s-maxage=10"), ("date", date), ("expires", expires)]
-    assert verdict(both).freshness.lifetime == 10  # type: ignore[union-attr]
+    assert freshness_of(verdict(both)).lifetime == 10
     max_age = [("cache-control", "max-age=20"), ("date", date), ("expires", expires)]
-    assert verdict(max_age).freshness.lifetime == 20  # type: ignore[union-attr]
+    assert freshness_of(verdict(max_age)).lifetime == 20
     only_expires = [("date", date), ("expires", expires)]
-    assert verdict(only_expires).freshness.lifetime == 30  # type: ignore[union-attr]
+    assert freshness_of(verdict(only_expires)).lifetime == 30
 
 
 def test_invalid_expires_means_already_expired() -> None:
@@ -128,10 +142,10 @@ def test_duplicated_max_age_is_treated_as_stale() -> None:
 
 
 def test_behaviour_default_ttl_applies_without_headers_and_min_max_clamp() -> None:
-    assert verdict([]).freshness.lifetime == 100  # type: ignore[union-attr]
+    assert freshness_of(verdict([])).lifetime == 100
     clamp = CachePolicy(min_ttl=30, max_ttl=50)
-    assert verdict([("cache-control", "max-age=1")], policy=clamp).freshness.lifetime == 30  # type: ignore[union-attr]
-    assert verdict([("cache-control", "max-age=99")], policy=clamp).freshness.lifetime == 50  # type: ignore[union-attr]
+    assert freshness_of(verdict([("cache-control", "max-age=1")], policy=clamp)).lifetime == 30
+    assert freshness_of(verdict([("cache-control", "max-age=99")], policy=clamp)).lifetime == 50
 
 
 def test_corrected_initial_age_takes_the_larger_of_apparent_and_age_header() -> None:
