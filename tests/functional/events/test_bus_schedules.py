@@ -37,7 +37,11 @@ async def run_periods(
         for period in range(1, periods + 1):
             await eventually(lambda: clock.sleepers >= len(schedulers))
             clock.advance(step)
-            await eventually(lambda p=period: sum(len(s.fired) for s in schedulers) == p)
+
+            def fired(p: int = period) -> bool:
+                return sum(len(s.fired) for s in schedulers) == p
+
+            await eventually(fired)
         await eventually(lambda: clock.sleepers >= len(schedulers))
     finally:
         for scheduler in schedulers:

@@ -120,7 +120,11 @@ async def test_schedule_invokes_its_function_once_per_minute_of_the_clock() -> N
         for minute in (1, 2, 3):
             await eventually(lambda: clock.sleepers >= 1)
             clock.advance(60.0)
-            await eventually(lambda m=minute: seen.count(("sitemap", {"full": True})) == m)
+
+            def fired(m: int = minute) -> bool:
+                return seen.count(("sitemap", {"full": True})) == m
+
+            await eventually(fired)
         assert [s for s in seen if s[0] != "sitemap"] == []
     finally:
         await events.stop()
