@@ -161,7 +161,7 @@ async def test_children_do_not_see_the_parent_variables() -> None:
     clock = FakeClock()
     blobs = MemoryBlobs(clock)
     await put_jobs(blobs, {"id": 1})
-    definition = {
+    definition: dict[str, Any] = {
         "StartAt": "Set",
         "States": {
             "Set": {"Type": "Pass", "Assign": {"secret": 42}, "Next": "M"},

@@ -96,7 +96,7 @@ def test_map_state_fans_out_one_child_per_item() -> None:
 
 def test_gather_without_tolerance_returns_the_first_failure_in_order() -> None:
     action = core.Branches("Map", ())
-    outcomes = [core.Result(1), core.Failure("X", "1"), core.Failure("Y", "2")]
+    outcomes: list[core.Outcome] = [core.Result(1), core.Failure("X", "1"), core.Failure("Y", "2")]
     assert core.gather(action, outcomes) == core.Failure("X", "1")
     assert core.gather(action, [core.Result(1), core.Result(2)]) == core.Result([1, 2])
 

@@ -30,7 +30,7 @@ JSON_VALUES = st.recursive(
     max_leaves=8,
 )
 CELLS = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\x00"), max_size=6
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\x00"), max_size=6
 )
 
 

@@ -94,8 +94,8 @@ def test_jsonpath_fields_in_a_jsonata_state_and_the_reverse() -> None:
     )
     assert ("States.A.InputPath", "InputPath is a JSONPath field; this state uses JSONata") in found
     assert any(path == "States.B.QueryLanguage" for path, _ in found)
-    found = paths_of(machine(A={"Type": "Pass", "Output": {}, "End": True}))
-    assert found == ["States.A.Output"]
+    paths = paths_of(machine(A={"Type": "Pass", "Output": {}, "End": True}))
+    assert paths == ["States.A.Output"]
 
 
 def test_malformed_paths_intrinsics_and_jsonata_are_reported() -> None:
