@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -124,14 +125,53 @@ class CrashingLog:
             raise ConnectionError("relay died after appending")
         return entry_id
 
-    async def range(self, stream: str, **kwargs: Any) -> list[LogEntry]:
-        return await self.inner.range(stream, **kwargs)
+    async def append_many(self, stream: str, items: Sequence[bytes]) -> list[str]:
+        ids = await self.inner.append_many(stream, items)
+        self.survive -= len(items)
+        if self.survive < 0:
+            raise ConnectionError("relay died after appending")
+        return ids
 
-    async def trim(self, stream: str, **kwargs: Any) -> int:
-        return await self.inner.trim(stream, **kwargs)
+    # The rest of the Log protocol passes straight through.
 
-    async def pending(self, stream: str, group: str, **kwargs: Any) -> list[PendingEntry]:
-        return await self.inner.pending(stream, group, **kwargs)
+    async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
+        return await self.inner.create_group(stream, group, start=start)
+
+    async def read(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 10,
+        lease: float = 30.0,
+        block: float = 0.0,
+    ) -> list[LogEntry]:
+        return await self.inner.read(stream, group, consumer, count=count, lease=lease, block=block)
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        return await self.inner.ack(stream, group, ids)
+
+    async def pending(
+        self, stream: str, group: str, *, count: int = 100, consumer: str | None = None
+    ) -> list[PendingEntry]:
+        return await self.inner.pending(stream, group, count=count, consumer=consumer)
+
+    async def range(
+        self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[LogEntry]:
+        return await self.inner.range(stream, start=start, end=end, count=count)
+
+    async def length(self, stream: str) -> int:
+        return await self.inner.length(stream)
+
+    async def trim(
+        self, stream: str, *, max_length: int | None = None, max_age: float | None = None
+    ) -> int:
+        return await self.inner.trim(stream, max_length=max_length, max_age=max_age)
+
+    async def delete_stream(self, stream: str) -> bool:
+        return await self.inner.delete_stream(stream)
 
 
 @pytest.mark.parametrize("survive", [0, 2, 4, 6])
@@ -142,7 +182,7 @@ async def test_relay_crash_after_append_never_duplicates_or_loses(
         await articles.update(f"i{n % 3}", add={"n": 1})
     crashing = StreamRelay(
         backend.kv, CrashingLog(backend.log, survive), "articles", clock=clock, batch=4, lease=0.5
-    )  # type: ignore[arg-type]
+    )
     with pytest.raises(ConnectionError):
         await crashing.pump()
     # The dead relay's lease is released by its finally; a new relay takes over.
