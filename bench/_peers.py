@@ -82,6 +82,7 @@ class PeerProcess:
     """
 
     def __init__(self, script: Path, packages: tuple[str, ...]) -> None:
+        self.script = script
         self.process = subprocess.Popen(
             [peer_python(packages), str(script)],
             stdin=subprocess.PIPE,
@@ -96,7 +97,7 @@ class PeerProcess:
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the peer adapter {Path(self.process.args[1]).name} exited")
+            raise RuntimeError(f"the peer adapter {self.script.name} exited")
         answer: dict[str, Any] = json.loads(line)
         return answer
 

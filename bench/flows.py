@@ -245,10 +245,18 @@ def main() -> int:
                     )
                     return rate(states * peer_counts[name], answer["seconds"])
 
+                def our_round(
+                    machine: StateMachine = machines[name],
+                    value: Any = value,
+                    count: int = count,
+                    states: int = states,
+                ) -> float:
+                    return ours_round(machine, value, count, states)
+
                 comparisons.append(
                     alternate(
                         args.rounds,
-                        lambda m=machines[name], v=value, c=count, s=states: ours_round(m, v, c, s),
+                        our_round,
                         peer_round,
                         Comparison(f"{name} ({states} states)", "states/s"),
                         warmup=not smoke,

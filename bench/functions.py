@@ -24,6 +24,7 @@ warm process round trip ≤ 300 µs, inline overhead over a direct call ≤ 20 �
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -188,12 +189,10 @@ class Bench:
 
 
 def main() -> None:
-    args = parse_args(
-        __doc__ or "functions benchmark",
-        lambda parser: parser.add_argument(
-            "--inline", action="store_true", help="only the inline comparisons"
-        ),
-    )
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--inline", action="store_true", help="only the inline comparisons")
+
+    args = parse_args(__doc__ or "functions benchmark", flags)
     samples = {"cold": 5, "warm": 200} if args.smoke else {"cold": 40, "warm": 5000}
     quiet = machine_is_quiet()
     with tempfile.TemporaryDirectory(prefix="reflow-bench-fn-") as folder:
@@ -253,7 +252,7 @@ def main() -> None:
 
     def overhead(name: str) -> float:
         summary = summaries[name]
-        return round(summary["ours"] - summary["peer"], 1)
+        return round(float(summary["ours"]) - float(summary["peer"]), 1)
 
     goals = (
         {}

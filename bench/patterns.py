@@ -397,11 +397,14 @@ def main() -> int:
                 answer = peer.ask({"op": "run", "count": batch})
                 return rate(answer["count"], answer["seconds"])
 
+            def our_round(rules: RuleSet = rules) -> float:
+                return ours_round(rules, stream, ours_seconds)
+
             if not args.smoke and not machine_is_quiet():
                 print("note: the machine is busy (load average above 0.5 per core)", flush=True)
             comparison = alternate(
                 args.rounds,
-                lambda rules=rules: ours_round(rules, stream, ours_seconds),
+                our_round,
                 peer_round,
                 Comparison(f"match @ {size:,} rules", "events/s"),
                 warmup=not args.smoke,
@@ -432,8 +435,8 @@ def main() -> int:
             comparison.ours.append(ours_round(rules, stream, ours_seconds))
         comparisons.append(comparison)
         constant[size] = comparison.summary()["ours"]
-        matched = sum(map(len, answers)) / len(pool)
-        print(f"{size:>6} rules, constant matches: {matched:.3f} rules match per event", flush=True)
+        average = sum(map(len, answers)) / len(pool)
+        print(f"{size:>6} rules, constant matches: {average:.3f} rules match per event", flush=True)
 
     # Flatness measured the way BENCHMARKS.md measures against a peer: the
     # largest rule set against the smallest, alternating round by round on
