@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
 import re
 import sys
 import time
@@ -41,6 +42,9 @@ class Reader:
 
     async def run(self, stop: asyncio.Event, seen: asyncio.Event) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        # Spread the connections over one interval: in step, they would all poll at
+        # once and leave the rest of each interval unwatched.
+        await asyncio.sleep(random.uniform(0, self.interval))
         try:
             while not stop.is_set():
                 sent = time.monotonic()

@@ -230,7 +230,7 @@ def edge_metrics(admin: int) -> dict[str, float]:
         figures = json.loads(connection.getresponse().read())
     finally:
         connection.close()
-    names = ("hits", "misses", "origin_fetches", "purges", "purged_objects")
+    names = ("hits", "misses", "origin_fetches", "origin_seconds", "purges", "purged_objects")
     return {name: float(figures.get(name, 0)) for name in names}
 
 
@@ -338,6 +338,8 @@ class Side:
     purge: list[float] = field(default_factory=list)  # reflow: publish to purge returned (ms)
     edge: dict[str, float] = field(default_factory=dict)  # reflow: edge counters over rounds
     waits: list[float] = field(default_factory=list)  # reflow: share of a round spent runnable
+    # reflow, per publish: (all fresh, publish to purge returned, purge to first fresh), ms
+    breakdown: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def analyse(
@@ -362,6 +364,9 @@ def analyse(
             continue
         firsts.append(min(seen))
         alls.append(max(seen))
+        if version in purged:
+            purge = (purged[version] - moment) * 1000
+            side.breakdown.append((max(seen), purge, min(seen) - purge))
     order = sorted(purged.items(), key=lambda item: item[1])
     moments = [moment for _, moment in order]
     # The newest version purged by each moment (purges of one round come in order anyway).
@@ -554,6 +559,7 @@ def finish(
         "publish_to_purge_p99_ms": round(percentile(ours.purge, 0.99), 2),
         "edge": ours.edge,
         "waited_share_median": round(statistics.median(ours.waits), 3) if ours.waits else None,
+        "slowest_ms": [[round(x, 1) for x in row] for row in sorted(ours.breakdown)[-3:]],
     }
     nginx, stale = figures(ttl), figures(swr)
     p99 = reflow["all_fresh_p99_ms"]
@@ -576,10 +582,18 @@ def finish(
         f"{reflow['publish_to_purge_p50_ms']:.1f} ms, "
         f"p99 {reflow['publish_to_purge_p99_ms']:.1f} ms"
     )
+    slowest = sorted(ours.breakdown, reverse=True)[:3]
+    print(
+        "  reflow's slowest publishes (all fresh = publish -> purge returned + purge -> first "
+        "fresh + the other readers): "
+        + "; ".join(f"{a:.1f} = {p:.1f} + {f:.1f} + {a - p - f:.1f} ms" for a, p, f in slowest)
+    )
     edge = ours.edge
     print(
         f"  reflow edge over the rounds: {edge.get('hits', 0):.0f} hits, "
-        f"{edge.get('misses', 0):.0f} misses, {edge.get('origin_fetches', 0):.0f} origin fetches, "
+        f"{edge.get('misses', 0):.0f} misses, {edge.get('origin_fetches', 0):.0f} origin fetches "
+        f"({1000 * edge.get('origin_seconds', 0) / max(1, edge.get('origin_fetches', 0)):.1f} ms "
+        "each on average), "
         f"{edge.get('purges', 0):.0f} purges; reflow's busiest thread waited for a core "
         f"{reflow['waited_share_median'] or 0:.0%} of a round (median)"
     )
