@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check reflow tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict reflow
+	$(BIN)/mypy --strict reflow bench tests
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 unit: $(STAMP)
