@@ -20,8 +20,8 @@ system-wide monotonic clock.
   same nginx that serves the page from a folder; the publisher rewrites the
   file (write and rename). A second cache in the same nginx is the
   serve-stale-then-regenerate model (``proxy_cache_use_stale updating`` and
-  ``proxy_cache_background_update on``, same TTL, marked ``[swr]``); half
-  of the readers poll each cache, through the same publishes. A TTL cache
+  ``proxy_cache_background_update on``, same TTL, marked ``[swr]``);
+  ``--connections`` readers poll each cache, through the same publishes. A TTL cache
   turns fresh whenever its copy expires, so each nginx publish waits a
   random share of the TTL first (the publish lands anywhere in the copy's
   life, as an editor's would).
@@ -34,7 +34,10 @@ newer one) and, for reflow, *stale after purge* (an answer to a request
 sent after the render function's purge returned that still holds an older
 version). The goal (BENCHMARKS.md): reflow's p99 at most 50 ms (judged on
 all-fresh, the stricter), zero stale after purge. The ratio is nginx's p99
-over reflow's.
+over reflow's. To tell where reflow's time goes, the output also gives
+publish -> purge returned (event put, rule, ``render``, purge), the slowest
+publishes split into that and purge -> first fresh, the edge's hits, misses
+and origin fetches, and how long reflow's busiest thread waited for a core.
 
 Rounds alternate reflow and nginx after a warm-up publish on each; each
 round's load average is reported, and a round is marked busy when the
