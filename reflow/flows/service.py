@@ -30,6 +30,11 @@ redrive, the task-token callbacks) and the machinery behind it:
   final save carries a due timer for the parent, should this process die
   first). A parent waiting for a child that has ended is runnable even
   though its fallback timer is not due yet.
+* **retention** — acknowledging an entry leaves it in the stream, so about
+  once a minute (on the timer loop) the service trims ``flows.work`` and the
+  hand-off streams of its flows up to what is provably acknowledged, keeping
+  ``keep_acked`` seconds more (see :mod:`reflow.backends.retention`). A
+  pending or undelivered entry is never dropped.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from reflow.backends import Backend
+from reflow.backends.retention import AckedTrimmer
 from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
 from reflow.flows import child_waits, iterations
 from reflow.flows import interpreter as core
@@ -93,7 +99,9 @@ class FlowService:
     Flows named in ``express`` run in memory instead (see
     :mod:`reflow.flows.express`). ``passed_on`` counts, per flow, the queue
     entries this service handed to services that have the flow (see the
-    module's "hand-offs").
+    module's "hand-offs"). Acknowledged queue entries are trimmed every
+    ``trim_every`` seconds once ``keep_acked`` seconds older than the oldest
+    entry still needed (see the module's "retention").
     """
 
     def __init__(
@@ -108,6 +116,8 @@ class FlowService:
         block: float = 0.5,
         on_persist: PersistHook | None = None,
         express: Collection[str] = (),
+        keep_acked: float = 600.0,
+        trim_every: float = 60.0,
     ) -> None:
         self.backend = backend
         self.clock = backend.clock
@@ -136,6 +146,7 @@ class FlowService:
         self.express_flows = frozenset(express)
         self.express = ExpressRuns(self.clock, flows=self.machines, blobs=backend.blobs)
         self.runner.start_child = self._start_child
+        self.trimmer = AckedTrimmer(backend.log, self.clock, keep=keep_acked, every=trim_every)
 
     @property
     def functions(self) -> dict[str, TaskFunction]:
@@ -480,7 +491,7 @@ class FlowService:
             entries = await log.read(stream, _GROUP, consumer, count=16, lease=self.lease)
             for entry in entries:
                 await self.run_execution(entry.data.decode())
-                await log.ack(stream, _GROUP, [entry.id])
+                await self._ack(stream, [entry.id])
             taken += len(entries)
         return taken
 
@@ -497,7 +508,7 @@ class FlowService:
                 await self.run_execution(entry.data.decode())
                 done += 1
             if entries:
-                await self.backend.log.ack(WORK_STREAM, _GROUP, [entry.id for entry in entries])
+                await self._ack(WORK_STREAM, [entry.id for entry in entries])
             taken = await self.take_handoffs(consumer)
             done += taken
             if not entries and not taken:
@@ -543,7 +554,7 @@ class FlowService:
                 )
                 for entry in entries:
                     await self.run_execution(entry.data.decode())
-                    await log.ack(WORK_STREAM, _GROUP, [entry.id])
+                    await self._ack(WORK_STREAM, [entry.id])
             except asyncio.CancelledError:
                 raise
             except Exception:  # an execution's bug or a backend hiccup: leave it for redelivery
@@ -556,6 +567,8 @@ class FlowService:
         while not self._stopping:
             try:
                 await self.fire_due_timers()
+                if self.trimmer.due():
+                    await self.trim_streams()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -577,7 +590,19 @@ class FlowService:
             if not taken:
                 await self.clock.sleep(self.poll)
 
+    async def trim_streams(self) -> int:
+        """Drop acknowledged entries of ``flows.work`` and this service's hand-off
+        streams that are ``keep_acked`` s older than any still needed; return how many."""
+        dropped = await self.trimmer.trim(WORK_STREAM, [_GROUP])
+        for flow in self.machines:
+            dropped += await self.trimmer.trim(handoff_stream(flow), [_GROUP])
+        return dropped
+
     # -- helpers -----------------------------------------------------------------------
+
+    async def _ack(self, stream: str, ids: list[str]) -> None:
+        await self.backend.log.ack(stream, _GROUP, ids)
+        self.trimmer.acked(stream, _GROUP, ids)
 
     def _not_express(self, name: str, what: str) -> None:
         if self.express.get(name) is not None:
