@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import Log, LogEntry
+from reflow.backends.retention import AckedTrimmer
 from reflow.clock import Clock
 from reflow.events.model import Event
 from reflow.events.retries import ParkedRetries
@@ -195,10 +196,13 @@ class Acks:
     counts as done.
     """
 
-    def __init__(self, log: Log, stream: str, group: str) -> None:
+    def __init__(
+        self, log: Log, stream: str, group: str, *, trimmer: AckedTrimmer | None = None
+    ) -> None:
         self.log = log
         self.stream = stream
         self.group = group
+        self.trimmer = trimmer  # told of every acknowledgement, to trim what is done with
         self._ids: list[str] = []
         self._sent: asyncio.Future[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -255,6 +259,8 @@ class Acks:
         except Exception as exc:  # every waiter hears of it; the entries come back later
             sent.set_exception(exc)
         else:
+            if self.trimmer is not None:
+                self.trimmer.acked(self.stream, self.group, ids)
             sent.set_result(None)
 
     async def drain(self) -> None:
@@ -297,6 +303,8 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         consumer: str | None = None,
         retries: ParkedRetries | None = None,
+        keep_acked: float = 600.0,
+        trim_every: float = 60.0,
     ) -> None:
         self.rule = rule
         self.log = backend.log
@@ -312,7 +320,10 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self.consumer = consumer or f"events-{uuid.uuid4().hex[:12]}"
         self.stream = rule_stream(rule.name)
-        self._acks = Acks(self.log, self.stream, DELIVER_GROUP)
+        # Acknowledged records stay in the stream: trimmed now and then, up to
+        # what is provably acknowledged, ``keep_acked`` s older still.
+        self.trimmer = AckedTrimmer(self.log, clock, keep=keep_acked, every=trim_every)
+        self._acks = Acks(self.log, self.stream, DELIVER_GROUP, trimmer=self.trimmer)
         # Where failed deliveries wait for their retry. A bus shares one (and
         # runs its waker) across its rules; a worker on its own runs its own.
         self._own_retries = retries is None
@@ -375,6 +386,16 @@ class DeliveryWorker:
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
                 task.add_done_callback(lambda _: free.release())
+            if self.trimmer.due():
+                await self.trim()
+
+    async def trim(self) -> int:
+        """Drop acknowledged records ``keep_acked`` s older than any still needed."""
+        try:
+            return await self.trimmer.trim(self.stream, [DELIVER_GROUP])
+        except Exception:  # a backend hiccup: the next trim catches up
+            _log.exception("rule %s: trimming its delivery stream failed", self.rule.name)
+            return 0
 
     async def _guarded(self, entry: LogEntry) -> None:
         try:
