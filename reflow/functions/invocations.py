@@ -19,6 +19,11 @@ The outcome of each attempt follows Lambda's asynchronous invocation rules:
   dead-letter stream ``functions.<name>.dlq`` gets the payload, the error and
   the attempts, and the ``on_failure`` destination its record.
 
+Acknowledged entries stay in the stream: about once a minute a reader trims
+every function's stream up to what is provably acknowledged, ``keep_acked``
+seconds older still (see :mod:`reflow.backends.retention`); a pending entry
+(running, or waiting out its back-off) or an unread one is never dropped.
+
 A redelivery (an entry whose lease expired because its consumer died) counts
 as an attempt too, so a poison event that kills its runtime still ends in the
 dead-letter queue. Destinations are ``"function:NAME"`` (or a bare function
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import Log, LogEntry
+from reflow.backends.retention import AckedTrimmer
 from reflow.clock import Clock
 from reflow.errors import (
     FunctionCrashedError,
@@ -145,10 +151,19 @@ def lambda_error(exc: BaseException) -> dict[str, Any]:
 class AsyncInvocations:
     """The queue of event invocations of one runtime, over a ``Log``."""
 
-    def __init__(self, runtime: Runtime, log: Log, clock: Clock) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        log: Log,
+        clock: Clock,
+        *,
+        keep_acked: float = 600.0,
+        trim_every: float = 60.0,
+    ) -> None:
         self.runtime = runtime
         self.log = log
         self.clock = clock
+        self.trimmer = AckedTrimmer(log, clock, keep=keep_acked, every=trim_every)
         self.consumer = f"runtime-{uuid.uuid4().hex[:12]}"
         functions = set(runtime.app.functions)
         self.destinations: dict[tuple[str, str], Destination] = {}
@@ -222,6 +237,8 @@ class AsyncInvocations:
             except BaseException:
                 held.release()
                 raise
+            if self.trimmer.due():
+                await self.trim()
             if not entries:
                 held.release()
                 continue
@@ -281,6 +298,18 @@ class AsyncInvocations:
             else:
                 await self._succeeded(function, record, result, attempt)
         await self.log.ack(events_stream(function), GROUP, [entry.id])
+        self.trimmer.acked(events_stream(function), GROUP, [entry.id])
+
+    async def trim(self) -> int:
+        """Drop acknowledged entries of every function's stream ``keep_acked`` s older
+        than any still needed; return how many."""
+        dropped = 0
+        for function in self.runtime.app.functions:
+            try:
+                dropped += await self.trimmer.trim(events_stream(function), [GROUP])
+            except Exception:  # a backend hiccup: the next trim catches up
+                _log.exception("trimming the event invocations of %s failed", function)
+        return dropped
 
     async def _succeeded(
         self, function: str, record: dict[str, Any], result: Any, attempts: int
