@@ -447,12 +447,7 @@ class App:
             )
             if problems:
                 raise RegistrationError(fname, "; ".join(problems))
-            perms = tuple(permissions)
-            for perm in perms:
-                if not isinstance(perm, str) or perm.count(":") < 1:
-                    raise RegistrationError(
-                        fname, f"permission {perm!r} is not of the form 'service:action[:resource]'"
-                    )
+            perms = _permissions(fname, permissions)
             existing = self._functions.get(fname)
             if existing is not None and not (existing.implicit and existing.handler is f):
                 raise RegistrationError(fname, _duplicate(existing.handler, f))
@@ -714,12 +709,7 @@ class App:
             raise RegistrationError(name, "a flow of that name is already registered")
         if kind.upper() not in ("STANDARD", "EXPRESS"):
             raise RegistrationError(name, f"kind {kind!r} must be STANDARD or EXPRESS")
-        perms = tuple(permissions)
-        for perm in perms:
-            if not isinstance(perm, str) or perm.count(":") < 1:
-                raise RegistrationError(
-                    name, f"permission {perm!r} is not of the form 'service:action[:resource]'"
-                )
+        perms = _permissions(name, permissions)
         parsed, source = self._load_definition(name, definition)
         _validate_flow(name, parsed)
         config = FlowConfig(
@@ -968,6 +958,17 @@ def _caller_dir() -> Path:
     if filename and not filename.startswith("<"):
         return Path(filename).resolve().parent
     return Path.cwd()
+
+
+def _permissions(owner: str, permissions: Sequence[str]) -> tuple[str, ...]:
+    """``permissions`` as a tuple, each checked to be ``"service:action[:resource]"``."""
+    perms = tuple(permissions)
+    for perm in perms:
+        if not isinstance(perm, str) or perm.count(":") < 1:
+            raise RegistrationError(
+                owner, f"permission {perm!r} is not of the form 'service:action[:resource]'"
+            )
+    return perms
 
 
 def _handler_name(f: Handler) -> str:
