@@ -26,7 +26,6 @@ import json
 import multiprocessing
 import os
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from reflow.backends import open_backend
 from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows import TaskContext
 from reflow.flows.service import FlowService
-from tests.conftest import REDIS_URL, require_server
+from tests.functional.flows.crashing import backend_url, run_to_exit
 
 ITEMS = 5
 DEFINITION: dict[str, Any] = {
@@ -123,14 +122,8 @@ _CONTEXT.set_forkserver_preload([__name__])
 
 
 def run_child(url: str, tmp_path: Path, tokens: Path, name: str, step: int) -> int:
-    process = _CONTEXT.Process(target=child, args=(url, str(tmp_path), str(tokens), name, step))
-    process.start()
-    process.join(60)
-    if process.exitcode is None:
-        process.kill()
-        process.join()
-        pytest.fail(f"step {step} of {name} hung")
-    return process.exitcode
+    arguments = (url, str(tmp_path), str(tokens), name, step)
+    return run_to_exit(_CONTEXT, child, arguments, f"step {step} of {name}")
 
 
 async def outcome(url: str, tmp_path: Path, name: str) -> tuple[dict[str, Any], list[str], int]:
@@ -147,11 +140,7 @@ async def outcome(url: str, tmp_path: Path, name: str) -> tuple[dict[str, Any], 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'flows.db'}"
-    require_server(REDIS_URL, "the Redis server")
-    separator = "&" if "?" in REDIS_URL else "?"
-    return f"{REDIS_URL}{separator}prefix=test-flows-callbacks-{uuid.uuid4().hex[:12]}:"
+    return backend_url(request, tmp_path, "test-flows-callbacks")
 
 
 def test_sigkill_while_iterations_wait_for_tokens_keeps_the_waits_and_the_tokens(

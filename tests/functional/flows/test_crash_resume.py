@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import signal
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from reflow.backends import open_backend
 from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows import TaskContext, run
 from reflow.flows.service import FlowService
-from tests.conftest import REDIS_URL, require_server
+from tests.functional.flows.crashing import backend_url, run_to_exit
 
 STATES = 20
 INPUT = {"n": 0, "trail": []}
@@ -125,14 +124,8 @@ _CONTEXT.set_forkserver_preload([__name__])
 
 
 def run_child(url: str, tmp_path: Path, calls: Path, name: str, crash: Any) -> int:
-    process = _CONTEXT.Process(target=child, args=(url, str(tmp_path), str(calls), name, crash))
-    process.start()
-    process.join(60)
-    if process.exitcode is None:
-        process.kill()
-        process.join()
-        pytest.fail(f"the child running {name} hung")
-    return process.exitcode
+    arguments = (url, str(tmp_path), str(calls), name, crash)
+    return run_to_exit(_CONTEXT, child, arguments, f"the child running {name}")
 
 
 async def outcome(url: str, tmp_path: Path, name: str) -> tuple[dict[str, Any], list[str]]:
@@ -148,11 +141,7 @@ async def outcome(url: str, tmp_path: Path, name: str) -> tuple[dict[str, Any], 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'flows.db'}"
-    require_server(REDIS_URL, "the Redis server")
-    separator = "&" if "?" in REDIS_URL else "?"
-    return f"{REDIS_URL}{separator}prefix=test-flows-crash-{uuid.uuid4().hex[:12]}:"
+    return backend_url(request, tmp_path, "test-flows-crash")
 
 
 def test_sigkill_at_every_transition_resumes_to_the_same_single_outcome(

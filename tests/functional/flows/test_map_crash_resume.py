@@ -32,7 +32,6 @@ import json
 import multiprocessing
 import os
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from reflow.backends import open_backend
 from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows import TaskContext, run
 from reflow.flows.service import FlowService
-from tests.conftest import REDIS_URL, require_server
+from tests.functional.flows.crashing import backend_url, run_to_exit
 
 ITEMS = 20
 CONCURRENCY = 4
@@ -147,14 +146,7 @@ _CONTEXT.set_forkserver_preload([__name__])
 
 def run_child(url: str, tmp_path: Path, calls: Path, name: str, kill: Any, mode: str) -> int:
     arguments = (url, str(tmp_path), str(calls), name, kill, mode)
-    process = _CONTEXT.Process(target=child, args=arguments)
-    process.start()
-    process.join(60)
-    if process.exitcode is None:
-        process.kill()
-        process.join()
-        pytest.fail(f"the child running {name} hung")
-    return process.exitcode
+    return run_to_exit(_CONTEXT, child, arguments, f"the child running {name}")
 
 
 async def outcome(
@@ -173,11 +165,7 @@ async def outcome(
 
 @pytest.fixture(params=["sqlite", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'flows.db'}"
-    require_server(REDIS_URL, "the Redis server")
-    separator = "&" if "?" in REDIS_URL else "?"
-    return f"{REDIS_URL}{separator}prefix=test-flows-map-crash-{uuid.uuid4().hex[:12]}:"
+    return backend_url(request, tmp_path, "test-flows-map-crash")
 
 
 @pytest.mark.parametrize("mode", ["inline", "distributed"])
