@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from reflow.backends.protocols import Blobs
@@ -55,6 +55,7 @@ from reflow.flows.store import (
 )
 from reflow.flows.tasks import TaskFunction, invoke, resolve_function
 from reflow.flows.values import json_copy
+from reflow.flows.writebehind import PersistHook, SaveQueue
 
 __all__ = [
     "CALLBACK_SUFFIX",
@@ -66,8 +67,6 @@ __all__ = [
 ]
 
 CALLBACK_SUFFIX = child_waits.CALLBACK_SUFFIX
-PersistHook = Callable[[str, str, int], None]
-"""Called as ``hook(phase, execution, seq)`` with phase ``"before"``/``"after"`` a save."""
 
 _TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
 _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
@@ -130,33 +129,43 @@ class DurableRunner:
     ) -> tuple[ExecutionRecord, int] | None:
         """Advance until the execution finishes or waits; None when it must be read again.
 
-        Each transition is saved on its own, at the version the save before it
-        returned, before the next one starts. Pass, Choice, Succeed and Fail
-        states need no I/O: their transitions take a short path (no executor,
-        no context object unless the machine reads it) straight to the save.
-        Raises :class:`~reflow.flows.store.FencedError` as :meth:`advance` does.
+        Pass, Choice, Succeed and Fail states need no I/O: their transitions
+        take a short path (no executor, no context object unless the machine
+        reads it) and are saved write-behind (see :mod:`reflow.flows.writebehind`):
+        while one save is in flight the next transitions are computed, and
+        their saves merged into the one that follows it. Every other
+        transition starts only once everything before it is durable, and is
+        saved before the next one starts; so is the one that ends the run.
+        Raises :class:`~reflow.flows.store.FencedError` as :meth:`advance` does
+        (what was computed after the fenced save is dropped).
         """
-        transitions = 0
-        while runnable(record, self.clock.time()):
-            transitions += 1
-            if transitions % _YIELD_EVERY == 0:
-                # A backend that answers without suspending (the memory one) would
-                # otherwise hold the loop for a whole Choice loop: a stop could not run.
-                await asyncio.sleep(0)
-            prepared = self._pure(record)
-            if prepared is None:
+        saves = SaveQueue(self.store, version, self.on_persist)
+        try:
+            transitions = 0
+            while runnable(record, self.clock.time()):
+                prepared = self._pure(record)
+                if prepared is not None:
+                    saves.add(prepared)
+                    if record.status == RUNNING:
+                        await saves.pace()  # turns the event loop once
+                    continue
+                # Something outside the record may see what follows: it starts from
+                # a durable record, as it would after a crash.
+                version = await saves.flush()
+                transitions += 1
+                if transitions % _YIELD_EVERY == 0:
+                    # A backend that answers without suspending (the memory one) would
+                    # otherwise hold the loop for a whole run of tasks: a stop could not run.
+                    await asyncio.sleep(0)
                 advanced = await self.advance(record, version)
                 if advanced is None:
                     return None
                 record, version = advanced
-                continue
-            hook = self.on_persist
-            if hook is not None:
-                hook("before", prepared.name, prepared.seq)
-            version = await self.store.write(prepared, version)
-            if hook is not None:
-                hook("after", prepared.name, prepared.seq)
-        return record, version
+                saves.version = version
+            return record, await saves.flush()
+        except BaseException:
+            saves.abandon()
+            raise
 
     def _pure(self, record: ExecutionRecord) -> PreparedSave | None:
         """The current transition made in memory and encoded, if its state is entered

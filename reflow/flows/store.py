@@ -27,7 +27,10 @@ that lost the execution to another, or to a ``stop``, cannot overwrite it —
 or, when a history chunk is full or timers or tokens come with it, one
 ``KV.transact`` of them all. A crash before the transaction loses the
 transition's work, which is simply done again; a crash after it loses
-nothing.
+nothing. Transitions that change nothing but the record (Pass, Choice, …)
+may be written several at once (see :mod:`reflow.flows.writebehind`): the
+newest record with every history chunk the ones before it filled, in that
+same single transaction.
 """
 
 from __future__ import annotations
@@ -219,14 +222,30 @@ class ExecutionRecord:
 @dataclass(frozen=True)
 class PreparedSave:
     """A transition ready to write: the record's key name, its ``seq`` and bytes, and
-    what goes with it (a full history chunk, timers, task tokens)."""
+    what goes with it (full history chunks, timers, task tokens)."""
 
     name: str
     seq: int
     value: bytes
-    chunk: Put | None
+    chunks: tuple[Put, ...]
     timers: tuple[str, ...]
     tokens: tuple[str, ...]
+
+    def then(self, later: PreparedSave) -> PreparedSave:
+        """One save standing for this one and ``later``, prepared after it from the same
+        record: ``later``'s record with the chunks, timers and tokens of both.
+
+        ``later``'s history tail counts on this one's chunks being stored, so the
+        two can only be written together (or this one first).
+        """
+        return PreparedSave(
+            later.name,
+            later.seq,
+            later.value,
+            self.chunks + later.chunks,
+            self.timers + later.timers,
+            self.tokens + later.tokens,
+        )
 
 
 @dataclass(frozen=True)
@@ -306,10 +325,10 @@ class ExecutionStore:
             tail = record.tail
         count = record.tail_count + len(events)
         record.events += len(events)
-        chunk: Put | None = None
+        chunks: tuple[Put, ...] = ()
         if count >= FLUSH_EVENTS or len(tail) > TAIL_BYTES:
             first = record.events - count
-            chunk = Put(f"{_HISTORY}{record.name}/{first:010d}", b"[" + tail + b"]")
+            chunks = (Put(f"{_HISTORY}{record.name}/{first:010d}", b"[" + tail + b"]"),)
             tail, count = b"", 0
         record.tail, record.tail_count = tail, count
         if record.parent is not None and record.status != RUNNING:
@@ -319,7 +338,7 @@ class ExecutionStore:
             due = record.stop_time if record.stop_time is not None else 0.0
             timers = (*timers, timer_key(due, record.parent, "child"))
         return PreparedSave(
-            record.name, record.seq, record.to_json(), chunk, tuple(timers), tuple(tokens)
+            record.name, record.seq, record.to_json(), chunks, tuple(timers), tuple(tokens)
         )
 
     async def write(self, prepared: PreparedSave, version: int) -> int:
@@ -327,11 +346,10 @@ class ExecutionStore:
         or nothing; return the new version, or raise :class:`FencedError`."""
         key = _RECORDS + prepared.name
         try:
-            if prepared.chunk is None and not prepared.timers and not prepared.tokens:
+            if not prepared.chunks and not prepared.timers and not prepared.tokens:
                 return await self.kv.put(key, prepared.value, expect_version=version)
             operations: list[Operation] = [Put(key, prepared.value, expect_version=version)]
-            if prepared.chunk is not None:
-                operations.append(prepared.chunk)
+            operations.extend(prepared.chunks)
             operations.extend(Put(timer, b"") for timer in prepared.timers)
             operations.extend(
                 Put(token_key(token), prepared.name.encode()) for token in prepared.tokens
