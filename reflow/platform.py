@@ -127,6 +127,15 @@ class Platform:
                 runtime=runtime,
             )
             await self.add_service("edge", edge)
+        elif self.app.functions:
+            # No edge here, but functions may purge one: context.cache publishes
+            # the purge to the fleet's edges and waits for their answers.
+            from reflow.edge.fleet import PurgePublisher
+
+            publisher = PurgePublisher(
+                self.backend.pubsub, self.backend.kv, clock=self.clock, admin=self.admin
+            )
+            await self.add_service("cache", publisher)
         if self.app.rules or self.app.schedules or self.app.functions or self.app.flows:
             # Any handler or flow may put events (context.events, putEvents tasks),
             # archived for replay even before a rule matches them.

@@ -1,25 +1,37 @@
-"""``reflow cache purge``: purge the edge caches of a running app.
+"""``reflow cache purge`` and ``reflow cache edges``: the edge caches of a running app.
 
 The purge goes to the running platform's admin API (``POST
-/api/cache/purge``), which purges its edge and fans the purge out to every
-other edge through the backend's PubSub; ``--dry-run`` only prints the plan.
+/api/cache/purge``), which purges its edge (if it runs one) and fans the purge
+out to every other edge through the backend's PubSub, waiting for their
+answers; ``--dry-run`` only prints the plan. It prints the total, each edge's
+count, and the live edges that did not answer in time — and then exits with
+status 1, since those may still serve the old body.
+
+``reflow cache edges`` lists the live edges registered in the backend's KV.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
+from rich.table import Table
 
-from reflow.cli.output import console, fail, run_guarded
+from reflow.cli.output import console, errors, fail, run_guarded
 from reflow.config import Settings
+
+if TYPE_CHECKING:
+    from reflow.edge.fleet import EdgeMember
 
 __all__ = ["cache_app"]
 
-cache_app = typer.Typer(help="Purge the edge caches.", no_args_is_help=True)
+cache_app = typer.Typer(help="Purge the edge caches; list the live edges.", no_args_is_help=True)
 
 
 @cache_app.command("purge")
@@ -37,7 +49,7 @@ def purge(
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; purge nothing.")] = False,
 ) -> None:
-    """Purge by surrogate key and/or path; prints how many objects were purged."""
+    """Purge by surrogate key and/or path; prints how many objects each edge purged."""
     from reflow.edge.purge import PurgePlan  # here: the CLI starts without the edge server
 
     with run_guarded():
@@ -63,4 +75,66 @@ def purge(
         fail(f"admin API at {url} refused the purge: {exc.code} {exc.read().decode()[:200]}")
     except (urllib.error.URLError, OSError) as exc:
         fail(f"cannot reach the admin API at {url}: {exc}")
-    console.print(f"{plan.describe()}: [bold]{answer.get('purged', 0)}[/] objects purged")
+    _report(plan.describe(), answer)
+
+
+def _report(described: str, answer: dict[str, Any]) -> None:
+    edges = answer.get("edges") or {}
+    missing = answer.get("missing") or []
+    where = f" on {len(edges)} edge{'s' if len(edges) != 1 else ''}" if edges else ""
+    console.print(f"{described}: [bold]{answer.get('purged', 0)}[/] objects purged{where}")
+    for edge, count in sorted(edges.items()):
+        console.print(f"  {edge}: {count}")
+    if missing:
+        errors.print(
+            f"[bold yellow]{len(missing)} live edge(s) did not answer in time "
+            f"and may still serve the old body:[/] {', '.join(missing)}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+@cache_app.command("edges")
+def edges(
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Backend URL (overrides REFLOW_BACKEND).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the live edges (those whose membership in the backend has not expired)."""
+    from reflow.backends import open_backend
+    from reflow.edge.fleet import live_edges, members_json
+
+    with run_guarded():
+        settings = Settings.load(backend=backend)
+
+        async def read() -> list[EdgeMember]:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            opened = await open_backend(settings.backend, data_dir=settings.data_dir)
+            try:
+                return await live_edges(opened.kv)
+            finally:
+                await opened.close()
+
+        members = asyncio.run(read())
+    if as_json:
+        console.print_json(json.dumps(members_json(members)))
+        return
+    if not members:
+        console.print("no live edges")
+        return
+    table = Table(box=box.SIMPLE)
+    for column in ("edge", "app", "host", "pid", "port", "admin", "up"):
+        table.add_column(column)
+    now = time.time()
+    for member in members:
+        table.add_row(
+            member.id,
+            member.app,
+            f"{member.hostname} ({member.host})",
+            str(member.pid),
+            str(member.port),
+            "" if member.admin_port is None else str(member.admin_port),
+            f"{max(0.0, now - member.started_at):.0f}s",
+        )
+    console.print(table)

@@ -84,6 +84,11 @@ def invoke(
             runtime = Runtime(
                 loaded, backend=opened, region=settings.region, target=app_target, serve=False
             )
+            # context.cache purges the edges running over this backend.
+            from reflow.edge.fleet import PurgePublisher
+
+            cache = PurgePublisher(opened.pubsub, opened.kv)
+            await cache.start()
             try:
                 if event:
                     from reflow.functions.invocations import AsyncInvocations
@@ -98,6 +103,7 @@ def invoke(
                 finally:
                     await runtime.stop()
             finally:
+                await cache.stop()
                 await opened.close()
 
         ok, result = asyncio.run(run())

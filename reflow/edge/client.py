@@ -3,17 +3,22 @@
 ``await context.cache.purge(keys=[...], paths=[...], soft=False)`` purges the
 edge running in this process and, through its :class:`~reflow.edge.purge.Purger`,
 every other edge subscribed to the backend's ``PubSub`` purge channel; it
-returns the number of objects purged here. A synchronous handler calls
-``context.cache.purge_sync(...)``. In a ``process`` worker the runtime proxies
-the call to this client on the server side, so the authorisation hook runs
-where the handler cannot step around it.
+returns a :class:`~reflow.edge.purge.PurgeResult`, an ``int`` (the objects
+purged on every edge that answered) with ``.edges`` and ``.missing``. A
+synchronous handler calls ``context.cache.purge_sync(...)``. In a ``process``
+worker the runtime proxies the call to this client on the server side, so the
+authorisation hook runs where the handler cannot step around it (the worker
+receives the total as a plain ``int``).
 
 Every key and path is authorised before anything is purged, as action
 ``cache:purge`` on resource ``key/<key>`` or ``path<path>`` (``path/img/*``):
 a refusal purges nothing.
 
 :class:`~reflow.edge.service.EdgeService` installs the client when it starts
-(:func:`activate`); with no edge in the process the client raises
+(:func:`activate`). A process with functions but no edge gets a publish-only
+:class:`~reflow.edge.fleet.PurgePublisher` from the platform (and from
+``reflow invoke``), which purges the fleet over PubSub; an edge running in the
+process is preferred to it. With neither the client raises
 :class:`~reflow.errors.NotAvailableError`.
 """
 
@@ -23,7 +28,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from reflow.edge.purge import PurgePlan
+from reflow.edge.purge import PurgePlan, PurgeResult
 from reflow.errors import NotAvailableError
 
 if TYPE_CHECKING:
@@ -31,11 +36,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CacheClient", "activate", "deactivate"]
 
-# purge(keys, paths, soft) -> count, as EdgeService.purge
-PurgeCall = Callable[..., Awaitable[int]]
+# purge(keys, paths, soft) -> result, as EdgeService.purge
+PurgeCall = Callable[..., Awaitable[PurgeResult]]
 
-# The running edges of this process, newest last, with the loop each runs on.
-_active: list[tuple[PurgeCall, asyncio.AbstractEventLoop]] = []
+# The running edges (edge=True) and publish-only purgers of this process,
+# newest last, with the loop each runs on.
+_active: list[tuple[PurgeCall, asyncio.AbstractEventLoop, bool]] = []
 
 
 class CacheClient:
@@ -50,8 +56,8 @@ class CacheClient:
 
     async def purge(
         self, keys: Sequence[str] = (), paths: Sequence[str] = (), *, soft: bool = False
-    ) -> int:
-        """Purge ``keys`` and ``paths`` on every edge; the count of objects purged here."""
+    ) -> PurgeResult:
+        """Purge ``keys`` and ``paths`` on every edge; what every edge that answered purged."""
         plan = PurgePlan.of(keys, paths, soft=soft)
         if self._context is not None:
             # All checks first: a refusal part-way must not leave a half-done purge.
@@ -63,7 +69,7 @@ class CacheClient:
 
     def purge_sync(
         self, keys: Sequence[str] = (), paths: Sequence[str] = (), *, soft: bool = False
-    ) -> int:
+    ) -> PurgeResult:
         """:meth:`purge` for a synchronous handler running on a worker thread."""
         try:
             running = asyncio.get_running_loop()
@@ -79,21 +85,27 @@ class CacheClient:
 def _client_for(context: Context) -> CacheClient:
     if not _active:
         raise NotAvailableError("cache", "no edge is running in this process")
-    purge, loop = _active[-1]
+    # An edge here purges its own store at once; a publish-only purger is the fallback.
+    edges = [(purge, loop) for purge, loop, edge in _active if edge]
+    purge, loop = edges[-1] if edges else _active[-1][:2]
     return CacheClient(purge, loop, context)
 
 
-def activate(purge: PurgeCall) -> None:
-    """Serve ``context.cache`` from ``purge`` (an edge starting on the running loop)."""
+def activate(purge: PurgeCall, *, edge: bool = True) -> None:
+    """Serve ``context.cache`` from ``purge`` on the running loop.
+
+    ``edge=True``: an edge starting in this process; ``edge=False``: a
+    publish-only purger, used while no edge runs here.
+    """
     from reflow.functions.context import register_client
 
-    _active.append((purge, asyncio.get_running_loop()))
+    _active.append((purge, asyncio.get_running_loop(), edge))
     register_client("cache", _client_for)
 
 
 def deactivate(purge: PurgeCall) -> None:
-    """Stop serving ``context.cache`` from ``purge`` (its edge is stopping)."""
-    for index, (active, _) in enumerate(_active):
+    """Stop serving ``context.cache`` from ``purge`` (its edge or purger is stopping)."""
+    for index, (active, _, _) in enumerate(_active):
         if active == purge:
             del _active[index]
             return

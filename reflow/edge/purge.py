@@ -8,7 +8,15 @@ this edge serves no purged body — and publishes it on the backend's
 
 Hard purges remove entries; soft purges mark them stale, so the next request
 is answered from the old copy while one background refresh runs (Fastly's
-soft purge). Each purge returns how many objects it purged on this edge.
+soft purge). Each purge returns a :class:`PurgeResult`: an ``int``, the
+objects purged on every edge that answered, carrying the per-edge counts
+and the live edges that did not answer in time (``missing``).
+
+On the channel a purge travels as ``{"id", "from", "plan", "reply"}``; an
+edge that applies one with a ``reply`` channel answers there with
+``{"id", "edge", "purged"}`` (see :mod:`reflow.edge.fleet`, which knows
+which edges are live and collects the answers). A message without ``id``
+and ``reply`` (an older edge's) is applied and not answered.
 """
 
 from __future__ import annotations
@@ -16,17 +24,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import PubSub, Subscription
 from reflow.edge.store import Store
 from reflow.errors import EdgeError
 
-__all__ = ["PURGE_CHANNEL", "PurgePlan", "Purger"]
+if TYPE_CHECKING:
+    from reflow.edge.fleet import FanOut
+
+__all__ = ["PURGE_CHANNEL", "REPLY_PREFIX", "PurgePlan", "PurgeResult", "Purger", "envelope"]
 
 PURGE_CHANNEL = "reflow.edge.purge"
+# Answers go only to channels under this prefix: a forged message cannot make
+# every edge publish wherever it likes.
+REPLY_PREFIX = "reflow.edge.purge.reply."
+
+_log = logging.getLogger("reflow.edge")
 
 
 @dataclass(frozen=True)
@@ -90,29 +109,119 @@ class PurgePlan:
         return count
 
 
+class PurgeResult(int):
+    """What a purge did across the fleet; as an ``int``, the objects purged in all.
+
+    ``edges`` maps each edge that purged (this one included) to its count;
+    ``missing`` names the edges that were live when the purge was published
+    and did not answer in time — they may still serve the old body. A result
+    is ``complete`` when nothing is missing. It stays an ``int`` so that code
+    written when a purge returned this edge's count keeps working.
+    """
+
+    edges: Mapping[str, int]
+    missing: tuple[str, ...]
+
+    def __new__(
+        cls, edges: Mapping[str, int] | None = None, missing: Sequence[str] = ()
+    ) -> PurgeResult:
+        counts = dict(edges or {})
+        result = super().__new__(cls, sum(counts.values()))
+        result.edges = MappingProxyType(counts)
+        result.missing = tuple(sorted(missing))
+        return result
+
+    @property
+    def purged(self) -> int:
+        """Objects purged on every edge that answered."""
+        return int(self)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every edge live at publication answered."""
+        return not self.missing
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"purged": n, "edges": {id: n}, "missing": [id]}`` (the admin API's shape)."""
+        return {"purged": int(self), "edges": dict(self.edges), "missing": list(self.missing)}
+
+    def __repr__(self) -> str:
+        return f"PurgeResult(purged={int(self)}, edges={dict(self.edges)}, missing={self.missing})"
+
+
+def envelope(
+    plan: PurgePlan, sender: str, purge_id: str | None = None, reply: str | None = None
+) -> bytes:
+    """A plan as it travels on the purge channel (with ``reply``: answers wanted)."""
+    message: dict[str, Any] = {"from": sender, "plan": json.loads(plan.to_json())}
+    if purge_id is not None and reply is not None:
+        message.update(id=purge_id, reply=reply)
+    return json.dumps(message).encode()
+
+
+@dataclass(frozen=True)
+class _Received:
+    sender: str | None
+    plan: PurgePlan
+    purge_id: str | None
+    reply: str | None
+
+
+def _parse(data: bytes) -> _Received:
+    """A channel message; EdgeError when it is not a purge this edge can apply."""
+    try:
+        raw = json.loads(data)
+        plan = PurgePlan.from_json(json.dumps(raw["plan"]))
+        sender, purge_id, reply = raw.get("from"), raw.get("id"), raw.get("reply")
+    except (ValueError, KeyError, TypeError, AttributeError, EdgeError) as exc:
+        raise EdgeError(f"malformed purge message: {exc}") from None
+    if sender is not None and not isinstance(sender, str):
+        raise EdgeError("malformed purge message: 'from' is not a string")
+    if reply is not None or purge_id is not None:
+        if not isinstance(purge_id, str) or not isinstance(reply, str):
+            raise EdgeError("malformed purge message: 'id' and 'reply' must be strings")
+        if not reply.startswith(REPLY_PREFIX):
+            raise EdgeError(f"malformed purge message: reply channel {reply[:80]!r}")
+    return _Received(sender, plan, purge_id, reply)
+
+
 class Purger:
-    """Applies plans locally and relays them to every other edge over PubSub."""
+    """Applies plans locally and relays them to every other edge over PubSub.
+
+    With a ``fanout`` (:class:`reflow.edge.fleet.FanOut`) a purge also waits
+    for the other live edges' answers; without one it publishes and returns
+    this edge's count at once.
+    """
 
     def __init__(
-        self, store: Store, pubsub: PubSub | None = None, *, channel: str = PURGE_CHANNEL
+        self,
+        store: Store,
+        pubsub: PubSub | None = None,
+        *,
+        channel: str = PURGE_CHANNEL,
+        node: str | None = None,
+        fanout: FanOut | None = None,
     ) -> None:
         self.store = store
         self.pubsub = pubsub
         self.channel = channel
-        self.node = uuid.uuid4().hex
+        self.node = node or uuid.uuid4().hex
+        self.fanout = fanout
         self.applied = 0  # plans applied here, local and relayed
         self.relayed = 0  # of which came from other edges over PubSub
         self.purged = 0
+        self.malformed = 0  # channel messages skipped as unreadable
         self._subscription: Subscription | None = None
         self._listener: asyncio.Task[None] | None = None
 
-    async def purge(self, plan: PurgePlan) -> int:
-        """Purge here now, then tell the other edges; the count is this edge's."""
+    async def purge(self, plan: PurgePlan) -> PurgeResult:
+        """Purge here now, then tell the other edges (and, with a fan-out, hear back)."""
         count = self._apply(plan)
+        if self.fanout is not None:
+            return await self.fanout.publish(plan, {self.node: count})
         if self.pubsub is not None:
-            envelope = json.dumps({"from": self.node, "plan": json.loads(plan.to_json())})
-            await self.pubsub.publish(self.channel, envelope.encode())
-        return count
+            await self.pubsub.publish(self.channel, envelope(plan, self.node))
+        return PurgeResult({self.node: count})
 
     def _apply(self, plan: PurgePlan) -> int:
         count = plan.apply(self.store)
@@ -131,14 +240,22 @@ class Purger:
         assert self._subscription is not None
         async for message in self._subscription:
             try:
-                envelope = json.loads(message.data)
-                if envelope.get("from") == self.node:
-                    continue  # our own purge, applied before it was published
-                plan = PurgePlan.from_json(json.dumps(envelope["plan"]))
-            except (ValueError, KeyError, TypeError, AttributeError, EdgeError):
-                continue  # a malformed message must not stop the listener
+                received = _parse(message.data)
+            except EdgeError as exc:
+                # A malformed message must not stop the listener.
+                self.malformed += 1
+                _log.warning("edge %s skipped a purge message: %s", self.node[:8], exc)
+                continue
+            if received.sender == self.node:
+                continue  # our own purge, applied before it was published
             self.relayed += 1
-            self._apply(plan)
+            count = self._apply(received.plan)
+            if received.reply is not None and self.pubsub is not None:
+                answer = {"id": received.purge_id, "edge": self.node, "purged": count}
+                try:
+                    await self.pubsub.publish(received.reply, json.dumps(answer).encode())
+                except Exception as exc:  # the backend failed; the purge itself is done
+                    _log.warning("edge %s could not answer purge: %r", self.node[:8], exc)
 
     async def stop(self) -> None:
         """Unsubscribe and stop listening."""

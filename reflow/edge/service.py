@@ -4,9 +4,12 @@
 ``app.edge_origin(...)`` and ``@app.edge(...)`` hooks — into an
 :class:`~reflow.edge.core.Edge` over the platform's backend, serves it with
 an :class:`~reflow.edge.server.EdgeServer`, relays purges through the
-backend's ``PubSub``, and mounts the admin API's cache routes::
+backend's ``PubSub`` (waiting for every live edge's answer), keeps its
+membership of the fleet alive in ``KV``, and mounts the admin API's cache routes::
 
-    POST /api/cache/purge   {"keys": [...], "paths": [...], "soft": false} -> {"purged": n}
+    POST /api/cache/purge   {"keys": [...], "paths": [...], "soft": false}
+                            -> {"purged": n, "edges": {id: n}, "missing": [id], "plan": "..."}
+    GET  /api/edge/members  the live edges of the fleet (reflow.edge.fleet)
     GET  /api/edge/metrics  the counters of reflow.edge.metrics.Metrics, as JSON
     GET  /metrics           the same (with histograms) in Prometheus' text format, and
                             the functions runtime's per-function metrics when it runs
@@ -20,7 +23,10 @@ runtime's limits, metrics and ``Context`` (its authorisation hook included).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from reflow.admin import AdminRequest, AdminResponse, AdminServer
@@ -30,9 +36,18 @@ from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.cache import CachePolicy
 from reflow.edge.client import activate, deactivate
 from reflow.edge.core import Behaviour, Edge
+from reflow.edge.fleet import (
+    DEFAULT_PURGE_TIMEOUT,
+    MEMBER_REFRESH,
+    MEMBER_TTL,
+    EdgeMember,
+    FanOut,
+    Membership,
+    mount_routes,
+)
 from reflow.edge.metrics import prometheus_text
 from reflow.edge.origins import Origin, OriginGroup, open_origin
-from reflow.edge.purge import PurgePlan, Purger
+from reflow.edge.purge import PurgePlan, Purger, PurgeResult
 from reflow.edge.server import EdgeServer
 from reflow.edge.store import Store
 from reflow.edge.triggers import Hook
@@ -128,6 +143,9 @@ class EdgeService:
         admin: AdminServer | None = None,
         budget: int = 256 * 1024 * 1024,
         runtime: Runtime | None = None,
+        purge_timeout: float = DEFAULT_PURGE_TIMEOUT,
+        member_ttl: float = MEMBER_TTL,
+        member_refresh: float = MEMBER_REFRESH,
     ) -> None:
         self.app = app
         self.backend = backend
@@ -138,7 +156,15 @@ class EdgeService:
         self.store = Store(budget)
         self.edge: Edge | None = None
         self.server: EdgeServer | None = None
-        self.purger = Purger(self.store, backend.pubsub)
+        self._started_at = 0.0
+        self.id = uuid.uuid4().hex  # this edge in the fleet: membership and purge answers
+        self.fanout = FanOut(
+            backend.pubsub, backend.kv, sender=self.id, clock=clock, timeout=purge_timeout
+        )
+        self.purger = Purger(self.store, backend.pubsub, node=self.id, fanout=self.fanout)
+        self.membership = Membership(
+            backend.kv, self._member, clock=clock, ttl=member_ttl, refresh=member_refresh
+        )
         # The functions runtime for process-isolated hooks: the platform's shared one,
         # or one this service starts (and stops) itself when a hook needs it.
         self.runtime: Runtime | None = runtime
@@ -170,13 +196,39 @@ class EdgeService:
                 f"the edge cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
             ) from None
         self.port = self.server.port
+        # Joined only once it listens for purges and serves: a purge that
+        # waits for this edge's answer gets one.
+        self._started_at = time.time()
+        try:
+            await self.membership.start()
+        except BaseException:
+            await self.server.stop()
+            await self.purger.stop()
+            await self._stop_own_runtime()
+            raise
         activate(self.purge)  # context.cache for functions in this process
         if self.admin is not None:
             self._mount(self.admin)
 
+    def _member(self) -> EdgeMember:
+        admin_port = None
+        if self.admin is not None:
+            # Not listening yet (the platform starts it last): a renewal carries it.
+            with contextlib.suppress(RuntimeError):
+                admin_port = self.admin.port
+        return EdgeMember(
+            self.id,
+            app=self.app.name,
+            host=self.host,
+            port=self.port,
+            admin_port=admin_port,
+            started_at=self._started_at,
+        )
+
     async def stop(self) -> None:
-        """Stop serving (gracefully) and stop listening for purges."""
+        """Leave the fleet, stop serving (gracefully) and stop listening for purges."""
         deactivate(self.purge)
+        await self.membership.stop()
         if self.admin is not None:
             self.admin.remove_metrics("edge")
             if self._owns_runtime:
@@ -185,6 +237,7 @@ class EdgeService:
             await self.server.stop()
             self.server = None
         await self.purger.stop()
+        await self.fanout.close()
         await self._stop_own_runtime()
 
     async def _stop_own_runtime(self) -> None:
@@ -199,13 +252,13 @@ class EdgeService:
         paths: list[str] | tuple[str, ...] = (),
         *,
         soft: bool = False,
-    ) -> int:
-        """Purge on this edge and every other; the count is this edge's."""
-        count = await self.purger.purge(PurgePlan.of(keys, paths, soft=soft))
+    ) -> PurgeResult:
+        """Purge on this edge and every other live one; what each purged, who did not answer."""
+        result = await self.purger.purge(PurgePlan.of(keys, paths, soft=soft))
         if self.edge is not None:
             self.edge.metrics.purges += 1
-            self.edge.metrics.purged_objects += count
-        return count
+            self.edge.metrics.purged_objects += result.edges.get(self.id, 0)
+        return result
 
     def metrics(self) -> dict[str, Any]:
         """The edge's counters, plus the store's size."""
@@ -218,23 +271,12 @@ class EdgeService:
         return figures
 
     def _mount(self, admin: AdminServer) -> None:
-        async def purge(request: AdminRequest) -> AdminResponse:
-            try:
-                body = request.json() or {}
-                plan = PurgePlan.of(
-                    body.get("keys", []), body.get("paths", []), soft=bool(body.get("soft"))
-                )
-            except (ValueError, AttributeError, EdgeError) as exc:
-                return AdminResponse(400, {"error": str(exc)})
-            count = await self.purge(plan.keys, plan.paths, soft=plan.soft)
-            return AdminResponse(200, {"purged": count, "plan": plan.describe()})
-
         async def metrics(_: AdminRequest) -> AdminResponse:
             return AdminResponse(200, self.metrics())
 
-        if not any(r.template == "/api/cache/purge" for r in admin.routes):
-            admin.route("POST", "/api/cache/purge", purge)
+        if not any(r.template == "/api/edge/metrics" for r in admin.routes):
             admin.route("GET", "/api/edge/metrics", metrics)
+        mount_routes(admin, self.purge, self.backend.kv)
         admin.add_metrics("edge", self.prometheus)
         runtime = self.runtime
         if runtime is not None:

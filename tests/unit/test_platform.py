@@ -94,9 +94,10 @@ async def test_services_stop_in_reverse_order(tmp_path: Path) -> None:
     await platform.start(admin=False)
     await platform.add_service("a", Recorder("a", log))
     await platform.add_service("b", Recorder("b", log))
-    # The app has a function: the shared runtime first, then the bus (context.events)
+    # The app has a function: the shared runtime first, context.cache (no edge here:
+    # the publish-only purger), then the bus (context.events)
     # and state (context.limits).
-    assert platform.services == ["functions", "events", "state", "a", "b"]
+    assert platform.services == ["functions", "cache", "events", "state", "a", "b"]
     assert platform.runtime is not None
     await platform.stop()
     assert log == ["start a", "start b", "stop b", "stop a"]
