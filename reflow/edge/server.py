@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 import httptools
 
@@ -53,6 +53,11 @@ _LINGER = 2.0  # seconds a rejected connection keeps draining input before it cl
 # What a closed connection's parser becomes (see connection_lost).
 _CLOSED = httptools.HttpRequestParser(object())
 _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
+# The parse memo (see EdgeServer.memo): requests remembered, and the longest remembered.
+MEMO_SIZE = 512
+MEMO_BYTES = 4096
+# What the memo keeps per request: method, path, query, headers, special.
+Parsed = tuple[str, str, str, tuple[tuple[str, str], ...], bool]
 
 
 class EdgeProtocol(asyncio.Protocol):
@@ -76,6 +81,11 @@ class EdgeProtocol(asyncio.Protocol):
         self.in_head = False
         self.began = False
         self.head_bytes = 0
+        # The parser is between messages and the last one kept the connection alive:
+        # the state in which the parse memo may stand in for it.
+        self.boundary = True
+        self.messages = 0  # messages begun on this connection
+        self.parsed: Parsed | None = None  # the last message, if the memo may keep it
         self._reset()
 
     def _reset(self) -> None:
@@ -122,9 +132,21 @@ class EdgeProtocol(asyncio.Protocol):
             return
         now = time.monotonic()
         self.last_seen = now
+        boundary = self.boundary
+        if boundary:
+            parsed = self.server.memo.get(data)
+            if parsed is not None:
+                # Exactly these bytes, from this parser state, were parsed before into
+                # exactly one complete, bodiless, kept-alive request: parsing them again
+                # would give the same request and leave the parser where it is now.
+                method, path, query, headers, special = parsed
+                request = Request(method, path, query, list(headers), b"", True, self.client_ip)
+                self._dispatch(request, special)
+                return
         if not self.in_head:
             self.head_started = now
         self.began = False
+        begun = self.messages
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -139,6 +161,19 @@ class EdgeProtocol(asyncio.Protocol):
             problem = self.error or InvalidRequestError(400, f"malformed request: {exc}")
             self.reject(problem)
             return
+        if (
+            boundary
+            and self.messages == begun + 1
+            and self.boundary
+            and self.parsed is not None
+            and len(data) <= MEMO_BYTES
+        ):
+            memo = self.server.memo
+            if len(memo) >= MEMO_SIZE:
+                # Oldest first, not least recently used: a hit costs no bookkeeping, and a
+                # client sending endless distinct requests only costs the hot ones a parse.
+                memo.popitem(last=False)
+            memo[data] = self.parsed
         if self.in_head:
             # httptools holds a header's pieces until the header ends, so an endless
             # header would grow without bound: count the bytes of a head that spans
@@ -177,6 +212,9 @@ class EdgeProtocol(asyncio.Protocol):
         self._reset()
         self.in_head = True
         self.began = True
+        self.boundary = False
+        self.messages += 1
+        self.parsed = None
 
     def on_url(self, url: bytes) -> None:
         """httptools: a piece of the request target (414 past the limit)."""
@@ -246,16 +284,20 @@ class EdgeProtocol(asyncio.Protocol):
             if len(targets) >= 4096:
                 targets.clear()
             targets[self.url] = split
-        request = Request(
-            self.parser.get_method().decode("latin-1"),
-            split[0],
-            split[1],
-            self.headers,
-            self.body,
-            self.parser.should_keep_alive(),
-            self.client_ip,
-        )
+        method = self.parser.get_method().decode("latin-1")
+        keep_alive = self.parser.should_keep_alive()
         special = self.special
+        self.boundary = keep_alive
+        if keep_alive and not self.framing:
+            # Bodiless (no Content-Length, no Transfer-Encoding) and kept alive.
+            self.parsed = (method, split[0], split[1], tuple(self.headers), special)
+        request = Request(
+            method, split[0], split[1], self.headers, self.body, keep_alive, self.client_ip
+        )
+        self._dispatch(request, special)
+
+    def _dispatch(self, request: Request, special: bool) -> None:
+        """Answer a complete request now, or queue it behind the one being answered."""
         if self.busy or self.write_paused:
             self.queue.append((request, special))
             if len(self.queue) > 16 and self.transport is not None:
@@ -357,6 +399,10 @@ class EdgeServer:
         self.tasks: set[asyncio.Task[None]] = set()
         # Raw request targets already normalised: the hit path skips the byte walk.
         self.targets: dict[bytes, tuple[str, str]] = {}
+        # The parse memo: the exact bytes of a whole request the parser accepted (one
+        # bodiless, kept-alive request, read in one piece at a message boundary) to
+        # what it parsed to. Clients send the same bytes request after request.
+        self.memo: OrderedDict[bytes, Parsed] = OrderedDict()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
