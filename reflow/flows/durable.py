@@ -9,7 +9,10 @@ never done in memory: a Wait state, a retry back-off, a callback task's
 timeout and heartbeat and the execution's ``TimeoutSeconds`` become durable
 timers, and the execution is simply not runnable until one fires. So a
 process killed at any point loses at most the transition in progress, which
-the next worker redoes — with the same task idempotency key.
+the next worker redoes — with the same task idempotency key. (Pass, Choice,
+Succeed and Fail transitions are saved write-behind, see
+:mod:`reflow.flows.writebehind`: a crash may lose several of them, none of
+which anything outside the record has seen.)
 
 Parallel and Map states run their children within the state's one
 transition, each child keeping its own progress in a record of its own (see

@@ -1,9 +1,11 @@
-"""Runs of Pass and Choice states in a durable execution: each transition its own save.
+"""Runs of Pass and Choice states in a durable execution.
 
 These states need no I/O, so ``DurableRunner.run`` takes a short path for
-them (no executor, no queue round trip between transitions). These tests pin
-what that must not change: saves stay one per transition and strictly in
-order, a stop or a timeout still wins, and the outcome equals the in-memory
+them (no executor, no queue round trip between transitions) and saves them
+write-behind (see test_writebehind.py for writes that take a while). On the
+memory backend a write lands within one turn of the event loop, so here each
+transition is still its own save, strictly in order; these tests pin that, and
+that a stop or a timeout still wins and the outcome equals the in-memory
 executor's.
 """
 
