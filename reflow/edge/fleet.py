@@ -238,7 +238,11 @@ class FanOut:
 
     async def _open(self) -> None:
         async with self._opening:
-            if self._listener is None:
+            # Opened again if its subscription ended (a backend connection lost).
+            if self._listener is None or self._listener.done():
+                if self._subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await self._subscription.close()
                 self._subscription = await self.pubsub.subscribe(self.reply_channel)
                 self._listener = asyncio.get_running_loop().create_task(self._listen())
 

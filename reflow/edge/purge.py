@@ -38,7 +38,16 @@ from reflow.errors import EdgeError
 if TYPE_CHECKING:
     from reflow.edge.fleet import FanOut
 
-__all__ = ["PURGE_CHANNEL", "REPLY_PREFIX", "PurgePlan", "PurgeResult", "Purger", "envelope"]
+__all__ = [
+    "PURGE_CHANNEL",
+    "REPLY_PREFIX",
+    "PurgePlan",
+    "PurgeResult",
+    "Purger",
+    "Received",
+    "envelope",
+    "parse_envelope",
+]
 
 PURGE_CHANNEL = "reflow.edge.purge"
 # Answers go only to channels under this prefix: a forged message cannot make
@@ -160,14 +169,16 @@ def envelope(
 
 
 @dataclass(frozen=True)
-class _Received:
+class Received:
+    """A purge read off the channel: who sent it, the plan, and where to answer."""
+
     sender: str | None
     plan: PurgePlan
     purge_id: str | None
     reply: str | None
 
 
-def _parse(data: bytes) -> _Received:
+def parse_envelope(data: bytes) -> Received:
     """A channel message; EdgeError when it is not a purge this edge can apply."""
     try:
         raw = json.loads(data)
@@ -182,7 +193,7 @@ def _parse(data: bytes) -> _Received:
             raise EdgeError("malformed purge message: 'id' and 'reply' must be strings")
         if not reply.startswith(REPLY_PREFIX):
             raise EdgeError(f"malformed purge message: reply channel {reply[:80]!r}")
-    return _Received(sender, plan, purge_id, reply)
+    return Received(sender, plan, purge_id, reply)
 
 
 class Purger:
@@ -240,7 +251,7 @@ class Purger:
         assert self._subscription is not None
         async for message in self._subscription:
             try:
-                received = _parse(message.data)
+                received = parse_envelope(message.data)
             except EdgeError as exc:
                 # A malformed message must not stop the listener.
                 self.malformed += 1

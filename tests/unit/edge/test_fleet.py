@@ -29,8 +29,8 @@ from reflow.edge.purge import (
     PurgePlan,
     Purger,
     PurgeResult,
-    _parse,
     envelope,
+    parse_envelope,
 )
 from reflow.edge.store import Store
 from reflow.errors import EdgeError, HandlerError, PermissionDeniedError
@@ -117,10 +117,10 @@ def test_envelopes_round_trip(
     keys: list[str], paths: list[str], soft: bool, purge_id: str, sender: str
 ) -> None:
     plan = PurgePlan.of(keys, paths, soft=soft)
-    received = _parse(envelope(plan, sender, purge_id, REPLY_PREFIX + sender))
+    received = parse_envelope(envelope(plan, sender, purge_id, REPLY_PREFIX + sender))
     assert (received.plan, received.sender, received.purge_id) == (plan, sender, purge_id)
     assert received.reply == REPLY_PREFIX + sender
-    old = _parse(envelope(plan, sender))  # no answer wanted: no id, no reply
+    old = parse_envelope(envelope(plan, sender))  # no answer wanted: no id, no reply
     assert (old.plan, old.purge_id, old.reply) == (plan, None, None)
 
 
@@ -141,7 +141,7 @@ def test_envelopes_round_trip(
 )
 def test_malformed_messages_are_refused(data: bytes) -> None:
     with pytest.raises(EdgeError, match="malformed purge message"):
-        _parse(data)
+        parse_envelope(data)
 
 
 # --- membership ------------------------------------------------------------------
@@ -496,3 +496,23 @@ async def test_an_edge_in_the_process_is_preferred_to_the_publisher() -> None:
     finally:
         deactivate(publisher)
     assert calls == ["publisher", "edge"]
+
+
+async def test_a_lost_reply_subscription_is_opened_again(
+    backend: Backend, clock: FakeClock
+) -> None:
+    nodes = [await start_node(backend, clock, name) for name in ("a", "b")]
+    publisher = PurgePublisher(backend.pubsub, backend.kv, clock=clock)
+    try:
+        assert (await publisher.purge(keys=["news"])).complete
+        subscription, listener = publisher.fanout._subscription, publisher.fanout._listener
+        assert subscription is not None and listener is not None
+        await subscription.close()  # as when the backend's connection drops
+        await until(listener.done)
+        async with asyncio.timeout(5):  # the fake clock never moves: no answers would hang
+            result = await publisher.purge(paths=["/sport"])
+        assert result == 2 and result.complete and publisher.fanout._listener is not listener
+    finally:
+        await publisher.stop()
+        for node in nodes:
+            await stop_node(node)
