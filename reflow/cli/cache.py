@@ -3,7 +3,8 @@
 The purge goes to the running platform's admin API (``POST
 /api/cache/purge``), which purges its edge (if it runs one) and fans the purge
 out to every other edge through the backend's PubSub, waiting for their
-answers; ``--dry-run`` only prints the plan. It prints the total, each edge's
+answers; with ``--backend URL`` the CLI publishes it on that backend itself,
+as a process with no edge; ``--dry-run`` only prints the plan. It prints the total, each edge's
 count, and the live edges that did not answer in time — and then exits with
 status 1, since those may still serve the old body.
 
@@ -28,6 +29,7 @@ from reflow.config import Settings
 
 if TYPE_CHECKING:
     from reflow.edge.fleet import EdgeMember
+    from reflow.edge.purge import PurgePlan
 
 __all__ = ["cache_app"]
 
@@ -47,6 +49,16 @@ def purge(
     admin: Annotated[
         str | None, typer.Option(help="Admin API URL (default http://HOST:ADMIN_PORT).")
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Purge through this backend's PubSub directly, without an admin API.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="With --backend: seconds to wait for the edges' answers.")
+    ] = 1.0,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; purge nothing.")] = False,
 ) -> None:
     """Purge by surrogate key and/or path; prints how many objects each edge purged."""
@@ -58,6 +70,15 @@ def purge(
         fail("nothing to purge: pass --key and/or --path")
     if dry_run:
         console.print(plan.describe())
+        return
+    if backend is not None:
+        if admin is not None:
+            fail("pass --admin or --backend, not both")
+        if timeout < 0:
+            fail("--timeout cannot be negative")
+        with run_guarded():
+            answer = asyncio.run(_purge_through(Settings.load(backend=backend), plan, timeout))
+        _report(plan.describe(), answer)
         return
     with run_guarded():
         settings = Settings.load()
@@ -76,6 +97,22 @@ def purge(
     except (urllib.error.URLError, OSError) as exc:
         fail(f"cannot reach the admin API at {url}: {exc}")
     _report(plan.describe(), answer)
+
+
+async def _purge_through(settings: Settings, plan: PurgePlan, timeout: float) -> dict[str, Any]:
+    """Publish ``plan`` to the fleet over the backend, as a process with no edge."""
+    from reflow.backends import open_backend
+    from reflow.edge.fleet import PurgePublisher
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    opened = await open_backend(settings.backend, data_dir=settings.data_dir)
+    publisher = PurgePublisher(opened.pubsub, opened.kv, timeout=timeout)
+    try:
+        result = await publisher.purge(plan.keys, plan.paths, soft=plan.soft)
+    finally:
+        await publisher.stop()
+        await opened.close()
+    return result.to_json()
 
 
 def _report(described: str, answer: dict[str, Any]) -> None:

@@ -101,7 +101,7 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
     backend = await open_backend(url, data_dir=tmp_path)
     member = EdgeMember("e1", app="site", host="127.0.0.1", port=8080, admin_port=8081)
     membership = Membership(backend.kv, member)
-    runner = CliRunner()
+    runner = CliRunner(env={"REFLOW_DATA_DIR": str(tmp_path)})
     try:
         result = await asyncio.to_thread(runner.invoke, cli, ["cache", "edges", "--backend", url])
         assert result.exit_code == 0 and "no live edges" in result.output
@@ -116,4 +116,37 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
         assert result.exit_code == 0 and "e1" in result.output and "8081" in result.output
     finally:
         await membership.stop()
+        await backend.close()
+
+
+async def test_reflow_cache_purge_through_the_backend_needs_no_admin_api(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    backend = await open_backend(url, data_dir=tmp_path)
+    await backend.blobs.put(
+        "pages/index.html", b"home", content_type="text/html", metadata={"surrogate-key": "home"}
+    )
+    edge = EdgeService(site_app(), backend, port=0)
+    await edge.start()
+    runner = CliRunner(env={"REFLOW_DATA_DIR": str(tmp_path)})
+    try:
+        await http(edge.port, "GET", "/index.html")
+        # The CLI opens its own connection: the purge crosses SQLite's polled PubSub.
+        result = await asyncio.to_thread(
+            runner.invoke, cli, ["cache", "purge", "--key", "home", "--backend", url]
+        )
+        assert result.exit_code == 0, result.output
+        assert "1 objects purged on 1 edge" in result.output and edge.id in result.output
+        _, head, _ = await http(edge.port, "GET", "/index.html")
+        assert "X-Cache: Miss" in head
+        await backend.kv.put(MEMBERS_PREFIX + "ghost", EdgeMember("ghost").to_json(), ttl=60)
+        result = await asyncio.to_thread(
+            runner.invoke,
+            cli,
+            ["cache", "purge", "--key", "home", "--backend", url, "--timeout", "0.2"],
+        )
+        assert result.exit_code == 1 and "ghost" in result.output
+        both = ["cache", "purge", "--key", "k", "--backend", url, "--admin", "http://x"]
+        assert (await asyncio.to_thread(runner.invoke, cli, both)).exit_code == 2
+    finally:
+        await edge.stop()
         await backend.close()
