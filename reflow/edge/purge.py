@@ -154,6 +154,10 @@ class PurgeResult(int):
         """``{"purged": n, "edges": {id: n}, "missing": [id]}`` (the admin API's shape)."""
         return {"purged": int(self), "edges": dict(self.edges), "missing": list(self.missing)}
 
+    def __reduce__(self) -> tuple[type[PurgeResult], tuple[dict[str, int], tuple[str, ...]]]:
+        # int's own reduction would rebuild it from the total alone, losing the edges.
+        return PurgeResult, (dict(self.edges), self.missing)
+
     def __repr__(self) -> str:
         return f"PurgeResult(purged={int(self)}, edges={dict(self.edges)}, missing={self.missing})"
 

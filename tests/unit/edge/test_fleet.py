@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import pickle
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +106,8 @@ def test_a_purge_result_is_the_total_and_names_edges_and_missing() -> None:
     assert result.to_json() == {"purged": 5, "edges": {"a": 2, "b": 3}, "missing": ["c", "z"]}
     assert json.dumps(result) == "5"  # where an int was expected, it is one
     assert PurgeResult().complete and PurgeResult() == 0
+    for copied in (copy.deepcopy(result), pickle.loads(pickle.dumps(result))):
+        assert isinstance(copied, PurgeResult) and copied.to_json() == result.to_json()
 
 
 @given(
