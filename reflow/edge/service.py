@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -198,7 +197,7 @@ class EdgeService:
         self.port = self.server.port
         # Joined only once it listens for purges and serves: a purge that
         # waits for this edge's answer gets one.
-        self._started_at = time.time()
+        self._started_at = self.clock.time()
         try:
             await self.membership.start()
         except BaseException:
