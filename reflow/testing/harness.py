@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from reflow.app import App
 from reflow.backends.memory import MemoryBlobs
 from reflow.backends.protocols import Blobs
-from reflow.edge.purge import PurgePlan
+from reflow.edge.purge import PurgePlan, PurgeResult
 from reflow.errors import FunctionNotFoundError, NotAvailableError
 from reflow.functions.context import Context
 
@@ -46,17 +46,17 @@ class RecordingCache:
 
     async def purge(
         self, keys: Sequence[str] = (), paths: Sequence[str] = (), *, soft: bool = False
-    ) -> int:
-        """Record the purge (after the edge's own validation); 0 objects purged."""
+    ) -> PurgeResult:
+        """Record the purge (after the edge's own validation); 0 objects, on no edge."""
         return self.purge_sync(keys, paths, soft=soft)
 
     def purge_sync(
         self, keys: Sequence[str] = (), paths: Sequence[str] = (), *, soft: bool = False
-    ) -> int:
+    ) -> PurgeResult:
         """:meth:`purge` for a synchronous handler."""
         # PurgePlan.of refuses what the real edge refuses (a path without '/').
         self.plans.append(PurgePlan.of(keys, paths, soft=soft))
-        return 0
+        return PurgeResult()  # an int, like the real client's, with .edges and .missing
 
 
 class _HarnessContext(Context):

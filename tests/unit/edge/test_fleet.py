@@ -39,6 +39,7 @@ from reflow.errors import EdgeError, HandlerError, PermissionDeniedError
 from reflow.functions import Runtime
 from reflow.functions.context import Context
 from reflow.testing import FakeClock
+from reflow.testing.harness import RecordingCache
 from tests.unit.edge.test_store import entry
 
 
@@ -520,3 +521,9 @@ async def test_a_lost_reply_subscription_is_opened_again(
         await publisher.stop()
         for node in nodes:
             await stop_node(node)
+
+
+def test_the_test_harness_recorder_answers_like_the_real_client() -> None:
+    result = RecordingCache().purge_sync(keys=["k"])
+    assert isinstance(result, PurgeResult) and result == 0
+    assert result.complete and dict(result.edges) == {}
