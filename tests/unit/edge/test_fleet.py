@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reflow.app import App, FunctionConfig
@@ -527,3 +527,53 @@ def test_the_test_harness_recorder_answers_like_the_real_client() -> None:
     result = RecordingCache().purge_sync(keys=["k"])
     assert isinstance(result, PurgeResult) and result == 0
     assert result.complete and dict(result.edges) == {}
+
+
+@settings(max_examples=40)
+@given(
+    holdings=st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=5),
+    silent=st.sets(st.integers(min_value=0, max_value=4), max_size=3),
+    via_publisher=st.booleans(),
+)
+def test_a_purge_hears_exactly_the_listening_edges_and_misses_exactly_the_silent(
+    holdings: list[int], silent: set[int], via_publisher: bool
+) -> None:
+    """Any fleet: answers from every listening edge, ``missing`` = the silent members."""
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        backend = memory_backend(clock)
+        nodes = []
+        for index, count in enumerate(holdings):
+            name = f"e{index}"
+            if index in silent and index > 0:  # registered, never listening
+                await backend.kv.put(MEMBERS_PREFIX + name, EdgeMember(name).to_json(), ttl=60)
+                continue
+            node = await start_node(backend, clock, name)
+            node.store.purge_keys(["news"])
+            for item in range(count):
+                node.store.put(entry(f"/n/{name}/{item}", tags=("news",)))
+            nodes.append(node)
+        publisher = PurgePublisher(backend.pubsub, backend.kv, clock=clock)
+        try:
+            purge = (
+                publisher.purge(keys=["news"])
+                if via_publisher
+                else nodes[0].purger.purge(PurgePlan.of(["news"]))
+            )
+            task = asyncio.ensure_future(purge)
+            expected_silent = sorted(f"e{i}" for i in silent if 0 < i < len(holdings))
+            if expected_silent:
+                await until(lambda: clock.sleepers > len(nodes))
+                clock.advance(1)
+            result = await task
+            assert result.missing == tuple(expected_silent)
+            assert dict(result.edges) == {n.id: holdings[int(n.id[1:])] for n in nodes}
+            assert result == sum(holdings[int(n.id[1:])] for n in nodes)
+        finally:
+            await publisher.stop()
+            for node in nodes:
+                await stop_node(node)
+            await backend.close()
+
+    asyncio.run(scenario())
