@@ -161,7 +161,8 @@ def edges(
         console.print("no live edges")
         return
     table = Table(box=box.SIMPLE)
-    for column in ("edge", "app", "host", "pid", "port", "admin", "up"):
+    table.add_column("edge", overflow="fold")  # whole, so it can be matched to `missing`
+    for column in ("app", "host", "pid", "port", "admin", "up"):
         table.add_column(column)
     now = time.time()
     for member in members:
