@@ -148,7 +148,7 @@ class DurableRunner:
             while runnable(record, self.clock.time()):
                 prepared = self._pure(record)
                 if prepared is not None:
-                    saves.add(prepared)
+                    saves.add(prepared, record)
                     if record.status == RUNNING:
                         await saves.pace()  # turns the event loop once
                     continue
@@ -193,7 +193,9 @@ class DurableRunner:
         if not self._conclude(record, state, action, history):
             raise AssertionError(f"a {state.type} state asked for {action!r}")
         record.seq += 1
-        return self.store.prepare(record, events_of(history))
+        # Unencoded: run() hands the record to its SaveQueue, which encodes only the
+        # newest of the transitions one write covers.
+        return self.store.prepare(record, events_of(history), encode=False)
 
     def _conclude(
         self, record: ExecutionRecord, state: State, action: core.Action, history: History

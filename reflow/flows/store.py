@@ -304,11 +304,16 @@ class ExecutionStore:
         events: Sequence[Any],
         timers: Sequence[str] = (),
         tokens: Sequence[str] = (),
+        *,
+        encode: bool = True,
     ) -> PreparedSave:
         """Encode ``record`` with this transition's events, timers and tokens.
 
         ``events`` are as :meth:`History.stored` gives them (or event objects:
-        ``{"type", "timestamp", "details"}``).
+        ``{"type", "timestamp", "details"}``). With ``encode=False`` the record
+        itself is left unencoded (``value`` is empty): for a save that is merged
+        into a later one (see :mod:`reflow.flows.writebehind`), whose writer
+        encodes the record then.
 
         The record's history counters move on at once: :meth:`write` the
         result, or drop the record (a fenced transition is never retried from
@@ -337,9 +342,8 @@ class ExecutionStore:
             # dies before it enqueues the parent itself.
             due = record.stop_time if record.stop_time is not None else 0.0
             timers = (*timers, timer_key(due, record.parent, "child"))
-        return PreparedSave(
-            record.name, record.seq, record.to_json(), chunks, tuple(timers), tuple(tokens)
-        )
+        value = record.to_json() if encode else b""
+        return PreparedSave(record.name, record.seq, value, chunks, tuple(timers), tuple(tokens))
 
     async def write(self, prepared: PreparedSave, version: int) -> int:
         """Write a prepared save if the record is still at ``version`` (0: new), all

@@ -22,9 +22,10 @@ consistent prefix of the history.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
-from reflow.flows.store import ExecutionStore, PreparedSave
+from reflow.flows.store import ExecutionRecord, ExecutionStore, PreparedSave
 
 __all__ = ["AHEAD", "AHEAD_BYTES", "PersistHook", "SaveQueue"]
 
@@ -36,6 +37,7 @@ PersistHook = Callable[[str, str, int], None]
 # write carries (and what a crash makes the next worker redo) stays small.
 AHEAD = 256  # transitions
 AHEAD_BYTES = 1 << 20  # bytes of record and history chunks
+TURN_EVERY = 8  # transitions between turns of the event loop (see pace)
 
 
 class SaveQueue:
@@ -54,13 +56,23 @@ class SaveQueue:
         self._flight_name = ""
         self._flight_seqs: list[int] = []
         self._pending: PreparedSave | None = None
+        self._record: ExecutionRecord | None = None
         self._pending_seqs: list[int] = []
         self._pending_bytes = 0
+        self._turns = 0
 
-    def add(self, prepared: PreparedSave) -> None:
-        """Queue the next transition's save (prepared after every one queued before)."""
+    def add(self, prepared: PreparedSave, record: ExecutionRecord | None = None) -> None:
+        """Queue the next transition's save (prepared after every one queued before).
+
+        With ``record``, ``prepared`` may come without the record's bytes (see
+        :meth:`~reflow.flows.store.ExecutionStore.prepare`): the queue encodes
+        ``record`` when it writes, so only the newest of a merged run is encoded.
+        The caller then leaves ``record`` as it is until its next :meth:`add` or
+        :meth:`flush`.
+        """
         pending = self._pending
         self._pending = prepared if pending is None else pending.then(prepared)
+        self._record = record
         self._pending_seqs.append(prepared.seq)
         self._pending_bytes += len(prepared.value) + sum(len(c.value) for c in prepared.chunks)
 
@@ -81,8 +93,14 @@ class SaveQueue:
             await asyncio.wait((flight,))
             self._land()
             self._issue()
-        # One turn of the event loop: a write's result comes back through it (and a
-        # backend that never suspends must not let a long loop hold it forever).
+        # Every few transitions, one turn of the event loop: a write's result comes
+        # back through it (and a backend that never suspends must not let a long loop
+        # hold it forever). Not every one: a turn costs about as much as a fifth of
+        # a transition, and noticing a landed write a few transitions late costs
+        # nothing (the next write then carries a few transitions more).
+        self._turns += 1
+        if self._turns % TURN_EVERY:
+            return
         await asyncio.sleep(0)
         flight = self._flight
         if flight is not None and flight.done():
@@ -104,7 +122,7 @@ class SaveQueue:
         """Give up (the run failed or was cancelled): stop waiting for the write in
         flight, which lands or not like a write cut short by a crash."""
         flight, self._flight = self._flight, None
-        self._pending = None
+        self._pending, self._record = None, None
         if flight is None:
             return
         if flight.done():
@@ -117,8 +135,11 @@ class SaveQueue:
         pending = self._pending
         if pending is None:
             return
-        seqs = self._pending_seqs
+        seqs, record = self._pending_seqs, self._record
         self._pending, self._pending_seqs, self._pending_bytes = None, [], 0
+        self._record = None
+        if record is not None:
+            pending = dataclasses.replace(pending, value=record.to_json())
         hook = self.hook
         if hook is not None:
             for seq in seqs:
@@ -135,6 +156,7 @@ class SaveQueue:
             self.version = flight.result()
         except BaseException:
             self._pending, self._pending_seqs, self._pending_bytes = None, [], 0
+            self._record = None
             raise
         hook = self.hook
         if hook is not None:
