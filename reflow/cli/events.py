@@ -4,12 +4,15 @@
   bus and prints the ids once they are durable; ``reflow events tail`` shows
   the newest events of a bus (``--follow`` keeps watching);
   ``reflow events replay --from --to [--rule]`` delivers archived events
-  again, marked with a ``replay-name``.
+  again, marked with a ``replay-name``; ``reflow events retries [--rule]
+  [--bus]`` lists the deliveries parked until their next attempt.
 * ``reflow rules list`` shows the app's rules and schedules;
   ``reflow rules test PATTERN EVENT`` prints ``match`` or ``no match``
   (exit 0 / 1), or the pattern's validation error (exit 2).
 * ``reflow dlq list [--rule]`` and ``reflow dlq redrive [--rule] [--key]``
-  inspect and empty the rules' dead-letter queues.
+  inspect and empty the rules' dead-letter queues (kept until redriven);
+  ``reflow dlq list --function NAME`` lists a function's dead letters (kept
+  14 days, then dropped).
 
 EVENT arguments are JSON text or ``@file.json``: an EventBridge event
 (``detail-type``, ``detail``), a CloudEvent, or a PutEvents entry.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -174,6 +177,61 @@ def events_replay(
     console.print(f"replay [bold]{replay_name}[/]: {queued} deliveries queued")
 
 
+@events_app.command("retries")
+def events_retries(
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
+    bus: Annotated[
+        str | None, typer.Option("--bus", help="Only the rules on this bus (reads --app).")
+    ] = None,
+    app_target: AppOption = "app.py",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    backend: BackendOption = None,
+) -> None:
+    """Deliveries waiting out their back-off before the next attempt, soonest first."""
+    from reflow.events.delivery import rule_stream
+    from reflow.events.retries import parked
+
+    streams: set[str] | None = None
+    if bus is not None:
+        # The parked record names its rule, not its bus: the app says which rules are on it.
+        with run_guarded():
+            loaded = load_app(app_target)
+        names = {r.name for r in loaded.rules.values() if r.bus == bus}
+        if bus == "default":
+            names |= {f"schedule.{name}" for name in loaded.schedules}
+        streams = {rule_stream(name) for name in names}
+    if rule is not None:
+        streams = {rule_stream(rule)} if streams is None else streams & {rule_stream(rule)}
+
+    async def listing() -> list[dict[str, Any]]:
+        opened = await _open(backend)
+        try:
+            return [retry.to_json() for retry in await parked(opened.kv, streams=streams)]
+        finally:
+            await opened.close()
+
+    with run_guarded():
+        retries = asyncio.run(listing())
+    if as_json:
+        for retry in retries:
+            console.print(json.dumps(retry), soft_wrap=True, markup=False)
+        return
+    table = Table(box=box.SIMPLE)
+    for column in ("due", "rule", "event id", "attempt", "last error"):
+        table.add_column(column, overflow="fold")
+    for retry in retries:
+        error = retry["error"]
+        table.add_row(
+            retry["due"],
+            retry["rule"] or retry["stream"],
+            retry["event_id"] or "",
+            str(retry["attempt"] or ""),
+            f"{error.get('type', '')}: {error.get('message', '')}" if error else "",
+        )
+    console.print(table)
+    console.print(f"{len(retries)} parked retr{'ies' if len(retries) != 1 else 'y'}")
+
+
 # --- rules --------------------------------------------------------------------
 
 
@@ -242,10 +300,19 @@ def rules_test(
 @dlq_app.command("list")
 def dlq_list(
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
+    function: Annotated[
+        str | None,
+        typer.Option("--function", help="A function's dead letters instead of the rules'."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     backend: BackendOption = None,
 ) -> None:
     """Dead letters: the event, the last error and the number of attempts."""
+    if function is not None:
+        if rule is not None:
+            fail("--rule and --function exclude each other")
+        _function_letters(function, as_json, backend)
+        return
 
     async def listing() -> list[dict[str, Any]]:
         opened = await _open(backend)
@@ -270,7 +337,49 @@ def dlq_list(
             letter["key"], letter["rule"], letter["event"]["id"], str(letter["attempts"]), error
         )
     console.print(table)
-    console.print(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
+    console.print(
+        f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} "
+        "(a rule's letters are kept until redriven)"
+    )
+
+
+def _function_letters(function: str, as_json: bool, backend: str | None) -> None:
+    """``reflow dlq list --function NAME``: the letters of ``functions.NAME.dlq``."""
+    from reflow.functions.invocations import DLQ_RETENTION, dead_letters
+
+    async def listing() -> list[dict[str, Any]]:
+        opened = await _open(backend)
+        try:
+            return await dead_letters(opened.log, function)
+        finally:
+            await opened.close()
+
+    with run_guarded():
+        letters = asyncio.run(listing())
+    if as_json:
+        for letter in letters:
+            console.print(json.dumps(letter), soft_wrap=True, markup=False)
+        return
+    table = Table(box=box.SIMPLE)
+    for column in ("request id", "failed", "attempts", "condition", "error"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        error = letter.get("error", {})
+        failed = datetime.fromtimestamp(float(letter.get("failed", 0.0)), UTC)
+        table.add_row(
+            str(letter.get("requestId", "")),
+            failed.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            str(letter.get("attempts", "")),
+            str(letter.get("condition", "")),
+            f"{error.get('errorType', '')}: {error.get('errorMessage', '')}",
+        )
+    console.print(table)
+    days = DLQ_RETENTION / 86400
+    console.print(
+        f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} of function "
+        f"{function}; letters are kept {days:g} days (the runtime's dlq_retention), "
+        "then dropped"
+    )
 
 
 @dlq_app.command("redrive")

@@ -27,21 +27,28 @@ wakes at once when its own process parks an earlier one, and looks again
 every ``look_every`` seconds of real time for records parked by other
 processes (one of which may have died). So an idle process costs one
 ``KV`` scan per ``look_every``, however many rules it runs.
+
+:meth:`ParkedRetries.list` reads what is parked, in due order, without
+claiming anything (``reflow events retries``, ``GET /api/events/retries``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from reflow.backends.protocols import KV, Item, Log
 from reflow.clock import Clock
 from reflow.errors import VersionConflictError
 
-__all__ = ["RETRY_PREFIX", "ParkedRetries"]
+__all__ = ["RETRY_PREFIX", "ParkedRetries", "ParkedRetry"]
 
 _log = logging.getLogger("reflow.events")
 
@@ -51,6 +58,61 @@ SCAN_BATCH = 64
 RETRY_PREFIX = "events.retry/"
 # The rest of a parked key after the prefix: due time, a random part, stream.
 _TAIL = re.compile(r"(\d{15})-[0-9a-f]{32}/(.+)")
+
+
+@dataclass(frozen=True)
+class ParkedRetry:
+    """One parked retry as listed: where it goes back to, when, and what it carries.
+
+    ``record`` is the parked delivery record (``rule``, ``event``,
+    ``attempt``, ``error``, ...), or ``None`` if it is not JSON (a record
+    another stream parked).
+    """
+
+    key: str
+    stream: str
+    due: float  # epoch seconds
+    claimed_until: float  # 0: nobody is moving it
+    record: dict[str, Any] | None
+
+    @property
+    def rule(self) -> str | None:
+        """The rule the retry belongs to, if the record names one."""
+        rule = (self.record or {}).get("rule")
+        return str(rule) if rule is not None else None
+
+    @property
+    def event_id(self) -> str | None:
+        """The id of the event being retried."""
+        event = (self.record or {}).get("event")
+        return str(event["id"]) if isinstance(event, dict) and "id" in event else None
+
+    @property
+    def attempt(self) -> int | None:
+        """The number of the attempt it will be."""
+        attempt = (self.record or {}).get("attempt")
+        return int(attempt) if attempt is not None else None
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The failure of the previous attempt (``type``, ``message``), if kept."""
+        error = (self.record or {}).get("error")
+        return error if isinstance(error, dict) else None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (for the CLI and the admin API)."""
+        due = datetime.fromtimestamp(self.due, UTC).isoformat(timespec="milliseconds")
+        return {
+            "key": self.key,
+            "stream": self.stream,
+            "rule": self.rule,
+            "event_id": self.event_id,
+            "attempt": self.attempt,
+            "due": due.replace("+00:00", "Z"),
+            "due_at": self.due,
+            "claimed_until": self.claimed_until or None,
+            "error": self.error,
+        }
 
 
 class ParkedRetries:
@@ -85,6 +147,12 @@ class ParkedRetries:
         if self._nudge is not None:
             self._nudge.set()  # it may be due before what the waker sleeps towards
         return key
+
+    async def list(
+        self, *, streams: set[str] | None = None, limit: int | None = None
+    ) -> list[ParkedRetry]:
+        """What is parked, soonest due first; only for ``streams`` if given."""
+        return await parked(self.kv, streams=streams, limit=limit)
 
     async def run(self) -> None:
         """The waker: move records back to the stream as they fall due, forever."""
@@ -154,6 +222,46 @@ class ParkedRetries:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def parked(
+    kv: KV, *, streams: set[str] | None = None, limit: int | None = None
+) -> list[ParkedRetry]:
+    """The retries parked in ``kv``, soonest due first (see :meth:`ParkedRetries.list`)."""
+    found: list[ParkedRetry] = []
+    after: str | None = None
+    while limit is None or len(found) < limit:
+        items = await kv.scan(RETRY_PREFIX, start_after=after, limit=SCAN_BATCH)
+        for item in items:
+            retry = _listed(item)
+            if retry is not None and (streams is None or retry.stream in streams):
+                found.append(retry)
+        if len(items) < SCAN_BATCH:
+            break
+        after = items[-1].key
+    return found if limit is None else found[:limit]
+
+
+def _listed(item: Item) -> ParkedRetry | None:
+    tail = _TAIL.fullmatch(item.key, len(RETRY_PREFIX))
+    if tail is None:
+        return None
+    header, _, data = item.value.partition(b"\n")
+    try:
+        claimed_until = float(header)
+    except ValueError:
+        claimed_until = 0.0
+    try:
+        record = json.loads(data)
+    except ValueError:
+        record = None
+    return ParkedRetry(
+        key=item.key,
+        stream=tail.group(2),
+        due=int(tail.group(1)) / 1000,
+        claimed_until=claimed_until,
+        record=record if isinstance(record, dict) else None,
+    )
 
 
 async def _wait_for(event: asyncio.Event) -> None:

@@ -10,9 +10,12 @@ the bus. Any number of processes may run it over the same backend: they
 share each stream's consumer group, so every event is dispatched and
 delivered by one of them at a time, and each schedule fires once per period.
 
-It also installs ``context.events`` for handlers (an :class:`EventsClient`),
+It also delivers the records of functions' ``bus:`` and ``flow:``
+destinations (a :class:`~reflow.events.destinations.DestinationReader`), and
+installs ``context.events`` for handlers (an :class:`EventsClient`),
 ``app.events`` for scripts (an :class:`AppEvents`) and the admin API's events
-routes.
+routes (``POST /api/events``, ``GET /api/dlq``, ``POST /api/dlq/redrive``,
+``GET /api/events/retries``).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from reflow.app import App, RuleConfig
 from reflow.clock import Clock
 from reflow.errors import ExecutionAlreadyExistsError, NotAvailableError, RegistrationError
 from reflow.events.bus import EventBus
-from reflow.events.delivery import RetryPolicy, Rule
+from reflow.events.delivery import RetryPolicy, Rule, rule_stream
+from reflow.events.destinations import DestinationReader
 from reflow.events.model import Event
 from reflow.events.scheduler import ScheduledRule, Scheduler, schedule_pattern
 from reflow.events.targets import BusTarget, FlowTarget, FunctionTarget, Target, WebhookTarget
 from reflow.events.transform import rule_input
+from reflow.functions.invocations import app_destinations
 
 if TYPE_CHECKING:
     from reflow.admin import AdminRequest, AdminResponse, AdminServer
@@ -45,6 +50,7 @@ __all__ = [
     "FlowsLookup",
     "build_bus",
     "flow_starter",
+    "retry_streams",
     "schedule_rule_name",
 ]
 
@@ -138,6 +144,17 @@ def build_bus(
             )
         )
     return bus
+
+
+def retry_streams(bus: EventBus, rule: str | None, on_bus: str | None) -> set[str] | None:
+    """The delivery streams whose parked retries to list: ``rule``'s, those of the
+    rules on bus ``on_bus``, both (their intersection), or every one (None)."""
+    streams: set[str] | None = None
+    if on_bus is not None:
+        streams = {rule_stream(name) for name, r in bus.rules.items() if r.bus == on_bus}
+    if rule is not None:
+        streams = {rule_stream(rule)} if streams is None else streams & {rule_stream(rule)}
+    return streams
 
 
 class EventsClient:
@@ -265,15 +282,24 @@ class EventsService:
             clock=self.clock,
             namespace=app.name,
         )
+        self.destinations = DestinationReader(
+            backend,
+            app_destinations(app.functions).values(),
+            bus=self.bus,
+            start_flow=flow_starter(flows) if flows is not None else None,
+            clock=self.clock,
+        )
         self.admin = admin
 
     async def start(self) -> None:
-        """Start the runtime (if ours), the bus, the scheduler; install ``context.events``."""
+        """Start the runtime (if ours), the bus, the destination reader, the scheduler;
+        install ``context.events``."""
         from reflow.functions.context import register_client
 
         if self._owns_runtime:
             await self.runtime.start()
         await self.bus.start()
+        await self.destinations.start()
         await self.scheduler.start()
         _active.append(self)
         register_client("events", _client_for)
@@ -281,8 +307,9 @@ class EventsService:
             self._mount(self.admin)
 
     async def stop(self) -> None:
-        """Stop the scheduler, the bus and the runtime (if ours)."""
+        """Stop the scheduler, the destination reader, the bus and the runtime (if ours)."""
         await self.scheduler.stop()
+        await self.destinations.stop()
         await self.bus.stop()
         if self in _active:
             _active.remove(self)
@@ -312,6 +339,13 @@ class EventsService:
             ids = await self.bus.dead_letters.redrive(body.get("rule"), keys=body.get("keys"))
             return AdminResponse(200, {"redriven": ids})
 
+        async def retries(request: AdminRequest) -> AdminResponse:
+            rule = request.query.get("rule", [""])[0] or None
+            bus = request.query.get("bus", [""])[0] or None
+            parked = await self.bus.retries.list(streams=retry_streams(self.bus, rule, bus))
+            return AdminResponse(200, {"retries": [retry.to_json() for retry in parked]})
+
         admin.route("POST", "/api/events", put)
+        admin.route("GET", "/api/events/retries", retries)
         admin.route("GET", "/api/dlq", dlq_list)
         admin.route("POST", "/api/dlq/redrive", dlq_redrive)

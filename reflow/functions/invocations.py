@@ -23,12 +23,16 @@ Acknowledged entries stay in the stream: about once a minute a reader trims
 every function's stream up to what is provably acknowledged, ``keep_acked``
 seconds older still (see :mod:`reflow.backends.retention`); a pending entry
 (running, or waiting out its back-off) or an unread one is never dropped.
+Dead letters are kept ``dlq_retention`` seconds (14 days, SQS's maximum
+message retention, by default) and dropped by age at the same time: nothing
+acknowledges a dead letter, so age is the only bound.
 
 A redelivery (an entry whose lease expired because its consumer died) counts
 as an attempt too, so a poison event that kills its runtime still ends in the
 dead-letter queue. Destinations are ``"function:NAME"`` (or a bare function
-name), ``"flow:NAME"`` and ``"bus:NAME"``; flows and the bus consume their
-records from ``functions.destinations.<kind>.<name>`` streams when they land.
+name), ``"flow:NAME"`` and ``"bus:NAME"``; the events service consumes the
+flow and bus records from ``functions.destinations.<kind>.<name>`` streams
+(:mod:`reflow.events.destinations`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +66,9 @@ if TYPE_CHECKING:
 __all__ = [
     "GROUP",
     "AsyncInvocations",
+    "DLQ_RETENTION",
     "Destination",
+    "app_destinations",
     "backoff",
     "dead_letters",
     "dlq_stream",
@@ -75,6 +82,9 @@ _log = logging.getLogger("reflow.functions")
 GROUP = "functions"
 CONCURRENCY = 4  # executions per function and consumer, when reserved does not say
 MAX_HELD = 256  # entries one consumer holds per function (waiting or running)
+# How long a dead letter is kept: SQS's longest message retention (its
+# default, 4 days, is short for letters someone has to look at first).
+DLQ_RETENTION = 14 * 24 * 3600.0
 
 
 def events_stream(function: str) -> str:
@@ -119,6 +129,21 @@ def parse_destination(text: str, functions: set[str], owner: str) -> Destination
     return Destination(kind, name)
 
 
+def app_destinations(functions: Mapping[str, Any]) -> dict[tuple[str, str], Destination]:
+    """Each function's destinations by ``(function, "success" | "failure")``.
+
+    ``functions`` maps names to their configs (``App.functions``), whose
+    ``on_success`` / ``on_failure`` texts are parsed (and checked) here.
+    """
+    names = set(functions)
+    found: dict[tuple[str, str], Destination] = {}
+    for name, config in functions.items():
+        for condition, text in (("success", config.on_success), ("failure", config.on_failure)):
+            if text:
+                found[name, condition] = parse_destination(text, names, name)
+    return found
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -159,18 +184,16 @@ class AsyncInvocations:
         *,
         keep_acked: float = 600.0,
         trim_every: float = 60.0,
+        dlq_retention: float = DLQ_RETENTION,
     ) -> None:
         self.runtime = runtime
         self.log = log
         self.clock = clock
         self.trimmer = AckedTrimmer(log, clock, keep=keep_acked, every=trim_every)
+        self.dlq_retention = dlq_retention
+        self.dlq_trimmed = 0  # dead letters dropped for age so far
         self.consumer = f"runtime-{uuid.uuid4().hex[:12]}"
-        functions = set(runtime.app.functions)
-        self.destinations: dict[tuple[str, str], Destination] = {}
-        for name, config in runtime.app.functions.items():
-            for condition, text in (("success", config.on_success), ("failure", config.on_failure)):
-                if text:
-                    self.destinations[name, condition] = parse_destination(text, functions, name)
+        self.destinations = app_destinations(runtime.app.functions)
         self._readers: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
 
@@ -302,13 +325,19 @@ class AsyncInvocations:
 
     async def trim(self) -> int:
         """Drop acknowledged entries of every function's stream ``keep_acked`` s older
-        than any still needed; return how many."""
+        than any still needed, and dead letters older than ``dlq_retention``;
+        return how many entries were dropped."""
         dropped = 0
         for function in self.runtime.app.functions:
             try:
                 dropped += await self.trimmer.trim(events_stream(function), [GROUP])
+                # Every runtime may trim the DLQ: by age, two trims agree.
+                letters = await self.log.trim(dlq_stream(function), max_age=self.dlq_retention)
             except Exception:  # a backend hiccup: the next trim catches up
                 _log.exception("trimming the event invocations of %s failed", function)
+                continue
+            self.dlq_trimmed += letters
+            dropped += letters
         return dropped
 
     async def _succeeded(
@@ -378,5 +407,5 @@ class AsyncInvocations:
 
 
 async def dead_letters(log: Log, function: str) -> list[dict[str, Any]]:
-    """Every dead letter of ``function``, oldest first."""
+    """Every dead letter of ``function`` still kept (see ``DLQ_RETENTION``), oldest first."""
     return [json.loads(entry.data) for entry in await log.range(dlq_stream(function))]

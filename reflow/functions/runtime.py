@@ -35,7 +35,7 @@ from reflow.backends import Backend
 from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.errors import FunctionNotFoundError, RegistrationError
 from reflow.functions.context import Authorizer, allow_all
-from reflow.functions.invocations import AsyncInvocations
+from reflow.functions.invocations import DLQ_RETENTION, AsyncInvocations
 from reflow.functions.metrics import FunctionMetrics
 from reflow.functions.pools import InlinePool, Pool, ProcessPool
 from reflow.functions.sandbox import Zygote
@@ -101,8 +101,10 @@ class Runtime:
         keep_alive: float = 600.0,
         spawn: bool = False,
         serve: bool = True,
+        dlq_retention: float = DLQ_RETENTION,
     ) -> None:
         self.app = app
+        self.dlq_retention = dlq_retention  # seconds a dead letter is kept
         # serve=False: a one-off runtime (``reflow invoke``) that neither
         # consumes the async queue nor publishes metrics over a server's.
         self.serve = serve
@@ -171,7 +173,9 @@ class Runtime:
         if any(isinstance(p, ProcessPool) for p in self.pools.values()):
             self._janitor = asyncio.create_task(self._retire_idle_workers())
         if self.backend is not None and self.serve:
-            self.invocations = AsyncInvocations(self, self.backend.log, self.clock)
+            self.invocations = AsyncInvocations(
+                self, self.backend.log, self.clock, dlq_retention=self.dlq_retention
+            )
             await self.invocations.start()
             self._publisher = asyncio.create_task(self._publish_metrics_every(METRICS_EVERY))
 

@@ -1,0 +1,64 @@
+"""A function's ``bus:`` destination, end to end: its outcome reaches a rule on that bus.
+
+An event invocation of ``render`` (``on_success="bus:results"``,
+``on_failure="bus:results"``) leaves Lambda's destination record in
+``functions.destinations.bus.results``; the events service's destination
+reader puts it on bus ``results`` as Lambda's EventBridge event, where a rule
+matching ``source: lambda`` hands it to ``audit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reflow import App
+from reflow.backends import memory_backend
+from reflow.events.service import EventsService
+from reflow.functions import Runtime
+from tests.functional.events.helpers import eventually
+
+seen: list[dict[str, Any]] = []
+
+
+def build_app() -> App:
+    app = App("outcomes")
+
+    @app.function(retries=0, on_success="bus:results", on_failure="bus:results")
+    async def render(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("fail"):
+            raise ValueError("bad page")
+        return {"rendered": event["id"]}
+
+    @app.on({"source": ["lambda"]}, name="audit", bus="results")
+    async def audit(event: dict[str, Any], context: Any) -> None:
+        seen.append(event)
+
+    return app
+
+
+async def test_outcomes_reach_a_rule_on_the_destination_bus() -> None:
+    seen.clear()
+    app = build_app().freeze()
+    backend = memory_backend()
+    runtime = Runtime(app, backend=backend)
+    events = EventsService(app, backend, runtime=runtime)
+    await runtime.start()
+    await events.start()
+    try:
+        ok = await runtime.invoke_async("render", {"id": 7})
+        failed = await runtime.invoke_async("render", {"id": 8, "fail": True})
+        await eventually(lambda: len(seen) == 2)
+    finally:
+        await events.stop()
+        await runtime.stop()
+        await backend.close()
+    by_id = {event["id"]: event for event in seen}
+    assert set(by_id) == {ok, failed}
+    success, failure = by_id[ok], by_id[failed]
+    assert success["source"] == "lambda"
+    assert success["detail-type"] == "Lambda Function Invocation Result - Success"
+    assert success["detail"]["responsePayload"] == {"rendered": 7}
+    assert success["resources"] == [success["detail"]["requestContext"]["functionArn"]]
+    assert failure["detail-type"] == "Lambda Function Invocation Result - Failure"
+    assert failure["detail"]["requestContext"]["condition"] == "RetriesExhausted"
+    assert failure["detail"]["responsePayload"]["errorType"] == "ValueError"
