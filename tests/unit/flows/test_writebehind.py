@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reflow.backends import memory_backend
+from reflow.backends import memory_backend, open_backend
 from reflow.backends.memory import MemoryKV
 from reflow.backends.protocols import Operation
 from reflow.flows import run
@@ -244,3 +245,34 @@ async def test_a_choice_loop_over_slow_writes_merges_them_and_ends_as_in_memory(
     assert kv.writes - writes_before < transitions // 2
     assert sum(map(len, writes_of(phases))) == transitions
     await backend.close()
+
+
+async def test_a_runaway_choice_loop_on_sqlite_is_saved_as_it_goes_and_times_out(
+    tmp_path: Path,
+) -> None:
+    backend = await open_backend(f"sqlite:///{tmp_path / 'flows.db'}", data_dir=tmp_path)
+    seen: list[int] = []
+    service = FlowService(
+        backend,
+        {"loop": counter(10**9, TimeoutSeconds=1)},
+        on_persist=lambda phase, name, seq: seen.append(seq) if phase == "after" else None,
+    )
+    try:
+        await service.start_execution("loop", {}, name="runaway")
+        running = asyncio.ensure_future(service.run_execution("runaway"))
+        await asyncio.sleep(0.5)
+        # Halfway: what a reader sees is durable, and moving on (saved as it goes).
+        first = await service.describe("runaway")
+        await asyncio.sleep(0.1)
+        second = await service.describe("runaway")
+        assert first["status"] == second["status"] == "RUNNING"
+        assert 0 < first["transitions"] < second["transitions"] <= max(seen)
+        await asyncio.wait_for(running, 10)
+        described = await service.describe("runaway")
+        assert (described["status"], described["error"]) == ("TIMED_OUT", "States.Timeout")
+        history = await service.history("runaway")
+        assert history[-1]["type"] == "ExecutionTimedOut"
+        assert [event["id"] for event in history] == list(range(1, len(history) + 1))
+        assert described["transitions"] == max(seen)
+    finally:
+        await backend.close()
