@@ -35,6 +35,7 @@ from reflow.edge.cache import (
 )
 from reflow.edge.http import (
     HOP_BY_HOP,
+    Headers,
     Request,
     build_head,
     build_tail,
@@ -167,16 +168,35 @@ class Edge:
             return None
         if request.query and route.behaviour.policy.query_strings:
             return None
-        entry = self.store.get(request.path, request.headers)
+        return self.hit(request.path, request.headers, request.method == "HEAD")
+
+    def plain(self, method: str, path: str, query: str, special: bool) -> bool:
+        """Whether :meth:`fast` would answer such a request with :meth:`hit` alone.
+
+        A pure function of the request and the edge's behaviours and hooks, which
+        never change: the server remembers it per request it has memoised.
+        """
+        route = self.route(path)
+        return (
+            route.plain
+            and not special
+            and (method == "GET" or method == "HEAD")
+            and not (query and route.behaviour.policy.query_strings)
+        )
+
+    def hit(self, path: str, headers: Headers, head: bool) -> bytes | None:
+        """A fresh hit's bytes for a :meth:`plain` request to ``path``, or None."""
+        entry = self.store.get(path, headers)
         if entry is None:
             return None
         now = self.clock.time()
         if now >= entry.fresh_until:
             return None
-        self.metrics.hits += 1
-        coding = choose_coding(request.headers) if entry.compressible else None
-        data = entry.response(now, request.method == "HEAD", coding=coding)
-        self.metrics.bytes_out += len(data)
+        metrics = self.metrics
+        metrics.hits += 1
+        coding = choose_coding(headers) if entry.compressible else None
+        data = entry.response(now, head, coding=coding)
+        metrics.bytes_out += len(data)
         return data
 
     def _fast_hooked(self, request: Request, route: _Route) -> bytes | None:

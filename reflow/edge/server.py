@@ -56,8 +56,10 @@ _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"O
 # The parse memo (see EdgeServer.memo): requests remembered, and the longest remembered.
 MEMO_SIZE = 512
 MEMO_BYTES = 4096
-# What the memo keeps per request: method, path, query, headers, special.
+# A parsed request: method, path, query, headers, special (see on_message_complete).
 Parsed = tuple[str, str, str, tuple[tuple[str, str], ...], bool]
+# What the memo keeps: a Parsed and, if Edge.hit alone can answer it, whether it is HEAD.
+Memo = tuple[str, str, str, tuple[tuple[str, str], ...], bool, bool | None]
 
 
 class EdgeProtocol(asyncio.Protocol):
@@ -134,12 +136,18 @@ class EdgeProtocol(asyncio.Protocol):
         self.last_seen = now
         boundary = self.boundary
         if boundary:
-            parsed = self.server.memo.get(data)
-            if parsed is not None:
+            remembered = self.server.memo.get(data)
+            if remembered is not None:
                 # Exactly these bytes, from this parser state, were parsed before into
                 # exactly one complete, bodiless, kept-alive request: parsing them again
                 # would give the same request and leave the parser where it is now.
-                method, path, query, headers, special = parsed
+                method, path, query, headers, special, head = remembered
+                if head is not None and not self.busy and not self.write_paused:
+                    # Edge.plain said only the path, headers and HEAD-ness matter.
+                    answer = self.edge.hit(path, headers, head)
+                    if answer is not None:
+                        self.transport.write(answer)  # type: ignore[union-attr]
+                        return
                 request = Request(method, path, query, list(headers), b"", True, self.client_ip)
                 self._dispatch(request, special)
                 return
@@ -173,7 +181,9 @@ class EdgeProtocol(asyncio.Protocol):
                 # Oldest first, not least recently used: a hit costs no bookkeeping, and a
                 # client sending endless distinct requests only costs the hot ones a parse.
                 memo.popitem(last=False)
-            memo[data] = self.parsed
+            method, path, query, headers, special = self.parsed
+            head = method == "HEAD" if self.edge.plain(method, path, query, special) else None
+            memo[data] = (method, path, query, headers, special, head)
         if self.in_head:
             # httptools holds a header's pieces until the header ends, so an endless
             # header would grow without bound: count the bytes of a head that spans
@@ -402,7 +412,7 @@ class EdgeServer:
         # The parse memo: the exact bytes of a whole request the parser accepted (one
         # bodiless, kept-alive request, read in one piece at a message boundary) to
         # what it parsed to. Clients send the same bytes request after request.
-        self.memo: OrderedDict[bytes, Parsed] = OrderedDict()
+        self.memo: OrderedDict[bytes, Memo] = OrderedDict()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
