@@ -71,10 +71,15 @@ class SaveQueue:
         :meth:`flush`.
         """
         pending = self._pending
-        self._pending = prepared if pending is None else pending.then(prepared)
+        if pending is None or not (pending.chunks or pending.timers or pending.tokens):
+            self._pending = prepared  # the earlier one carries nothing the later lacks
+        else:
+            self._pending = pending.then(prepared)
         self._record = record
         self._pending_seqs.append(prepared.seq)
-        self._pending_bytes += len(prepared.value) + sum(len(c.value) for c in prepared.chunks)
+        self._pending_bytes += len(prepared.value)
+        if prepared.chunks:
+            self._pending_bytes += sum(len(chunk.value) for chunk in prepared.chunks)
 
     async def pace(self) -> None:
         """Let the queue move: issue what waits if nothing is in flight, and give the
