@@ -276,3 +276,51 @@ async def test_a_runaway_choice_loop_on_sqlite_is_saved_as_it_goes_and_times_out
         assert described["transitions"] == max(seen)
     finally:
         await backend.close()
+
+
+async def test_a_task_is_called_only_once_the_pure_transitions_before_it_are_durable() -> None:
+    backend = memory_backend()
+    kv = GatedKV()
+    backend.kv = kv
+    states: dict[str, Any] = {
+        f"P{index}": {
+            "Type": "Pass",
+            "Result": index,
+            "ResultPath": "$.last",
+            "Next": f"P{index + 1}",
+        }
+        for index in range(20)
+    }
+    states["P20"] = {"Type": "Task", "Resource": "look", "Next": "P21"}
+    states["P21"] = {"Type": "Pass", "End": True}
+    seen: list[tuple[str, int, Any]] = []
+    store = ExecutionStore(kv)
+
+    async def look(event: Any, context: Any) -> Any:
+        loaded = await store.load("t1")
+        assert loaded is not None
+        seen.append((loaded[0].state, loaded[0].seq, loaded[0].state_input))
+        return event
+
+    service = FlowService(
+        backend, {"chain": {"StartAt": "P0", "States": states}}, functions={"look": look}
+    )
+    await service.start_execution("chain", {}, name="t1")
+
+    async def slow_writes() -> None:
+        while True:
+            kv.gate.clear()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            kv.gate.set()
+            await asyncio.sleep(0)
+
+    pacing = asyncio.ensure_future(slow_writes())
+    try:
+        await service.run_execution("t1")
+    finally:
+        pacing.cancel()
+    # What the task saw stored: its own state entered afresh, with the input it got.
+    assert seen == [("P20", 20, {"last": 19})]
+    described = await service.describe("t1")
+    assert (described["status"], described["transitions"]) == ("SUCCEEDED", 22)
