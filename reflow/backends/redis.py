@@ -79,7 +79,19 @@ class RedisSubscription:
                 waiting -= 1
             else:
                 self._enqueue(raw)
+        # redis-py reconnects a lost pub/sub connection and subscribes again on its
+        # own, so what was published in between vanishes without a trace. A
+        # subscriber must learn that it may have missed messages: a reconnection
+        # ends this subscription instead (the subscriber subscribes again).
+        connection: Any = self._connection.connection  # set by subscribe (typed as None)
+        connection.register_connect_callback(self._reconnected)
         self._pump = asyncio.create_task(self._run_pump(), name="reflow-redis-pubsub")
+
+    def _reconnected(self, _connection: object) -> None:
+        if self._released:
+            return  # the connection went back to the pool: no longer ours
+        # Not a ConnectionError: redis-py would retry that, reconnecting again.
+        raise RedisError("the pub/sub connection was lost; messages may have been missed")
 
     def _enqueue(self, raw: dict[str, Any]) -> None:
         if raw.get("type") == "message":
@@ -135,6 +147,9 @@ class RedisSubscription:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         self._queue.put_nowait(_CLOSED)
+        connection: Any = self._connection.connection
+        if connection is not None:  # the pool reuses it: our callback must not follow
+            connection.deregister_connect_callback(self._reconnected)
         await self._connection.aclose()
         self._owner.forget(self)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import uuid
 from functools import partial
@@ -50,6 +51,8 @@ PUBSUB_SCHEMA = (
 POLL_INTERVAL = 0.005
 KEEP_MESSAGES = 10_000
 _TRIM_EVERY = 256  # publishes between trims of the message table
+
+_log = logging.getLogger("reflow.backends")
 
 Row = tuple[int, str, bytes, str]
 
@@ -146,6 +149,17 @@ class SQLitePubSub:
         await self.stop()
 
     async def _poll(self) -> None:
+        try:
+            await self._poll_rows()
+        except Exception as exc:
+            # Left running without the poller, subscriptions would silently hear
+            # only this process. Ending them tells subscribers they may have missed
+            # messages; the next subscribe starts a new poller.
+            _log.warning("the PubSub poller failed, ending its subscriptions: %r", exc)
+            self._poller = None
+            await self.close()
+
+    async def _poll_rows(self) -> None:
         version: int | None = None
         while True:
             await asyncio.sleep(self._poll_interval)

@@ -6,15 +6,21 @@ one KV key, ``reflow.edge.members/<edge id>``, holding an
 (:data:`MEMBER_TTL`, 15 s) that it renews every :data:`MEMBER_REFRESH` (5 s)
 on its clock, and deletes when it stops. An edge that dies without stopping
 drops out when its key expires. :func:`live_edges` lists the keys still alive.
+A member also says whether its purge subscription is open (``listening``):
+while it is lost, the edge keeps renewing its key with ``listening`` false
+(:meth:`Membership.renew_soon` rewrites it at once when it changes).
 
 **Acknowledged purges.** :class:`FanOut` publishes a plan on the purge
 channel with an id and its own reply channel (``reflow.edge.purge.reply.
 <sender>``), after reading which edges are live. Every edge that applies the
 plan answers there with its id and count. ``publish`` returns when every
 edge live at publication has answered, or after ``timeout`` seconds on the
-clock, with the edges that had not answered in ``missing``. With no other
-live edge it publishes and returns at once. The reply subscription is opened
-on the first purge that waits and kept until :meth:`FanOut.close`.
+clock, with the edges that had not answered in ``missing``. A live edge that
+is not listening cannot hear the purge: it is not waited for and is named in
+``missing`` at once (when its subscription is back it marks its whole store
+stale). With no other listening edge it publishes and returns at once. The
+reply subscription is opened on the first purge that waits and kept until
+:meth:`FanOut.close` (opened again by the next purge if it was lost).
 
 :class:`PurgePublisher` is ``context.cache`` for a process that runs
 functions but no edge: it purges no store of its own, only publishes and
@@ -76,6 +82,9 @@ class EdgeMember:
     hostname: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started_at: float = 0.0
+    # Whether its purge subscription is open; an edge whose subscription is lost
+    # stays a member (it still serves) but cannot answer purges.
+    listening: bool = True
 
     def to_json(self) -> bytes:
         """The member as JSON bytes (its KV value)."""
@@ -86,6 +95,9 @@ class EdgeMember:
         """A member from :meth:`to_json`'s output; EdgeError when malformed."""
         try:
             raw = json.loads(data)
+            listening = raw.get("listening", True)  # absent: an edge from before the flag
+            if not isinstance(listening, bool):
+                raise TypeError(f"'listening' is {listening!r}, not a boolean")
             member = cls(
                 id=str(raw["id"]),
                 app=str(raw.get("app", "")),
@@ -95,6 +107,7 @@ class EdgeMember:
                 hostname=str(raw.get("hostname", "")),
                 pid=int(raw.get("pid", 0)),
                 started_at=float(raw.get("started_at", 0.0)),
+                listening=listening,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EdgeError(f"malformed edge member: {exc!r}") from None
@@ -139,9 +152,14 @@ class Membership:
         self.key = MEMBERS_PREFIX + self.id
         self.renewals = 0
         self._task: asyncio.Task[None] | None = None
+        self._soon: set[asyncio.Task[None]] = set()
+        # One write at a time, each describing the member when it is made: a renewal
+        # begun before a change cannot land after the write that announced it.
+        self._writing = asyncio.Lock()
 
     async def _put(self) -> None:
-        await self.kv.put(self.key, self._describe().to_json(), ttl=self.ttl)
+        async with self._writing:
+            await self.kv.put(self.key, self._describe().to_json(), ttl=self.ttl)
 
     async def start(self) -> None:
         """Register now (errors propagate), then renew in the background."""
@@ -151,20 +169,35 @@ class Membership:
     async def _renew(self) -> None:
         while True:
             await self.clock.sleep(self.refresh)
-            try:
-                await self._put()
-                self.renewals += 1
-            except Exception as exc:
-                # A backend hiccup: try again next period; the TTL leaves two more.
-                _log.warning("edge %s could not renew its membership: %r", self.id, exc)
+            await self._renew_once()
+
+    async def _renew_once(self) -> None:
+        try:
+            await self._put()
+            self.renewals += 1
+        except Exception as exc:
+            # A backend hiccup: try again next period; the TTL leaves two more.
+            _log.warning("edge %s could not renew its membership: %r", self.id, exc)
+
+    def renew_soon(self) -> None:
+        """Rewrite the member now, in the background (its description changed).
+
+        A no-op before :meth:`start` and after :meth:`stop`; a failure is
+        logged, and the next periodic renewal writes it again.
+        """
+        if self._task is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._renew_once())
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
 
     async def stop(self) -> None:
         """Stop renewing and leave the fleet."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        for pending in [*([task] if task is not None else []), *self._soon]:
+            pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await pending
         try:
             await self.kv.delete(self.key)
         except Exception as exc:
@@ -208,11 +241,17 @@ class FanOut:
         self._opening = asyncio.Lock()
 
     async def publish(self, plan: PurgePlan, local: Mapping[str, int]) -> PurgeResult:
-        """Send ``plan`` to the fleet; the result adds the answers to ``local``'s counts."""
-        expected = frozenset(m.id for m in await live_edges(self.kv)) - set(local)
+        """Send ``plan`` to the fleet; the result adds the answers to ``local``'s counts.
+
+        Live edges that are not listening are missing from the start: waiting
+        for an answer they cannot give would only delay the sender.
+        """
+        others = [m for m in await live_edges(self.kv) if m.id not in local]
+        expected = frozenset(m.id for m in others if m.listening)
+        deaf = frozenset(m.id for m in others if not m.listening)
         if not expected:
             await self.pubsub.publish(self.channel, envelope(plan, self.sender))
-            return PurgeResult(local)
+            return PurgeResult(local, sorted(deaf))
         await self._open()
         purge_id = uuid.uuid4().hex
         waiter = _Waiter(expected)
@@ -224,7 +263,8 @@ class FanOut:
             await self._wait(waiter)
         finally:
             del self._waiters[purge_id]
-        return PurgeResult({**waiter.answers, **local}, sorted(expected - set(waiter.answers)))
+        missing = (expected | deaf) - set(waiter.answers)
+        return PurgeResult({**waiter.answers, **local}, sorted(missing))
 
     async def _wait(self, waiter: _Waiter) -> None:
         answered = asyncio.ensure_future(waiter.done.wait())
@@ -248,20 +288,27 @@ class FanOut:
 
     async def _listen(self) -> None:
         assert self._subscription is not None
-        async for message in self._subscription:
-            try:
-                purge_id, edge, count = _parse_reply(message.data)
-            except EdgeError as exc:
-                self.malformed += 1
-                _log.warning("skipped a purge answer: %s", exc)
-                continue
-            waiter = self._waiters.get(purge_id)
-            if waiter is None:
-                self.late += 1  # its purge already returned, counting this edge missing
-                continue
-            waiter.answers[edge] = count
-            if waiter.expected <= waiter.answers.keys():
-                waiter.done.set()
+        try:
+            async for message in self._subscription:
+                self._answer(message.data)
+        except Exception as exc:
+            # The connection failed: the next purge reopens the subscription.
+            _log.warning("the purge answer subscription failed: %r", exc)
+
+    def _answer(self, data: bytes) -> None:
+        try:
+            purge_id, edge, count = _parse_reply(data)
+        except EdgeError as exc:
+            self.malformed += 1
+            _log.warning("skipped a purge answer: %s", exc)
+            return
+        waiter = self._waiters.get(purge_id)
+        if waiter is None:
+            self.late += 1  # its purge already returned, counting this edge missing
+            return
+        waiter.answers[edge] = count
+        if waiter.expected <= waiter.answers.keys():
+            waiter.done.set()
 
     async def close(self) -> None:
         """Stop listening for answers."""

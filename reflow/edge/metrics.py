@@ -94,6 +94,9 @@ class Metrics:
         self.hook_errors = 0
         self.purges = 0
         self.purged_objects = 0
+        # Purge subscriptions reopened after a loss, and the objects each marked stale.
+        self.purge_feed_gaps = 0
+        self.purge_gap_objects = 0
         self.origin_latency = Histogram(ORIGIN_BUCKETS)
         # (hook, function) -> its time histogram; made once per hook, not per call.
         self.hook_latency: dict[tuple[str, str], Histogram] = {}
@@ -134,6 +137,8 @@ class Metrics:
             "hook_errors": self.hook_errors,
             "purges": self.purges,
             "purged_objects": self.purged_objects,
+            "purge_feed_gaps": self.purge_feed_gaps,
+            "purge_gap_objects": self.purge_gap_objects,
         }
 
 
@@ -149,6 +154,16 @@ _COUNTERS = (
     ("rejected", "reflow_edge_rejected_total", "Malformed requests and refused connections."),
     ("hook_errors", "reflow_edge_hook_errors_total", "Hook runs that failed (answered 502)."),
     ("purged_objects", "reflow_edge_purged_objects_total", "Objects purged by local purges."),
+    (
+        "purge_feed_gaps",
+        "reflow_edge_purge_feed_gaps_total",
+        "Purge subscriptions reopened after a loss (each marked the whole store stale).",
+    ),
+    (
+        "purge_gap_objects",
+        "reflow_edge_purge_gap_objects_total",
+        "Objects marked stale because the purge subscription had a gap.",
+    ),
 )
 
 

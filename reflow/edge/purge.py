@@ -17,6 +17,15 @@ edge that applies one with a ``reply`` channel answers there with
 ``{"id", "edge", "purged"}`` (see :mod:`reflow.edge.fleet`, which knows
 which edges are live and collects the answers). A message without ``id``
 and ``reply`` (an older edge's) is applied and not answered.
+
+PubSub is fire-and-forget, so a purge published while this edge's
+subscription is down never reaches it. The purger therefore keeps its
+subscription open for as long as it runs: when the subscription ends or
+fails it reopens it, backing off on the clock (:data:`RETRY_FIRST` doubling
+to :data:`RETRY_MAX`, with jitter), and once it is back it soft-purges the
+whole store — every object stored before it was restored may have missed a
+purge — before it reports itself listening again (``on_listening``; the
+service's fleet membership says so, see :mod:`reflow.edge.fleet`).
 """
 
 from __future__ import annotations
@@ -25,22 +34,27 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import PubSub, Subscription
+from reflow.clock import SYSTEM_CLOCK, Clock
 from reflow.edge.store import Store
 from reflow.errors import EdgeError
 
 if TYPE_CHECKING:
     from reflow.edge.fleet import FanOut
+    from reflow.edge.metrics import Metrics
 
 __all__ = [
     "PURGE_CHANNEL",
     "REPLY_PREFIX",
+    "RETRY_FIRST",
+    "RETRY_MAX",
     "PurgePlan",
     "PurgeResult",
     "Purger",
@@ -53,6 +67,10 @@ PURGE_CHANNEL = "reflow.edge.purge"
 # Answers go only to channels under this prefix: a forged message cannot make
 # every edge publish wherever it likes.
 REPLY_PREFIX = "reflow.edge.purge.reply."
+# Back-off between attempts to reopen a lost purge subscription (seconds): each
+# wait is drawn between half and all of the current delay, which doubles.
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
 
 _log = logging.getLogger("reflow.edge")
 
@@ -206,6 +224,13 @@ class Purger:
     With a ``fanout`` (:class:`reflow.edge.fleet.FanOut`) a purge also waits
     for the other live edges' answers; without one it publishes and returns
     this edge's count at once.
+
+    The listener reopens a lost subscription (see the module's docstring).
+    ``listening`` says whether it is subscribed now; ``on_listening`` is
+    called with the new value whenever that changes (after the whole-store
+    soft purge when it comes back); ``gaps`` and ``gap_marked`` count the
+    restored subscriptions and the objects they marked stale, also in
+    ``metrics`` when the service gives the edge's.
     """
 
     def __init__(
@@ -216,16 +241,30 @@ class Purger:
         channel: str = PURGE_CHANNEL,
         node: str | None = None,
         fanout: FanOut | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        retry_first: float = RETRY_FIRST,
+        retry_max: float = RETRY_MAX,
     ) -> None:
+        if not 0 < retry_first <= retry_max:
+            raise ValueError("the retry delays must be positive, the first no longer than the cap")
         self.store = store
         self.pubsub = pubsub
         self.channel = channel
         self.node = node or uuid.uuid4().hex
         self.fanout = fanout
+        self.clock = clock
+        self.retry_first = retry_first
+        self.retry_max = retry_max
         self.applied = 0  # plans applied here, local and relayed
         self.relayed = 0  # of which came from other edges over PubSub
         self.purged = 0
         self.malformed = 0  # channel messages skipped as unreadable
+        self.listening = False  # subscribed to the channel right now
+        self.gaps = 0  # subscriptions reopened after a loss
+        self.gap_marked = 0  # objects those reopenings marked stale
+        self.metrics: Metrics | None = None
+        self.on_listening: Callable[[bool], None] | None = None
+        self._random = random.Random()
         self._subscription: Subscription | None = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -245,40 +284,127 @@ class Purger:
         return count
 
     async def start(self) -> None:
-        """Subscribe to the purge channel (no-op without PubSub)."""
+        """Subscribe to the purge channel (no-op without PubSub); errors propagate."""
         if self.pubsub is None or self._listener is not None:
             return
         self._subscription = await self.pubsub.subscribe(self.channel)
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        self.listening = True
+        self._listener = asyncio.get_running_loop().create_task(
+            self._run(), name=f"reflow-edge-purges-{self.node[:8]}"
+        )
 
-    async def _listen(self) -> None:
-        assert self._subscription is not None
-        async for message in self._subscription:
+    async def _run(self) -> None:
+        delay = self.retry_first
+        while True:
+            opened = self.clock.monotonic()
+            cause = await self._listen()
+            self._set_listening(False)
+            await self._close_subscription()
+            if self.clock.monotonic() - opened >= self.retry_max:
+                delay = self.retry_first  # it held: a new outage, not the same one flapping
+            _log.warning(
+                "edge %s lost its purge subscription (%s); purges published until it is"
+                " back are missed here; reopening it",
+                self.node[:8],
+                cause,
+            )
+            lost = self.clock.monotonic()
+            attempts, delay = await self._reopen(delay)
+            # Every object stored until now may have missed a purge published in the gap.
+            marked = self.store.purge_all(soft=True)
+            self.gaps += 1
+            self.gap_marked += marked
+            if self.metrics is not None:
+                self.metrics.purge_feed_gaps += 1
+                self.metrics.purge_gap_objects += marked
+            _log.info(
+                "edge %s reopened its purge subscription after %.2f s (%d attempt%s);"
+                " marked %d stored object%s stale",
+                self.node[:8],
+                self.clock.monotonic() - lost,
+                attempts,
+                "" if attempts == 1 else "s",
+                marked,
+                "" if marked == 1 else "s",
+            )
+            self._set_listening(True)
+
+    async def _listen(self) -> str:
+        """Apply purges until the subscription ends; why it ended."""
+        subscription = self._subscription
+        assert subscription is not None
+        messages = aiter(subscription)
+        while True:
             try:
-                received = parse_envelope(message.data)
-            except EdgeError as exc:
-                # A malformed message must not stop the listener.
-                self.malformed += 1
-                _log.warning("edge %s skipped a purge message: %s", self.node[:8], exc)
+                message = await anext(messages)
+            except StopAsyncIteration:
+                return "the subscription ended"
+            except Exception as exc:  # the backend's connection failed
+                return f"{type(exc).__name__}: {exc}"
+            try:
+                await self._receive(message.data)
+            except Exception:  # a bug here must not stop purges from being heard
+                _log.exception("edge %s failed to apply a purge message", self.node[:8])
+
+    async def _reopen(self, delay: float) -> tuple[int, float]:
+        """Subscribe again, backing off; the attempts it took and the next delay."""
+        assert self.pubsub is not None
+        attempts = 0
+        while True:
+            # Jitter: edges that lost the same server do not all come back at once.
+            await self.clock.sleep(delay * (0.5 + 0.5 * self._random.random()))
+            delay = min(delay * 2, self.retry_max)
+            attempts += 1
+            try:
+                self._subscription = await self.pubsub.subscribe(self.channel)
+            except Exception as exc:
+                _log.debug("edge %s could not resubscribe: %r", self.node[:8], exc)
                 continue
-            if received.sender == self.node:
-                continue  # our own purge, applied before it was published
-            self.relayed += 1
-            count = self._apply(received.plan)
-            if received.reply is not None and self.pubsub is not None:
-                answer = {"id": received.purge_id, "edge": self.node, "purged": count}
-                try:
-                    await self.pubsub.publish(received.reply, json.dumps(answer).encode())
-                except Exception as exc:  # the backend failed; the purge itself is done
-                    _log.warning("edge %s could not answer purge: %r", self.node[:8], exc)
+            return attempts, delay
+
+    async def _receive(self, data: bytes) -> None:
+        try:
+            received = parse_envelope(data)
+        except EdgeError as exc:
+            # A malformed message must not stop the listener.
+            self.malformed += 1
+            _log.warning("edge %s skipped a purge message: %s", self.node[:8], exc)
+            return
+        if received.sender == self.node:
+            return  # our own purge, applied before it was published
+        self.relayed += 1
+        count = self._apply(received.plan)
+        if received.reply is not None and self.pubsub is not None:
+            answer = {"id": received.purge_id, "edge": self.node, "purged": count}
+            try:
+                await self.pubsub.publish(received.reply, json.dumps(answer).encode())
+            except Exception as exc:  # the backend failed; the purge itself is done
+                _log.warning("edge %s could not answer purge: %r", self.node[:8], exc)
+
+    def _set_listening(self, listening: bool) -> None:
+        self.listening = listening
+        if self.on_listening is not None:
+            try:
+                self.on_listening(listening)
+            except Exception:
+                _log.exception("edge %s: on_listening failed", self.node[:8])
+
+    async def _close_subscription(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                await subscription.close()
+            except Exception as exc:  # already broken: nothing more to release
+                _log.debug("edge %s: closing a lost subscription: %r", self.node[:8], exc)
 
     async def stop(self) -> None:
-        """Unsubscribe and stop listening."""
-        if self._subscription is not None:
-            await self._subscription.close()
-        if self._listener is not None:
-            self._listener.cancel()
+        """Stop listening (also while reopening) and unsubscribe."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # Cancelled first: closing the subscription under a running listener
+            # would look like a lost subscription to reopen.
+            listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        self._subscription = None
-        self._listener = None
+                await listener
+        await self._close_subscription()
+        self.listening = False

@@ -4,8 +4,10 @@
 ``app.edge_origin(...)`` and ``@app.edge(...)`` hooks — into an
 :class:`~reflow.edge.core.Edge` over the platform's backend, serves it with
 an :class:`~reflow.edge.server.EdgeServer`, relays purges through the
-backend's ``PubSub`` (waiting for every live edge's answer), keeps its
-membership of the fleet alive in ``KV``, and mounts the admin API's cache routes::
+backend's ``PubSub`` (waiting for every live edge's answer; a lost
+subscription is reopened, see :class:`~reflow.edge.purge.Purger`), keeps its
+membership of the fleet alive in ``KV`` (saying whether it hears purges), and
+mounts the admin API's cache routes::
 
     POST /api/cache/purge   {"keys": [...], "paths": [...], "soft": false}
                             -> {"purged": n, "edges": {id: n}, "missing": [id], "plan": "..."}
@@ -160,10 +162,14 @@ class EdgeService:
         self.fanout = FanOut(
             backend.pubsub, backend.kv, sender=self.id, clock=clock, timeout=purge_timeout
         )
-        self.purger = Purger(self.store, backend.pubsub, node=self.id, fanout=self.fanout)
+        self.purger = Purger(
+            self.store, backend.pubsub, node=self.id, fanout=self.fanout, clock=clock
+        )
         self.membership = Membership(
             backend.kv, self._member, clock=clock, ttl=member_ttl, refresh=member_refresh
         )
+        # The member says whether it hears purges: rewritten as soon as that changes.
+        self.purger.on_listening = lambda _: self.membership.renew_soon()
         # The functions runtime for process-isolated hooks: the platform's shared one,
         # or one this service starts (and stops) itself when a hook needs it.
         self.runtime: Runtime | None = runtime
@@ -185,6 +191,7 @@ class EdgeService:
             behaviours, hooks_from_app(self.app, self.runtime), store=self.store, clock=self.clock
         )
         self.server = EdgeServer(self.edge, host=self.host, port=self.port)
+        self.purger.metrics = self.edge.metrics  # counts gaps in the purge subscription
         await self.purger.start()
         try:
             await self.server.start()
@@ -222,6 +229,7 @@ class EdgeService:
             port=self.port,
             admin_port=admin_port,
             started_at=self._started_at,
+            listening=self.purger.listening,
         )
 
     async def stop(self) -> None:
