@@ -38,24 +38,19 @@ from reflow.events.delivery import (
     DeliveryWorker,
     Rule,
     encode_stored_record,
+    eventbridge_view,
     rule_stream,
     stop_tasks,
 )
 from reflow.events.dlq import DeadLetters
-from reflow.events.model import (
-    DEFAULT_ACCOUNT,
-    DEFAULT_REGION,
-    MAX_EVENT_SIZE,
-    Event,
-    json_size,
-)
+from reflow.events.model import MAX_EVENT_SIZE, Event, json_size
 from reflow.events.retries import LOOK_EVERY, ParkedRetries
 from reflow.events.ruleset import RuleSet
 
 if TYPE_CHECKING:
     from reflow.backends import Backend
 
-__all__ = ["DISPATCH_GROUP", "EventBus", "bus_stream", "to_event"]
+__all__ = ["DISPATCH_GROUP", "EventBus", "bus_stream", "eventbridge_view", "to_event"]
 
 _log = logging.getLogger("reflow.events")
 
@@ -399,21 +394,6 @@ def _by_stream(records: list[tuple[str, bytes]]) -> dict[str, list[int]]:
 
 
 _EVENT_AT = b',"event":'
-# CloudEvents attributes that are not extensions (everything else in the
-# stored document is one).
-_ATTRIBUTES = frozenset(
-    {
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "time",
-        "subject",
-        "datacontenttype",
-        "dataschema",
-        "data",
-    }
-)
 
 
 def _stored_event_text(data: bytes, document: Mapping[str, Any]) -> bytes:
@@ -423,32 +403,3 @@ def _stored_event_text(data: bytes, document: Mapping[str, Any]) -> bytes:
         if at > 0:
             return data[at + len(_EVENT_AT) : -1]
     return json.dumps(document, separators=(",", ":")).encode()
-
-
-def eventbridge_view(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The EventBridge view of a stored CloudEvent, as ``Event.to_eventbridge`` gives it.
-
-    For documents the bus stored (``Event.to_cloudevent`` of a validated
-    event), so nothing is validated again; a unit test holds it to
-    ``Event.from_cloudevent(document).to_eventbridge()``.
-    """
-    extensions = {k: v for k, v in document.items() if k not in _ATTRIBUTES}
-    view: dict[str, Any] = {
-        "version": "0",
-        "id": document["id"],
-        "detail-type": document["type"],
-        "source": document["source"],
-        "account": extensions.pop("account", DEFAULT_ACCOUNT),
-        "region": extensions.pop("region", DEFAULT_REGION),
-    }
-    if document.get("time") is not None:
-        view["time"] = document["time"]
-    resources = extensions.pop("resources", [])
-    view["resources"] = list(resources) if isinstance(resources, list | tuple) else [resources]
-    data = document.get("data")
-    view["detail"] = {} if data is None else data
-    for name in ("subject", "datacontenttype", "dataschema"):
-        if document.get(name) is not None:
-            view[name] = document[name]
-    view.update(extensions)
-    return view

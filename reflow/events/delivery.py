@@ -37,13 +37,14 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import Log, LogEntry
 from reflow.backends.retention import AckedTrimmer
 from reflow.clock import Clock
-from reflow.events.model import Event
+from reflow.events.model import DEFAULT_ACCOUNT, DEFAULT_REGION, Event
 from reflow.events.retries import ParkedRetries
 from reflow.events.transform import RuleInput
 
@@ -63,6 +64,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "encode_stored_record",
+    "eventbridge_view",
     "rule_stream",
     "stop_tasks",
 ]
@@ -113,19 +115,57 @@ class Rule:
     dead_letter: bool = True
 
 
-@dataclass(frozen=True)
 class Delivery:
-    """One attempt's view of a delivery record, handed to the target."""
+    """One attempt's view of a delivery record, handed to the target.
 
-    event: Event
-    rule: str
-    attempt: int
-    first: float  # when the bus accepted the event (seconds since the epoch)
-    replay: str | None = None
+    The worker hands over the event as the CloudEvents document it read from
+    the record; :attr:`event` builds (once) the :class:`Event` from it, for the
+    targets that need one (a bus forward, a dead letter). Targets that only
+    need the id read :attr:`event_id`, which builds nothing.
+    """
+
+    __slots__ = ("_document", "_event", "attempt", "first", "replay", "rule")
+
+    def __init__(
+        self,
+        event: Event | Mapping[str, Any],
+        rule: str,
+        attempt: int,
+        first: float,  # when the bus accepted the event (seconds since the epoch)
+        replay: str | None = None,
+    ) -> None:
+        self._event = event if isinstance(event, Event) else None
+        self._document = None if isinstance(event, Event) else event
+        self.rule = rule
+        self.attempt = attempt
+        self.first = first
+        self.replay = replay
+
+    @property
+    def event(self) -> Event:
+        """The event, rebuilt from the stored document on first use (not counted again)."""
+        if self._event is None:
+            assert self._document is not None
+            self._event = Event.from_cloudevent(self._document, check_size=False)
+        return self._event
+
+    @property
+    def event_id(self) -> str:
+        """The event's id."""
+        if self._event is not None:
+            return self._event.id
+        assert self._document is not None
+        return str(self._document["id"])
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(event_id={self.event_id!r}, rule={self.rule!r}, "
+            f"attempt={self.attempt}, first={self.first}, replay={self.replay!r})"
+        )
 
 
 def encode_record(
-    event: Event,
+    event: Event | Mapping[str, Any],
     rule: str,
     *,
     attempt: int,
@@ -134,9 +174,9 @@ def encode_record(
     replay: str | None = None,
     error: dict[str, str] | None = None,
 ) -> bytes:
-    """The bytes of a delivery record."""
+    """The bytes of a delivery record (``event`` an Event or its CloudEvents document)."""
     record: dict[str, Any] = {
-        "event": event.to_cloudevent(),
+        "event": event.to_cloudevent() if isinstance(event, Event) else event,
         "rule": rule,
         "attempt": attempt,
         "first": first,
@@ -406,20 +446,27 @@ class DeliveryWorker:
             _log.exception("delivery %s of rule %s left for redelivery", entry.id, self.rule.name)
 
     async def handle(self, entry: LogEntry) -> None:
-        """Drive one delivery record to success, a retry record or a dead letter, then ack."""
-        record = decode_record(entry.data)
-        event: Event = record["event"]
+        """Drive one delivery record to success, a retry record or a dead letter, then ack.
+
+        The record is decoded once, and its event is used as the CloudEvents
+        document it holds (validated when it was put): the target's view is
+        read straight from it, and an :class:`Event` is built only if a target
+        or a dead letter asks for one.
+        """
+        record = json.loads(entry.data)
+        document: dict[str, Any] = record["event"]
         policy = self.rule.retry
         attempt = int(record["attempt"]) + entry.deliveries - 1
         first = float(record["first"])
         replay = record.get("replay")
+        delivery = Delivery(document, self.rule.name, attempt, first, replay)
         due = float(record.get("due", 0.0))
         wait = due - self.clock.time()
         if wait > PARK_AFTER:
             # Written before retries were parked: park it rather than hold it.
             # This read counts as no attempt, so the parked one keeps its number.
             kept = encode_record(
-                event,
+                document,
                 self.rule.name,
                 attempt=attempt,
                 first=first,
@@ -439,17 +486,16 @@ class DeliveryWorker:
                 "message": f"the event is {age:.0f} s old; the rule allows "
                 f"{policy.max_event_age:g} s",
             }
-            await self._dead(event, error, attempt - 1, first, replay)
+            await self._dead(delivery, error, attempt - 1)
         elif attempt > policy.max_attempts:
             error = record.get("error") or {
                 "type": "RetriesExhausted",
                 "message": f"delivered {attempt - 1} times without an outcome",
             }
-            await self._dead(event, error, attempt - 1, first, replay)
+            await self._dead(delivery, error, attempt - 1)
         else:
-            delivery = Delivery(event, self.rule.name, attempt, first, replay)
             try:
-                view = event.to_eventbridge()
+                view = eventbridge_view(document)
                 if replay is not None:
                     view["replay-name"] = replay
                 payload = self.rule.input.apply(view, rule=self.rule.name)
@@ -460,7 +506,7 @@ class DeliveryWorker:
                 due = self.clock.time() + policy.backoff(attempt, self.rng)
                 if attempt < policy.max_attempts and due - first <= policy.max_event_age:
                     retry = encode_record(
-                        event,
+                        document,
                         self.rule.name,
                         attempt=attempt + 1,
                         first=first,
@@ -470,29 +516,73 @@ class DeliveryWorker:
                     )
                     await self.retries.park(self.stream, retry, due)
                 else:
-                    await self._dead(event, error, attempt, first, replay)
+                    await self._dead(delivery, error, attempt)
         # Last, and together with the other records finished this turn.
         await self._acks.ack(entry.id)
 
-    async def _dead(
-        self,
-        event: Event,
-        error: dict[str, str],
-        attempts: int,
-        first: float,
-        replay: str | None,
-    ) -> None:
+    async def _dead(self, delivery: Delivery, error: dict[str, str], attempts: int) -> None:
         if not self.rule.dead_letter:
             # The rule asked for no dead-letter queue: EventBridge drops such
             # events; we at least say so.
             _log.warning(
                 "rule %s dropped event %s after %d attempts: %s",
                 self.rule.name,
-                event.id,
+                delivery.event_id,
                 attempts,
                 error["message"],
             )
             return
         await self.dead_letters.add(
-            self.rule.name, event, error=error, attempts=attempts, first=first, replay=replay
+            self.rule.name,
+            delivery.event,
+            error=error,
+            attempts=attempts,
+            first=delivery.first,
+            replay=delivery.replay,
         )
+
+
+# CloudEvents attributes that are not extensions (everything else in the
+# stored document is one).
+_ATTRIBUTES = frozenset(
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "subject",
+        "datacontenttype",
+        "dataschema",
+        "data",
+    }
+)
+
+
+def eventbridge_view(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The EventBridge view of a stored CloudEvent, as ``Event.to_eventbridge`` gives it.
+
+    For documents the bus stored (``Event.to_cloudevent`` of a validated
+    event), so nothing is validated again; a unit test holds it to
+    ``Event.from_cloudevent(document).to_eventbridge()``.
+    """
+    extensions = {k: v for k, v in document.items() if k not in _ATTRIBUTES}
+    view: dict[str, Any] = {
+        "version": "0",
+        "id": document["id"],
+        "detail-type": document["type"],
+        "source": document["source"],
+        "account": extensions.pop("account", DEFAULT_ACCOUNT),
+        "region": extensions.pop("region", DEFAULT_REGION),
+    }
+    if document.get("time") is not None:
+        view["time"] = document["time"]
+    resources = extensions.pop("resources", [])
+    view["resources"] = list(resources) if isinstance(resources, list | tuple) else [resources]
+    data = document.get("data")
+    view["detail"] = {} if data is None else data
+    for name in ("subject", "datacontenttype", "dataschema"):
+        if document.get(name) is not None:
+            view[name] = document[name]
+    view.update(extensions)
+    return view

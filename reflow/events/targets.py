@@ -96,7 +96,7 @@ class FunctionTarget:
 
     async def deliver(self, payload: Any, delivery: Delivery) -> None:
         """Invoke the function with the event id as its request id."""
-        await self.runtime.invoke(self.name, payload, request_id=delivery.event.id, wait=True)
+        await self.runtime.invoke(self.name, payload, request_id=delivery.event_id, wait=True)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class FlowTarget:
         """Start the flow with the payload, named after the rule and the event id."""
         if self.start is None:
             raise NotAvailableError("flows", "no flows service to start executions with")
-        name = execution_name(delivery.event.id, rule=delivery.rule, replay=delivery.replay)
+        name = execution_name(delivery.event_id, rule=delivery.rule, replay=delivery.replay)
         await self.start(self.name, payload, name)
 
 
@@ -343,7 +343,7 @@ class WebhookTarget:
             f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
-            f"X-Reflow-Event-Id: {delivery.event.id}\r\n"
+            f"X-Reflow-Event-Id: {delivery.event_id}\r\n"
             f"X-Reflow-Rule: {delivery.rule}\r\n"
             f"{extra}"
             "Connection: close\r\n\r\n"
