@@ -15,9 +15,11 @@ events service — consumes each such stream through the consumer group
 * a flow record starts an execution of flow ``NAME`` with the record as its
   input, named after the request id (a redelivery finds that execution).
 
-A record is acknowledged only after that; one that cannot be delivered (the
-flows service is not running yet, the backend failed) stays pending and comes
-back after its lease. Acknowledged records are trimmed with an
+A record is acknowledged only after that; one that cannot be delivered yet
+(the flows service is not running, the backend failed) stays pending and comes
+back after its lease. One that never can be (not JSON, or an event over the
+bus's 256 KB) is logged whole and acknowledged, so that it neither comes back
+for ever nor stops the stream from being trimmed. Acknowledged records are trimmed with an
 :class:`~reflow.backends.retention.AckedTrimmer`; a pending or unread record
 is never dropped.
 """
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from reflow.backends.protocols import LogEntry
 from reflow.backends.retention import AckedTrimmer
 from reflow.clock import Clock
-from reflow.errors import NotAvailableError
+from reflow.errors import InvalidEventError, NotAvailableError
 from reflow.events.delivery import stop_tasks
 from reflow.events.targets import execution_name
 from reflow.functions.invocations import Destination
@@ -95,6 +97,7 @@ class DestinationReader:
         self.trimmer = AckedTrimmer(self.log, self.clock, keep=keep_acked, every=trim_every)
         self.consumer = consumer or f"destinations-{uuid.uuid4().hex[:12]}"
         self.delivered = 0  # records delivered by this process, for tests and metrics
+        self.refused = 0  # records that could never be delivered (logged and dropped)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -133,9 +136,18 @@ class DestinationReader:
                 await asyncio.sleep(1.0)
 
     async def _deliver(self, destination: Destination, entry: LogEntry) -> bool:
-        """Deliver one record; False (logged) leaves it pending for a later attempt."""
+        """Deliver one record; True to acknowledge it.
+
+        A failure that may pass (no flows service yet, the backend) leaves the
+        record pending for a later attempt. A record that can never be
+        delivered — not a JSON object, or an event the bus refuses (over
+        256 KB) — is logged whole and acknowledged: kept pending, it would
+        come back every lease for ever and stop the stream from being trimmed.
+        """
         try:
             record = json.loads(entry.data)
+            if not isinstance(record, dict):
+                raise InvalidEventError("", "a destination record must be a JSON object")
             if destination.kind == "bus":
                 await self.bus.put([destination_event(record)], bus=destination.name)
             else:
@@ -143,6 +155,16 @@ class DestinationReader:
                     raise NotAvailableError("flows", "no flows service to start executions with")
                 request = str(record.get("requestContext", {}).get("requestId") or entry.id)
                 await self.start_flow(destination.name, record, execution_name(request))
+        except (json.JSONDecodeError, InvalidEventError) as exc:
+            _log.error(
+                "destination %s: record %s can never be delivered (%s); dropped: %r",
+                destination.stream,
+                entry.id,
+                exc,
+                entry.data[:4096],
+            )
+            self.refused += 1
+            return True
         except Exception as exc:
             _log.error(
                 "destination %s: record %s not delivered, retried after %g s: %r",

@@ -184,3 +184,23 @@ async def settled_count(flows: Flows, count: int) -> None:
             return
         await asyncio.sleep(0.002)
     raise AssertionError(f"started {len(flows.started)} of {count}")
+
+
+async def test_a_record_that_can_never_be_delivered_is_dropped_not_held(
+    shared: Backend, clock: FakeClock
+) -> None:
+    r = reader(shared, clock, Flows())
+    await r.start()
+    try:
+        huge = json.loads(record("huge"))
+        huge["responsePayload"] = {"blob": "x" * 300_000}  # over the bus's 256 KB
+        await shared.log.append(BUS.stream, json.dumps(huge).encode())
+        await shared.log.append(BUS.stream, b"not json")
+        await shared.log.append(BUS.stream, record("fine"))
+        await settled(shared, r, 1)
+    finally:
+        await r.stop()
+    assert (r.refused, r.delivered) == (2, 1)
+    assert await shared.log.pending(BUS.stream, DESTINATIONS_GROUP) == []
+    events = [json.loads(e.data)["event"] for e in await shared.log.range(bus_stream("done"))]
+    assert [e["id"] for e in events] == ["fine"]
