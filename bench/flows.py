@@ -22,12 +22,16 @@ alternate A B A B after a warm-up; the figure is states entered per second.
 Durable rows run the same definitions as Standard executions through
 ``reflow.flows.service.FlowService`` on SQLite (a file in a temp dir) and on
 Redis (the configured server, or a ``redis-server`` started for the run, as
-bench/backends.py does): every state transition one compare-and-set
-transaction, history included. One execution's transitions are sequential,
-so each round runs many executions at once (up to 64), as a server would;
-their outputs are checked against the peer's first. Parallel and Map states
-run in memory inside one durable transition, so the Map row mostly measures
-the in-memory engine plus one save. The peer column of a durable row is
+bench/backends.py does): every transition is saved with a compare-and-set
+write, history included; Pass, Choice, Succeed and Fail transitions are
+saved write-behind (computed while the previous write commits, merged into
+the next one, flushed before any Task, Wait or end; docs/flows.md). One
+execution's transitions are sequential, so each round runs many executions
+at once (up to 64), as a server would; their outputs are checked against the
+peer's first. Map iterations and Parallel branches that hold only Pass
+states run in memory inside one durable transition (children with Tasks get
+records of their own), so the Map row mostly measures the in-memory engine
+plus the saves around it. The peer column of a durable row is
 LocalStack's in-memory figure again (the issue's goal: durable on SQLite at
 least equal to it).
 
