@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -110,3 +111,133 @@ async def test_an_edge_whose_redis_subscription_is_killed_resubscribes_and_serve
         await admin.aclose()
         await backend.close()
         await other.close()
+
+
+class OutageProxy:
+    """A TCP proxy to Redis that the test can take down: cut every connection, refuse new ones.
+
+    Only this test's backend connects through it, so the outage touches no other client.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.down = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        """Take the server away: close every proxied connection; refuse new ones."""
+        self.down = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.get_running_loop().create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(sink)
+            sink.transport.abort()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_an_edge_rides_out_a_redis_outage_and_marks_its_store_stale_after_it(
+    tmp_path: Path,
+) -> None:
+    require_server(REDIS_URL, "the Redis server")
+    parts = urlsplit(REDIS_URL)
+    proxy = OutageProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    await proxy.start()
+    prefix = f"test-gap-{uuid.uuid4().hex[:12]}:"
+    db = parts.path.lstrip("/") or "0"
+    backend = await open_backend(
+        f"redis://127.0.0.1:{proxy.port}/{db}?prefix={prefix}", data_dir=tmp_path / "edge"
+    )
+    separator = "&" if "?" in REDIS_URL else "?"
+    other = await open_backend(f"{REDIS_URL}{separator}prefix={prefix}", data_dir=tmp_path / "o")
+    await backend.blobs.put(
+        "pages/a.html", b"old", content_type="text/html", metadata={"surrogate-key": "a"}
+    )
+    service = EdgeService(gap_app(), backend, port=0, purge_timeout=0.5)
+    publisher = PurgePublisher(other.pubsub, other.kv, timeout=0.5)
+    await service.start()
+    try:
+        await get(service.port, "/a.html")
+        assert (await get(service.port, "/a.html"))[1]["x-cache"] == "Hit"
+        await backend.blobs.put(
+            "pages/a.html", b"new", content_type="text/html", metadata={"surrogate-key": "a"}
+        )
+
+        proxy.cut()
+
+        async def deaf() -> bool:
+            return not service.purger.listening
+
+        await wait_for(deaf)
+        result = await publisher.purge(keys=["a"])  # the edge cannot hear it
+        assert result.missing == (service.id,)
+        await asyncio.sleep(1.5)  # a real outage: resubscribing fails for a while
+        assert not service.purger.listening and service.purger.gaps == 0
+        # Meanwhile it serves what it holds, the purged body too: the gap's cost.
+        assert (await get(service.port, "/a.html"))[1]["x-cache"] == "Hit"
+
+        proxy.down = False
+        restored = asyncio.get_running_loop().time()
+
+        async def back() -> bool:
+            return service.purger.gaps == 1 and service.purger.listening
+
+        await wait_for(back, timeout=30)
+        print(f"\nresubscribed {asyncio.get_running_loop().time() - restored:.2f} s after Redis")
+        _, headers, body = await get(service.port, "/a.html")
+        assert (body, headers["x-cache"]) == (b"old", "Stale")
+        assert service.edge is not None
+        edge = service.edge
+        await settle(lambda: not edge._refreshing)
+        _, headers, body = await get(service.port, "/a.html")
+        assert (body, headers["x-cache"]) == (b"new", "Hit")
+
+        async def listed_listening() -> bool:
+            return [m.listening for m in await live_edges(other.kv)] == [True]
+
+        await wait_for(listed_listening)
+        result = await publisher.purge(keys=["a"])
+        assert result.complete and dict(result.edges) == {service.id: 1}
+    finally:
+        await publisher.fanout.close()
+        await service.stop()
+        await backend.close()
+        await other.close()
+        await proxy.close()
