@@ -65,6 +65,7 @@ class RedisSubscription:
         self._pump: asyncio.Task[None] | None = None
         self._closed = False  # no message will arrive any more
         self._released = False  # the connection went back to the pool
+        self.error: BaseException | None = None  # why it ended, when its connection failed
 
     async def _start(self, channels: list[str]) -> None:
         await self._connection.subscribe(*channels)
@@ -106,8 +107,8 @@ class RedisSubscription:
                 )
                 if raw is not None:
                     self._enqueue(raw)
-        except (RedisError, OSError):
-            pass  # the connection went away: the subscription simply ends
+        except (RedisError, OSError) as exc:
+            self.error = exc  # the connection went away: the subscription simply ends
         finally:
             self._queue.put_nowait(_CLOSED)
 

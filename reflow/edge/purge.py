@@ -338,6 +338,9 @@ class Purger:
             try:
                 message = await anext(messages)
             except StopAsyncIteration:
+                error = getattr(subscription, "error", None)  # the Redis engine keeps it
+                if isinstance(error, BaseException):
+                    return f"the subscription ended: {type(error).__name__}: {error}"
                 return "the subscription ended"
             except Exception as exc:  # the backend's connection failed
                 return f"{type(exc).__name__}: {exc}"

@@ -11,6 +11,7 @@ store stale, and so never serve the purged body as a fresh hit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,9 @@ async def wait_for(condition: Any, timeout: float = 10.0) -> None:
 
 
 async def test_an_edge_whose_redis_subscription_is_killed_resubscribes_and_serves_no_stale_hit(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="reflow.edge")
     require_server(REDIS_URL, "the Redis server")
     separator = "&" if "?" in REDIS_URL else "?"
     url = f"{REDIS_URL}{separator}prefix=test-gap-{uuid.uuid4().hex[:12]}:"
@@ -84,6 +86,12 @@ async def test_an_edge_whose_redis_subscription_is_killed_resubscribes_and_serve
 
         await wait_for(back)
         assert service.purger.relayed == 0  # the purge itself was lost with the connection
+        [lost] = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+        assert "RedisError: the pub/sub connection was lost" in lost
+        [reopened] = [r.message for r in caplog.records if r.levelno == logging.INFO]
+        assert (
+            "reopened its purge subscription" in reopened and "marked 1 stored object " in reopened
+        )
         assert subscription_address(service) != address
         assert subscription_address(service) in await pubsub_clients(admin)
 
