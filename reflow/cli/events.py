@@ -11,8 +11,8 @@
   (exit 0 / 1), or the pattern's validation error (exit 2).
 * ``reflow dlq list [--rule]`` and ``reflow dlq redrive [--rule] [--key]``
   inspect and empty the rules' dead-letter queues (kept until redriven);
-  ``reflow dlq list --function NAME`` lists a function's dead letters (kept
-  14 days, then dropped).
+  ``reflow dlq list|redrive --function NAME`` does the same for a function's
+  dead letters (kept 14 days, then dropped).
 
 EVENT arguments are JSON text or ``@file.json``: an EventBridge event
 (``detail-type``, ``detail``), a CloudEvent, or a PutEvents entry.
@@ -350,7 +350,7 @@ def _function_letters(function: str, as_json: bool, backend: str | None) -> None
     async def listing() -> list[dict[str, Any]]:
         opened = await _open(backend)
         try:
-            return await dead_letters(opened.log, function)
+            return await dead_letters(opened.log, function, kv=opened.kv)
         finally:
             await opened.close()
 
@@ -361,12 +361,13 @@ def _function_letters(function: str, as_json: bool, backend: str | None) -> None
             console.print(json.dumps(letter), soft_wrap=True, markup=False)
         return
     table = Table(box=box.SIMPLE)
-    for column in ("request id", "failed", "attempts", "condition", "error"):
+    for column in ("key", "request id", "failed", "attempts", "condition", "error"):
         table.add_column(column, overflow="fold")
     for letter in letters:
         error = letter.get("error", {})
         failed = datetime.fromtimestamp(float(letter.get("failed", 0.0)), UTC)
         table.add_row(
+            letter["key"],
             str(letter.get("requestId", "")),
             failed.isoformat(timespec="seconds").replace("+00:00", "Z"),
             str(letter.get("attempts", "")),
@@ -386,17 +387,30 @@ def _function_letters(function: str, as_json: bool, backend: str | None) -> None
 def dlq_redrive(
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
     key: Annotated[list[str] | None, typer.Option("--key", help="Only these letters.")] = None,
+    function: Annotated[
+        str | None,
+        typer.Option("--function", help="A function's dead letters instead of the rules'."),
+    ] = None,
     backend: BackendOption = None,
 ) -> None:
-    """Send dead letters back to their rule for delivery (a running server delivers them)."""
+    """Send dead letters back to their rule (or function) (a running server delivers them)."""
+    if function is not None and rule is not None:
+        fail("--rule and --function exclude each other")
 
     async def redrive() -> list[str]:
         opened = await _open(backend)
         try:
+            if function is not None:
+                from reflow.functions.invocations import redrive_dead_letters
+
+                return await redrive_dead_letters(
+                    opened.log, opened.kv, function, opened.clock, keys=key
+                )
             return await EventBus(opened).dead_letters.redrive(rule, keys=key)
         finally:
             await opened.close()
 
     with run_guarded():
         ids = asyncio.run(redrive())
-    console.print(f"redrove {len(ids)} event{'s' if len(ids) != 1 else ''}")
+    what = "invocation" if function is not None else "event"
+    console.print(f"redrove {len(ids)} {what}{'s' if len(ids) != 1 else ''}")

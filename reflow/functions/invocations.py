@@ -25,7 +25,8 @@ seconds older still (see :mod:`reflow.backends.retention`); a pending entry
 (running, or waiting out its back-off) or an unread one is never dropped.
 Dead letters are kept ``dlq_retention`` seconds (14 days, SQS's maximum
 message retention, by default) and dropped by age at the same time: nothing
-acknowledges a dead letter, so age is the only bound.
+acknowledges a dead letter, so age is the only bound. :func:`dead_letters`
+lists them and :func:`redrive_dead_letters` queues them again.
 
 A redelivery (an entry whose lease expired because its consumer died) counts
 as an attempt too, so a poison event that kills its runtime still ends in the
@@ -43,11 +44,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reflow.backends.protocols import Log, LogEntry
+from reflow.backends.protocols import KV, Log, LogEntry
 from reflow.backends.retention import AckedTrimmer
 from reflow.clock import Clock
 from reflow.errors import (
@@ -57,6 +58,7 @@ from reflow.errors import (
     InvalidEventError,
     RegistrationError,
     ThrottledError,
+    VersionConflictError,
 )
 from reflow.functions.context import function_arn
 
@@ -75,6 +77,7 @@ __all__ = [
     "events_stream",
     "lambda_error",
     "parse_destination",
+    "redrive_dead_letters",
 ]
 
 _log = logging.getLogger("reflow.functions")
@@ -406,6 +409,76 @@ class AsyncInvocations:
             await self.log.append(destination.stream, _dumps(outcome))
 
 
-async def dead_letters(log: Log, function: str) -> list[dict[str, Any]]:
-    """Every dead letter of ``function`` still kept (see ``DLQ_RETENTION``), oldest first."""
-    return [json.loads(entry.data) for entry in await log.range(dlq_stream(function))]
+REDRIVEN_PREFIX = "functions.dlq.redriven/"
+
+
+def _redriven_prefix(function: str) -> str:
+    return f"{REDRIVEN_PREFIX}{function}/"
+
+
+async def _redriven(kv: KV | None, function: str) -> set[str]:
+    if kv is None:
+        return set()
+    prefix = _redriven_prefix(function)
+    return {item.key[len(prefix) :] for item in await kv.scan(prefix)}
+
+
+async def dead_letters(log: Log, function: str, *, kv: KV | None = None) -> list[dict[str, Any]]:
+    """Every dead letter of ``function`` still kept (see ``DLQ_RETENTION``), oldest first.
+
+    Each carries its ``key`` (the entry's id). With ``kv``, letters already
+    redriven (:func:`redrive_dead_letters`) are left out.
+    """
+    done = await _redriven(kv, function)
+    letters = []
+    for entry in await log.range(dlq_stream(function)):
+        if entry.id not in done:
+            letters.append({**json.loads(entry.data), "key": entry.id})
+    return letters
+
+
+async def redrive_dead_letters(
+    log: Log,
+    kv: KV,
+    function: str,
+    clock: Clock,
+    *,
+    keys: Collection[str] | None = None,
+    retention: float = DLQ_RETENTION,
+) -> list[str]:
+    """Queue ``function``'s dead letters (or those of ``keys``) as event invocations again.
+
+    Each goes back as attempt 1 with its request id, accepted now (so its
+    ``max_event_age`` counts from the redrive), for a running runtime to take.
+    The log cannot drop one entry, so a redriven letter stays in the stream
+    until its age runs out, marked in ``kv`` (the mark lives as long): the
+    listing leaves it out and no redrive sends it twice. The mark is written
+    first, as a claim (two redrives at once send a letter once); if queuing
+    then fails, the mark is taken back. Return the request ids queued.
+    """
+    done = await _redriven(kv, function)
+    queued: list[str] = []
+    for entry in await log.range(dlq_stream(function)):
+        if entry.id in done or (keys is not None and entry.id not in keys):
+            continue
+        letter = json.loads(entry.data)
+        mark = f"{_redriven_prefix(function)}{entry.id}"
+        try:
+            await kv.put(mark, b"", expect_version=0, ttl=retention)
+        except VersionConflictError:
+            continue  # another redrive has it
+        record = {
+            "id": letter["requestId"],
+            "function": function,
+            "payload": letter["payload"],
+            "accepted": clock.time(),
+            "attempt": 1,
+            "due": 0.0,
+        }
+        try:
+            await log.append(events_stream(function), _dumps(record))
+        except BaseException:
+            await kv.delete(mark)
+            raise
+        queued.append(str(letter["requestId"]))
+    return queued

@@ -20,7 +20,7 @@ from reflow.events.delivery import encode_record, rule_stream
 from reflow.events.model import Event
 from reflow.events.retries import ParkedRetries
 from reflow.events.service import EventsService
-from reflow.functions.invocations import dlq_stream
+from reflow.functions.invocations import dlq_stream, events_stream
 from reflow.testing import FakeClock
 
 runner = CliRunner()
@@ -155,7 +155,8 @@ def test_cli_lists_a_functions_dead_letters_and_their_retention(tmp_path: Path) 
         cli, ["dlq", "list", "--function", "render", "--json", "--backend", url]
     )
     assert listing.exit_code == 0, listing.output
-    assert [json.loads(line) for line in listing.output.splitlines()] == [letter]
+    [listed] = [json.loads(line) for line in listing.output.splitlines()]
+    assert listed == {**letter, "key": listed["key"]}
     table = runner.invoke(
         cli, ["dlq", "list", "--function", "render", "--backend", url], env={"COLUMNS": "200"}
     )
@@ -164,6 +165,27 @@ def test_cli_lists_a_functions_dead_letters_and_their_retention(tmp_path: Path) 
     assert "kept 14 days" in table.output
     both = runner.invoke(cli, ["dlq", "list", "--function", "render", "--rule", "x"])
     assert both.exit_code != 0
+    redrive = runner.invoke(cli, ["dlq", "redrive", "--function", "render", "--backend", url])
+    assert redrive.exit_code == 0, redrive.output
+    assert "redrove 1 invocation" in redrive.output
+    again = runner.invoke(cli, ["dlq", "redrive", "--function", "render", "--backend", url])
+    assert "redrove 0 invocations" in again.output
+    empty = runner.invoke(cli, ["dlq", "list", "--function", "render", "--backend", url])
+    assert "0 dead letters of function render" in empty.output
+
+    async def queued() -> list[dict[str, Any]]:
+        backend = await open_backend(url, data_dir=tmp_path)
+        try:
+            return [json.loads(e.data) for e in await backend.log.range(events_stream("render"))]
+        finally:
+            await backend.close()
+
+    [invocation] = asyncio.run(queued())
+    assert (invocation["id"], invocation["payload"], invocation["attempt"]) == (
+        "req-1",
+        {"id": 1},
+        1,
+    )
 
 
 async def test_admin_route_lists_a_failing_rules_parked_retry(shared: Backend) -> None:

@@ -1,14 +1,17 @@
-"""Retention of ``functions.<name>.dlq``: letters are kept ``dlq_retention``, then dropped.
+"""Retention of ``functions.<name>.dlq``: letters are kept ``dlq_retention``, then dropped;
+and their redrive.
 
 Nothing acknowledges a dead letter, so the runtime's readers trim the
 dead-letter stream by age (14 days by default, SQS's maximum). A letter
 younger than that is kept, an older one dropped; the reader's own periodic
-trim does it. Virtual time on a FakeClock without autojump; memory and SQLite.
+trim does it. A redrive queues letters again once each and hides them from
+the listing. Virtual time on a FakeClock without autojump; memory and SQLite.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,8 @@ import pytest
 
 from reflow import App, Context
 from reflow.backends import Backend, memory_backend, open_backend
-from reflow.functions import Runtime, dead_letters, dlq_stream
-from reflow.functions.invocations import DLQ_RETENTION
+from reflow.functions import Runtime, dead_letters, dlq_stream, events_stream
+from reflow.functions.invocations import DLQ_RETENTION, redrive_dead_letters
 from reflow.testing.clock import FakeClock
 
 app = App("lettered", root=".")
@@ -29,6 +32,19 @@ DAY = 24 * 3600.0
 async def doomed(event: Any, context: Context) -> None:
     """Fail at once, with no retry: every invocation is a dead letter."""
     raise RuntimeError(f"cannot handle {event['n']}")
+
+
+broken = {"mended": True}
+mended_runs: list[Any] = []
+
+
+@app.function(retries=0)
+async def mended(event: Any, context: Context) -> Any:
+    """Fail while ``broken`` says so; then note the event."""
+    if broken["mended"]:
+        raise RuntimeError("still broken")
+    mended_runs.append(event)
+    return event
 
 
 @pytest.fixture
@@ -115,5 +131,48 @@ async def test_the_retention_is_a_runtime_setting(shared: Backend, clock: FakeCl
         clock.advance(1801.0)
         await invocations.trim()
         assert await lettered(shared, 1) == [2]
+    finally:
+        await runtime.stop()
+
+
+async def test_a_redrive_queues_each_letter_once_and_hides_it(
+    shared: Backend, clock: FakeClock
+) -> None:
+    broken["mended"], mended_runs[:] = True, []
+    runtime = Runtime(app, backend=shared)
+    await runtime.start()
+    try:
+        first = await runtime.invoke_async("mended", {"n": 1})
+        second = await runtime.invoke_async("mended", {"n": 2})
+        for _ in range(3000):
+            if len(await dead_letters(shared.log, "mended")) == 2:
+                break
+            await asyncio.sleep(0.002)
+        letters = await dead_letters(shared.log, "mended", kv=shared.kv)
+        assert [letter["requestId"] for letter in letters] == [first, second]
+        broken["mended"] = False
+        keys = [letters[0]["key"]]
+        redrive = redrive_dead_letters
+        assert await redrive(shared.log, shared.kv, "mended", clock, keys=keys) == [first]
+        assert await redrive(shared.log, shared.kv, "mended", clock, keys=keys) == []
+        for _ in range(3000):
+            if mended_runs:
+                break
+            await asyncio.sleep(0.002)
+        assert mended_runs == [{"n": 1}]
+        listed = await dead_letters(shared.log, "mended", kv=shared.kv)
+        assert [letter["requestId"] for letter in listed] == [second]
+        assert len(await dead_letters(shared.log, "mended")) == 2  # still in the stream
+        assert await redrive(shared.log, shared.kv, "mended", clock) == [second]
+        assert await redrive(shared.log, shared.kv, "mended", clock) == []
+        for _ in range(3000):
+            if len(mended_runs) == 2:
+                break
+            await asyncio.sleep(0.002)
+        assert mended_runs == [{"n": 1}, {"n": 2}]
+        assert await dead_letters(shared.log, "mended", kv=shared.kv) == []
+        # The redriven invocations keep their request ids.
+        queued = [json.loads(e.data) for e in await shared.log.range(events_stream("mended"))]
+        assert [(q["id"], q["attempt"]) for q in queued][-2:] == [(first, 1), (second, 1)]
     finally:
         await runtime.stop()
