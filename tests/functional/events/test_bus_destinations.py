@@ -4,17 +4,23 @@ An event invocation of ``render`` (``on_success="bus:results"``,
 ``on_failure="bus:results"``) leaves Lambda's destination record in
 ``functions.destinations.bus.results``; the events service's destination
 reader puts it on bus ``results`` as Lambda's EventBridge event, where a rule
-matching ``source: lambda`` hands it to ``audit``.
+matching ``source: lambda`` hands it to ``audit``. A ``flow:`` destination,
+through ``Platform`` on SQLite, starts that flow with the record.
 """
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from reflow import App
-from reflow.backends import memory_backend
+from reflow.backends import memory_backend, open_backend
+from reflow.config import Settings
 from reflow.events.service import EventsService
 from reflow.functions import Runtime
+from reflow.functions.invocations import Destination
+from reflow.platform import Platform
 from tests.functional.events.helpers import eventually
 
 seen: list[dict[str, Any]] = []
@@ -62,3 +68,45 @@ async def test_outcomes_reach_a_rule_on_the_destination_bus() -> None:
     assert failure["detail-type"] == "Lambda Function Invocation Result - Failure"
     assert failure["detail"]["requestContext"]["condition"] == "RetriesExhausted"
     assert failure["detail"]["responsePayload"]["errorType"] == "ValueError"
+
+
+async def test_a_flow_destination_starts_an_execution_named_after_the_request(
+    tmp_path: Path,
+) -> None:
+    app = App("outcomes-flow")
+
+    @app.function(on_success="flow:after")
+    async def render(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"rendered": event["id"]}
+
+    @app.function()
+    def shout(event: dict[str, Any], context: Any) -> Any:
+        return {"page": event["responsePayload"]["rendered"]}
+
+    app.flow(
+        "after",
+        {
+            "StartAt": "Shout",
+            "States": {"Shout": {"Type": "Task", "Resource": "reflow:function:shout", "End": True}},
+        },
+    )
+    backend = await open_backend(f"sqlite:///{tmp_path / 'reflow.db'}", data_dir=tmp_path)
+    settings = Settings.load(env={}, backend="memory://", data_dir=str(tmp_path))
+    platform = Platform(app, settings, backend=backend)
+    await platform.start(admin=False)
+    try:
+        flows: Any = platform.service("flows")
+        functions: Any = platform.service("functions")
+        request_id = await functions.invoke_async("render", {"id": 9})
+        for _ in range(1000):
+            rows = await flows.flows.list_executions(flow="after", status="SUCCEEDED")
+            if rows:
+                break
+            await asyncio.sleep(0.02)
+        described = await flows.flows.describe(request_id)
+        pending = await backend.log.pending(Destination("flow", "after").stream, "destinations")
+    finally:
+        await platform.stop()
+        await backend.close()
+    assert described["status"] == "SUCCEEDED" and described["output"] == {"page": 9}
+    assert pending == []
