@@ -12,7 +12,9 @@ any failed child fails the state with
 ``States.ExceedToleratedFailureThreshold``). With a ResultWriter the child
 executions' descriptions go to the bucket (also when the Map Run fails)
 and on success the state's result is the manifest's location; without one
-it is the array of child outputs, as for an inline Map.
+it is the array of child outputs, as for an inline Map. A ResultWriter with
+only a ``WriterConfig`` writes nothing; the result is then the children as
+its ``Transformation`` lists them (:func:`reflow.flows.items.transform`).
 
 In ``run`` the children run in memory. The durable service passes
 ``runs`` (see :mod:`reflow.flows.iterations`): the Map Run id is then derived
@@ -106,7 +108,13 @@ async def run_map_run(
         for e in executions
     ]
     outcome = mapping.gather(action, outcomes)
-    if source.writer is not None:
+    if source.writer is not None and not source.writer.get("Resource"):
+        # Only a WriterConfig: nothing is written, the result is the transformed list.
+        if isinstance(outcome, Result):
+            entries = [_describe(e, processor_name) for e in executions]
+            config = source.writer.get("WriterConfig") or {}
+            outcome = Result(item_io.transform(entries, config.get("Transformation", "NONE")))
+    elif source.writer is not None:
         # Written whether the Map Run succeeded or not: the FAILED file is how one
         # finds out which children failed.
         entries = [_describe(e, processor_name) for e in executions]

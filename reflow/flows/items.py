@@ -23,6 +23,15 @@ The writer (``ResultWriter``, ``Arguments``/``Parameters`` ``Bucket`` and
 executions' descriptions, only the non-empty ones are written) and
 ``manifest.json`` listing them; the Map state's result is then
 ``{"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}``.
+
+``WriterConfig`` shapes what is written (the Step Functions docs, ResultWriter
+(Map)): ``Transformation`` ``NONE`` (the default: each child execution's
+description, Input/Output as JSON text), ``COMPACT`` (a succeeded child's
+output only) or ``FLATTEN`` (as COMPACT, an output that is an array spliced in
+element by element); a failed child is always listed as with NONE.
+``OutputType`` ``JSON`` (one array; ``*_0.json``) or ``JSONL`` (one value a
+line; ``*_0.jsonl``). A ResultWriter with only a WriterConfig writes nothing:
+the Map state's result is then the transformed list (:func:`transform`).
 """
 
 from __future__ import annotations
@@ -36,10 +45,20 @@ from typing import Any
 from reflow.backends.protocols import Blobs
 from reflow.flows.errors import ITEM_READER_FAILED, StatesError
 
-__all__ = ["GET_OBJECT", "LIST_OBJECTS", "read_items", "write_results"]
+__all__ = [
+    "GET_OBJECT",
+    "LIST_OBJECTS",
+    "OUTPUT_TYPES",
+    "TRANSFORMATIONS",
+    "read_items",
+    "transform",
+    "write_results",
+]
 
 GET_OBJECT = "arn:aws:states:::s3:getObject"
 LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
+TRANSFORMATIONS = ("NONE", "COMPACT", "FLATTEN")
+OUTPUT_TYPES = ("JSON", "JSONL")
 _DELIMITERS = {"COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "SPACE": " ", "TAB": "\t"}
 
 
@@ -149,6 +168,35 @@ def _csv_rows(text: str, config: Mapping[str, Any], where: str) -> list[Any]:
     return items
 
 
+def transform(entries: Sequence[Mapping[str, Any]], transformation: str) -> list[Any]:
+    """The child executions' descriptions ``entries`` as ``transformation`` lists them.
+
+    NONE keeps the descriptions; COMPACT keeps a succeeded child's output
+    (parsed from its JSON text); FLATTEN does too but splices an output that
+    is an array into the list. A failed child stays its description whatever
+    the transformation (the docs: as if Transformation were NONE).
+    """
+    if transformation == "NONE":
+        return [dict(entry) for entry in entries]
+    listed: list[Any] = []
+    for entry in entries:
+        if entry["Status"] != "SUCCEEDED":
+            listed.append(dict(entry))
+            continue
+        output = json.loads(entry["Output"])
+        if transformation == "FLATTEN" and isinstance(output, list):
+            listed.extend(output)
+        else:
+            listed.append(output)
+    return listed
+
+
+def _encode(values: Sequence[Any], output_type: str) -> bytes:
+    if output_type == "JSONL":
+        return "".join(json.dumps(v, separators=(",", ":")) + "\n" for v in values).encode()
+    return json.dumps(list(values), separators=(",", ":")).encode()
+
+
 async def write_results(
     blobs: Blobs | None,
     writer: Mapping[str, Any],
@@ -162,6 +210,10 @@ async def write_results(
     bucket = arguments.get("Bucket")
     if not isinstance(bucket, str) or not bucket or "/" in bucket:
         raise StatesError("States.ResultWriterFailed", f"Bucket {bucket!r} is not a bucket name")
+    config = writer.get("WriterConfig") or {}
+    transformation = config.get("Transformation", "NONE")
+    output_type = config.get("OutputType", "JSON")
+    suffix = "jsonl" if output_type == "JSONL" else "json"
     prefix = str(arguments.get("Prefix", "")).strip("/")
     run_id = map_run_arn.rsplit(":", 1)[-1]
     base = f"{prefix}/{run_id}" if prefix else run_id
@@ -170,9 +222,10 @@ async def write_results(
         chosen = [e for e in entries if (e["Status"] == "SUCCEEDED") == (status == "SUCCEEDED")]
         if not chosen:
             continue
-        key = f"{base}/{status}_0.json"
-        data = json.dumps(chosen, separators=(",", ":")).encode()
-        await blobs.put(f"{bucket}/{key}", data, content_type="application/json")
+        key = f"{base}/{status}_0.{suffix}"
+        data = _encode(transform(chosen, transformation), output_type)
+        content_type = "application/jsonl" if output_type == "JSONL" else "application/json"
+        await blobs.put(f"{bucket}/{key}", data, content_type=content_type)
         files[status].append({"Key": key, "Size": len(data)})
     manifest = {"DestinationBucket": bucket, "MapRunArn": map_run_arn, "ResultFiles": files}
     manifest_key = f"{base}/manifest.json"

@@ -4,8 +4,9 @@ Called by :mod:`reflow.flows.validate` for every Map state; problems are
 ``(json path, message)`` pairs like the rest of validation. What is checked
 follows the Step Functions docs (ItemReader (Map), ResultWriter (Map),
 ItemProcessor): known fields only, the readers and writer reflow runs, the
-InputType/CSV options and their values, MaxItems, and that a reader or
-writer comes with ``Mode: DISTRIBUTED``.
+InputType/CSV options and their values, MaxItems, the writer's field
+combinations and WriterConfig values, and that a reader or writer comes with
+``Mode: DISTRIBUTED``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from reflow.flows import jsonata, paths
 from reflow.flows.errors import PathSyntaxError
-from reflow.flows.items import GET_OBJECT, LIST_OBJECTS
+from reflow.flows.items import GET_OBJECT, LIST_OBJECTS, OUTPUT_TYPES, TRANSFORMATIONS
 from reflow.flows.model import JSONATA
 
 __all__ = ["PUT_OBJECT", "check_distributed"]
@@ -148,6 +149,28 @@ def _writer(raw: Any, where: str, language: str, found: Problems) -> None:
     for key in raw:
         if key not in ("Resource", "Parameters", "Arguments", "WriterConfig"):
             found.append((f"{where}.{key}", f"unknown field {key!r}"))
-    if raw.get("Resource") != PUT_OBJECT:
-        found.append((f"{where}.Resource", f"must be {PUT_OBJECT}"))
-    _arguments(raw, where, language, found)
+    # The docs' combinations: WriterConfig alone (nothing written), Resource with
+    # Parameters/Arguments, or all three.
+    if "Resource" in raw or "WriterConfig" not in raw:
+        if raw.get("Resource") != PUT_OBJECT:
+            found.append((f"{where}.Resource", f"must be {PUT_OBJECT}"))
+        _arguments(raw, where, language, found)
+    else:
+        for key in ("Parameters", "Arguments"):
+            if key in raw:
+                found.append((f"{where}.{key}", "needs Resource"))
+    if "WriterConfig" in raw:
+        _writer_config(raw["WriterConfig"], f"{where}.WriterConfig", found)
+
+
+def _writer_config(config: Any, at: str, found: Problems) -> None:
+    if not isinstance(config, Mapping):
+        found.append((at, "must be an object"))
+        return
+    for key in config:
+        if key not in ("Transformation", "OutputType"):
+            found.append((f"{at}.{key}", f"unknown field {key!r}"))
+    if config.get("Transformation", "NONE") not in TRANSFORMATIONS:
+        found.append((f"{at}.Transformation", "must be NONE, COMPACT or FLATTEN"))
+    if config.get("OutputType", "JSON") not in OUTPUT_TYPES:
+        found.append((f"{at}.OutputType", "must be JSON or JSONL"))
