@@ -48,7 +48,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reflow.backends.protocols import KV, Log, LogEntry
+from reflow.backends.protocols import KV, Item, Log, LogEntry
 from reflow.backends.retention import AckedTrimmer
 from reflow.clock import Clock
 from reflow.errors import (
@@ -416,11 +416,23 @@ def _redriven_prefix(function: str) -> str:
     return f"{REDRIVEN_PREFIX}{function}/"
 
 
-async def _redriven(kv: KV | None, function: str) -> set[str]:
+# A redrive claims a letter before queuing it and marks it done after; a claim older
+# than this was left by a redrive that died in between, and may be taken over.
+_CLAIM_STALE = 60.0
+_DONE = b"done"
+
+
+async def _marks(kv: KV | None, function: str) -> dict[str, Item]:
+    """The redrive marks of ``function``'s letters, by entry id."""
     if kv is None:
-        return set()
+        return {}
     prefix = _redriven_prefix(function)
-    return {item.key[len(prefix) :] for item in await kv.scan(prefix)}
+    return {item.key[len(prefix) :]: item for item in await kv.scan(prefix)}
+
+
+async def _redriven(kv: KV | None, function: str) -> set[str]:
+    """Ids of the letters a redrive has queued for good."""
+    return {key for key, item in (await _marks(kv, function)).items() if item.value == _DONE}
 
 
 async def dead_letters(log: Log, function: str, *, kv: KV | None = None) -> list[dict[str, Any]]:
@@ -452,19 +464,29 @@ async def redrive_dead_letters(
     ``max_event_age`` counts from the redrive), for a running runtime to take.
     The log cannot drop one entry, so a redriven letter stays in the stream
     until its age runs out, marked in ``kv`` (the mark lives as long): the
-    listing leaves it out and no redrive sends it twice. The mark is written
-    first, as a claim (two redrives at once send a letter once); if queuing
-    then fails, the mark is taken back. Return the request ids queued.
+    listing leaves it out and no redrive sends it twice. The mark is first
+    written as a claim stamped with the time (two redrives at once send a
+    letter once), then turned into "done" once the invocation is queued; if
+    queuing fails the claim is taken back, and a claim left by a redrive that
+    died in between is taken over after a minute, so a crash can send a letter
+    twice (at least once, as every delivery here) but never hide it unsent.
+    Return the request ids queued.
     """
-    done = await _redriven(kv, function)
+    marks = await _marks(kv, function)
     queued: list[str] = []
     for entry in await log.range(dlq_stream(function)):
-        if entry.id in done or (keys is not None and entry.id not in keys):
+        if keys is not None and entry.id not in keys:
+            continue
+        held = marks.get(entry.id)
+        if held is not None and (held.value == _DONE or not _stale(held.value, clock)):
             continue
         letter = json.loads(entry.data)
         mark = f"{_redriven_prefix(function)}{entry.id}"
+        claim = f"claim:{clock.time()!r}".encode()
         try:
-            await kv.put(mark, b"", expect_version=0, ttl=retention)
+            version = await kv.put(
+                mark, claim, expect_version=0 if held is None else held.version, ttl=retention
+            )
         except VersionConflictError:
             continue  # another redrive has it
         record = {
@@ -478,7 +500,17 @@ async def redrive_dead_letters(
         try:
             await log.append(events_stream(function), _dumps(record))
         except BaseException:
-            await kv.delete(mark)
+            await kv.delete(mark, expect_version=version)
             raise
+        await kv.put(mark, _DONE, expect_version=version, ttl=retention)
         queued.append(str(letter["requestId"]))
     return queued
+
+
+def _stale(claim: bytes, clock: Clock) -> bool:
+    """Whether a redrive's claim is old enough to belong to a redrive that died."""
+    try:
+        stamped = float(claim.removeprefix(b"claim:"))
+    except ValueError:
+        return True  # an unreadable claim is treated as abandoned
+    return clock.time() - stamped >= _CLAIM_STALE

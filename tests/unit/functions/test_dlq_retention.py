@@ -176,3 +176,39 @@ async def test_a_redrive_queues_each_letter_once_and_hides_it(
         assert [(q["id"], q["attempt"]) for q in queued][-2:] == [(first, 1), (second, 1)]
     finally:
         await runtime.stop()
+
+
+async def test_a_redrive_that_died_after_its_claim_does_not_hide_the_letter(
+    shared: Backend, clock: FakeClock
+) -> None:
+    """A claim left without a queued invocation is taken over after a minute."""
+    letter = {"requestId": "r-1", "payload": {"n": 7}, "error": "x", "attempts": 1}
+    key = await shared.log.append(dlq_stream("mended"), json.dumps(letter).encode())
+
+    class Dying(Exception):
+        """The redrive's process dies between its claim and the append."""
+
+    real_append = shared.log.append
+
+    async def dying_append(stream: str, data: bytes) -> str:
+        if stream == events_stream("mended"):
+            raise Dying
+        return await real_append(stream, data)
+
+    shared.log.append = dying_append  # type: ignore[method-assign]
+    redrive = redrive_dead_letters
+    with pytest.raises(Dying):
+        await redrive(shared.log, shared.kv, "mended", clock)
+    # The failed redrive took its claim back: the letter is listed and sent next time.
+    assert [item["key"] for item in await dead_letters(shared.log, "mended", kv=shared.kv)] == [key]
+    # A claim whose taker died without taking it back (SIGKILL) blocks only for a minute.
+    await shared.kv.put(f"functions.dlq.redriven/mended/{key}", f"claim:{clock.time()!r}".encode())
+    shared.log.append = real_append  # type: ignore[method-assign]
+    assert await redrive(shared.log, shared.kv, "mended", clock) == []
+    assert len(await dead_letters(shared.log, "mended", kv=shared.kv)) == 1  # still listed
+    clock.advance(61.0)
+    assert await redrive(shared.log, shared.kv, "mended", clock) == ["r-1"]
+    assert await dead_letters(shared.log, "mended", kv=shared.kv) == []
+    assert await redrive(shared.log, shared.kv, "mended", clock) == []
+    queued = [json.loads(e.data) for e in await shared.log.range(events_stream("mended"))]
+    assert [(q["id"], q["payload"]) for q in queued] == [("r-1", {"n": 7})]
