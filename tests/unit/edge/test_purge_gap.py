@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reflow.backends import Backend, memory_backend, open_backend
 from reflow.backends.memory import MemoryPubSub
@@ -447,3 +449,44 @@ async def test_a_failed_sqlite_poller_ends_subscriptions_and_the_purger_comes_ba
         await purger.stop()
         await here.close()
         await there.close()
+
+
+# --- the back-off schedule, as a property ------------------------------------------
+
+HOLDS = st.sampled_from([0.0, 0.5, 1.9, 2.1, 3.0])  # away from the 2 s boundary
+
+
+@settings(max_examples=20)
+@given(outages=st.lists(st.tuples(HOLDS, st.integers(0, 4)), min_size=1, max_size=3))
+def test_every_wait_follows_the_doubling_schedule_that_restarts_after_a_held_subscription(
+    outages: list[tuple[float, int]],
+) -> None:
+    """Each wait is half to all of its delay; delays double to 2 s and restart after 2 s held."""
+
+    async def run() -> None:
+        clock = FakeClock()
+        flaky = FlakyPubSub(MemoryPubSub(), clock)
+        purger = Purger(Store(), flaky, node="p", clock=clock)
+        await purger.start()
+        delay = 0.05
+        try:
+            for hold, refused in outages:
+                clock.advance(hold)
+                if hold >= 2.0:
+                    delay = 0.05
+                flaky.refuse = refused
+                lost = clock.monotonic()
+                before = len(flaky.attempts)
+                flaky.break_all(ConnectionResetError("gone"))
+                await until(lambda: not purger.listening)
+                await advance_until(clock, lambda: purger.listening, step=0.01)
+                times = [lost, *flaky.attempts[before:]]
+                assert len(times) == refused + 2
+                for earlier, later in zip(times, times[1:], strict=False):
+                    assert delay / 2 - 0.011 <= later - earlier <= delay + 0.011
+                    delay = min(delay * 2, 2.0)
+        finally:
+            await purger.stop()
+        assert purger.gaps == len(outages)
+
+    asyncio.run(run())
