@@ -92,7 +92,12 @@ async def create_invalidation(client: Any, payload: Any, context: TaskContext) -
 
 
 async def purge(client: Any, payload: Any, context: TaskContext) -> Any:
-    """``reflow:cache:purge``: purge surrogate keys and paths; the count purged here."""
+    """``reflow:cache:purge``: purge surrogate keys and paths on every edge.
+
+    The output counts the objects purged by every edge that answered; when a
+    live edge did not answer in time it is named under ``Missing`` (it may
+    still serve the old body), so a flow can retry or alert on it.
+    """
     if not isinstance(payload, Mapping):
         raise StatesError(_INVALID_PURGE, "the request must be a JSON object")
     unknown = sorted(set(payload) - {"Keys", "Paths", "Soft"})
@@ -113,4 +118,5 @@ async def purge(client: Any, payload: Any, context: TaskContext) -> Any:
         count = await client.purge(lists["Keys"], lists["Paths"], soft=soft)
     except EdgeError as error:
         raise StatesError(_INVALID_PURGE, str(error)) from None
-    return {"Purged": int(count)}
+    missing = list(getattr(count, "missing", ()))
+    return {"Purged": int(count), "Missing": missing} if missing else {"Purged": int(count)}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from reflow.edge.cache import Freshness
-from reflow.edge.purge import PurgePlan, Purger
+from reflow.edge.purge import PurgePlan, Purger, PurgeResult
 from reflow.edge.store import Entry, Store
 from reflow.flows import run_async
 
@@ -155,3 +155,14 @@ async def test_without_an_edge_the_task_fails_saying_what_is_missing(resource: s
     execution = await run_async(_task(resource, {"Paths": ["/"]}), {})
     assert execution.error == "States.Runtime"
     assert "edge cache" in (execution.cause or "") and "cache=" in (execution.cause or "")
+
+
+async def test_reflow_purge_names_the_edges_that_did_not_answer() -> None:
+    class Fleet:
+        """A cache client whose purge reached one edge and missed another."""
+
+        async def purge(self, keys: Sequence[str], paths: Sequence[str], *, soft: bool) -> int:
+            return PurgeResult({"edge-a": 2}, missing=["edge-b"])
+
+    execution = await run_async(_task(PURGE, {"Keys": ["blog"]}), {}, cache=Fleet())
+    assert execution.output == {"Purged": 2, "Missing": ["edge-b"]}
