@@ -149,7 +149,14 @@ class EdgeProtocol(asyncio.Protocol):
                         self.transport.write(answer)  # type: ignore[union-attr]
                         return
                 request = Request(method, path, query, list(headers), b"", True, self.client_ip)
-                self._dispatch(request, special)
+                if self.busy or self.write_paused:
+                    self._dispatch(request, special)
+                    return
+                answer = self.edge.fast(request, special)  # answer(), inline: kept alive
+                if answer is not None:
+                    self.transport.write(answer)  # type: ignore[union-attr]
+                else:
+                    self._answer_later(request)
                 return
         if not self.in_head:
             self.head_started = now
@@ -333,6 +340,10 @@ class EdgeProtocol(asyncio.Protocol):
                 self.closing = True
                 transport.close()
             return
+        self._answer_later(request)
+
+    def _answer_later(self, request: Request) -> None:
+        """Answer ``request`` in a task; later requests queue until it is written."""
         self.busy = True
         task = asyncio.get_running_loop().create_task(self._answer_slowly(request))
         self.server.tasks.add(task)

@@ -36,6 +36,7 @@ import asyncio
 import inspect
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -410,13 +411,15 @@ class Hook:
         started = _monotonic()
         context.deadline = deadline = started + self.timeout
         try:
-            token = WATCHDOG.arm_until(deadline)
             try:
-                return self.handler(event, context)
+                return WATCHDOG.call(deadline, self.handler, event, context)
             finally:
-                WATCHDOG.disarm(token)
-                if self.timer is not None:
-                    self.timer.observe(_monotonic() - started)
+                timer = self.timer
+                if timer is not None:
+                    # Histogram.observe, inline: it runs twice per hooked hit.
+                    elapsed = _monotonic() - started
+                    timer.counts[bisect_left(timer.bounds, elapsed)] += 1
+                    timer.sum += elapsed
         except Overrun:
             raise HookError(
                 self.hook, self.name, f"ran past its {self.timeout:g} s limit"

@@ -42,6 +42,8 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Overrun", "Watchdog", "WATCHDOG"]
 
@@ -95,6 +97,34 @@ class Watchdog:
             self._signalled = deadline
             self._wakeup.set()
         return armed
+
+    def call(self, deadline: float, function: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+        """``function(a, b)``, armed until ``deadline``: :meth:`arm_until` and :meth:`disarm`
+        around the call in one Python call (the hooked hit path makes two per request).
+
+        :class:`Overrun` propagates from here when the limit fired, as from
+        ``disarm``'s caller.
+        """
+        if self._watcher is None:
+            self._start()
+        armed = self._armed = (_get_ident(), deadline)
+        if deadline < self._wake_at:  # as in arm_until
+            self._signalled = deadline
+            self._wakeup.set()
+        try:
+            return function(a, b)
+        finally:
+            # disarm(armed), inline for the usual case.
+            self._armed = None
+            if self._firing is armed or self._fired is armed:
+                self._settle(armed)
+
+    def _settle(self, token: _Armed) -> None:
+        """disarm's slow part: the watcher fired, or may be about to, for ``token``."""
+        with self._lock:
+            fired = self._fired is token
+        if fired:
+            _take_pending()
 
     def disarm(self, token: _Armed) -> bool:
         """Stop timing; True if the limit fired for this token.
