@@ -31,8 +31,12 @@ Keys: a branch's or iteration's tasks run under an execution id of its own
 (the parent's id, ``/STATE@VISIT.RETRY/POSITION``; a Distributed Map child
 has its Map Run child execution ARN, the Map Run id derived from the scope)
 and the child's own visit counter, so each (child, state, visit, attempt)
-has a key of its own. A retry back-off or a Wait inside a child is slept in
-memory, but saved first: after a crash only what is left of it is waited.
+has a key of its own. A retry back-off or a Wait inside a child is saved
+first: after a crash only what is left of it is waited. One of ``PARK_AFTER``
+seconds or more then *dozes* (:meth:`Children.doze`): it counts as parked, so
+once every child has ended or parked the state parks and the parent's timer
+at the earliest end wakes it; should its time come while the state still
+runs, it goes on in place. A shorter one is slept in memory.
 
 A child that reaches a ``.waitForTaskToken`` task or a running ``.sync``
 nested execution *parks* (see :mod:`reflow.flows.child_waits`): its wait is
@@ -60,6 +64,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from reflow.backends import KV, Delete, Item, Put
+from reflow.clock import Clock
 from reflow.errors import TransactionConflictError, VersionConflictError
 from reflow.flows import child_waits, children, nested
 from reflow.flows import interpreter as core
@@ -83,12 +88,14 @@ from reflow.flows.store import (
 )
 from reflow.flows.tasks import invoke
 
-__all__ = ["Children", "Parked", "forget", "needed", "run_parkable", "scope_key"]
+__all__ = ["PARK_AFTER", "Children", "Parked", "forget", "needed", "run_parkable", "scope_key"]
 
 _PREFIX = "flows/c/"
 _PAGE = 500
 _CHUNK = 256  # child records written in one transaction at most
 _YIELD_EVERY = 64
+# A Wait or back-off inside a child at least this long (seconds) may park the state.
+PARK_AFTER = 1.0
 _TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
 _ENTERED = {kind: f"{kind}StateEntered" for kind in _TYPES}
 _EXITED = {kind: f"{kind}StateExited" for kind in _TYPES}
@@ -164,7 +171,7 @@ async def run_parkable(
         return await task
     except Parked:
         scope.held = True
-        raise Parked(scope.parked_at, scope.parked_children) from None
+        raise Parked(scope.wake_at(), scope.parked_children) from None
     finally:
         quiet.cancel()
         if not task.done():
@@ -197,6 +204,9 @@ class Children:
         # Retrieved here, so a release nobody awaited logs nothing.
         self.release.add_done_callback(lambda done: done.cancelled() or done.exception())
         self.parked_at: float | None = None
+        # When each dozing child's wait ends (see doze): counted at once, since the
+        # state tears its children down as soon as one raises Parked.
+        self.dozing: list[float] = []
         self.parked_children: list[str] = []
         self.held = False  # the state parked: its records must stay
         # Whether any child record of this scope was found or written: if not, there
@@ -249,6 +259,40 @@ class Children:
             if not parked:
                 self.active -= 1
                 self._settled()
+
+    async def doze(self, until: float, clock: Clock) -> None:
+        """A child waits until ``until`` (a Wait, a retry's back-off), saved already.
+
+        Meanwhile it counts as parked: should every child of the state end or park,
+        the state parks (no worker held; the parent's timer at the earliest such
+        ``until`` wakes it) and :class:`Parked` is raised here. Should its time come
+        first, it goes on here, as if it had slept.
+        """
+        self.active -= 1
+        self.parked += 1
+        self.dozing.append(until)
+        self._settled()
+        sleeper = asyncio.ensure_future(clock.sleep(max(0.0, until - clock.time())))
+        try:
+            await asyncio.wait([sleeper, self.release], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Counted as running again: _parkable counts it as parked should it park.
+            self.active += 1
+            self.parked -= 1
+            if not sleeper.done():
+                sleeper.cancel()
+                await asyncio.gather(sleeper, return_exceptions=True)
+        if sleeper.cancelled():
+            # The state parks (or is torn down): its ``until`` stays in ``dozing``.
+            raise Parked(until)
+        sleeper.result()
+        self.dozing.remove(until)  # its time came: it goes on, no wake is owed
+
+    def wake_at(self) -> float | None:
+        """When the parked state must look again: the earliest of its parked
+        children's fallbacks and its dozing children's ends."""
+        times = [*self.dozing] + ([self.parked_at] if self.parked_at is not None else [])
+        return min(times) if times else None
 
     def _settled(self) -> None:
         """Set ``quiet`` when no child runs and none can start: all began (or the
@@ -526,7 +570,7 @@ class _ChildRun:
                 context = self._context(base, state.name, cursor)
             runner.visit = record.seq
             if resumed and wait is not None and wait["kind"] == "timer":
-                await _delay(runner, max(0.0, wait["at"] - clock.time()))
+                await self._sleep_until(wait["at"])
                 record.wait = None
                 slept = core.Result(None) if wait["then"] == "outcome" else None
                 action = step(machine, cursor, context, slept)
@@ -542,12 +586,13 @@ class _ChildRun:
                 if isinstance(action, core.Retry):
                     cursor = action.cursor
                     delay = backoff_delay(action.retrier, action.attempt)
+                    until = clock.time() + delay
                     if delay > 0:
                         # Saved first: after a crash the back-off goes on, then the next
                         # attempt (its own key) — not the attempts already made.
-                        await self._pause(cursor, clock.time() + delay, "enter")
+                        await self._pause(cursor, until, "enter")
                         worked = True
-                    await _delay(runner, delay)
+                    await self._sleep_until(until)
                     record.wait = None
                     context = self._context(base, state.name, cursor)
                     action = step(machine, cursor, context)
@@ -567,7 +612,7 @@ class _ChildRun:
                     if until > now:
                         # Saved first: after a crash only what is left of the Wait is waited.
                         await self._pause(cursor, until, "outcome")
-                    await _delay(runner, max(0.0, until - clock.time()))
+                    await self._sleep_until(until)
                     record.wait = None
                     outcome = core.Result(None)
                 else:
@@ -764,6 +809,22 @@ class _ChildRun:
         if isinstance(action, core.Branches):
             return await self._branches(action, cursor, state.name, base)
         raise AssertionError(f"a child parked on {kind!r} at a {state.type} state")
+
+    async def _sleep_until(self, until: float) -> None:
+        """Wait until ``until`` (the wait saved in the record already): a child that
+        may park dozes (see :meth:`Children.doze`) unless the wait is short; raises
+        ExecutionTimedOut should the deadline come first."""
+        runner = self.runner
+        clock, deadline = runner.clock, runner.deadline
+        if self.host is None or until - clock.time() < PARK_AFTER:
+            # Short: parking (a save of the parent, a timer, a redo reading every
+            # child record) would cost more than holding the worker this long.
+            await _delay(runner, max(0.0, until - clock.time()))
+            return
+        if deadline is not None and deadline <= until:
+            await self.scope.doze(deadline, clock)
+            raise ExecutionTimedOut()
+        await self.scope.doze(until, clock)
 
     async def _pause(self, cursor: core.Cursor, until: float, then: str) -> None:
         """Save the child mid-state: waiting until ``until``, then ``then`` (``"enter"``

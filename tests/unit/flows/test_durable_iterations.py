@@ -380,9 +380,18 @@ async def test_a_backend_failure_while_saving_children_fails_the_transition_not_
 
 
 async def run_until(service: FlowService, clock: FakeClock, step: float, done: Any) -> None:
-    """Drain ``service`` in the background, moving the clock ``step`` at a time until
-    ``done()`` holds (children sleep back-offs and Waits on the clock, in memory)."""
-    draining = asyncio.ensure_future(service.drain())
+    """Drain ``service`` over and over in the background, moving the clock ``step`` at
+    a time until ``done()`` holds (a child's Wait or back-off parks the state; each
+    drain fires the parent's timers that came due). The drain under way when
+    ``done()`` holds is let finish; an exception raised in it surfaces here."""
+    stopping = asyncio.Event()
+
+    async def keep_draining() -> None:
+        while not stopping.is_set():
+            await service.drain()
+            await asyncio.sleep(0)
+
+    draining = asyncio.ensure_future(keep_draining())
     try:
         for _ in range(200):
             for _ in range(20):
@@ -390,11 +399,9 @@ async def run_until(service: FlowService, clock: FakeClock, step: float, done: A
             if done() or draining.done():
                 break
             clock.advance(step)
-        if draining.done():
-            draining.result()  # a Crash raised in it surfaces here
     finally:
-        draining.cancel()
-        await asyncio.gather(draining, return_exceptions=True)
+        stopping.set()
+    await draining  # a Crash raised in it surfaces here
 
 
 def waiting_map() -> dict[str, Any]:
@@ -412,7 +419,7 @@ async def test_a_crash_during_a_wait_in_an_iteration_waits_only_what_is_left(
     started = clock.time()
     first = FlowService(backend, {"f": waiting_map()}, functions={"work": tasks})
     await first.start_execution("f", {"items": [1, 2]}, name="w")
-    # Half the Wait goes by, then the process dies (its drain is cancelled mid-sleep).
+    # Half the Wait goes by (the state parked meanwhile), then the process goes away.
     await run_until(first, clock, 30, lambda: clock.time() >= started + 30)
     assert tasks.calls == []
     restarted = FlowService(backend, {"f": waiting_map()}, functions={"work": tasks})
