@@ -207,20 +207,20 @@ class Edge:
         """
         if request.method != "GET" and request.method != "HEAD":
             return None
-        request_copies = handed_request = None
         try:
             cf_request = None  # the request as the viewer-request hook left it
             viewer_request = route.hooks.get("viewer-request")
             if viewer_request is not None:
                 request_copies = self._request_copies.get(request.headers, headers_to_cf)
-                handed_request = request_copies.take()
+                # Always a fresh copy, never one handed out before: making one is cheaper
+                # than checking a used one again after both hooks (give_back).
                 result = viewer_request.run_request_given(
                     {
                         "clientIp": request.client_ip,
                         "method": request.method,
                         "uri": request.path,
                         "querystring": request.query,
-                        "headers": handed_request,
+                        "headers": request_copies.fresh(),
                     },
                     request_copies.template,
                 )
@@ -309,11 +309,6 @@ class Edge:
         except HookError as exc:
             self.metrics.hook_errors += 1
             return error_response(502, str(exc), keep_alive=request.keep_alive)
-        finally:
-            if request_copies is not None and handed_request is not None:
-                # After both hooks (the response hook sees the request too); kept only
-                # if still equal to the template, whatever happened.
-                request_copies.give_back(handed_request)
         self.metrics.bytes_out += len(data)
         return data
 

@@ -19,11 +19,72 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
-__all__ = ["CfHeaders", "HeaderCopies", "TemplateCache", "added_if_intact"]
+__all__ = ["CfHeaders", "HeaderCopies", "TemplateCache", "added_if_intact", "copier"]
 
 CfHeaders = dict[str, list[dict[str, str]]]
+_Shape = tuple[tuple[int, ...], ...]
+# Copy functions by the shape of a template (header count, entries per header, keys per
+# entry): few shapes occur, and compiling one per template would cost more than it saves.
+_COPIERS: dict[_Shape, Callable[[tuple[str, ...]], CfHeaders]] = {}
+_MAX_COPIERS = 256
+
+
+def copier(template: Any) -> Callable[[], CfHeaders] | None:
+    """A function that makes a fresh, equal copy of ``template``, or None.
+
+    The copy is one dict display of the template's own strings, e.g.
+    ``{s[0]: [{s[1]: s[2], s[3]: s[4]}]}`` (several times cheaper than
+    converting the pairs again, and its strings are the template's, so the
+    comparison after a call is by identity). The generated source holds
+    only indices, never a header's bytes. None when the template is not all
+    strings in ``{name: [{key: value}]}`` form.
+    """
+    if type(template) is not dict:
+        return None
+    shape: list[tuple[int, ...]] = []
+    strings: list[str] = []
+    for name, entries in template.items():
+        if type(name) is not str or type(entries) is not list:
+            return None
+        strings.append(name)
+        sizes = []
+        for entry in entries:
+            if type(entry) is not dict:
+                return None
+            for key, value in entry.items():
+                if type(key) is not str or type(value) is not str:
+                    return None
+                strings += (key, value)
+            sizes.append(len(entry))
+        shape.append(tuple(sizes))
+    key = tuple(shape)
+    make = _COPIERS.get(key)
+    if make is None:
+        make = _compile(key)
+        if len(_COPIERS) < _MAX_COPIERS:
+            _COPIERS[key] = make
+    return partial(make, tuple(strings))
+
+
+def _compile(shape: _Shape) -> Callable[[tuple[str, ...]], CfHeaders]:
+    index = 0
+    parts = []
+    for sizes in shape:
+        name = index
+        index += 1
+        entries = []
+        for size in sizes:
+            pairs = [f"s[{index + 2 * i}]: s[{index + 2 * i + 1}]" for i in range(size)]
+            index += 2 * size
+            entries.append("{" + ", ".join(pairs) + "}")
+        parts.append(f"s[{name}]: [{', '.join(entries)}]")
+    made: Callable[[tuple[str, ...]], CfHeaders] = eval(  # noqa: S307 (indices only)
+        "lambda s: {" + ", ".join(parts) + "}"
+    )
+    return made
 
 
 def added_if_intact(headers: Any, template: CfHeaders) -> dict[str, Any] | None:
@@ -61,19 +122,23 @@ class HeaderCopies:
     handed out again.
     """
 
-    __slots__ = ("convert", "pairs", "spare", "template")
+    __slots__ = ("convert", "fresh", "pairs", "spare", "template")
 
     def __init__(self, pairs: list[tuple[str, str]], convert: Callable[..., CfHeaders]) -> None:
         self.pairs = pairs
         self.convert = convert
         self.template = convert(pairs)
         self.spare: CfHeaders | None = None
+        # A fresh copy of the template without checks: for one-header request templates
+        # this is ~6x cheaper than handing back a used copy (give_back's comparison).
+        made = copier(self.template)
+        self.fresh: Callable[[], CfHeaders] = made if made is not None else partial(convert, pairs)
 
     def take(self) -> CfHeaders:
         """Headers for one call: the spare copy, or a fresh one."""
         spare = self.spare
         if spare is None:
-            return self.convert(self.pairs)
+            return self.fresh()
         self.spare = None
         return spare
 
