@@ -73,8 +73,14 @@ def hooks_from_app(app: App, runtime: Runtime | None = None) -> list[Hook]:
     """The app's ``@app.edge`` registrations as hooks.
 
     Inline functions call their handler directly; with a ``runtime``, functions
-    declared with ``isolation="process"`` are invoked through it.
+    declared with ``isolation="process"`` are invoked through it. An inline
+    hook's ``context.limits`` passes the runtime's authorisation hook (with
+    the function's declared permissions); without a runtime, everything is
+    allowed, as ``allow_all`` does.
     """
+    from reflow.functions.context import allow_all
+
+    authorizer = runtime.authorizer if runtime is not None else allow_all
     hooks = []
     for config in app.edges.values():
         function = app.functions[config.function]
@@ -94,6 +100,7 @@ def hooks_from_app(app: App, runtime: Runtime | None = None) -> list[Hook]:
                 shape=config.shape,
                 invoke=invoke,
                 function=config.function,
+                authorize=functools.partial(authorizer, function),
             )
         )
     return hooks

@@ -264,17 +264,34 @@ class HookResult:
 class EdgeContext:
     """The ``context`` a hook receives (a subset of Lambda's)."""
 
-    __slots__ = ("aws_request_id", "deadline", "function_name", "function_version")
+    __slots__ = ("_authorize", "aws_request_id", "deadline", "function_name", "function_version")
 
-    def __init__(self, function_name: str, deadline: float) -> None:
+    def __init__(
+        self,
+        function_name: str,
+        deadline: float,
+        authorize: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.function_name = function_name
         self.deadline = deadline
         self.aws_request_id = ""
         self.function_version = "$LATEST"
+        self._authorize = authorize
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the hook's time limit."""
         return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+    def authorize(self, action: str, resource: str) -> None:
+        """Pass ``action`` on ``resource`` through the hook's authorisation hook.
+
+        :func:`reflow.edge.service.hooks_from_app` binds the runtime's hook to
+        the function's config; a hook built without one allows everything,
+        as ``reflow.functions.context.allow_all`` does.
+        """
+        authorize = self._authorize
+        if authorize is not None:
+            authorize(action, resource)
 
     @property
     def limits(self) -> Any:
@@ -282,13 +299,15 @@ class EdgeContext:
 
         One backend round trip per call (a Lua script on Redis), so a
         viewer-request hook can refuse a client before the cache is consulted.
+        Each call passes :meth:`authorize` first, as from a function's context.
         """
         from reflow.functions.context import registered_client
 
         factory = registered_client("limits")
         if factory is None:
             raise NotAvailableError("limits", "the state service is not running in this process")
-        return factory(self)  # type: ignore[arg-type]  # the limits client ignores its context
+        # The limits client needs only ``authorize`` of the context it is made for.
+        return factory(self)  # type: ignore[arg-type]
 
 
 def _read_only(headers: Any, names: frozenset[str]) -> list[tuple[str, str]]:
@@ -362,11 +381,14 @@ class Hook:
     function: str = ""
     # Where the time spent in the function is counted (the edge sets it).
     timer: Histogram | None = field(default=None, compare=False, repr=False)
+    # The authorisation hook bound to the function's config, (action, resource) -> None
+    # or PermissionDeniedError: what ``context.limits`` passes each call through.
+    authorize: Callable[[str, str], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # One context per hook, its deadline reset per call: synchronous calls run
         # one at a time on the serving thread, so they never share it at once.
-        object.__setattr__(self, "_context", EdgeContext(self.name, 0.0))
+        object.__setattr__(self, "_context", EdgeContext(self.name, 0.0, self.authorize))
         if self.shape == "function" and self.hook not in FUNCTION_HOOKS:
             raise HookError(self.hook, self.name, 'shape="function" serves viewer hooks only')
         if self.shape not in ("lambda@edge", "function"):
@@ -440,7 +462,8 @@ class Hook:
             if not inspect.isawaitable(result):
                 return result
         else:
-            result = self.handler(event, EdgeContext(self.name, started + self.timeout))
+            context = EdgeContext(self.name, started + self.timeout, self.authorize)
+            result = self.handler(event, context)
         try:
             return await asyncio.wait_for(result, self.timeout)
         except TimeoutError:

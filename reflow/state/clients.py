@@ -1,10 +1,17 @@
-"""What a handler reaches through ``context.tables``: tables behind the authorisation hook.
+"""What a handler reaches through ``context.tables`` and ``context.limits``, behind the hook.
 
-Every call passes ``context.authorize(action, table)`` first — ``tables:read``
-for ``get``, ``query`` and ``scan``, ``tables:write`` for the writes — so a
-function's declared permissions (``permissions=["tables:write:articles"]``)
-govern it once enforcement lands in ``reflow.security``, without any handler
-changing. The hook allows everything until then.
+Every table call passes ``context.authorize(action, table)`` first —
+``tables:read`` for ``get``, ``query`` and ``scan``, ``tables:write`` for the
+writes — so a function's declared permissions
+(``permissions=["tables:write:articles"]``) govern it once enforcement lands
+in ``reflow.security``, without any handler changing. The hook allows
+everything until then.
+
+``context.limits`` (:class:`LimitsClient`) does the same: ``limits:hit`` on
+``limit/<key>`` for a rate-limit hit, ``limits:read`` / ``limits:write`` on
+``counter/<key>`` for the counters. Rate limits and counters live in
+separate namespaces in the backend, so their resources carry a kind prefix
+(as the bus's ``bus/<name>`` and the cache's ``key/…`` / ``path/…`` do).
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from reflow.state.conditions import Condition
+from reflow.state.counters import Counters
+from reflow.state.limits import Decision, Rate, RateLimiter
 from reflow.state.replication import GlobalTable
 from reflow.state.tables import Document, KeyInput, Page, Table, WriteOp
 
-__all__ = ["GlobalTableClient", "TableClient", "TablesClient"]
+__all__ = ["GlobalTableClient", "LimitsClient", "TableClient", "TablesClient"]
 
 Authorize = Callable[[str, str], None]
 
@@ -166,3 +175,41 @@ class GlobalTableClient:
 
     def __repr__(self) -> str:
         return f"GlobalTableClient({self.name!r})"
+
+
+class LimitsClient:
+    """``context.limits``: rate limits and bounded counters, each call authorised.
+
+    One per invocation (or per edge hook call): it authorises against the
+    calling function, so it must not be shared between contexts.
+    """
+
+    __slots__ = ("_authorize", "_counters", "_limiter")
+
+    def __init__(self, limiter: RateLimiter, counters: Counters, authorize: Authorize) -> None:
+        self._limiter = limiter
+        self._counters = counters
+        self._authorize = authorize
+
+    async def hit(self, key: str, rate: str | Rate = "100/minute", *, cost: int = 1) -> Decision:
+        """See :meth:`RateLimiter.hit` (action ``limits:hit`` on ``limit/<key>``)."""
+        self._authorize("limits:hit", f"limit/{key}")
+        return await self._limiter.hit(key, rate, cost=cost)
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """See :meth:`Counters.incr` (action ``limits:write`` on ``counter/<key>``)."""
+        self._authorize("limits:write", f"counter/{key}")
+        return await self._counters.incr(key, by)
+
+    async def decrement_if(self, key: str, by: int = 1, *, minimum: int = 0) -> int:
+        """See :meth:`Counters.decrement_if` (action ``limits:write`` on ``counter/<key>``)."""
+        self._authorize("limits:write", f"counter/{key}")
+        return await self._counters.decrement_if(key, by, minimum=minimum)
+
+    async def counter(self, key: str) -> int:
+        """A counter's value, see :meth:`Counters.get` (``limits:read`` on ``counter/<key>``)."""
+        self._authorize("limits:read", f"counter/{key}")
+        return await self._counters.get(key)
+
+    def __repr__(self) -> str:
+        return "LimitsClient()"

@@ -5,8 +5,8 @@ records into live objects on one backend: a :class:`Table` per declared
 table (what ``context.tables`` holds), a :class:`StreamRelay` per streamed
 table, a :class:`StreamConsumer` per ``@app.on_change`` handler (its consumer
 group is the handler's name, so each handler sees every record once), plus
-the :class:`RateLimiter` and :class:`Counters` that ``context.limits`` and
-``context.counters`` expose.
+the :class:`RateLimiter` and :class:`Counters` that ``context.limits``
+exposes (``LimitsClient``, every call through the authorisation hook).
 
 Delivery goes through ``deliver(function, event)``: the platform passes its
 functions runtime (timeouts, retries, isolation); without one, the handler
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from reflow.app import App, ChangeConfig
 from reflow.backends import Backend
 from reflow.clock import Clock
-from reflow.state.clients import TablesClient
+from reflow.state.clients import LimitsClient, TablesClient
 from reflow.state.counters import Counters
 from reflow.state.limits import RateLimiter
 from reflow.state.replication import GlobalTable
@@ -42,16 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Deliver", "LimitsClient", "StateService"]
 
 Deliver = Callable[[str, dict[str, Any]], Awaitable[object]]
-
-
-class LimitsClient:
-    """What ``context.limits`` offers a handler: rate limits and bounded counters."""
-
-    def __init__(self, limiter: RateLimiter, counters: Counters) -> None:
-        self.hit = limiter.hit
-        self.incr = counters.incr
-        self.decrement_if = counters.decrement_if
-        self.counter = counters.get
 
 
 class StateService:
@@ -121,15 +111,14 @@ class StateService:
         """Make ``context.tables`` and ``context.limits`` reach this service."""
         from reflow.functions.context import register_client
 
-        tables = self.tables
-        limits = LimitsClient(self.limits, self.counters)
+        tables, limiter, counters = self.tables, self.limits, self.counters
 
+        # Per invocation: each context authorises against its own function.
         def tables_client(context: Context) -> TablesClient:
-            # Per invocation: each context authorises against its own function.
             return TablesClient(tables, context.authorize)
 
         def limits_client(context: Context) -> LimitsClient:
-            return limits
+            return LimitsClient(limiter, counters, context.authorize)
 
         self._installed = [("tables", tables_client), ("limits", limits_client)]
         for name, factory in self._installed:
