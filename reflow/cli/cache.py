@@ -8,7 +8,9 @@ as a process with no edge; ``--dry-run`` only prints the plan. It prints the tot
 count, and the live edges that did not answer in time — and then exits with
 status 1, since those may still serve the old body.
 
-``reflow cache edges`` lists the live edges registered in the backend's KV.
+``reflow cache edges`` lists the live edges registered in the backend's KV,
+with whether each is listening for purges (its purge subscription open); one
+that is not still serves but cannot hear a purge until it reconnects.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def edges(
         return
     table = Table(box=box.SIMPLE)
     table.add_column("edge", overflow="fold")  # whole, so it can be matched to `missing`
-    for column in ("app", "host", "pid", "port", "admin", "up"):
+    for column in ("app", "host", "pid", "port", "admin", "up", "listening"):
         table.add_column(column)
     now = time.time()
     for member in members:
@@ -174,5 +176,7 @@ def edges(
             str(member.port),
             "" if member.admin_port is None else str(member.admin_port),
             f"{max(0.0, now - member.started_at):.0f}s",
+            # A deaf edge may serve a purged body: make it stand out.
+            "yes" if member.listening else "[bold yellow]no[/]",
         )
     console.print(table)

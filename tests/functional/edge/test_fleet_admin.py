@@ -114,6 +114,41 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
         assert (shown["id"], shown["port"], shown["admin_port"]) == ("e1", 8080, 8081)
         result = await asyncio.to_thread(runner.invoke, cli, ["cache", "edges", "--backend", url])
         assert result.exit_code == 0 and "e1" in result.output and "8081" in result.output
+
+        # An edge whose purge subscription is down, and one from before the flag existed.
+        deaf = EdgeMember("e2", app="site", hostname="h", listening=False)
+        await backend.kv.put(MEMBERS_PREFIX + "e2", deaf.to_json(), ttl=60)
+        legacy = {"id": "e3", "app": "site", "hostname": "h", "port": 9090}
+        await backend.kv.put(MEMBERS_PREFIX + "e3", json.dumps(legacy).encode(), ttl=60)
+        result = await asyncio.to_thread(
+            runner.invoke, cli, ["cache", "edges", "--backend", url], env={"COLUMNS": "200"}
+        )
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        [header] = [line for line in lines if line.split()[:1] == ["edge"]]
+        assert header.split()[-1] == "listening"
+        rows = {
+            line.split()[0]: line.split()
+            for line in lines
+            if line.split()[:1] in (["e1"], ["e2"], ["e3"])
+        }
+        # The last column: e1 renews with its subscription open, e2 says it is down,
+        # e3 has no field at all and counts as listening.
+        assert {edge: row[-1] for edge, row in rows.items()} == {
+            "e1": "yes",
+            "e2": "no",
+            "e3": "yes",
+        }
+        result = await asyncio.to_thread(
+            runner.invoke, cli, ["cache", "edges", "--backend", url, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        shown = {member["id"]: member for member in json.loads(result.output)}
+        assert {edge: m["listening"] for edge, m in shown.items()} == {
+            "e1": True,
+            "e2": False,
+            "e3": True,
+        }
     finally:
         await membership.stop()
         await backend.close()
