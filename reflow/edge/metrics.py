@@ -11,7 +11,9 @@ wants are summed only when the exposition is rendered, at scrape time.
 format, version 0.0.4 (``# HELP`` / ``# TYPE`` lines, counters named
 ``*_total``, histograms as ``_bucket{le=...}``, ``_sum`` and ``_count``);
 the admin API serves it at ``GET /metrics`` together with the functions
-runtime's figures (:func:`reflow.functions.metrics.prometheus_text`).
+runtime's figures (:func:`reflow.functions.metrics.prometheus_text`). Given
+the edge's :class:`~reflow.edge.purge.Purger`, it also says whether the
+purge feed is up (``reflow_edge_purge_feed_up``, a 0/1 gauge).
 """
 
 from __future__ import annotations
@@ -195,6 +197,15 @@ def prometheus_text(
     relayed = purger.relayed if purger is not None else 0
     lines.append(f'{name}{{source="local"}} {metrics.purges}')
     lines.append(f'{name}{{source="relayed"}} {relayed}')
+    if purger is not None:
+        # The Purger knows: true only while its subscription is open and being read,
+        # false before start, while a lost one is being reopened, and after stop.
+        name = "reflow_edge_purge_feed_up"
+        lines += [
+            f"# HELP {name} 1 while this edge's purge subscription is open and listening, else 0.",
+            f"# TYPE {name} gauge",
+            f"{name} {1 if purger.listening else 0}",
+        ]
     if store is not None:
         for name, kind, text, value in (
             ("reflow_edge_store_objects", "gauge", "Responses held in the cache.", len(store)),

@@ -7,12 +7,15 @@ import tracemalloc
 
 import pytest
 
+from reflow.backends.memory import MemoryPubSub
 from reflow.edge.metrics import HOOK_BUCKETS, Histogram, Metrics, prometheus_text
 from reflow.edge.purge import Purger
 from reflow.edge.store import Store
 from reflow.functions.metrics import FunctionMetrics
 from reflow.functions.metrics import prometheus_text as function_text
+from reflow.testing import FakeClock
 from tests.unit.edge.exposition import ExpositionError, parse
+from tests.unit.edge.test_purge_gap import FlakyPubSub, advance_until, until
 
 
 def test_an_observation_on_a_bound_counts_in_that_bucket_and_above_all_in_inf() -> None:
@@ -77,6 +80,32 @@ def test_the_exposition_parses_and_carries_every_figure() -> None:
     assert hooks.value(f"{name}_bucket", hook="viewer-response", function="sec", le="1.0") == 0
     assert hooks.value(f"{name}_sum", hook="viewer-response", function="sec") == 3.0
     assert all(f.help for f in families.values())
+
+
+async def test_the_purge_feed_gauge_follows_the_purgers_subscription() -> None:
+    clock = FakeClock()
+    flaky = FlakyPubSub(MemoryPubSub(), clock)
+    purger = Purger(Store(), flaky, node="edge", clock=clock)
+
+    def feed_up() -> float:
+        family = parse(prometheus_text(Metrics(), purger=purger))["reflow_edge_purge_feed_up"]
+        assert family.type == "gauge" and family.help
+        return family.value()
+
+    assert feed_up() == 0  # not subscribed before start
+    await purger.start()
+    try:
+        assert feed_up() == 1
+        flaky.break_all(ConnectionResetError("reset by the test"))
+        await until(lambda: not purger.listening)
+        assert feed_up() == 0  # down while the subscription is being reopened
+        await advance_until(clock, lambda: purger.listening)
+        assert feed_up() == 1
+    finally:
+        await purger.stop()
+    assert feed_up() == 0
+    # Without a purger the edge does not know, and says nothing.
+    assert "reflow_edge_purge_feed_up" not in parse(prometheus_text(Metrics()))
 
 
 def test_label_values_are_escaped() -> None:
