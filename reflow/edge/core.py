@@ -378,10 +378,13 @@ class Edge:
         for _ in range(3):
             generation = self.store.generation
             requested = self.clock.time()
+            # Misses share a fetch only within one purge generation: a request that
+            # arrives after a purge never takes an answer asked for before it.
             response, _fetched = await self.collapser.run(
-                key, lambda: self._fetch_origin(behaviour, route, request, query, [])
+                f"{key}\x00{generation}",
+                lambda: self._fetch_origin(behaviour, route, request, query, []),
             )
-            if self.store.generation != generation:
+            if self.store.purged_since(generation, request.path, _tags(response.headers)):
                 continue  # purged while in flight: what came back may be the purged body
             entry = self.store.get(key, request.headers)
             if entry is not None and entry.freshness.response_time >= requested:
@@ -409,10 +412,7 @@ class Edge:
         )
         if not verdict.store or verdict.freshness is None:
             return None
-        tags: set[str] = set()
-        for name, value in headers:
-            if name in ("surrogate-key", "cache-tag"):
-                tags.update(t for t in value.replace(",", " ").split() if t)
+        tags = _tags(headers)
         stored_headers = [
             (k, v) for k, v in response.headers if k.lower() not in _NOT_STORED_HEADERS
         ]
@@ -435,7 +435,7 @@ class Edge:
             freshness=verdict.freshness,
             etag=response.header("etag"),
             last_modified=parse_http_date(response.header("last-modified")),
-            surrogate_keys=frozenset(tags),
+            surrogate_keys=tags,
             vary=verdict.vary,
             secondary=secondary_key(verdict.vary, request.headers),
             compressible=compressible,
@@ -459,9 +459,13 @@ class Edge:
         if last_modified:
             validators.append(("If-Modified-Since", last_modified))
         requested = self.clock.time()
+        generation = self.store.generation
+        # A conditional fetch is shared only by revalidations of this very variant in
+        # this purge generation: a miss must never get its 304.
+        collapse = "\x00".join((key, "if", str(generation), *entry.secondary))
         try:
             response, _ = await self.collapser.run(
-                key, lambda: self._fetch_origin(behaviour, route, request, query, validators)
+                collapse, lambda: self._fetch_origin(behaviour, route, request, query, validators)
             )
         except OriginError:
             if entry.freshness.usable_on_error(self.clock.time()):
@@ -471,6 +475,12 @@ class Edge:
         if response.status >= 500 and entry.freshness.usable_on_error(self.clock.time()):
             self.metrics.stale += 1
             return entry, "Stale", response
+        tags = entry.surrogate_keys | _tags(response.headers)
+        if self.store.purged_since(generation, entry.path, tags):
+            # Asked before a purge of this object: a 304 or a body from then must not
+            # make the purged copy fresh again. Fetch it anew (a background refresh too).
+            fresh, answer = await self._miss(behaviour, route, request, key, query)
+            return fresh, "Miss", answer
         if response.status == 304:
             self._merge_304(behaviour, entry, response, requested)
             self.metrics.refresh_hits += 1
@@ -765,3 +775,12 @@ def _framing_free(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def _has_conditional(request: Request) -> bool:
     # dict() of the pairs and the set check both run in C: no generator per hooked hit.
     return not _CONDITIONAL.isdisjoint(dict(request.headers))
+
+
+def _tags(headers: list[tuple[str, str]]) -> frozenset[str]:
+    """The surrogate keys a response is tagged with (``Surrogate-Key`` / ``Cache-Tag``)."""
+    tags: set[str] = set()
+    for name, value in headers:
+        if name.lower() in ("surrogate-key", "cache-tag"):
+            tags.update(tag for tag in value.replace(",", " ").split() if tag)
+    return frozenset(tags)

@@ -20,7 +20,7 @@ could come back (see :mod:`reflow.edge.origins`).
 from __future__ import annotations
 
 import gzip as gzip_module
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +33,9 @@ __all__ = ["Entry", "HookView", "Store", "Variants"]
 
 # Per-entry bookkeeping charged against the budget on top of body and headers.
 _OVERHEAD = 512
+# Purges remembered for fetches in flight (see Store.purged_since); a fetch that
+# spans more purges than this is treated as purged.
+_RECENT_PURGES = 4096
 
 
 @dataclass(eq=False)
@@ -243,6 +246,10 @@ class Store:
         self.bytes = 0
         self.generation = 0
         self.evictions = 0
+        # What each recent purge covered, by generation (see purged_since).
+        self._recent: deque[tuple[int, str, frozenset[str] | str | None]] = deque(
+            maxlen=_RECENT_PURGES
+        )
         self._keys: OrderedDict[str, Variants] = OrderedDict()
         self._by_surrogate: dict[str, set[Entry]] = {}
         self._by_path: dict[str, set[str]] = {}
@@ -306,13 +313,15 @@ class Store:
     def purge_keys(self, tags: Iterable[str], *, soft: bool = False) -> int:
         """Purge every entry tagged with one of the surrogate ``tags``; return the count."""
         found: set[Entry] = set()
+        tags = frozenset(tags)
         for tag in tags:
             found |= self._by_surrogate.get(tag, set())
-        return self._purge(found, soft)
+        return self._purge(found, soft, ("keys", tags))
 
     def purge_path(self, path: str, *, soft: bool = False) -> int:
         """Purge every variant stored for exactly ``path`` (any query string)."""
-        return self._purge(self._entries_at(self._by_path.get(path, set())), soft)
+        found = self._entries_at(self._by_path.get(path, set()))
+        return self._purge(found, soft, ("path", path))
 
     def purge_prefix(self, prefix: str, *, soft: bool = False) -> int:
         """Purge every entry whose path starts with ``prefix``."""
@@ -320,11 +329,11 @@ class Store:
         for path, at in self._by_path.items():
             if path.startswith(prefix):
                 keys |= at
-        return self._purge(self._entries_at(keys), soft)
+        return self._purge(self._entries_at(keys), soft, ("prefix", prefix))
 
     def purge_all(self, *, soft: bool = False) -> int:
         """Purge everything."""
-        return self._purge(set(self.entries()), soft)
+        return self._purge(set(self.entries()), soft, ("all", None))
 
     def _entries_at(self, keys: Iterable[str]) -> set[Entry]:
         found: set[Entry] = set()
@@ -334,8 +343,39 @@ class Store:
                 found.update(variants.entries.values())
         return found
 
-    def _purge(self, found: set[Entry], soft: bool) -> int:
+    def purged_since(self, generation: int, path: str, tags: Iterable[str]) -> bool:
+        """Whether a purge after ``generation`` covered an object at ``path`` with ``tags``.
+
+        A fetch notes the generation before it asks the origin; if a purge that
+        covers what came back ran meanwhile, the answer may be the purged body
+        and must not be stored or refresh a stored one. Purges of other objects
+        do not count. When the log no longer reaches back that far the answer
+        is yes, to be safe.
+        """
+        if generation == self.generation:
+            return False
+        recent = self._recent
+        if not recent or recent[0][0] > generation + 1:
+            return True
+        tagged = frozenset(tags)
+        for purged, kind, scope in reversed(recent):
+            if purged <= generation:
+                break
+            if kind == "all":
+                return True
+            if kind == "keys" and isinstance(scope, frozenset) and not scope.isdisjoint(tagged):
+                return True
+            if kind == "path" and scope == path:
+                return True
+            if kind == "prefix" and isinstance(scope, str) and path.startswith(scope):
+                return True
+        return False
+
+    def _purge(
+        self, found: set[Entry], soft: bool, scope: tuple[str, frozenset[str] | str | None]
+    ) -> int:
         self.generation += 1
+        self._recent.append((self.generation, *scope))
         for entry in found:
             if soft:
                 entry.soft_purged = True

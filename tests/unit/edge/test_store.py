@@ -119,3 +119,59 @@ def test_a_gzip_variant_is_charged_to_the_budget_and_released_with_the_entry() -
 def test_the_budget_counts_the_body_twice_because_hits_are_prebuilt() -> None:
     stored = entry("/big", b"b" * 100_000)
     assert stored.size >= 200_000
+
+
+_PATHS = st.sampled_from(["/", "/a", "/a/b", "/blog/x", "/blog/y/z"])
+_TAG_SETS = st.frozensets(st.sampled_from(["a", "b", "c", "d"]), max_size=3)
+_PURGES = st.one_of(
+    st.tuples(st.just("keys"), _TAG_SETS),
+    st.tuples(st.just("path"), _PATHS),
+    st.tuples(st.just("prefix"), st.sampled_from(["/", "/a", "/blog/", "/zzz"])),
+    st.tuples(st.just("all"), st.none()),
+)
+
+
+@given(
+    purges=st.lists(_PURGES, max_size=12),
+    since=st.integers(min_value=0, max_value=12),
+    path=_PATHS,
+    tags=_TAG_SETS,
+)
+def test_purged_since_is_true_exactly_when_a_later_purge_covers_the_object(
+    purges: list[tuple[str, object]], since: int, path: str, tags: frozenset[str]
+) -> None:
+    store = Store()
+    for kind, scope in purges:
+        if kind == "keys":
+            assert isinstance(scope, frozenset)
+            store.purge_keys(scope)
+        elif kind == "path":
+            assert isinstance(scope, str)
+            store.purge_path(scope)
+        elif kind == "prefix":
+            assert isinstance(scope, str)
+            store.purge_prefix(scope)
+        else:
+            store.purge_all()
+    since = min(since, store.generation)
+
+    def covers(kind: str, scope: object) -> bool:
+        if kind == "keys":
+            return isinstance(scope, frozenset) and bool(scope & tags)
+        if kind == "path":
+            return scope == path
+        if kind == "prefix":
+            return isinstance(scope, str) and path.startswith(scope)
+        return True
+
+    expected = any(covers(kind, scope) for kind, scope in purges[since:])
+    assert store.purged_since(since, path, tags) is expected
+
+
+def test_purged_since_says_yes_when_its_log_no_longer_reaches_back() -> None:
+    store = Store()
+    store.purge_keys(["x"])
+    for _ in range(5000):  # more purges than the store remembers, none of "y"
+        store.purge_keys(["other"])
+    assert store.purged_since(store.generation - 10, "/y", ["y"]) is False
+    assert store.purged_since(0, "/y", ["y"]) is True
