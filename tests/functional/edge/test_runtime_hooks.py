@@ -12,6 +12,7 @@ import pytest
 from reflow.backends import memory_backend
 from reflow.config import Settings
 from reflow.edge.service import EdgeService, hooks_from_app, needs_runtime
+from reflow.functions.context import allow_all
 from reflow.platform import Platform
 from tests.functional.edge.process_app import app
 
@@ -48,7 +49,9 @@ async def service() -> AsyncIterator[EdgeService]:
 
 
 class _Runtime:
-    """Stands in for the functions runtime: only ``invoke`` is reached."""
+    """Stands in for the functions runtime: only ``invoke`` and its authoriser are reached."""
+
+    authorizer = staticmethod(allow_all)
 
     async def invoke(self, name: str, payload: object) -> object:
         return payload
