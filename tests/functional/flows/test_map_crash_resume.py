@@ -25,7 +25,6 @@ prefix per test).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import faulthandler
 import json
@@ -38,10 +37,9 @@ from typing import Any
 import pytest
 
 from reflow.backends import open_backend
-from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows import TaskContext, run
 from reflow.flows.service import FlowService
-from tests.functional.flows.crashing import backend_url, run_to_exit
+from tests.functional.flows.crashing import backend_url, run_execution, run_to_exit
 
 ITEMS = 20
 CONCURRENCY = 4
@@ -115,29 +113,11 @@ def child(
         if kill is not None and (phase, seq) == kill and execution == name:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def main() -> None:
-        backend = await open_backend(url, data_dir=Path(data_dir))
-        service = FlowService(
-            backend,
-            {"fan": definition(mode)},
-            functions={"square": recording(Path(calls), die_at_call)},
-            workers=1,
-            block=0.02,
-            poll=0.02,
-            on_persist=hook,
-        )
-        try:
-            with contextlib.suppress(ExecutionAlreadyExistsError):
-                await service.start_execution("fan", INPUT, name=name)
-            async with service:
-                for _ in range(4000):
-                    if (await service.describe(name))["status"] != "RUNNING":
-                        break
-                    await asyncio.sleep(0.005)
-        finally:
-            await backend.close()
-
-    asyncio.run(main())
+    functions = {"square": recording(Path(calls), die_at_call)}
+    run_execution(
+        url, data_dir, {"fan": definition(mode)}, ("fan", INPUT, name),
+        functions=functions, on_persist=hook, polls=4000,
+    )  # fmt: skip
 
 
 _CONTEXT = multiprocessing.get_context("forkserver")

@@ -23,7 +23,6 @@ prefix per test).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import json
 import multiprocessing
@@ -35,11 +34,10 @@ from typing import Any
 
 import pytest
 
-from reflow.backends import open_backend
-from reflow.errors import ExecutionAlreadyExistsError
+from reflow.backends import Backend, open_backend
 from reflow.flows import TaskContext
 from reflow.flows.service import FlowService
-from tests.functional.flows.crashing import backend_url, run_to_exit
+from tests.functional.flows.crashing import backend_url, run_execution, run_to_exit
 
 ITEMS = 5
 WAIT = 2
@@ -97,29 +95,17 @@ def child(url: str, data_dir: str, calls: str, name: str, kill: tuple[str, int] 
         if kill is not None and (phase, seq) == kill and execution == name:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def main() -> None:
-        backend = await open_backend(url, data_dir=Path(data_dir))
-        service = FlowService(
-            backend, {"fan": DEFINITION}, functions={"log": log},
-            workers=1, block=0.02, poll=0.02, on_persist=hook,
-        )  # fmt: skip
-        try:
-            with contextlib.suppress(ExecutionAlreadyExistsError):
-                await service.start_execution("fan", INPUT, name=name)
-            async with service:
-                for _ in range(4000):
-                    described = await service.describe(name)
-                    if kill == ("parked", 0) and described["waiting_for"] == "children":
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    # The children's records go right after the final save: let them.
-                    ended = described["status"] != "RUNNING"
-                    if ended and not await backend.kv.scan(f"flows/c/{name}/"):
-                        break
-                    await asyncio.sleep(0.005)
-        finally:
-            await backend.close()
+    async def done(backend: Backend, described: dict[str, Any]) -> bool:
+        if kill == ("parked", 0) and described["waiting_for"] == "children":
+            os.kill(os.getpid(), signal.SIGKILL)
+        # The children's records go right after the final save: let them.
+        over = described["status"] != "RUNNING"
+        return over and not await backend.kv.scan(f"flows/c/{name}/")
 
-    asyncio.run(main())
+    run_execution(
+        url, data_dir, {"fan": DEFINITION}, ("fan", INPUT, name),
+        functions={"log": log}, on_persist=hook, done=done, polls=4000,
+    )  # fmt: skip
 
 
 _CONTEXT = multiprocessing.get_context("forkserver")

@@ -21,7 +21,6 @@ Run on SQLite and on Redis (a unique key prefix per test).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import json
 import multiprocessing
@@ -34,10 +33,9 @@ from typing import Any
 import pytest
 
 from reflow.backends import open_backend
-from reflow.errors import ExecutionAlreadyExistsError
 from reflow.flows import TaskContext, run
 from reflow.flows.service import FlowService
-from tests.functional.flows.crashing import backend_url, run_to_exit
+from tests.functional.flows.crashing import backend_url, run_execution, run_to_exit
 
 STATES = 200
 INPUT = {"n": 0, "trail": []}
@@ -114,30 +112,11 @@ def child(
         if how == "fixed" and seq == at_seq or how == "merged" and merged:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def main() -> None:
-        backend = await open_backend(url, data_dir=Path(data_dir))
-        service = FlowService(
-            backend,
-            {"long": DEFINITION},
-            functions={"bump": recording(Path(calls))},
-            workers=1,
-            block=0.02,
-            poll=0.02,
-            on_persist=hook,
-        )
-        try:
-            # Already finished by a process killed just after its last save: that is fine.
-            with contextlib.suppress(ExecutionAlreadyExistsError):
-                await service.start_execution("long", INPUT, name=name)
-            async with service:
-                for _ in range(2000):
-                    if (await service.describe(name))["status"] != "RUNNING":
-                        break
-                    await asyncio.sleep(0.005)
-        finally:
-            await backend.close()
-
-    asyncio.run(main())
+    functions = {"bump": recording(Path(calls))}
+    run_execution(
+        url, data_dir, {"long": DEFINITION}, ("long", INPUT, name),
+        functions=functions, on_persist=hook,
+    )  # fmt: skip
 
 
 # Children fork from a fork server that imported reflow once (see test_crash_resume).
