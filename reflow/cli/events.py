@@ -21,7 +21,9 @@ EVENT arguments are JSON text or ``@file.json``: an EventBridge event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -71,6 +73,16 @@ async def _open(backend: str | None) -> Backend:
     return await open_backend(settings.backend, data_dir=settings.data_dir)
 
 
+@contextlib.asynccontextmanager
+async def _opened(backend: str | None) -> AsyncIterator[Backend]:
+    """The configured backend (or ``backend``), closed when the block ends."""
+    opened = await _open(backend)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 def _moment(text: str, option: str) -> float:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -95,11 +107,8 @@ def events_put(
     entries = document if isinstance(document, list) else [document]
 
     async def put() -> list[str]:
-        opened = await _open(backend)
-        try:
+        async with _opened(backend) as opened:
             return await EventBus(opened).put(entries, bus=bus)
-        finally:
-            await opened.close()
 
     with run_guarded():
         ids = asyncio.run(put())
@@ -117,9 +126,8 @@ def events_tail(
     """Print the newest events of a bus as JSON lines (CloudEvents)."""
 
     async def tail() -> None:
-        opened = await _open(backend)
         stream = bus_stream(bus)
-        try:
+        async with _opened(backend) as opened:
             entries = await opened.log.range(stream)
             last = "0-0"
             for entry in entries[-count:] if count > 0 else []:
@@ -133,8 +141,6 @@ def events_tail(
                 for entry in newer:
                     console.print_json(json.dumps(json.loads(entry.data)["event"]))
                     last = entry.id
-        finally:
-            await opened.close()
 
     with run_guarded():
         asyncio.run(tail())
@@ -163,15 +169,12 @@ def events_replay(
             fail(f"--rule: the app has no rule named {rule!r}")
 
         async def replay() -> tuple[str, int]:
-            opened = await _open(backend)
-            try:
+            async with _opened(backend) as opened:
                 # The runtime is never started: replay only queues deliveries,
                 # which a running `reflow run` then makes.
                 runtime = Runtime(loaded, backend=opened, serve=False)
                 replaying = build_bus(loaded, opened, runtime)
                 return await replaying.replay(bus, since, until, rule=rule, name=name)
-            finally:
-                await opened.close()
 
         replay_name, queued = asyncio.run(replay())
     console.print(f"replay [bold]{replay_name}[/]: {queued} deliveries queued")
@@ -204,11 +207,8 @@ def events_retries(
         streams = {rule_stream(rule)} if streams is None else streams & {rule_stream(rule)}
 
     async def listing() -> list[dict[str, Any]]:
-        opened = await _open(backend)
-        try:
+        async with _opened(backend) as opened:
             return [retry.to_json() for retry in await parked(opened.kv, streams=streams)]
-        finally:
-            await opened.close()
 
     with run_guarded():
         retries = asyncio.run(listing())
@@ -315,12 +315,9 @@ def dlq_list(
         return
 
     async def listing() -> list[dict[str, Any]]:
-        opened = await _open(backend)
-        try:
+        async with _opened(backend) as opened:
             letters = await EventBus(opened).dead_letters.list(rule)
             return [letter.to_json() for letter in letters]
-        finally:
-            await opened.close()
 
     with run_guarded():
         letters = asyncio.run(listing())
@@ -348,11 +345,8 @@ def _function_letters(function: str, as_json: bool, backend: str | None) -> None
     from reflow.functions.invocations import DLQ_RETENTION, dead_letters
 
     async def listing() -> list[dict[str, Any]]:
-        opened = await _open(backend)
-        try:
+        async with _opened(backend) as opened:
             return await dead_letters(opened.log, function, kv=opened.kv)
-        finally:
-            await opened.close()
 
     with run_guarded():
         letters = asyncio.run(listing())
@@ -398,8 +392,7 @@ def dlq_redrive(
         fail("--rule and --function exclude each other")
 
     async def redrive() -> list[str]:
-        opened = await _open(backend)
-        try:
+        async with _opened(backend) as opened:
             if function is not None:
                 from reflow.functions.invocations import redrive_dead_letters
 
@@ -407,8 +400,6 @@ def dlq_redrive(
                     opened.log, opened.kv, function, opened.clock, keys=key
                 )
             return await EventBus(opened).dead_letters.redrive(rule, keys=key)
-        finally:
-            await opened.close()
 
     with run_guarded():
         ids = asyncio.run(redrive())
