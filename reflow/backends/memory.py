@@ -34,6 +34,10 @@ from reflow.errors import TransactionConflictError, VersionConflictError
 
 __all__ = ["MemoryBlobs", "MemoryKV", "MemoryLog", "MemoryPubSub", "etag_of"]
 
+GRACE = 60.0  # seconds a KV tombstone is kept before collect() may drop it
+COLLECT_LIMIT = 1000  # most tombstones one collection drops
+COLLECT_EVERY = 1000  # KV writes between collections
+
 
 def etag_of(data: bytes) -> str:
     """The S3-style ETag of a single-part object: its quoted hex MD5."""
@@ -253,27 +257,65 @@ class MemoryKV:
         self._clock = clock
         self._items: dict[str, Item] = {}
         self._keys: list[str] = []  # sorted, for scans
-        # Versions outlive deletes so that a re-created key never reuses a version.
+        # Versions outlive deletes so that a re-created key never reuses a
+        # version: a dead key keeps its last version (a tombstone) until
+        # collect() drops it and raises the floor, above which a key with no
+        # recorded version starts.
         self._last_version: dict[str, int] = {}
+        self._dead: dict[str, float] = {}  # tombstoned key -> when it died
+        self._floor = 0
+        self._writes = 0
 
     def _live(self, key: str) -> Item | None:
         item = self._items.get(key)
         if item is None:
             return None
         if item.expires_at is not None and item.expires_at <= self._clock.time():
-            self._remove(key)
+            self._remove(key, since=item.expires_at)
             return None
         return item
 
-    def _remove(self, key: str) -> None:
+    def _remove(self, key: str, since: float | None = None) -> None:
         if self._items.pop(key, None) is not None:
             index = bisect.bisect_left(self._keys, key)
             del self._keys[index]
+            self._dead.pop(key, None)  # re-inserted last: the dict stays in death order
+            self._dead[key] = self._clock.time() if since is None else since
+
+    def _wrote(self) -> None:
+        # Collection rides on writes, like the SQLite engine's.
+        self._writes += 1
+        if self._writes % COLLECT_EVERY == 0:
+            self.collect_now()
+
+    def collect_now(self, *, grace: float = GRACE, limit: int = COLLECT_LIMIT) -> int:
+        """Drop up to ``limit`` tombstones (and expired values) dead for more
+        than ``grace`` seconds and raise the version floor over them; how many
+        went. Not needed for correctness: it only frees memory."""
+        before = self._clock.time() - grace
+        for key, item in list(self._items.items()):
+            if item.expires_at is not None and item.expires_at <= before:
+                self._remove(key, since=item.expires_at)
+        dropped = 0
+        for key, since in list(self._dead.items()):
+            if dropped >= limit:
+                break
+            if since > before:
+                continue
+            del self._dead[key]
+            self._floor = max(self._floor, self._last_version.pop(key))
+            dropped += 1
+        return dropped
+
+    async def collect(self, *, grace: float = GRACE, limit: int = COLLECT_LIMIT) -> int:
+        """:meth:`collect_now`, as the other engines spell it."""
+        return self.collect_now(grace=grace, limit=limit)
 
     def _store(self, key: str, value: bytes, ttl: float | None, keep_ttl: bool = False) -> int:
         old = self._live(key)
-        version = self._last_version.get(key, 0) + 1
+        version = self._last_version.get(key, self._floor) + 1
         self._last_version[key] = version
+        self._dead.pop(key, None)
         if keep_ttl and old is not None:
             expires = old.expires_at
         else:
@@ -302,6 +344,7 @@ class MemoryKV:
             actual = current.version if current else 0
             if actual != expect_version:
                 raise VersionConflictError(key, expect_version, actual)
+        self._wrote()
         return self._store(key, value, ttl)
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
@@ -312,6 +355,7 @@ class MemoryKV:
                 raise VersionConflictError(key, expect_version, actual)
         if current is None:
             return False
+        self._wrote()
         self._remove(key)
         return True
 
@@ -319,6 +363,7 @@ class MemoryKV:
         current = self._live(key)
         base = int(current.value) if current else 0
         total = base + by
+        self._wrote()
         self._store(key, str(total).encode(), ttl, keep_ttl=current is not None)
         return total
 
@@ -348,6 +393,7 @@ class MemoryKV:
             if actual != op.expect_version:
                 raise TransactionConflictError(op.key, op.expect_version, actual)
         results: list[int] = []
+        self._wrote()
         for op in operations:
             if isinstance(op, Put):
                 results.append(self._store(op.key, op.value, op.ttl))

@@ -1,11 +1,20 @@
 """The KV primitive over SQLite: versions, compare-and-set, TTL, scans, transactions.
 
 One table, ``kv (key, value, version, expires_at)``. A deleted key keeps its
-row as a *tombstone* (``value`` NULL) so that its version survives: the
-contract promises a re-created key never reuses an old version, and with
-several processes on one file that memory must live in the file. An expired
-key is absent for every reader and for compare-and-set, but its row (and so
-its version) stays until it is written again or swept into a tombstone.
+row as a *tombstone* (``value`` NULL, ``expires_at`` the time it died) so
+that its version survives: the contract promises a re-created key never
+reuses an old version, and with several processes on one file that memory
+must live in the file. An expired key is absent for every reader and for
+compare-and-set, but its row (and so its version) stays until it is written
+again or swept into a tombstone.
+
+Tombstones do not stay forever: :meth:`SQLiteKV.collect` deletes those dead
+longer than a grace period and, in the same transaction, raises the store's
+*version floor* (table ``kv_floor``, one row) to at least the highest
+version it dropped. A key with no row starts at ``floor + 1``, so a
+re-created key still gets a version above any it had, and a fresh store
+still starts every key at 1. Collection runs every 1,000 writes, a bounded
+number of rows at a time (see ``docs/backends.md``, "KV tombstones").
 
 Keys are ``TEXT`` compared with SQLite's ``BINARY`` collation, which is
 ``memcmp`` of the UTF-8 bytes: byte order, the order ``scan`` promises (and
@@ -29,7 +38,7 @@ from reflow.backends.sqlite_db import Database
 from reflow.clock import Clock
 from reflow.errors import TransactionConflictError, VersionConflictError
 
-__all__ = ["KV_SCHEMA", "SQLiteKV", "prefix_upper_bound"]
+__all__ = ["COLLECT_LIMIT", "GRACE", "KV_SCHEMA", "SQLiteKV", "prefix_upper_bound"]
 
 T = TypeVar("T")
 
@@ -39,10 +48,23 @@ KV_SCHEMA = (
     ) WITHOUT ROWID""",
     """CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at)
         WHERE expires_at IS NOT NULL AND value IS NOT NULL""",
+    # Tombstones by when they died (NULL: before deaths were recorded), for
+    # the collector. Added to older files on open: no schema version change.
+    """CREATE INDEX IF NOT EXISTS kv_dead ON kv (expires_at) WHERE value IS NULL""",
+    # The version floor: every version ever dropped by the collector is at
+    # most this, and a key with no row starts above it.
+    """CREATE TABLE IF NOT EXISTS kv_floor (
+        id INTEGER PRIMARY KEY CHECK (id = 0), floor INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO kv_floor (id, floor) VALUES (0, 0)",
 )
 
+GRACE = 60.0  # seconds a tombstone is kept before the collector may drop it
+COLLECT_LIMIT = 1000  # most rows one collection transaction drops
+
 _LIVE = "value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)"
-_SWEEP_EVERY = 1000  # writes between sweeps of expired values into tombstones
+_SWEEP_EVERY = 1000  # writes between sweeps + collections of expired values and tombstones
+_FLOOR = "(SELECT floor FROM kv_floor WHERE id = 0)"
 _IN_CHUNK = 500  # keys per "IN (...)" query, well under SQLite's variable limit
 
 
@@ -63,15 +85,22 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+def _floor(c: sqlite3.Connection) -> int:
+    """The store's version floor: a key with no row starts above it."""
+    row = c.execute(f"SELECT {_FLOOR}").fetchone()
+    return int(row[0] or 0)
+
+
 def _current(c: sqlite3.Connection, key: str, now: float) -> tuple[int, int]:
-    """``(live version or 0, last version ever given or 0)`` of ``key``."""
+    """``(live version or 0, the version a new write continues from)`` of ``key``:
+    its last version, or the floor when it has no row."""
     row = c.execute(
         "SELECT version, value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?) "
         "FROM kv WHERE key = ?",
         (now, key),
     ).fetchone()
     if row is None:
-        return 0, 0
+        return 0, _floor(c)
     return (row[0] if row[1] else 0), row[0]
 
 
@@ -89,15 +118,17 @@ def _store(
 
 
 # The three forms of a put, each one statement returning the new version (no
-# row: the compare-and-set did not apply). Versions continue past tombstones.
+# row: the compare-and-set did not apply). Versions continue past tombstones;
+# a key with no row (never written, or its tombstone collected) starts above
+# the floor.
 _PUT = (
-    "INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
+    f"INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, {_FLOOR} + 1, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
     "version = kv.version + 1, expires_at = excluded.expires_at "
     "RETURNING version"
 )
 _CREATE = (
-    "INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
+    f"INSERT INTO kv (key, value, version, expires_at) VALUES (?, ?, {_FLOOR} + 1, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
     "version = kv.version + 1, expires_at = excluded.expires_at "
     "WHERE NOT (kv.value IS NOT NULL AND (kv.expires_at IS NULL OR kv.expires_at > ?)) "
@@ -109,8 +140,38 @@ _REPLACE = (
 )
 
 
-def _tombstone(c: sqlite3.Connection, key: str) -> None:
-    c.execute("UPDATE kv SET value = NULL, expires_at = NULL WHERE key = ?", (key,))
+def _tombstone(c: sqlite3.Connection, key: str, now: float) -> None:
+    # expires_at of a tombstone: when it died, for the collector's grace.
+    c.execute("UPDATE kv SET value = NULL, expires_at = ? WHERE key = ?", (now, key))
+
+
+# What the collector drops, in turn: tombstones from before deaths were
+# recorded, tombstones dead since before the cut-off, values expired before
+# it. Each is a search of a partial index (no scan of young tombstones).
+_DEAD = (
+    "value IS NULL AND expires_at IS NULL AND ? IS NOT NULL",
+    "value IS NULL AND expires_at <= ?",
+    "value IS NOT NULL AND expires_at IS NOT NULL AND expires_at <= ?",
+)
+
+
+def _collect(c: sqlite3.Connection, *, before: float, limit: int) -> int:
+    """Drop up to ``limit`` rows dead since before ``before`` and raise the
+    floor over their versions, in the caller's transaction; how many went."""
+    top, dropped = 0, 0
+    for where in _DEAD:
+        if dropped >= limit:
+            break
+        for (version,) in c.execute(
+            f"DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE {where} LIMIT ?) "
+            "RETURNING version",
+            (before, limit - dropped),
+        ):
+            top = max(top, version)
+            dropped += 1
+    if dropped:
+        c.execute("UPDATE kv_floor SET floor = max(floor, ?) WHERE id = 0", (top,))
+    return dropped
 
 
 class SQLiteKV:
@@ -125,17 +186,28 @@ class SQLiteKV:
         return None if ttl is None else self._clock.time() + ttl
 
     async def _sweep(self) -> None:
-        """Expired values would otherwise stay on disk until rewritten."""
+        """Expired values would otherwise stay on disk until rewritten, and
+        tombstones forever."""
         now = self._clock.time()
         await self._db.write(
             lambda c: (
                 c.execute(
-                    "UPDATE kv SET value = NULL, expires_at = NULL "
+                    # A swept value's tombstone keeps its expiry: when it died.
+                    "UPDATE kv SET value = NULL "
                     "WHERE expires_at IS NOT NULL AND value IS NOT NULL AND expires_at <= ?",
                     (now,),
                 ).rowcount
             )
         )
+        await self.collect()
+
+    async def collect(self, *, grace: float = GRACE, limit: int = COLLECT_LIMIT) -> int:
+        """Drop up to ``limit`` tombstones (and expired values) dead for more
+        than ``grace`` seconds, raising the version floor over them in the same
+        transaction; return how many rows went. Never needed for correctness:
+        it only frees space. Runs by itself every 1,000 writes."""
+        before = self._clock.time() - grace
+        return await self._db.write(partial(_collect, before=before, limit=max(0, limit)))
 
     async def _write(self, job: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
         self._writes += 1
@@ -223,7 +295,7 @@ class SQLiteKV:
                 raise VersionConflictError(key, expect_version, live)
             if not live:
                 return 0
-            _tombstone(c, key)
+            _tombstone(c, key, now)
             return 1
 
         return bool(await self._write(job))
@@ -238,7 +310,7 @@ class SQLiteKV:
                 f"SELECT value, version, expires_at, {_LIVE} FROM kv WHERE key = ?",
                 (now, key),
             ).fetchone()
-            last = row[1] if row else 0
+            last = row[1] if row else _floor(c)
             if row is None or not row[3]:  # absent or expired: a new counter
                 total, expires_at = by, new_expiry
             else:
@@ -321,7 +393,7 @@ def _apply_each(
             if live != op.expect_version:
                 raise TransactionConflictError(op.key, op.expect_version, live)
         if isinstance(op, Delete):
-            _tombstone(c, op.key)
+            _tombstone(c, op.key, now)
             results.append(0)
         else:
             results.append(op.expect_version)
@@ -345,7 +417,7 @@ def _check_then_apply(
             _, last = _current(c, op.key, now)
             results.append(_store(c, op.key, bytes(op.value), last, expires_at))
         elif isinstance(op, Delete):
-            _tombstone(c, op.key)
+            _tombstone(c, op.key, now)
             results.append(0)
         elif isinstance(op, Check):
             results.append(op.expect_version)
