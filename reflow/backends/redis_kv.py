@@ -5,10 +5,13 @@ A key is a hash (value, version, expiry); the layout and its reasons are in
 script, so a compare-and-set, a conditional delete, an increment or a whole
 transaction is atomic on the server with no WATCH/retry loop.
 
-Versions: a delete or an expiry keeps the key's last version in its hash,
-so a re-created key carries on from there and never reuses a version a
-reader may still hold. What remains of a deleted key is that one small
-field (a few dozen bytes per distinct key ever written).
+Versions: a delete or an expiry keeps the key's last version in its hash
+(a tombstone, also listed in the dead set by when it died), so a re-created
+key carries on from there and never reuses a version a reader may still
+hold. :meth:`RedisKV.collect` deletes tombstones dead longer than a grace
+period and raises the namespace's version floor (``kv#floor``) over their
+versions in the same script; a key with no hash starts above the floor.
+It runs every 1,000 writes, one bounded script at a time.
 
 TTLs run on the injected :class:`~reflow.clock.Clock`, like every other
 timer in reflow: the caller's ``time()`` is passed to each script as "now"
@@ -41,6 +44,9 @@ __all__ = ["RedisKV"]
 
 _COMMON = "kv_common.lua"
 _SCAN_PAGE = 256
+GRACE = 60.0  # seconds a tombstone is kept before the collector may drop it
+COLLECT_LIMIT = 1000  # most keys one collection script looks at
+_COLLECT_EVERY = 1000  # writes (of this process) between collections
 
 
 def _number(value: float) -> str:
@@ -74,14 +80,36 @@ class RedisKV:
         self._delete = client.register_script(load_script("kv_delete.lua", common=_COMMON))
         self._incr = client.register_script(load_script("kv_incr.lua", common=_COMMON))
         self._transact = client.register_script(load_script("kv_transact.lua", common=_COMMON))
+        self._collect = client.register_script(load_script("kv_collect.lua", common=_COMMON))
+        # Beside kv#index and kv#expiring: outside the "kv:" prefix every hash
+        # lives under, so no user key can name them.
+        self._dead = f"{namespace.prefix}kv#dead"
+        self._floor = f"{namespace.prefix}kv#floor"
+        self._writes = 0
 
     @property
     def scripts(self) -> list[AsyncScript]:
         """The Lua scripts this KV runs (to load onto the server up front)."""
-        return [self._put, self._delete, self._incr, self._transact]
+        return [self._put, self._delete, self._incr, self._transact, self._collect]
 
     def _keys(self, key: str) -> list[str]:
-        return [self._ns.kv(key), self._ns.kv_index, self._ns.kv_expiring]
+        return [self._ns.kv(key), self._ns.kv_index, self._ns.kv_expiring, self._dead, self._floor]
+
+    async def _wrote(self) -> None:
+        # Collection rides on writes, like the SQLite engine's sweep.
+        self._writes += 1
+        if self._writes % _COLLECT_EVERY == 0:
+            await self.collect()
+
+    async def collect(self, *, grace: float = GRACE, limit: int = COLLECT_LIMIT) -> int:
+        """Drop up to ``limit`` tombstones (and values expired unread) dead for
+        more than ``grace`` seconds, raising the version floor over them in
+        the same script; return how many keys went. Never needed for
+        correctness: it only frees memory."""
+        now = self._clock.time()
+        keys = [self._ns.kv_index, self._ns.kv_expiring, self._dead, self._floor]
+        args = [_number(now - grace), str(max(0, limit)), self._ns.kv_prefix, _number(now)]
+        return int(await self._batch.script(self._collect, keys, args))
 
     def _expiry(self, now: float, ttl: float | None) -> str:
         return "" if ttl is None else _number(now + ttl)
@@ -129,6 +157,7 @@ class RedisKV:
             _number(now),
             self._ns.kv_prefix,
         ]
+        await self._wrote()
         ok, version = await self._batch.script(self._put, self._keys(key), args)
         if not ok:
             raise VersionConflictError(key, expect_version, int(version))
@@ -137,6 +166,7 @@ class RedisKV:
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         """Remove ``key``; whether it existed. Conditional like ``put``."""
         args: list[str] = [key, _optional(expect_version), _number(self._clock.time())]
+        await self._wrote()
         ok, result = await self._batch.script(self._delete, self._keys(key), args)
         if not ok:
             raise VersionConflictError(key, expect_version, int(result))
@@ -146,6 +176,7 @@ class RedisKV:
         """Atomically add ``by`` to the integer at ``key``; ``ttl`` only on creation."""
         now = self._clock.time()
         args: list[str | int] = [key, by, self._expiry(now, ttl), _number(now), self._ns.kv_prefix]
+        await self._wrote()
         try:
             return int(await self._batch.script(self._incr, self._keys(key), args))
         except ResponseError as exc:
@@ -186,7 +217,7 @@ class RedisKV:
         if not operations:
             return []
         now = self._clock.time()
-        keys = [self._ns.kv_index, self._ns.kv_expiring]
+        keys = [self._ns.kv_index, self._ns.kv_expiring, self._dead, self._floor]
         args: list[str | bytes] = [_number(now), self._ns.kv_prefix]
         for op in operations:
             keys.append(self._ns.kv(op.key))
@@ -199,6 +230,7 @@ class RedisKV:
                 args += ["C", op.key, b"", str(op.expect_version), ""]
             else:  # pragma: no cover - Operation is a closed union
                 raise TypeError(f"not a KV operation: {op!r}")
+        await self._wrote()
         result = await self._batch.script(self._transact, keys, args)
         if not result[0]:
             position, actual = int(result[1]), int(result[2])

@@ -22,13 +22,6 @@ from tests.contract.conftest import reopen
 GRACE = 60.0
 
 
-@pytest.fixture(autouse=True)
-def _engine_collects(request: pytest.FixtureRequest) -> None:
-    """Redis collection lands in a later commit."""
-    if "redis" in request.node.name:
-        pytest.skip("the Redis engine does not collect yet")
-
-
 async def collect(backend: Backend, *, grace: float = GRACE, limit: int = 1000) -> int:
     """Run the engine's collector (every engine has one; it is not in the protocol)."""
     kv: Any = backend.kv
