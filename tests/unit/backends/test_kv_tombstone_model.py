@@ -25,7 +25,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from reflow.backends import Backend, Delete, Put, open_backend
+from reflow.backends import Backend, Delete, Operation, Put, open_backend
 from reflow.errors import TransactionConflictError, VersionConflictError
 from reflow.testing import FakeClock
 from tests.conftest import REDIS_URL, require_server
@@ -152,7 +152,7 @@ class TombstoneModel(RuleBasedStateMachine):
         expect = self.expectation(first, mode)
         entry = self.current(first)
         applies = expect is None or expect == (entry.version if entry else 0)
-        ops = [Put(first, value, expect_version=expect), Delete(second)]
+        ops: list[Operation] = [Put(first, value, expect_version=expect), Delete(second)]
         try:
             versions = self.run(self.backend.kv.transact(ops))
         except TransactionConflictError:
