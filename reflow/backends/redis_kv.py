@@ -45,7 +45,8 @@ __all__ = ["RedisKV"]
 _COMMON = "kv_common.lua"
 _SCAN_PAGE = 256
 GRACE = 60.0  # seconds a tombstone is kept before the collector may drop it
-COLLECT_LIMIT = 1000  # most keys one collection script looks at
+COLLECT_LIMIT = 1000  # most keys one collection looks at
+_COLLECT_BATCH = 250  # ... in scripts of at most this many (about 1.5 ms of server time each)
 _COLLECT_EVERY = 1000  # writes (of this process) between collections
 
 
@@ -103,13 +104,23 @@ class RedisKV:
 
     async def collect(self, *, grace: float = GRACE, limit: int = COLLECT_LIMIT) -> int:
         """Drop up to ``limit`` tombstones (and values expired unread) dead for
-        more than ``grace`` seconds, raising the version floor over them in
-        the same script; return how many keys went. Never needed for
-        correctness: it only frees memory."""
+        more than ``grace`` seconds, raising the version floor over each
+        batch in the same script; return how many keys went. Never needed
+        for correctness: it only frees memory."""
         now = self._clock.time()
         keys = [self._ns.kv_index, self._ns.kv_expiring, self._dead, self._floor]
-        args = [_number(now - grace), str(max(0, limit)), self._ns.kv_prefix, _number(now)]
-        return int(await self._batch.script(self._collect, keys, args))
+        dropped, left = 0, max(0, limit)
+        # Several short scripts rather than one long one: a script holds the
+        # whole server, and other processes' writes wait behind it.
+        while left > 0:
+            batch = min(left, _COLLECT_BATCH)
+            args = [_number(now - grace), str(batch), self._ns.kv_prefix, _number(now)]
+            went, looked = await self._batch.script(self._collect, keys, args)
+            dropped += int(went)
+            left -= int(looked)
+            if int(looked) < batch:
+                break
+        return dropped
 
     def _expiry(self, now: float, ttl: float | None) -> str:
         return "" if ttl is None else _number(now + ttl)

@@ -5,7 +5,7 @@
 -- KEYS: the index, the expiring set, the dead set, the floor.
 -- ARGV: cut-off (seconds on the caller's clock), most keys to look at, hash
 -- prefix, now.
--- Returns how many keys were dropped.
+-- Returns {keys dropped, keys looked at}.
 local index, expiring, dead, floor = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cutoff, limit, hash_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = tonumber(ARGV[4])
@@ -39,10 +39,11 @@ if looked < limit then
     else
       drop(hash, name)
     end
+    looked = looked + 1
   end
 end
 
 if top > (tonumber(redis.call('GET', floor)) or 0) then
   redis.call('SET', floor, top)
 end
-return dropped
+return {dropped, looked}
