@@ -82,6 +82,7 @@ class RedisKV:
         self._incr = client.register_script(load_script("kv_incr.lua", common=_COMMON))
         self._transact = client.register_script(load_script("kv_transact.lua", common=_COMMON))
         self._collect = client.register_script(load_script("kv_collect.lua", common=_COMMON))
+        self._adopt = client.register_script(load_script("kv_adopt.lua"))
         # Beside kv#index and kv#expiring: outside the "kv:" prefix every hash
         # lives under, so no user key can name them.
         self._dead = f"{namespace.prefix}kv#dead"
@@ -91,7 +92,7 @@ class RedisKV:
     @property
     def scripts(self) -> list[AsyncScript]:
         """The Lua scripts this KV runs (to load onto the server up front)."""
-        return [self._put, self._delete, self._incr, self._transact, self._collect]
+        return [self._put, self._delete, self._incr, self._transact, self._collect, self._adopt]
 
     def _keys(self, key: str) -> list[str]:
         return [self._ns.kv(key), self._ns.kv_index, self._ns.kv_expiring, self._dead, self._floor]
@@ -133,6 +134,21 @@ class RedisKV:
         if expires_at is not None and expires_at <= now:
             return None
         return Item(key, bytes(value), int(version), expires_at)
+
+    async def adopt_tombstones(self, *, count: int = 500) -> int:
+        """Hand the collector the tombstones an older reflow left (before the
+        dead set existed); return how many. One SCAN over the namespace's KV
+        hashes, one short script per page: run it once after upgrading."""
+        prefix = self._ns.kv_prefix
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+        adopted, cursor = 0, 0
+        while True:
+            cursor, names = await self._client.scan(cursor, match=pattern, count=count)
+            if names:
+                args = [_number(self._clock.time()), prefix, *names]
+                adopted += int(await self._batch.script(self._adopt, [self._dead], args))
+            if cursor == 0:
+                return adopted
 
     async def get(self, key: str) -> Item | None:
         """The item, or None when absent or expired."""

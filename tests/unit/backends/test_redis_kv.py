@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -245,3 +246,26 @@ async def test_random_operations_match_the_memory_engine(
         assert await engine.backend.kv.scan() == await model.scan()
     finally:
         await _close(engine)
+
+
+async def test_tombstones_left_by_an_older_reflow_are_adopted_then_collected(
+    engine: Engine,
+) -> None:
+    kv: Any = engine.backend.kv
+    # What an older reflow left: hashes holding only a version, in no dead set.
+    await engine.raw.hset(f"{engine.prefix}kv:old", mapping={"ver": 7})
+    await engine.raw.hset(f"{engine.prefix}kv:older", mapping={"ver": 3})
+    await kv.put("live", b"v")
+    await kv.put("gone", b"v")
+    await kv.delete("gone")  # already in the dead set: not adopted twice
+    engine.clock.advance(61)
+    assert await kv.collect() == 1  # only "gone": the others are unknown to it
+    assert await kv.adopt_tombstones(count=1) == 2
+    assert await kv.adopt_tombstones() == 0
+    assert await kv.collect() == 0  # adopted as dying now: the grace runs from here
+    engine.clock.advance(61)
+    assert await kv.collect() == 2
+    assert await engine.keys() == {"kv:live", "kv#index", "kv#floor"}
+    assert await kv.put("old", b"new", expect_version=0) == 8
+    item = await kv.get("live")
+    assert item is not None and item.version == 1
