@@ -10,6 +10,8 @@ share one server without seeing each other. The layout under the prefix::
     kv:<key>                        a key's hash: v (value), ver, exp
     kv#index                        every live key, for scans in key order
     kv#expiring                     keys with a TTL, by expiry, for reaping
+    kv#dead                         tombstones, by when they died, for collection
+    kv#floor                        the highest version collection ever dropped
     ps:<channel>                    a pub/sub channel
 
 The scripts live as ``.lua`` files beside this module (packaged with it);
