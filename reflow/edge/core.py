@@ -223,6 +223,7 @@ class Edge:
                         "headers": request_copies.fresh(),
                     },
                     request_copies.template,
+                    request_copies.intact,
                 )
                 if result.request is None:
                     return self._generated(result, request)
@@ -274,6 +275,7 @@ class Edge:
                     cf_request if cf_request is not None else self._cf_request(request),
                     {"status": view.status, "statusDescription": entry.reason, "headers": handed},
                     view.copies.template,
+                    view.copies.intact,
                 )
                 if answer.returned_headers is handed:
                     # Checked just now, after the call, on this very object.

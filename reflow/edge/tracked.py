@@ -20,11 +20,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
-__all__ = ["CfHeaders", "HeaderCopies", "TemplateCache", "added_if_intact", "copier"]
+__all__ = [
+    "CfHeaders",
+    "HeaderCopies",
+    "Intact",
+    "TemplateCache",
+    "added_if_intact",
+    "copier",
+    "intact_check",
+]
 
 CfHeaders = dict[str, list[dict[str, str]]]
+# A template's entries in one C call: ``getter(headers) == expected`` (see intact_check).
+Intact = tuple[Callable[[Any], Any], Any]
 _Shape = tuple[tuple[int, ...], ...]
 # Copy functions by the shape of a template (header count, entries per header, keys per
 # entry): few shapes occur, and compiling one per template would cost more than it saves.
@@ -87,17 +98,44 @@ def _compile(shape: _Shape) -> Callable[[tuple[str, ...]], CfHeaders]:
     return made
 
 
-def added_if_intact(headers: Any, template: CfHeaders) -> dict[str, Any] | None:
+def intact_check(template: CfHeaders) -> Intact | None:
+    """``(getter, expected)`` with ``getter(d) == expected`` iff ``d`` holds every entry equal.
+
+    ``getter`` is an :func:`operator.itemgetter` of the template's names (it
+    raises KeyError for a missing one) and ``expected`` what it returns for the
+    template itself. About a third cheaper than ``template.items() <= d.items()``,
+    which makes a (name, entries) tuple per entry on both sides. None for an
+    empty template (nothing to compare).
+    """
+    if not template:
+        return None
+    getter = itemgetter(*template)
+    return getter, getter(template)
+
+
+def added_if_intact(
+    headers: Any, template: CfHeaders, intact: Intact | None = None
+) -> dict[str, Any] | None:
     """The entries a function added, if every templated entry came back equal.
 
     Returns the added names with their raw entries (still to be validated), in
     the order the function left them, or ``None`` when a templated entry was
-    changed or removed, or ``headers`` is not a dict.
+    changed or removed, or ``headers`` is not a dict. ``intact`` is
+    :func:`intact_check` of ``template``, when the caller keeps one.
     """
-    # dict_items comparison runs in C and short-cuts on identical objects, which
-    # the untouched entries of the fresh copy are not, but their strings are.
-    if type(headers) is not dict or not template.items() <= headers.items():
+    if type(headers) is not dict:
         return None
+    if intact is None:
+        # dict_items comparison runs in C and short-cuts on identical objects, which
+        # the untouched entries of the fresh copy are not, but their strings are.
+        if not template.items() <= headers.items():
+            return None
+    else:
+        try:
+            if intact[0](headers) != intact[1]:
+                return None
+        except KeyError:
+            return None
     extra = len(headers) - len(template)
     if extra == 0:
         return {}
@@ -122,12 +160,13 @@ class HeaderCopies:
     handed out again.
     """
 
-    __slots__ = ("convert", "fresh", "pairs", "spare", "template")
+    __slots__ = ("convert", "fresh", "intact", "pairs", "spare", "template")
 
     def __init__(self, pairs: list[tuple[str, str]], convert: Callable[..., CfHeaders]) -> None:
         self.pairs = pairs
         self.convert = convert
         self.template = convert(pairs)
+        self.intact = intact_check(self.template)
         self.spare: CfHeaders | None = None
         # A fresh copy of the template without checks: for one-header request templates
         # this is ~6x cheaper than handing back a used copy (give_back's comparison).
@@ -144,7 +183,7 @@ class HeaderCopies:
 
     def give_back(self, handed: CfHeaders) -> None:
         """Keep ``handed`` for the next call if it is still equal to the template."""
-        added = added_if_intact(handed, self.template)
+        added = added_if_intact(handed, self.template, self.intact)
         if added is not None:
             self.keep(handed, added)
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from reflow.edge.metrics import Histogram
 from reflow.edge.shapes import FUNCTION_HOOKS, from_function_result, to_function_event
-from reflow.edge.tracked import CfHeaders, added_if_intact
+from reflow.edge.tracked import CfHeaders, Intact, added_if_intact
 from reflow.edge.watchdog import WATCHDOG, Overrun
 from reflow.errors import FunctionError, HookError, NotAvailableError
 
@@ -516,12 +516,15 @@ class Hook:
             return self.check(snapshot, result)
         return self.check(snapshot, self.call_sync(self.event(request, response)))
 
-    def run_request_given(self, request: dict[str, Any], template: CfHeaders) -> HookResult:
+    def run_request_given(
+        self, request: dict[str, Any], template: CfHeaders, intact: Intact | None = None
+    ) -> HookResult:
         """:meth:`run_sync` for a request hook given a fresh copy of ``template``'s headers.
 
         When the function returns the request with every templated header equal,
         only the headers it added are checked (``HookResult.added``); anything
-        else gets the full checks of :meth:`check`.
+        else gets the full checks of :meth:`check`. ``intact`` is
+        :func:`reflow.edge.tracked.intact_check` of ``template``, when kept.
         """
         if self.shape == "function":
             return self.run_sync(request)
@@ -545,7 +548,7 @@ class Hook:
             and result.get("method") == method
             and result.get("body") is body
         ):
-            added = added_if_intact(result.get("headers"), template)
+            added = added_if_intact(result.get("headers"), template, intact)
             if added is not None and _READ_ONLY_REQUEST_HEADERS.isdisjoint(added):
                 if result.get("uri") is not uri or result.get("querystring") is not querystring:
                     # Changed (the edge's own values passed its parser and normaliser).
@@ -562,12 +565,17 @@ class Hook:
         return self.check(_Snapshot.of_given(client_ip, method, body, template, None), result)
 
     def run_response_given(
-        self, request: dict[str, Any], response: dict[str, Any], template: CfHeaders
+        self,
+        request: dict[str, Any],
+        response: dict[str, Any],
+        template: CfHeaders,
+        intact: Intact | None = None,
     ) -> HookResult:
         """:meth:`run_sync` for a response hook given a fresh copy of ``template``'s headers.
 
         Status, description and body left as given plus equal templated headers
         means only the added headers are checked (``HookResult.added``).
+        ``intact`` as for :meth:`run_request_given`.
         """
         if self.shape == "function":
             return self.run_sync(request, response)
@@ -589,7 +597,7 @@ class Hook:
             and result.get("body") is None
         ):
             returned = result.get("headers")
-            added = added_if_intact(returned, template)
+            added = added_if_intact(returned, template, intact)
             if added is not None and _READ_ONLY_RESPONSE_HEADERS.isdisjoint(added):
                 return HookResult(
                     None,
