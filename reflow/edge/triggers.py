@@ -168,6 +168,59 @@ def added_from_cf(
     return headers_from_cf(hook, where, added, lowercase=lowercase)
 
 
+def added_checked(
+    hook: str,
+    where: str,
+    headers: Any,
+    template: CfHeaders,
+    intact: Intact | None,
+    read_only: frozenset[str],
+    *,
+    lowercase: bool = False,
+) -> tuple[list[tuple[str, str]], tuple[str, ...]] | None:
+    """:func:`added_if_intact` and :func:`added_from_cf` in one call.
+
+    The checked headers a function added and their lowercase names, or None
+    when a templated entry was changed or removed, ``headers`` is not a dict
+    or a ``read_only`` name was added (the full checks then decide). A bad
+    added header raises HookError as :func:`headers_from_cf` does.
+    """
+    if type(headers) is not dict:
+        return None
+    if intact is None or len(headers) != len(template) + 1:
+        added = added_if_intact(headers, template, intact)
+        if added is None or not read_only.isdisjoint(added):
+            return None
+        return added_from_cf(hook, where, added, lowercase=lowercase), tuple(added)
+    # The usual case, one header added, inline (it runs twice per hooked hit).
+    try:
+        if intact[0](headers) != intact[1]:
+            return None
+    except KeyError:
+        return None
+    # Functions append and dicts keep order, so it is usually the last key.
+    name = next(reversed(headers))
+    if name in template:
+        (name,) = headers.keys() - template.keys()
+    if name in read_only:
+        return None
+    entries = headers[name]
+    if type(entries) is list and len(entries) == 1:
+        item = entries[0]
+        if type(item) is dict and len(item) == 2 and "key" in item and "value" in item:
+            key = item["key"]
+            value = item["value"]
+            if type(key) is str and type(value) is str:
+                memo = (name, key, value, lowercase)
+                checked = _CHECKED_ADDED.get(memo)
+                if checked is None:
+                    checked = headers_from_cf(hook, where, {name: entries}, lowercase=lowercase)
+                    if len(_CHECKED_ADDED) < 1024:
+                        _CHECKED_ADDED[memo] = checked
+                return checked, (name,)
+    return headers_from_cf(hook, where, {name: entries}, lowercase=lowercase), (name,)
+
+
 _VALID_NAMES: dict[object, bool] = {}
 _LOWERED: dict[str, str] = {}
 
@@ -548,20 +601,21 @@ class Hook:
             and result.get("method") == method
             and result.get("body") is body
         ):
-            added = added_if_intact(result.get("headers"), template, intact)
-            if added is not None and _READ_ONLY_REQUEST_HEADERS.isdisjoint(added):
+            checked = added_checked(
+                self.hook,
+                "request.headers",
+                result.get("headers"),
+                template,
+                intact,
+                _READ_ONLY_REQUEST_HEADERS,
+                lowercase=True,
+            )
+            if checked is not None:
                 if result.get("uri") is not uri or result.get("querystring") is not querystring:
                     # Changed (the edge's own values passed its parser and normaliser).
                     self._check_target(result)
                 # Positional: the result is made on every hooked hit.
-                return HookResult(
-                    result,
-                    0,
-                    "",
-                    [],
-                    None,
-                    added_from_cf(self.hook, "request.headers", added, lowercase=True),
-                )
+                return HookResult(result, 0, "", [], None, checked[0])
         return self.check(_Snapshot.of_given(client_ip, method, body, template, None), result)
 
     def run_response_given(
@@ -597,17 +651,17 @@ class Hook:
             and result.get("body") is None
         ):
             returned = result.get("headers")
-            added = added_if_intact(returned, template, intact)
-            if added is not None and _READ_ONLY_RESPONSE_HEADERS.isdisjoint(added):
+            checked = added_checked(
+                self.hook,
+                "response.headers",
+                returned,
+                template,
+                intact,
+                _READ_ONLY_RESPONSE_HEADERS,
+            )
+            if checked is not None:
                 return HookResult(
-                    None,
-                    int(status),
-                    reason,
-                    [],
-                    None,
-                    added_from_cf(self.hook, "response.headers", added),
-                    returned,
-                    tuple(added),
+                    None, int(status), reason, [], None, checked[0], returned, checked[1]
                 )
         snapshot = _Snapshot.of_given(
             request.get("clientIp"), request.get("method"), request.get("body"), None, template

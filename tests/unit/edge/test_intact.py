@@ -1,4 +1,8 @@
-"""``intact_check`` (one itemgetter call) decides exactly as ``template.items() <= d.items()``."""
+"""The hooked hit's header shortcuts decide exactly as the slower steps they replace.
+
+``intact_check`` (one itemgetter call) as ``template.items() <= d.items()``, and
+``added_checked`` as ``added_if_intact`` then ``added_from_cf``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reflow.edge.tracked import added_if_intact, intact_check
-from reflow.edge.triggers import headers_to_cf
+from reflow.edge.triggers import added_checked, added_from_cf, headers_to_cf
+from reflow.errors import HookError
 
 _NAMES = st.sampled_from(["Host", "host", "Accept", "ETag", "X-A", "x-b", "Age"])
 _VALUES = st.sampled_from(["", "1", "x", '"v"', "max-age=60"])
@@ -66,3 +71,56 @@ def test_a_missing_name_and_an_edited_value_are_not_intact() -> None:
     one_check = intact_check(one)
     assert added_if_intact(copy.deepcopy(one), one, one_check) == {}
     assert added_if_intact({"host": [{"key": "Host", "value": "y"}]}, one, one_check) is None
+
+
+def _separately(headers: Any, template: dict[str, Any], read_only: frozenset[str]) -> Any:
+    """What ``added_checked`` must answer: the two steps it merges, one after the other."""
+    added = added_if_intact(headers, template)
+    if added is None or not read_only.isdisjoint(added):
+        return None
+    return added_from_cf("viewer-response", "response.headers", added), tuple(added)
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except HookError as exc:
+        return ("error", str(exc))
+
+
+_BAD_ADDED = st.sampled_from(
+    [
+        [{"key": "X-New", "value": "1"}],
+        [{"key": "NAME", "value": "1"}],
+        [{"key": "NAME", "value": "bad\r\nvalue"}],
+        [{"key": "Other", "value": "1"}],
+        [{"value": "1"}],
+        [{"key": "X-New", "value": 1}],
+        [{"key": "X-New", "value": "1", "extra": "e"}],
+        [{"key": "X-New", "value": "1"}, {"key": "x-new", "value": "2"}],
+        ["not a dict"],
+        "not a list",
+    ]
+)
+
+
+@given(st.data(), _PAIRS, st.sampled_from(["x-new", "X-New", "bad name", "content-length"]))
+def test_added_checked_decides_as_the_two_steps_it_merges(
+    data: st.DataObject, pairs: Any, added_name: str
+) -> None:
+    template = headers_to_cf(pairs)
+    returned = data.draw(_returned(template))
+    if type(returned) is dict and data.draw(st.booleans()):
+        entries = data.draw(_BAD_ADDED)
+        if type(entries) is list and entries and entries[0] == {"key": "NAME", "value": "1"}:
+            entries = [{"key": added_name, "value": "1"}]  # a valid entry for this name
+        returned[added_name] = entries
+    read_only = frozenset({"content-length"})
+    expected = _outcome(lambda: _separately(returned, template, read_only))
+    for check in (intact_check(template), None):
+        got = _outcome(
+            lambda check=check: added_checked(
+                "viewer-response", "response.headers", returned, template, check, read_only
+            )
+        )
+        assert got == expected
