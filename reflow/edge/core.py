@@ -211,7 +211,9 @@ class Edge:
             cf_request = None  # the request as the viewer-request hook left it
             viewer_request = route.hooks.get("viewer-request")
             if viewer_request is not None:
-                request_copies = self._request_copies.get(request.headers, headers_to_cf)
+                request_copies = self._request_copies.last
+                if request_copies is None or request_copies.pairs != request.headers:
+                    request_copies = self._request_copies.get(request.headers, headers_to_cf)
                 # Always a fresh copy, never one handed out before: making one is cheaper
                 # than checking a used one again after both hooks (give_back).
                 result = viewer_request.run_request_given(

@@ -208,6 +208,10 @@ class TemplateCache:
     def __init__(self, size: int = 1024) -> None:
         self.size = size
         self._copies: OrderedDict[tuple[tuple[str, str], ...], HeaderCopies] = OrderedDict()
+        # The copies :meth:`get` returned last: a caller may check ``last.pairs == headers``
+        # itself first (a remembered request's header list holds the very same tuples,
+        # so that is a few identity checks, and no call).
+        self.last: HeaderCopies | None = None
 
     def get(
         self, headers: list[tuple[str, str]], convert: Callable[..., CfHeaders]
@@ -220,4 +224,5 @@ class TemplateCache:
             self._copies[key] = copies
             if len(self._copies) > self.size:
                 self._copies.popitem(last=False)
+        self.last = copies
         return copies

@@ -12,9 +12,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reflow.edge.tracked import added_if_intact, intact_check
+from reflow.edge import Behaviour, Edge, Hook
+from reflow.edge.http import Request
+from reflow.edge.origins import OriginRequest, OriginResponse
+from reflow.edge.tracked import TemplateCache, added_if_intact, intact_check
 from reflow.edge.triggers import added_checked, added_from_cf, headers_to_cf
 from reflow.errors import HookError
+from reflow.testing import FakeClock
 
 _NAMES = st.sampled_from(["Host", "host", "Accept", "ETag", "X-A", "x-b", "Age"])
 _VALUES = st.sampled_from(["", "1", "x", '"v"', "max-age=60"])
@@ -124,3 +128,47 @@ def test_added_checked_decides_as_the_two_steps_it_merges(
             )
         )
         assert got == expected
+
+
+def test_template_cache_last_is_the_copies_get_returned_last() -> None:
+    cache = TemplateCache(size=1)
+    assert getattr(cache, "last") is None  # noqa: B009 (mypy would keep it narrowed to None)
+    a = cache.get([("host", "a")], headers_to_cf)
+    assert getattr(cache, "last") is a and a.pairs == [("host", "a")]  # noqa: B009
+    b = cache.get([("host", "b")], headers_to_cf)
+    assert getattr(cache, "last") is b  # noqa: B009
+    assert b.template == headers_to_cf([("host", "b")])
+    assert cache.get([("host", "b")], headers_to_cf) is b  # evicted "a", kept "b"
+    assert cache.get([("host", "a")], headers_to_cf) is not a
+
+
+async def test_alternating_request_headers_each_get_their_own_template() -> None:
+    seen: list[Any] = []
+
+    def keep(event: dict[str, Any], context: object) -> Any:
+        request = event["Records"][0]["cf"]["request"]
+        seen.append(copy.deepcopy(request["headers"]))
+        return request
+
+    class _Origin:
+        name = "o"
+
+        async def fetch(self, request: OriginRequest) -> OriginResponse:
+            return OriginResponse(200, [("Cache-Control", "max-age=60")], b"x")
+
+        async def close(self) -> None:
+            return None
+
+    edge = Edge(
+        [Behaviour("*", _Origin())],
+        [Hook("q", "viewer-request", "/*", keep)],
+        clock=FakeClock(1_000.0),
+    )
+    try:
+        await edge.handle(Request("GET", "/a", "", [("host", "a")]))
+        for value in ["a", "b", "a", "b", "b", "a"]:
+            seen.clear()
+            assert edge.fast(Request("GET", "/a", "", [("host", value)]), False) is not None
+            assert seen == [headers_to_cf([("host", value)])]
+    finally:
+        await edge.close()
