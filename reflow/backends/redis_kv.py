@@ -135,10 +135,12 @@ class RedisKV:
             return None
         return Item(key, bytes(value), int(version), expires_at)
 
-    async def adopt_tombstones(self, *, count: int = 500) -> int:
+    async def adopt_tombstones(self, *, count: int = 1000) -> int:
         """Hand the collector the tombstones an older reflow left (before the
-        dead set existed); return how many. One SCAN over the namespace's KV
-        hashes, one short script per page: run it once after upgrading."""
+        dead set existed); return how many. One SCAN (``count`` keys a step)
+        over the database, which walks every key on it, other namespaces'
+        too, and one short script per page of matches: run it once after
+        upgrading, not routinely."""
         prefix = self._ns.kv_prefix
         pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
         adopted, cursor = 0, 0
