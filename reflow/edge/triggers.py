@@ -442,6 +442,9 @@ class Hook:
         # One context per hook, its deadline reset per call: synchronous calls run
         # one at a time on the serving thread, so they never share it at once.
         object.__setattr__(self, "_context", EdgeContext(self.name, 0.0, self.authorize))
+        # What the ``*_given`` runs return on their fast path, refilled by each such run
+        # (making a HookResult per hooked hit cost ~1k instructions each).
+        object.__setattr__(self, "_given", HookResult())
         if self.shape == "function" and self.hook not in FUNCTION_HOOKS:
             raise HookError(self.hook, self.name, 'shape="function" serves viewer hooks only')
         if self.shape not in ("lambda@edge", "function"):
@@ -578,6 +581,9 @@ class Hook:
         only the headers it added are checked (``HookResult.added``); anything
         else gets the full checks of :meth:`check`. ``intact`` is
         :func:`reflow.edge.tracked.intact_check` of ``template``, when kept.
+
+        The fast path's HookResult is this hook's own, refilled by its next
+        ``*_given`` run: read it before running the hook again.
         """
         if self.shape == "function":
             return self.run_sync(request)
@@ -614,8 +620,10 @@ class Hook:
                 if result.get("uri") is not uri or result.get("querystring") is not querystring:
                     # Changed (the edge's own values passed its parser and normaliser).
                     self._check_target(result)
-                # Positional: the result is made on every hooked hit.
-                return HookResult(result, 0, "", [], None, checked[0])
+                given: HookResult = self._given  # type: ignore[attr-defined]
+                given.request = result
+                given.added = checked[0]
+                return given
         return self.check(_Snapshot.of_given(client_ip, method, body, template, None), result)
 
     def run_response_given(
@@ -629,7 +637,7 @@ class Hook:
 
         Status, description and body left as given plus equal templated headers
         means only the added headers are checked (``HookResult.added``).
-        ``intact`` as for :meth:`run_request_given`.
+        ``intact`` and the HookResult's lifetime as for :meth:`run_request_given`.
         """
         if self.shape == "function":
             return self.run_sync(request, response)
@@ -660,9 +668,12 @@ class Hook:
                 _READ_ONLY_RESPONSE_HEADERS,
             )
             if checked is not None:
-                return HookResult(
-                    None, int(status), reason, [], None, checked[0], returned, checked[1]
-                )
+                given: HookResult = self._given  # type: ignore[attr-defined]
+                given.status = int(status)
+                given.reason = reason
+                given.added, given.added_names = checked
+                given.returned_headers = returned
+                return given
         snapshot = _Snapshot.of_given(
             request.get("clientIp"), request.get("method"), request.get("body"), None, template
         )

@@ -172,3 +172,38 @@ async def test_alternating_request_headers_each_get_their_own_template() -> None
             assert seen == [headers_to_cf([("host", value)])]
     finally:
         await edge.close()
+
+
+def test_a_given_run_refills_the_hooks_own_result_and_a_full_check_makes_a_new_one() -> None:
+    def add(event: dict[str, Any], context: object) -> Any:
+        request = event["Records"][0]["cf"]["request"]
+        value = request["uri"][1:]
+        if value == "edit":
+            request["headers"]["host"][0]["value"] = "edited"
+        else:
+            request["headers"]["x-n"] = [{"key": "X-N", "value": value}]
+        return request
+
+    hook = Hook("q", "viewer-request", "/*", add)
+    template = headers_to_cf([("host", "h")])
+    check = intact_check(template)
+
+    def run(uri: str) -> Any:
+        request = {
+            "clientIp": "1.2.3.4",
+            "method": "GET",
+            "uri": uri,
+            "querystring": "",
+            "headers": copy.deepcopy(template),
+        }
+        return hook.run_request_given(request, template, check)
+
+    first = run("/1")
+    assert first.added == [("x-n", "1")] and first.request["uri"] == "/1"
+    second = run("/2")
+    assert second is first  # refilled, as documented
+    assert second.added == [("x-n", "2")] and second.request["uri"] == "/2"
+    edited = run("/edit")  # the full checks: a result of its own
+    assert edited is not first and edited.added is None
+    assert edited.headers == [("host", "edited")]
+    assert first.added == [("x-n", "2")]  # untouched by the full path
