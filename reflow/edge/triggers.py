@@ -587,11 +587,12 @@ class Hook:
         """
         if self.shape == "function":
             return self.run_sync(request)
-        client_ip = request.get("clientIp")
-        method = request.get("method")
+        # A cf.request always has these four (request_to_cf); subscripts are cheaper.
+        client_ip = request["clientIp"]
+        method = request["method"]
         body = request.get("body")
-        uri = request.get("uri")
-        querystring = request.get("querystring")
+        uri = request["uri"]
+        querystring = request["querystring"]
         # self.event(request), inline (one call fewer per hooked hit).
         config = {
             "distributionDomainName": "localhost",
