@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -207,3 +208,44 @@ def test_a_given_run_refills_the_hooks_own_result_and_a_full_check_makes_a_new_o
     assert edited is not first and edited.added is None
     assert edited.headers == [("host", "edited")]
     assert first.added == [("x-n", "2")]  # untouched by the full path
+
+
+def test_given_runs_turn_handler_failures_and_overruns_into_hook_errors() -> None:
+    import time
+
+    def fails(event: dict[str, Any], context: object) -> Any:
+        raise ValueError("boom")
+
+    def refuses(event: dict[str, Any], context: object) -> Any:
+        raise HookError("viewer-request", "mine", "as raised")
+
+    def spins(event: dict[str, Any], context: object) -> Any:
+        until = time.monotonic() + 5.0
+        while time.monotonic() < until:  # pure Python: the watchdog interrupts it
+            pass
+        return event["Records"][0]["cf"].get("response") or event["Records"][0]["cf"]["request"]
+
+    template = headers_to_cf([("host", "h")])
+    request = {
+        "clientIp": "1.2.3.4",
+        "method": "GET",
+        "uri": "/a",
+        "querystring": "",
+        "headers": copy.deepcopy(template),
+    }
+    response = {"status": "200", "statusDescription": "OK", "headers": copy.deepcopy(template)}
+    for handler, message in ((fails, "raised ValueError: boom"), (refuses, "as raised")):
+        with pytest.raises(HookError, match=message):
+            Hook("q", "viewer-request", "/*", handler).run_request_given(request, template)
+        with pytest.raises(HookError, match=message):
+            Hook("r", "viewer-response", "/*", handler).run_response_given(
+                request, response, template
+            )
+    started = time.monotonic()
+    with pytest.raises(HookError, match="ran past its 0.05 s limit"):
+        Hook("q", "viewer-request", "/*", spins, timeout=0.05).run_request_given(request, template)
+    with pytest.raises(HookError, match="ran past its 0.05 s limit"):
+        Hook("r", "viewer-response", "/*", spins, timeout=0.05).run_response_given(
+            request, response, template
+        )
+    assert time.monotonic() - started < 4.0
