@@ -1,5 +1,9 @@
 """Per-hit CPU of the edge server, in process: no sockets, no wrk, no scheduler noise.
 
+A measuring tool beside bench/edge.py, not a benchmark of its own (no peer;
+the leading underscore keeps ``bench/run.py`` from running it):
+``python bench/_edge_hit_loop.py [--hooks]``.
+
 Drives one :class:`reflow.edge.server.EdgeProtocol` with a fake transport and
 wrk's exact request bytes (``GET /path HTTP/1.1``, ``Host: 127.0.0.1:PORT``),
 one request per ``data_received`` as wrk sends them on a kept-alive
