@@ -44,7 +44,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -211,9 +211,11 @@ class AsyncInvocations:
         tasks = [*self._readers, *self._running]
         for task in tasks:
             task.cancel()
+        await cancelled(tasks)
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done():  # a task's own failure surfaces here, as it always did
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._readers.clear()
         self._running.clear()
 
@@ -505,6 +507,27 @@ async def redrive_dead_letters(
         await kv.put(mark, _DONE, expect_version=version, ttl=retention)
         queued.append(str(letter["requestId"]))
     return queued
+
+
+async def cancelled(tasks: Sequence[asyncio.Task[Any]], patience: float = 10.0) -> None:
+    """Wait for cancelled ``tasks`` to end, cancelling again those that go on.
+
+    A library call can swallow a cancellation (a client that catches it to
+    tidy up its connection and carries on), and a reader loop that swallowed
+    one would keep a stop waiting for ever. So each task still running after
+    half a second is cancelled again; after ``patience`` seconds the stop
+    gives up on it, logged, rather than hang.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending and loop.time() >= deadline:
+            _log.error("%d task(s) would not stop: %s", len(pending), sorted(map(str, pending)))
+            break
+        for task in pending:
+            task.cancel()
 
 
 def _stale(claim: bytes, clock: Clock) -> bool:
