@@ -1,0 +1,253 @@
+"""Functions' ``bus:`` and ``flow:`` destinations on a real Redis server.
+
+The memory and SQLite tests (``test_bus_destinations.py``,
+``tests/unit/events/test_destinations.py``) are repeated here where the
+engine matters: the destination streams, their consumer group and leases
+live in Redis Streams, and the flows service keeps its executions in Redis.
+
+* a ``bus:`` destination reaches a rule on that bus as Lambda's "Function
+  Invocation Result" event, with the request id as the event id;
+* a ``flow:`` destination starts an execution named after the request id;
+* a record redelivered after its flow was started (the reader died between
+  the start and the ack) finds that execution and starts no second one;
+* a record whose reader was stopped before acknowledging it stays pending,
+  leased to that reader, and another reader takes it over once the lease
+  has run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from reflow import App
+from reflow.backends import Backend
+from reflow.config import Settings
+from reflow.events.bus import EventBus, bus_stream
+from reflow.events.destinations import DESTINATIONS_GROUP, DestinationReader
+from reflow.events.service import EventsService, flow_starter
+from reflow.functions import Runtime
+from reflow.functions.invocations import Destination
+from reflow.platform import Platform
+from tests.functional.events.helpers import eventually
+from tests.functional.events.redis_prefix import redis_backend
+
+ARN = "arn:aws:lambda:local:000000000000:function:render"
+FLOW = Destination("flow", "after")
+BUS = Destination("bus", "done")
+
+
+def record(request_id: str, condition: str = "Success") -> bytes:
+    """A destination record as the functions runtime writes it."""
+    outcome = {
+        "version": "1.0",
+        "requestContext": {"requestId": request_id, "functionArn": ARN, "condition": condition},
+        "requestPayload": {"id": request_id},
+        "responsePayload": {"page": request_id},
+    }
+    return json.dumps(outcome).encode()
+
+
+def flow_app(name: str) -> App:
+    """An app with flow ``after`` (one pass state) and no destination of its own."""
+    app = App(name)
+    app.flow(
+        "after",
+        {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}},
+    )
+    return app
+
+
+async def platform_on(app: App, backend: Backend, tmp_path: Path) -> Platform:
+    settings = Settings.load(env={}, backend="memory://", data_dir=str(tmp_path))
+    platform = Platform(app, settings, backend=backend)
+    await platform.start(admin=False)
+    return platform
+
+
+async def test_bus_destination_reaches_a_rule_as_lambdas_event(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    app = App("outcomes-redis")
+
+    @app.function(retries=0, on_success="bus:results", on_failure="bus:results")
+    async def render(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("fail"):
+            raise ValueError("bad page")
+        return {"rendered": event["id"]}
+
+    @app.on({"source": ["lambda"]}, name="audit", bus="results")
+    async def audit(event: dict[str, Any], context: Any) -> None:
+        seen.append(event)
+
+    async with redis_backend("dest-bus", tmp_path) as backend:
+        runtime = Runtime(app.freeze(), backend=backend)
+        events = EventsService(app, backend, runtime=runtime)
+        await runtime.start()
+        await events.start()
+        try:
+            ok = await runtime.invoke_async("render", {"id": 7})
+            failed = await runtime.invoke_async("render", {"id": 8, "fail": True})
+            await eventually(lambda: len(seen) == 2, timeout=15.0)
+            stream = Destination("bus", "results").stream
+            pending = await backend.log.pending(stream, DESTINATIONS_GROUP)
+            on_bus = await backend.log.range(bus_stream("results"))
+        finally:
+            await events.stop()
+            await runtime.stop()
+    by_id = {event["id"]: event for event in seen}
+    assert set(by_id) == {ok, failed}
+    success, failure = by_id[ok], by_id[failed]
+    assert success["source"] == "lambda"
+    assert success["detail-type"] == "Lambda Function Invocation Result - Success"
+    assert success["detail"]["requestContext"]["requestId"] == ok
+    assert success["detail"]["requestContext"]["condition"] == "Success"
+    assert success["detail"]["requestPayload"] == {"id": 7}
+    assert success["detail"]["responsePayload"] == {"rendered": 7}
+    assert success["resources"] == [success["detail"]["requestContext"]["functionArn"]]
+    assert failure["detail-type"] == "Lambda Function Invocation Result - Failure"
+    assert failure["detail"]["requestContext"]["condition"] == "RetriesExhausted"
+    assert failure["detail"]["responsePayload"]["errorType"] == "ValueError"
+    # Each record was acknowledged, and its event put on the bus exactly once.
+    assert pending == []
+    assert len(on_bus) == 2
+
+
+async def test_flow_destination_starts_an_execution_named_after_the_request(
+    tmp_path: Path,
+) -> None:
+    app = App("outcomes-flow-redis")
+
+    @app.function(on_success="flow:after")
+    async def render(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"rendered": event["id"]}
+
+    @app.function()
+    def shout(event: dict[str, Any], context: Any) -> Any:
+        return {"page": event["responsePayload"]["rendered"]}
+
+    app.flow(
+        "after",
+        {
+            "StartAt": "Shout",
+            "States": {"Shout": {"Type": "Task", "Resource": "reflow:function:shout", "End": True}},
+        },
+    )
+    async with redis_backend("dest-flow", tmp_path) as backend:
+        platform = await platform_on(app, backend, tmp_path)
+        try:
+            flows: Any = platform.service("flows")
+            functions: Any = platform.service("functions")
+            request_id = await functions.invoke_async("render", {"id": 9})
+            rows: list[Any] = []
+            for _ in range(750):
+                rows = await flows.flows.list_executions(flow="after", status="SUCCEEDED")
+                if rows:
+                    break
+                await asyncio.sleep(0.02)
+            described = await flows.flows.describe(request_id)
+            everything = await flows.flows.list_executions(flow="after")
+            pending = await backend.log.pending(FLOW.stream, DESTINATIONS_GROUP)
+        finally:
+            await platform.stop()
+    assert described["status"] == "SUCCEEDED" and described["output"] == {"page": 9}
+    assert described["input"]["requestContext"]["requestId"] == request_id
+    assert len(everything) == 1
+    assert pending == []
+
+
+class CrashAfterStart:
+    """A flow starter that really starts the flow, then fails the first ``crashes`` times.
+
+    This is a reader dying between starting the execution and acknowledging
+    the record: the record is redelivered after its lease.
+    """
+
+    def __init__(self, platform: Platform, crashes: int = 1) -> None:
+        self.start = flow_starter(lambda: platform.service("flows"))
+        self.crashes = crashes
+        self.calls: list[str] = []
+
+    async def __call__(self, flow: str, payload: Any, name: str) -> None:
+        self.calls.append(name)
+        await self.start(flow, payload, name)
+        if len(self.calls) <= self.crashes:
+            raise RuntimeError("the reader died before its ack")
+
+
+async def test_a_redelivered_record_starts_no_second_execution(tmp_path: Path) -> None:
+    async with redis_backend("dest-redeliver", tmp_path) as backend:
+        platform = await platform_on(flow_app("redeliver-redis"), backend, tmp_path)
+        starter = CrashAfterStart(platform)
+        bus = EventBus(backend)
+        reader = DestinationReader(backend, [FLOW], bus=bus, start_flow=starter, lease=0.3)
+        try:
+            await reader.start()
+            await backend.log.append(FLOW.stream, record("req-once"))
+            await eventually(lambda: reader.delivered == 1, timeout=10.0)
+            flows: Any = platform.service("flows")
+            for _ in range(500):
+                done = await flows.flows.list_executions(flow="after", status="SUCCEEDED")
+                if done:
+                    break
+                await asyncio.sleep(0.02)
+            executions = await flows.flows.list_executions(flow="after")
+            pending = await backend.log.pending(FLOW.stream, DESTINATIONS_GROUP)
+        finally:
+            await reader.stop()
+            await platform.stop()
+    assert starter.calls == ["req-once", "req-once"]  # delivered twice: the lease ran out
+    assert [row["name"] for row in executions] == ["req-once"]
+    assert pending == []
+
+
+class Stuck:
+    """A flow starter that never returns: the reader is stopped in the middle of it."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def __call__(self, flow: str, payload: Any, name: str) -> None:
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_record_survives_its_reader_stopping_before_the_ack(tmp_path: Path) -> None:
+    async with redis_backend("dest-takeover", tmp_path) as backend:
+        platform = await platform_on(flow_app("takeover-redis"), backend, tmp_path)
+        stuck = Stuck()
+        first = DestinationReader(
+            backend, [FLOW, BUS], bus=EventBus(backend), start_flow=stuck, lease=1.0, consumer="one"
+        )
+        second: DestinationReader | None = None
+        try:
+            await first.start()
+            await backend.log.append(FLOW.stream, record("req-held"))
+            await asyncio.wait_for(stuck.entered.wait(), 10.0)
+            await first.stop()
+            [held] = await backend.log.pending(FLOW.stream, DESTINATIONS_GROUP)
+            assert (held.consumer, held.deliveries) == ("one", 1)
+
+            starter = CrashAfterStart(platform, crashes=0)
+            second = DestinationReader(
+                backend,
+                [FLOW, BUS],
+                bus=EventBus(backend),
+                start_flow=starter,
+                lease=30.0,
+                consumer="two",
+            )
+            await second.start()
+            await eventually(lambda: second is not None and second.delivered == 1, timeout=10.0)
+            flows: Any = platform.service("flows")
+            executions = await flows.flows.list_executions(flow="after")
+            pending = await backend.log.pending(FLOW.stream, DESTINATIONS_GROUP)
+        finally:
+            await first.stop()
+            if second is not None:
+                await second.stop()
+            await platform.stop()
+    assert starter.calls == ["req-held"]
+    assert [row["name"] for row in executions] == ["req-held"]
+    assert pending == []
