@@ -42,7 +42,8 @@ name as attributes, not only inside the message, so tools can point at it::
     │   ├── InvalidRateError           a rate is not N/unit (.rate)
     │   └── InsufficientError          a bounded decrement would pass its floor (.key)
     └── SecurityError
-        └── PermissionDeniedError      a handler used a resource it did not declare
+        ├── PermissionDeniedError      a handler used a resource it did not declare
+        └── SecretNotFoundError        no readable secret of that name (.name, .reason)
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ __all__ = [
     "PermissionDeniedError",
     "RegistrationError",
     "ReflowError",
+    "SecretNotFoundError",
     "SecurityError",
     "StateError",
     "ThrottledError",
@@ -448,3 +450,16 @@ class PermissionDeniedError(SecurityError):
         super().__init__(
             f"function {function!r} may not {action} {resource!r}: no declared permission covers it"
         )
+
+
+class SecretNotFoundError(SecurityError):
+    """No secret of that name can be read (``context.secrets.get``).
+
+    ``reason`` says why (no such file, not readable, not UTF-8) and never
+    contains any part of a secret's value.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"secret {name!r} not found: {reason}")

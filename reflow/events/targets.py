@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from reflow.errors import EventError, NotAvailableError
+from reflow.errors import EventError, NotAvailableError, SecretNotFoundError
+from reflow.functions.secrets import is_secret_name, read_secret
+from reflow.functions.secrets import secrets_dir as default_secrets_dir
 
 if TYPE_CHECKING:
     from reflow.events.bus import EventBus
@@ -165,9 +167,8 @@ def execution_name(event_id: str, *, rule: str | None = None, replay: str | None
 
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
 MAX_WEBHOOK_TIMEOUT = 300.0
-# Where ``secret:<name>`` header values are read from, as Docker and
-# Kubernetes mount secrets (one file per secret); REFLOW_SECRETS_DIR moves it.
-DEFAULT_SECRETS_DIR = "/run/secrets"
+# ``secret:<name>`` header values are the files context.secrets reads
+# (REFLOW_SECRETS_DIR, default /run/secrets): see reflow.functions.secrets.
 
 # Set by the target itself; a declared header may not replace them.
 _RESERVED_HEADERS = frozenset(
@@ -186,7 +187,6 @@ _RESERVED_HEADERS = frozenset(
 _CREDENTIAL_HINTS = ("auth", "token", "secret", "key", "password", "signature", "cookie")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP field name (RFC 9110)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 
 
 def _is_credential(header: str) -> bool:
@@ -235,7 +235,7 @@ def check_webhook_options(timeout: Any, headers: Any) -> tuple[float, dict[str, 
             if not _ENV_NAME.match(ref):
                 raise ValueError(f"header {name!r}: {ref!r} is not an environment variable name")
         elif sep and kind == "secret":
-            if not _SECRET_NAME.match(ref) or ref in (".", ".."):
+            if not is_secret_name(ref):
                 raise ValueError(f"header {name!r}: {ref!r} is not a secret name")
         elif _is_credential(name):
             raise ValueError(
@@ -267,11 +267,9 @@ def _header_value(
             raise DeliveryFailedError(url, f"header {name}: environment variable {ref} is not set")
     elif sep and kind == "secret":
         try:
-            found = (secrets_dir / ref).read_text(encoding="utf-8").strip("\r\n")
-        except OSError as exc:
-            raise DeliveryFailedError(
-                url, f"header {name}: cannot read secret {ref!r} ({exc.strerror})"
-            ) from None
+            found = read_secret(ref, secrets_dir)
+        except (SecretNotFoundError, ValueError) as exc:
+            raise DeliveryFailedError(url, f"header {name}: {exc}") from None
         if not found:
             raise DeliveryFailedError(url, f"header {name}: secret {ref!r} is empty")
     else:
@@ -310,7 +308,7 @@ class WebhookTarget:
     def header_lines(self) -> str:
         """The declared headers as request lines, their values resolved now."""
         environ = os.environ if self.environ is None else self.environ
-        secrets = self.secrets_dir or Path(environ.get("REFLOW_SECRETS_DIR") or DEFAULT_SECRETS_DIR)
+        secrets = self.secrets_dir or default_secrets_dir(environ)
         return "".join(
             f"{name}: {_header_value(self.url, name, value, environ, secrets)}\r\n"
             for name, value in self.headers.items()

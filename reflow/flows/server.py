@@ -18,6 +18,9 @@ authorisation hook, as a handler's ``context.events``/``tables``/``cache``.
 The context's function is ``flow:NAME``, carrying the permissions the flow
 declares (``app.flow(name, definition, permissions=[...])``), so the hook
 sees them as it sees a function's.
+
+While it runs, the service is what a handler's ``context.flows`` reaches
+(:mod:`reflow.flows.client`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from reflow.errors import NotAvailableError
+from reflow.flows import client
 from reflow.flows.errors import RUNTIME, StatesError
 from reflow.flows.integrations import ClientSource, integration_functions
 from reflow.flows.routes import mount
@@ -165,13 +169,15 @@ class FlowsService:
         self.admin = admin
 
     async def start(self) -> None:
-        """Mount the admin routes, then start the workers and timers."""
+        """Mount the admin routes, start the workers and timers, install ``context.flows``."""
         if self.admin is not None:
             mount(self.admin, self.flows)
         await self.flows.start()
+        client.activate(self.flows)
 
     async def stop(self) -> None:
-        """Stop the workers, then the functions runtime."""
+        """Remove ``context.flows``, stop the workers, then the functions runtime."""
+        client.deactivate(self.flows)
         await self.flows.stop()
         if self._owns_runtime:
             await self.runtime.stop()

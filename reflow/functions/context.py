@@ -63,9 +63,9 @@ _PENDING = {
     "tables": "the state subsystem (reflow.state, issue 7)",
     "limits": "the state subsystem's rate limits (reflow.state.limits, issue 7)",
     "events": "the event bus (reflow.events, issue 3)",
-    "flows": "the flow executor (reflow.flows, issue 6)",
+    "flows": "the flows service (reflow.flows.server), which `reflow run` starts for an app "
+    "that declares flows",
     "cache": "the edge cache (reflow.edge, issue 5)",
-    "secrets": "the secrets store (reflow.security.secrets)",
     "blobs": "a backend (the runtime was built without one)",
 }
 
@@ -250,12 +250,12 @@ class Context:
 
     @property
     def secrets(self) -> Any:
-        """The secrets store."""
+        """Secrets mounted as files (``REFLOW_SECRETS_DIR``): ``get(name)``."""
         return self._client("secrets")
 
     @property
     def flows(self) -> Any:
-        """State machines: start executions."""
+        """State machines: start, describe and stop executions; answer callback tasks."""
         return self._client("flows")
 
     @property
@@ -285,6 +285,11 @@ class Context:
         if factory is None:
             if name == "blobs" and self._blobs is not None:
                 client = BlobsClient(self._blobs, self.authorize, self._loop)
+            elif name == "secrets":
+                # Built in: files need no subsystem (a registered store would win).
+                from reflow.functions.secrets import SecretsClient
+
+                client = SecretsClient(self.authorize)
             else:
                 raise NotAvailableError(name, f"it arrives with {_PENDING[name]}")
         else:

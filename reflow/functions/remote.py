@@ -20,6 +20,10 @@ arguments, its result (dataclasses as dicts) sent back. Synchronous handlers
 use ``context.<client>.sync.<method>(...)``, as with blobs. The first use of
 a client asks the runtime whether it can serve it, so an unregistered one
 raises :class:`NotAvailableError` where it is reached, as inline.
+A refusal, an unavailable client and the errors a handler may catch by type
+(the flows and secrets clients', a malformed argument's ``ValueError``) are
+raised in the worker as the same classes; anything else as
+:class:`PlatformCallError`.
 """
 
 from __future__ import annotations
@@ -90,9 +94,47 @@ def _info_from_json(data: Mapping[str, Any]) -> BlobInfo:
     )
 
 
+# Errors of the flows and secrets clients that a handler may catch by type:
+# the runtime sends their fields and the worker raises the same class again.
+_TYPED = {
+    "ExecutionAlreadyExistsError": ("reflow.errors", ("name",)),
+    "ExecutionNotFoundError": ("reflow.errors", ("name",)),
+    "InvalidExecutionRequestError": ("reflow.flows.store", ("field", "problem")),
+    "SecretNotFoundError": ("reflow.errors", ("name", "reason")),
+}
+
+
+def _typed_class(kind: str) -> type[Exception] | None:
+    """The class :data:`_TYPED` names ``kind`` by (imported only when one is met)."""
+    import importlib
+
+    found = _TYPED.get(kind)
+    if found is None:
+        return None
+    cls: type[Exception] = getattr(importlib.import_module(found[0]), kind)
+    return cls
+
+
+def _typed_reply(exc: Exception) -> dict[str, Any]:
+    """The ``error`` of a REPLY for an exception the worker should see as its own type."""
+    kind = type(exc).__name__
+    reply: dict[str, Any] = {"type": kind, "message": str(exc)}
+    cls = _typed_class(kind)
+    if cls is not None and type(exc) is cls:
+        reply["fields"] = {name: getattr(exc, name) for name in _TYPED[kind][1]}
+    return reply
+
+
 def raise_remote(error: Mapping[str, Any]) -> None:
     """Raise, in the worker, the error the runtime reported for a call."""
     kind, fields = error.get("type"), error.get("fields") or {}
+    if isinstance(kind, str) and kind in _TYPED and fields:
+        cls = _typed_class(kind)
+        assert cls is not None
+        raise cls(**fields)
+    if kind == "ValueError":
+        # A malformed argument (a secret's name, say): the same type as inline.
+        raise ValueError(str(error.get("message")))
     if kind == "PermissionDeniedError":
         raise PermissionDeniedError(fields["function"], fields["action"], fields["resource"])
     if kind == "NotAvailableError":
@@ -121,7 +163,7 @@ async def serve_call(context: Context, body: Mapping[str, Any]) -> dict[str, Any
         fields = {"field": exc.field, "problem": exc.problem}
         return {"error": {"type": "InvalidEventError", "message": str(exc), "fields": fields}}
     except Exception as exc:
-        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+        return {"error": _typed_reply(exc)}
 
 
 async def _serve_generic(

@@ -54,7 +54,7 @@ def test_remaining_time_counts_down_on_the_injected_clock() -> None:
     assert context.get_remaining_time_in_millis() == 0
 
 
-@pytest.mark.parametrize("client", ["tables", "events", "cache", "secrets", "flows", "limits"])
+@pytest.mark.parametrize("client", ["tables", "events", "cache", "flows", "limits"])
 def test_clients_whose_subsystem_has_not_landed_raise_not_available(client: str) -> None:
     with pytest.raises(NotAvailableError) as caught:
         getattr(Context(CONFIG), client)
