@@ -52,6 +52,12 @@ call_inline = app.function(name="call_inline")(_call)
 call_process = app.function(name="call_process", isolation="process", timeout=10)(_call)
 
 
+@app.function(name="blocking_in_async")
+async def blocking_in_async(event: Any, context: Any) -> Any:
+    """The mistake: a blocking call from a coroutine on the loop the client runs on."""
+    return context.flows.sync.describe_execution("p1")
+
+
 # -- answering a callback task from the function the task calls ----------------------
 
 

@@ -204,6 +204,15 @@ async def test_a_denying_hook_refuses_every_call_before_anything_happens(
     assert [(row["name"], row["status"]) for row in listed] == [("p1", "RUNNING")]
 
 
+async def test_a_blocking_call_from_an_async_inline_handler_is_refused_not_deadlocked(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as (runtime, _):
+        error = await failure(runtime, "blocking_in_async", {})
+    assert error.error_type == "NotAvailableError"
+    assert "an async handler must await context.flows" in error.error_message
+
+
 @pytest.mark.parametrize("function", ["start_inline", "start_process_async"])
 async def test_without_a_flows_service_context_flows_is_not_available(function: str) -> None:
     async with Runtime(app) as runtime:
