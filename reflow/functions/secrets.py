@@ -50,7 +50,7 @@ DEFAULT_SECRETS_DIR = "/run/secrets"
 
 # A first character that is not a dot rules out ".", ".." and hidden files
 # (Kubernetes keeps its "..data" bookkeeping links there); no "/" at all.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
 def secrets_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -65,7 +65,7 @@ def secrets_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def is_secret_name(name: object) -> bool:
     """Whether ``name`` can only name a file directly in the secrets directory."""
-    return isinstance(name, str) and bool(_NAME.match(name)) and ".." not in name
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_secret_name(name: object) -> str:
