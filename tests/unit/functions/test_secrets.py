@@ -93,7 +93,21 @@ def test_an_unreadable_secret_says_why_without_its_value(vault: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../db", "a/b", "/etc/passwd", ".hidden", "..data", "..", ".", "a..b", "", "x" * 256, "é", "db\n", "db\nx"],
+    [
+        "../db",
+        "a/b",
+        "/etc/passwd",
+        ".hidden",
+        "..data",
+        "..",
+        ".",
+        "a..b",
+        "",
+        "x" * 256,
+        "é",
+        "db\n",
+        "db\nx",
+    ],
 )
 async def test_a_name_that_could_leave_the_directory_is_refused_before_the_hook(
     vault: Path, name: str
