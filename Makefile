@@ -9,7 +9,7 @@ DEMO_DIR := .reflow/demo-app
 
 .PHONY: install test lint typecheck unit demo bench bench-smoke clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py reflow/_handoff.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,redis,media]'

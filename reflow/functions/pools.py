@@ -27,11 +27,11 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Any
 
 from reflow.app import FunctionConfig
@@ -45,6 +45,7 @@ from reflow.errors import (
 )
 from reflow.functions import wire
 from reflow.functions.context import Authorizer, Context, allow_all, log_stream_for
+from reflow.functions.handoff import PENDING, Handoff, new_handoff
 from reflow.functions.metrics import FunctionMetrics
 from reflow.functions.remote import serve_call
 from reflow.functions.sandbox import Worker, Zygote
@@ -132,74 +133,83 @@ class _Expired(Exception):
 SYNC_WAIT = 1e-3
 # The loop waits like that only when the function's previous run took less.
 FAST_RUN = 50e-6
+# With the C hand-off (reflow.functions.handoff), the first part of that wait
+# is a spin with the GIL released: the loop sees the result without being put
+# to sleep and woken (a wake-up of an idle vCPU costs tens of µs in a VM).
+# As long as a fast run may take, and a little more.
+LOOP_SPIN = 60e-6
+# After each call the handler thread spins this long for the next one before
+# it parks: a busy function's calls then cost no wake-up either, and an idle
+# one costs at most this much CPU after its last call.
+HANDLER_SPIN = 100e-6
+if len(os.sched_getaffinity(0)) < 2:  # one CPU: a spinning thread only delays the other
+    LOOP_SPIN = HANDLER_SPIN = 0.0
+
+# What a handler thread's call ends with: its result, its exception, how long it ran.
+_Outcome = tuple[Any, BaseException | None, float]
 
 
 class _HandlerThread(threading.Thread):
     """A reusable thread that runs one synchronous handler call at a time.
 
-    A call ends one of two ways. If the caller has gone on to await a future
-    (:attr:`future` set), the thread settles it through the event loop
-    (``call_soon_threadsafe``). If not, the caller is still blocked in
-    :attr:`done` (a bounded wait, see :class:`InlinePool`), and the thread
-    simply releases that lock: one thread wake-up, no self-pipe. Which of the
-    two is decided under ``_lock``: :meth:`detach` sets the future only if the
-    call has not ended, and the thread reads it as it ends the call.
+    Calls come and results go through a :class:`~reflow.functions.handoff.Handoff`.
+    :meth:`call` waits for the result synchronously, at most
+    :data:`SYNC_WAIT`; a call not done by then is *detached* (atomically, in
+    the hand-off), and so are those started with :meth:`start_call`. The
+    thread settles :attr:`future` with a detached call's outcome through the
+    event loop (``call_soon_threadsafe``); whoever detaches a call through
+    :meth:`call` sets :attr:`future` before it next yields to the loop, which
+    is before the settling callback can run.
 
     :meth:`interrupt` raises an exception *asynchronously* in this thread, and
     that is only safe while the thread is inside the handler. Delivered to a
-    thread that has gone back to waiting in C (``SimpleQueue.get``), the
-    exception stays pending for good, and on CPython 3.11 a pending one keeps
-    the interpreter-wide eval breaker set, so every thread of the process
-    stalls at every bytecode, fighting over the GIL (seen as a test run
-    hanging with its timeout thread unable to fire). So the thread says under
-    ``_lock`` when it enters and leaves the call, and :meth:`interrupt` raises
-    only while it is inside; the thread then runs bytecode after the call
-    (taking the lock) before it can block again, which consumes the exception.
+    thread that has gone back to waiting in C (the hand-off), the exception
+    stays pending for good, and on CPython 3.11 a pending one keeps the
+    interpreter-wide eval breaker set, so every thread of the process stalls
+    at every bytecode, fighting over the GIL (seen as a test run hanging with
+    its timeout thread unable to fire). So the thread says under ``_lock``
+    when it enters and leaves the call, and :meth:`interrupt` raises only
+    while it is inside; the thread then runs bytecode after the call (taking
+    the lock, calling :meth:`retired`) before it can block again, which
+    consumes the exception.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, handoff: Handoff | None = None) -> None:
         super().__init__(name="reflow-inline", daemon=True)
-        self.calls: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = SimpleQueue()
+        self.handoff = handoff if handoff is not None else new_handoff()
         self.poisoned = False
-        # Held between calls; the thread releases it when a call ends with
-        # nobody awaiting :attr:`future` (the caller is waiting on it).
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.future: asyncio.Future[Any] | None = None
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.seconds = 0.0  # how long the last call's function ran
-        self._ended = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[_Outcome] | None = None
         self._lock = threading.Lock()
         self._in_call = False
 
-    def start_call(
-        self, function: Callable[..., Any], *args: Any, future: asyncio.Future[Any] | None = None
-    ) -> None:
-        """Run ``function(*args)`` here; then settle ``future``, or release :attr:`done`."""
-        self.future = future
-        self._ended = False
-        self.calls.put((function, args))
+    def call(
+        self, function: Callable[..., Any], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop
+    ) -> _Outcome | None:
+        """Run ``function(*args)`` here and wait for it, at most :data:`SYNC_WAIT`.
 
-    def detach(self, future: asyncio.Future[Any]) -> bool:
-        """Have the running call settle ``future``; False if it has ended already.
-
-        After False the thread releases (or has released) :attr:`done`, so
-        the caller takes it, promptly, and reads :attr:`result`.
+        None: it is still running, detached; set :attr:`future` (before
+        yielding to ``loop``) and await it for the outcome.
         """
-        with self._lock:
-            if self._ended:
-                return False
-            self.future = future
-            return True
+        self.loop = loop
+        self.future = None
+        outcome = self.handoff.call((function, args), LOOP_SPIN, SYNC_WAIT)
+        return None if outcome is PENDING else outcome
+
+    def start_call(
+        self, function: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[_Outcome]
+    ) -> None:
+        """Run ``function(*args)`` here; its outcome settles ``future``."""
+        self.loop = future.get_loop()
+        self.future = future
+        self.handoff.send((function, args))
 
     def run(self) -> None:
+        handoff = self.handoff
         clock = time.perf_counter
         try:
-            while True:
-                item = self.calls.get()
-                if item is None:
-                    return
+            item = handoff.wait(HANDLER_SPIN)
+            while item is not None:
                 function, args = item
                 with self._lock:
                     if self.retired():  # interrupted while the call was queued
@@ -209,25 +219,32 @@ class _HandlerThread(threading.Thread):
                 try:
                     result = function(*args)
                 except BaseException as exc:  # delivered to the caller
-                    outcome: tuple[Any, BaseException | None] = (None, exc)
+                    outcome: _Outcome = (None, exc, clock() - started)
                 else:
-                    outcome = (result, None)
+                    outcome = (result, None, clock() - started)
                 finally:
                     with self._lock:
                         self._in_call = False
                 if self.retired():
                     return
-                with self._lock:
-                    self.result, self.error = outcome
-                    self.seconds = clock() - started
-                    self._ended = True
-                    future = self.future
-                if future is None:
-                    self.done.release()
-                else:
-                    future.get_loop().call_soon_threadsafe(_settle, future, *outcome)
+                item = handoff.finish(outcome, HANDLER_SPIN)
+                if item is PENDING:  # detached: the caller awaits `future`
+                    loop = self.loop
+                    if loop is not None:
+                        # A closed loop has nobody left to tell.
+                        with contextlib.suppress(RuntimeError):
+                            loop.call_soon_threadsafe(self._deliver, outcome)
+                    # No spin: the caller sleeps in the event loop, and it
+                    # may need the CPU this thread would spin on.
+                    item = handoff.wait(0.0)
         except _Interrupted:
             return  # the interruption landed after the handler returned: done anyway
+
+    def _deliver(self, outcome: _Outcome) -> None:
+        """Settle :attr:`future` (on the loop's thread)."""
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(outcome)
 
     def retired(self) -> bool:
         """Whether :meth:`interrupt` has been called (read afresh each time)."""
@@ -242,16 +259,7 @@ class _HandlerThread(threading.Thread):
                     ctypes.c_ulong(self.ident), ctypes.py_object(_Interrupted)
                 )
         # Wake a thread waiting for work so that it sees `poisoned` and ends.
-        self.calls.put(None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+        self.handoff.close()
 
 
 class InlinePool(Pool):
@@ -260,10 +268,12 @@ class InlinePool(Pool):
     A synchronous handler runs on a reusable :class:`_HandlerThread`. When
     the function's previous run took under :data:`FAST_RUN`, the loop waits
     for the thread synchronously, at most :data:`SYNC_WAIT` (the GIL is
-    released meanwhile): a fast handler then costs two thread wake-ups and
-    nothing else. A call not done by then, or of a function that ran slower
-    last time, is awaited through a future under ``asyncio.timeout``, so a
-    slow or blocking handler never holds the loop for longer than that bound.
+    released meanwhile; with the C hand-off it spins for the first
+    :data:`LOOP_SPIN` of it): a fast handler then costs two thread hand-offs
+    and nothing else. A call not done by then, or of a function that ran
+    slower last time, is awaited through a future under ``asyncio.timeout``,
+    so a slow or blocking handler never holds the loop for longer than that
+    bound.
     """
 
     def __init__(
@@ -336,51 +346,47 @@ class InlinePool(Pool):
     ) -> Any:
         deadline = loop.time() + self.config.timeout
         thread = self._idle.pop() if self._idle else self._new_thread()
+        handler = self.config.handler
+        future: asyncio.Future[_Outcome] = loop.create_future()
         if self._fast:
-            thread.start_call(self.config.handler, payload, context)
             # A bounded wait (the GIL released), with no await, so nothing
             # else can have taken the thread meanwhile. Not a spin on
-            # os.sched_yield: cheaper per call, but on a CPU shared with
-            # other processes one yield can lose the CPU for milliseconds.
-            if thread.done.acquire(timeout=SYNC_WAIT):
-                return self._collect(thread)
-            future: asyncio.Future[Any] = loop.create_future()
-            if not thread.detach(future):  # it ended just now: done is (being) released
-                thread.done.acquire()
-                return self._collect(thread)
+            # os.sched_yield: on a CPU shared with other processes one yield
+            # can lose the CPU for milliseconds.
+            outcome = thread.call(handler, (payload, context), loop)
+            if outcome is not None:
+                return self._collect(thread, outcome)
+            thread.future = future  # detached: the thread settles it
         else:
-            future = loop.create_future()
-            thread.start_call(self.config.handler, payload, context, future=future)
+            thread.start_call(handler, (payload, context), future)
         try:
             async with asyncio.timeout_at(deadline):
-                await asyncio.shield(future)
-        except BaseException as exc:  # the deadline, a cancellation, or the handler's error
+                outcome = await asyncio.shield(future)
+        except BaseException as exc:  # the deadline or a cancellation
             if not future.done():
                 # Still running: stop it as well as Python allows.
                 thread.interrupt()
                 self._threads.discard(thread)
-                if isinstance(exc, TimeoutError):  # ours: the handler's would be in the future
+                if isinstance(exc, TimeoutError):
                     raise _Expired from None
                 raise
+            outcome = future.result()
             if isinstance(exc, asyncio.CancelledError):
-                self._take_outcome(thread)  # it ended anyway: the thread is reusable
+                self._release(thread, outcome)  # it ended anyway: the thread is reusable
                 raise
-        return self._collect(thread)
+        return self._collect(thread, outcome)
 
-    def _collect(self, thread: _HandlerThread) -> Any:
-        """The ended call's result, or its exception raised."""
-        result, error = self._take_outcome(thread)
+    def _collect(self, thread: _HandlerThread, outcome: _Outcome) -> Any:
+        """The ended call's result, or its exception raised; the thread goes back idle."""
+        result, error, _ = outcome
+        self._release(thread, outcome)
         if error is not None:
             raise error
         return result
 
-    def _take_outcome(self, thread: _HandlerThread) -> tuple[Any, BaseException | None]:
-        """The ended call's outcome; the thread goes back to the idle stack."""
-        self._fast = thread.seconds < FAST_RUN
-        outcome = thread.result, thread.error
-        thread.result = thread.error = None
+    def _release(self, thread: _HandlerThread, outcome: _Outcome) -> None:
+        self._fast = outcome[2] < FAST_RUN
         self._idle.append(thread)
-        return outcome
 
     def _new_thread(self) -> _HandlerThread:
         thread = _HandlerThread()
@@ -392,7 +398,7 @@ class InlinePool(Pool):
         """Stop the handler threads (a thread stuck in C is left to die with the process)."""
         threads, self._threads, self._idle = self._threads, set(), []
         for thread in threads:
-            thread.calls.put(None)
+            thread.handoff.close()
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -11,9 +12,23 @@ import pytest
 
 from reflow import App, Context
 from reflow.errors import FunctionNotFoundError, FunctionTimeoutError, HandlerError, ThrottledError
-from reflow.functions import Runtime
+from reflow.functions import Runtime, handoff, pools
 from reflow.functions.pools import InlinePool, _HandlerThread
 from reflow.testing.clock import FakeClock
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the C hand-off and with the pure-Python fallback."""
+    kind = str(request.param)
+    if kind == "c" and not handoff.available():
+        message = "reflow._handoff was not built (no C compiler at install time)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {message}")
+        pytest.skip(message)
+    monkeypatch.setattr(pools, "new_handoff", lambda: handoff.new_handoff(pure=kind == "python"))
+    return kind
+
 
 app = App("inline", root=".")
 seen: dict[str, Any] = {}
@@ -241,8 +256,8 @@ async def test_a_thread_interrupted_between_calls_gets_no_exception_and_ends() -
     thread.start()
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    thread.start_call(lambda: "first", future=future)
-    assert await future == "first"
+    thread.start_call(lambda: "first", (), future)
+    assert (await future)[:2] == ("first", None)
     thread.interrupt()
     await asyncio.to_thread(thread.join, 2.0)
     assert not thread.is_alive()
@@ -260,7 +275,7 @@ async def test_a_thread_interrupted_inside_its_call_ends_without_settling() -> N
         while True:
             pass
 
-    thread.start_call(spin_forever, future=future)
+    thread.start_call(spin_forever, (), future)
     assert await asyncio.to_thread(entered.wait, 2.0)
     thread.interrupt()
     await asyncio.to_thread(thread.join, 2.0)
@@ -347,22 +362,66 @@ async def test_errors_and_results_come_back_both_ways_on_one_reused_thread() -> 
         assert runtime.metrics["naps"].errors == 3
 
 
-async def test_detach_hands_a_running_call_to_a_future_and_refuses_an_ended_one() -> None:
+async def test_a_call_not_done_in_the_wait_is_detached_to_the_future_exactly_once() -> None:
     thread = _HandlerThread()
     thread.start()
     loop = asyncio.get_running_loop()
     release = threading.Event()
-    thread.start_call(release.wait, 2.0)  # nobody awaits a future: done is released
+    # Still running after the bounded wait: detached, nothing returned.
+    assert thread.call(release.wait, (2.0,), loop) is None
     future: asyncio.Future[Any] = loop.create_future()
-    assert thread.detach(future)  # still running: it will settle the future instead
+    thread.future = future  # before the next turn of the loop, as the pool does
     release.set()
-    assert await asyncio.wait_for(future, 2.0) is True
-    assert not thread.done.acquire(False)  # and done was left alone
-
-    thread.start_call(lambda: "quick")
-    assert await asyncio.to_thread(thread.done.acquire, True, 2.0)
-    assert not thread.detach(loop.create_future())  # ended: the caller reads the result
-    assert thread.result == "quick"
+    result, error, seconds = await asyncio.wait_for(future, 2.0)
+    assert (result, error) == (True, None) and seconds > pools.SYNC_WAIT
+    # A quick call is answered through the wait, and the old future is left alone.
+    quick = thread.call(lambda: "quick", (), loop)
+    assert quick is not None and quick[:2] == ("quick", None)
     thread.interrupt()
     await asyncio.to_thread(thread.join, 2.0)
     assert not thread.is_alive()
+
+
+async def test_a_slow_sync_handler_does_not_keep_the_loop_spinning() -> None:
+    # The loop spins only for its short window, then sleeps (the GIL
+    # released) and goes on to await the call: its thread's CPU time over a
+    # 30 ms call stays far below 30 ms.
+    async with Runtime(app) as runtime:
+        used = time.thread_time()  # a first call is waited for (as if fast)
+        assert await runtime.invoke("naps", {"seconds": 0.03}) == 0.03
+        used = time.thread_time() - used
+    assert used < 0.01
+
+
+async def test_a_five_ms_handler_works_on_both_paths_and_runs_on_one_thread() -> None:
+    async with Runtime(app) as runtime:
+        pool = runtime.pool("naps")
+        assert isinstance(pool, InlinePool)
+        for _ in range(3):
+            assert await runtime.invoke("naps", {"seconds": 0.005}) == 0.005
+            assert await runtime.invoke("naps", {"seconds": 0}) == 0
+        assert len(pool._threads) == 1
+
+
+async def test_concurrent_sync_calls_each_get_a_thread_and_their_own_result() -> None:
+    async with Runtime(app) as runtime:
+        pool = runtime.pool("naps")
+        assert isinstance(pool, InlinePool)
+        seconds = [0.02, 0.0, 0.01, 0.0, 0.03]
+        results = await asyncio.gather(*(runtime.invoke("naps", {"seconds": s}) for s in seconds))
+        assert results == seconds
+        threads = len(pool._threads)
+        assert 1 <= threads <= len(seconds) and len(pool._idle) == threads
+        # Reused, not multiplied, by a second round.
+        await asyncio.gather(*(runtime.invoke("naps", {"seconds": s}) for s in seconds))
+        assert len(pool._threads) <= len(seconds)
+
+
+async def test_closing_the_runtime_stops_its_handler_threads() -> None:
+    async with Runtime(app) as runtime:
+        for n in range(3):
+            await runtime.invoke("where", n)
+        pool = runtime.pool("where")
+        assert isinstance(pool, InlinePool)
+        threads = list(pool._threads)
+    assert threads and not any(thread.is_alive() for thread in threads)
