@@ -19,6 +19,9 @@ the slot numbered n.
 
 from __future__ import annotations
 
+from typing import Any
+
+from reflow.events.compiled import Runner, compile_bucket
 from reflow.events.conditions import Field, Path
 from reflow.events.paths import PathIndex
 
@@ -31,7 +34,18 @@ Owner = tuple[int, str, tuple[Field, ...]]
 class Slot:
     """One path of a bucket: which alternatives a class of values there lets through."""
 
-    __slots__ = ("conditions", "index", "memo", "path", "rank", "relevant", "users")
+    __slots__ = (
+        "conditions",
+        "index",
+        "memo",
+        "path",
+        "rank",
+        "relevant",
+        "users",
+        "values",
+        "values_on",
+        "values_since",
+    )
 
     def __init__(self, path: Path, index: PathIndex) -> None:
         self.path = path
@@ -41,6 +55,29 @@ class Slot:
         self.memo: dict[int, int] = {}  # class (relevant bits only) -> alternatives let through
         self.relevant = 0  # the condition bits this slot's fields list
         self.rank = 0  # cheap slots are evaluated first (see Bucket.plan)
+        # For the generated code (reflow.events.compiled): a value seen at the
+        # path (a scalar, keyed as PathIndex keys its memory, or "missing")
+        # -> the alternatives it let through, so a recurring value (a state,
+        # a language) costs one probe; off on a path whose values do not recur.
+        self.values: dict[Any, int] = {}
+        self.values_on = True
+        self.values_since = 0  # the bucket's compiled runs when ``values`` was last emptied
+
+    def remember(self, key: Any, kept: int, runs: int) -> None:
+        """Remember that the value keyed ``key`` lets ``kept`` through (``runs``: bucket runs)."""
+        if not self.values_on:
+            return
+        values = self.values
+        if len(values) >= _VALUES_SIZE:
+            # Filled in fewer than four runs per value: the values here seldom
+            # recur (ids, addresses, fresh numbers); stop until the bucket changes.
+            if runs - self.values_since < 4 * _VALUES_SIZE:
+                self.values_on = False
+                values.clear()
+                return
+            values.clear()
+            self.values_since = runs
+        values[key] = kept
 
     def keep(self, found: int, everyone: int) -> int:
         """The alternatives let through when the values at the path are of class ``found``.
@@ -73,7 +110,18 @@ class Slot:
 class Bucket:
     """Alternatives filed under one access value, one bit each."""
 
-    __slots__ = ("count", "everyone", "free", "owners", "plan", "size", "slots")
+    __slots__ = (
+        "count",
+        "everyone",
+        "free",
+        "owners",
+        "plan",
+        "runner",
+        "runs",
+        "size",
+        "slots",
+        "tally",
+    )
 
     def __init__(self) -> None:
         self.everyone = 0  # every bit in use
@@ -86,6 +134,11 @@ class Bucket:
         # The slots in evaluation order, each with what matching reads of it
         # (users, path, relevant bits, memory) laid out in a tuple.
         self.plan: tuple[tuple[int, Path, int, dict[int, int], Slot], ...] = ()
+        # The plan as generated code (reflow.events.compiled), once the bucket
+        # has been run often enough since its last change; ``runs`` counts.
+        self.runner: Runner | None = None
+        self.runs = 0
+        self.tally = [0]  # runs of the generated code (it counts them itself)
 
     def add(self, owner: Owner, fields: list[tuple[Field, list[int]]], paths: PathIndexes) -> int:
         """File an alternative's ``fields`` (each with its condition bits); returns its bit."""
@@ -137,12 +190,19 @@ class Bucket:
         # Every remembered answer mentions ``everyone``: forget them all.
         for slot in self.slots.values():
             slot.memo = {}
+            slot.values, slot.values_on, slot.values_since = {}, True, 0
             slot.rank = 0 if slot.index.simple else 1
         # Cheap slots first (a probe or two), and among them the ones that
         # concern the most alternatives: they are the likeliest to leave
         # none standing, which ends the bucket's evaluation early.
         ordered = sorted(self.slots.values(), key=lambda slot: (slot.rank, -slot.users.bit_count()))
         self.plan = tuple((s.users, s.path, s.relevant, s.memo, s) for s in ordered)
+        self.runner, self.runs, self.tally = None, 0, [0]
+
+    def compile(self) -> Runner:
+        """The bucket's plan as generated code (kept until the bucket changes)."""
+        self.runner = compile_bucket(self.everyone, self.plan, self.owners, self.tally)
+        return self.runner
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -154,3 +214,6 @@ _FREE: Owner = (-1, "", ())  # the owner of a bit no alternative uses
 
 # How many classes a slot remembers before starting afresh.
 _MEMO_SIZE = 4096
+
+# How many values a slot remembers (as PathIndex: the enumerations events are made of).
+_VALUES_SIZE = 64

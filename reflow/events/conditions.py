@@ -254,10 +254,37 @@ class Wildcard:
     regex: re.Pattern[str] = field(compare=False, hash=False, repr=False)
     head: str = field(default="", compare=False, hash=False, repr=False)
     tail: str = field(default="", compare=False, hash=False, repr=False)
+    # The literal runs between the stars (head first, tail last); empty: use ``regex``.
+    parts: tuple[str, ...] = field(default=(), compare=False, hash=False, repr=False)
 
     def test(self, value: Any) -> bool:
         """Whether ``value`` satisfies the condition."""
-        return isinstance(value, str) and self.regex.fullmatch(value) is not None
+        return isinstance(value, str) and self.fits(value)
+
+    def fits(self, value: str) -> bool:
+        """Whether the string ``value`` matches the glob.
+
+        Head and tail must open and close the value, and each run between
+        two stars must follow the previous one: taking each run's first
+        occurrence leaves the most room to the runs after it, so a search
+        per run decides (no backtracking, unlike the regular expression).
+        """
+        parts = self.parts
+        if not parts:
+            return self.regex.fullmatch(value) is not None
+        head, tail = parts[0], parts[-1]
+        if len(parts) == 1:
+            return value == head
+        end = len(value) - len(tail)
+        if end < len(head) or not value.startswith(head) or not value.endswith(tail):
+            return False
+        position = len(head)
+        for part in parts[1:-1]:
+            found = value.find(part, position, end)
+            if found < 0:
+                return False
+            position = found + len(part)
+        return True
 
 
 @dataclass(frozen=True)

@@ -74,49 +74,75 @@ def value_key(value: Any) -> Any:
 
 
 class _Texts:
-    """Texts (prefixes or suffixes) mapped to masks, with their lengths counted."""
+    """Texts (prefixes or suffixes) mapped to masks, probed through a character trie.
 
-    __slots__ = ("keys", "lengths")
+    A value is walked character by character from its start (``heads``) or
+    its end (``tails``) down a trie of the keys, collecting the mask of each
+    key it passes; the walk stops where no key continues. Probing a slice of
+    the value per key length would allocate and hash one new string per
+    length in use, which costs far more once keys have many lengths (the
+    section prefixes of paths). The trie is drawn again on the first probe
+    after a change.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("keys", "reverse", "trie")
+
+    def __init__(self, reverse: bool = False) -> None:
         self.keys: dict[str, int] = {}
-        self.lengths: dict[int, int] = {}  # text length -> how many keys have it
+        self.reverse = reverse  # suffixes: the trie holds each key backwards
+        self.trie: _Node | None = None  # None: draw it again
 
     def add(self, text: str, bit: int) -> None:
-        mask = self.keys.get(text)
-        if mask is None:
-            self.keys[text] = bit
-            self.lengths[len(text)] = self.lengths.get(len(text), 0) + 1
-        else:
-            self.keys[text] = mask | bit
+        self.keys[text] = self.keys.get(text, 0) | bit
+        self.trie = None
 
     def discard(self, text: str, bit: int) -> None:
-        mask = self.keys[text] & ~bit
-        if mask:
-            self.keys[text] = mask
-            return
-        del self.keys[text]
-        left = self.lengths[len(text)] - 1
-        if left:
-            self.lengths[len(text)] = left
-        else:
-            del self.lengths[len(text)]
+        _clear(self.keys, text, bit)
+        self.trie = None
+
+    def _draw(self) -> _Node:
+        root: _Node = [0, {}]
+        for text, mask in self.keys.items():
+            node = root
+            for char in reversed(text) if self.reverse else text:
+                following = node[1].get(char)
+                if following is None:
+                    following = node[1][char] = [0, {}]
+                node = following
+            node[0] |= mask
+        return root
 
     def heads(self, value: str) -> int:
         """The mask of every key ``value`` starts with."""
-        keys, size, mask = self.keys, len(value), 0
-        for length in self.lengths:
-            if length <= size:
-                mask |= keys.get(value[:length], 0)
+        node = self.trie or self._redraw()
+        mask: int = node[0]  # an empty key
+        for char in value:
+            found = node[1].get(char)
+            if found is None:
+                break
+            node = found
+            mask |= node[0]
         return mask
 
     def tails(self, value: str) -> int:
         """The mask of every key ``value`` ends with."""
-        keys, size, mask = self.keys, len(value), 0
-        for length in self.lengths:
-            if length <= size:
-                mask |= keys.get(value[size - length :], 0)
+        node = self.trie or self._redraw()
+        mask: int = node[0]  # an empty key
+        for char in reversed(value):
+            found = node[1].get(char)
+            if found is None:
+                break
+            node = found
+            mask |= node[0]
         return mask
+
+    def _redraw(self) -> _Node:
+        self.trie = self._draw()
+        return self.trie
+
+
+_Node = list[Any]
+"""A trie node: ``[mask of the keys ending here, {next character: node}]``."""
 
 
 class PathIndex:
@@ -129,6 +155,7 @@ class PathIndex:
         "but_excluded",
         "cidr",
         "cidr_lengths",
+        "cidr_probes",
         "exact",
         "free",
         "ignore_case",
@@ -167,10 +194,13 @@ class PathIndex:
         self.but_all = 0  # every anything-but over plain values
         self.but_excluded: dict[Any, int] = {}  # value -> the anything-but that exclude it
         self.prefix, self.prefix_ci = _Texts(), _Texts()
-        self.suffix, self.suffix_ci = _Texts(), _Texts()
+        self.suffix, self.suffix_ci = _Texts(reverse=True), _Texts(reverse=True)
         self.ignore_case: dict[str, int] = {}
         self.cidr: dict[tuple[int, int, int], int] = {}  # (version, length, network) -> mask
         self.cidr_lengths: dict[tuple[int, int], int] = {}  # (version, length) -> blocks
+        # The same blocks per IP version: (shift, {address >> shift: mask}) per
+        # prefix length, drawn on the first address after a change.
+        self.cidr_probes: dict[int, list[tuple[int, dict[int, int]]]] | None = None
         # Wildcards by the literal text before their first * (or, when they
         # start with *, after their last *), indexed as a prefix (suffix) of
         # its own, so the affix probes tell which wildcards may match:
@@ -278,6 +308,7 @@ class PathIndex:
             key, length = _cidr_keys(condition)
             self.cidr[key] = self.cidr.get(key, 0) | bit
             self.cidr_lengths[length] = self.cidr_lengths.get(length, 0) + 1
+            self.cidr_probes = None
         elif isinstance(condition, Numeric):
             self.numeric[condition] = bit
             self._numbers_changed()
@@ -325,6 +356,7 @@ class PathIndex:
             self.cidr_lengths[length] -= 1
             if not self.cidr_lengths[length]:
                 del self.cidr_lengths[length]
+            self.cidr_probes = None
         elif isinstance(condition, Numeric):
             del self.numeric[condition]
             self._numbers_changed()
@@ -394,7 +426,7 @@ class PathIndex:
             return mask
         if self.numbers_only:
             if is_number(value) and value == value:  # NaN is in no range
-                return self._number(value)
+                return self.number_class(value)
             return 0
         memo = self.memo
         if memo is None:
@@ -430,7 +462,7 @@ class PathIndex:
         if type(value) is str:
             mask |= self._text(value)
         elif self.numeric and is_number(value) and value == value:  # NaN is in no range
-            mask |= self._number(value)
+            mask |= self.number_class(value)
         for condition, bit in self.tested.items():
             if condition.test(value):
                 mask |= bit
@@ -465,7 +497,7 @@ class PathIndex:
             atom = fitting & -fitting
             fitting ^= atom
             for wildcard, bit in self.wildcards[atom].items():
-                if wildcard.regex.fullmatch(value) is not None:
+                if wildcard.fits(value):
                     mask |= bit
         return mask
 
@@ -473,16 +505,26 @@ class PathIndex:
         address = parse_address(value)
         if address is None:
             return 0
-        family, number = address
-        bits = 32 if family == 4 else 128
-        mask = 0
-        for version, length in self.cidr_lengths:
-            if version == family:
-                network = number >> (bits - length) << (bits - length)
-                mask |= self.cidr.get((version, length, network), 0)
+        probes = self.cidr_probes
+        if probes is None:
+            probes = self.cidr_probes = self._draw_cidr()
+        number, mask = address[1], 0
+        for shift, table in probes[address[0]]:
+            mask |= table.get(number >> shift, 0)
         return mask
 
-    def _number(self, value: float) -> int:
+    def _draw_cidr(self) -> dict[int, list[tuple[int, dict[int, int]]]]:
+        tables: dict[tuple[int, int], dict[int, int]] = {}
+        for (version, length, network), mask in self.cidr.items():
+            shift = (32 if version == 4 else 128) - length
+            tables.setdefault((version, shift), {})[network >> shift] = mask
+        probes: dict[int, list[tuple[int, dict[int, int]]]] = {4: [], 6: []}
+        for (version, shift), table in tables.items():
+            probes[version].append((shift, table))
+        return probes
+
+    def number_class(self, value: float) -> int:
+        """The ranges a number (not NaN) lies in."""
         points = self.points
         if points is None:
             bounds = {b for c in self.numeric for b in (c.low, c.high) if b is not None}

@@ -308,7 +308,7 @@ def _wildcard(operand: Any, at: str) -> Wildcard:
     if len(parts) - 1 > MAX_WILDCARDS:
         raise InvalidPatternError(at, f"too complex: more than {MAX_WILDCARDS} wildcard characters")
     regex = re.compile(".*".join(re.escape(part) for part in parts), re.DOTALL)
-    return Wildcard(source, regex, head=parts[0], tail=parts[-1])
+    return Wildcard(source, regex, head=parts[0], tail=parts[-1], parts=tuple(parts))
 
 
 def _anything_but(operand: Any, at: str) -> AnythingBut:

@@ -43,13 +43,13 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
+from reflow.events import compiled
 from reflow.events.buckets import Bucket, Owner
+from reflow.events.compiled import leaf_class, one_element_each
 from reflow.events.conditions import (
     Exact,
     Field,
-    Membership,
     Path,
-    consistent_choice,
     leaf_entries,
     typed_key,
 )
@@ -59,12 +59,12 @@ from reflow.events.patterns import Pattern
 
 __all__ = ["RuleSet"]
 
-_MISSING = object()  # the path leads nowhere
-_SLOW = object()  # something other than an object on the way: read it with leaf_entries
+_MISSING = compiled.MISSING  # the path leads nowhere
+_SLOW = compiled.SLOW  # something other than an object on the way: read it with leaf_entries
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _ORDER = itemgetter(0)  # an owner's position in adding order
 
-_Entry = tuple[list[Any], list[Membership] | None]
+_Entry = compiled.Entry
 _Fields = list[tuple[Field, list[int]]]
 _Placement = tuple[Path | None, Any, Bucket, int, _Fields]
 
@@ -194,7 +194,7 @@ class RuleSet:
         if isinstance(event, Event):
             event = event.to_eventbridge()
         found: list[Owner] = []
-        classes: dict[Path, int] = {}
+        classes: dict[PathIndex, int] = {}
         tied: dict[Path, _Entry] = {}
         for path, table in self._access.items():
             if len(path) == 1 and type(event) is dict:
@@ -231,40 +231,40 @@ class RuleSet:
     def _run(
         bucket: Bucket,
         event: Mapping[str, Any],
-        classes: dict[Path, int],
+        classes: dict[PathIndex, int],
         tied: dict[Path, _Entry],
         found: list[Owner],
     ) -> None:
+        runner = bucket.runner
+        if runner is not None:
+            runner(event, classes, tied, found)
+            return
+        bucket.runs += 1
+        if bucket.runs > compiled.COMPILE_AFTER:
+            bucket.compile()(event, classes, tied, found)
+            return
+        # The plan walked slot by slot: what the generated code does, written once.
         alive = everyone = bucket.everyone
         for users, path, relevant, memo, slot in bucket.plan:
             if not alive & users:
                 continue
-            found_class = classes.get(path)
+            index = slot.index
+            found_class = classes.get(index)
             if found_class is None:
-                # Objects all the way down to one scalar, the common case,
-                # read inline; anything else through leaf_entries.
+                # Objects all the way down: read inline; anything else through leaf_entries.
                 node: Any = event
                 for step in path:
                     if type(node) is not dict:
-                        node = _SLOW
+                        node = _SLOW if node is not _MISSING else _MISSING
                         break
                     node = node.get(step, _MISSING)
-                index = slot.index
-                if node is _MISSING:
-                    found_class = index.absent
-                elif type(node) in _SCALARS and index.simple:
-                    key: Any = node if type(node) is str else typed_key(node)
-                    found_class = index.exact.get(key, 0) | index.present
+                if type(node) is str and index.simple:
+                    found_class = index.exact.get(node, 0) | index.present
                     if index.but_all:
-                        found_class |= index.but_all & ~index.but_excluded.get(key, 0)
-                elif type(node) in _SCALARS:
-                    found_class = index.value_class(node) | index.present
+                        found_class |= index.but_all & ~index.but_excluded.get(node, 0)
                 else:
-                    values, members = leaf_entries(event, path)
-                    if members is not None:
-                        tied[path] = (values, members)
-                    found_class = index.classify(values)
-                classes[path] = found_class
+                    found_class = leaf_class(index, node, event, path, tied)
+                classes[index] = found_class
             seen = found_class & relevant
             kept = memo.get(seen)
             if kept is None:
@@ -277,7 +277,7 @@ class RuleSet:
             bit = alive & -alive
             alive ^= bit
             owner = owners[bit.bit_length()]
-            if tied and not _one_element_each(owner[2], tied):
+            if tied and not one_element_each(owner[2], tied):
                 continue
             append(owner)
 
@@ -299,19 +299,3 @@ class RuleSet:
 
     def __repr__(self) -> str:
         return f"RuleSet({len(self)} rules)"
-
-
-def _one_element_each(alternative: tuple[Field, ...], tied: dict[Path, _Entry]) -> bool:
-    """Whether the fields of ``alternative`` can hold from one element of each array of objects.
-
-    Every field of an alternative still standing was read, so ``tied``
-    holds every one of its paths whose values sit in arrays of objects.
-    """
-    options = []
-    for item in alternative:
-        entry = tied.get(item.path)
-        if entry is not None:
-            values, members = entry
-            assert members is not None
-            options.append(item.witnesses(values, members))
-    return len(options) < 2 or consistent_choice(options)
