@@ -35,6 +35,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#if defined(__linux__)
+#include <sched.h> /* sched_getcpu: a read of the rseq area with glibc >= 2.35 */
+#define HAVE_GETCPU 1
+#endif
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -58,6 +63,9 @@ typedef struct {
     _Atomic int closed;
     _Atomic int caller_parked;
     _Atomic int worker_parked;
+    /* The CPU each side last ran on while it waited (-1: not known). */
+    _Atomic int caller_cpu;
+    _Atomic int worker_cpu;
     PyObject *item;   /* caller -> worker, owned while in the slot */
     PyObject *result; /* worker -> caller, owned while in the slot */
     pthread_mutex_t mutex;
@@ -127,10 +135,24 @@ is_done(Handoff *h)
     return atomic_load(&h->state) == DONE;
 }
 
+static inline int
+current_cpu(void)
+{
+#ifdef HAVE_GETCPU
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
 /* Spin until `ready(h)` or `spin_ns` pass; 1 if ready. The clock is read
- * every few rounds only: a read costs about as much as a few pauses. */
+ * every few rounds only: a read costs about as much as a few pauses. Then
+ * too this side notes its CPU in `mine`, and stops if the other side last
+ * waited on this same CPU: the other is then not running (two threads do not
+ * run on one CPU at once), and most likely queued behind this very spin. */
 static int
-spin(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns)
+spin(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns, _Atomic int *mine,
+     _Atomic int *other)
 {
     if (ready(h)) {
         return 1;
@@ -140,6 +162,11 @@ spin(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns)
     }
     int64_t until = now_ns() + spin_ns;
     for (;;) {
+        int cpu = current_cpu();
+        atomic_store_explicit(mine, cpu, memory_order_relaxed);
+        if (cpu >= 0 && atomic_load_explicit(other, memory_order_relaxed) == cpu) {
+            return ready(h);
+        }
         for (int i = 0; i < 16; i++) {
             cpu_relax();
             if (ready(h)) {
@@ -159,7 +186,8 @@ spin(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns)
 #define MAX_SKIP 64
 
 static int
-spin_or_skip(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns, struct backoff *b)
+spin_or_skip(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns, struct backoff *b,
+             _Atomic int *mine, _Atomic int *other)
 {
     if (spin_ns <= 0) {
         return ready(h);
@@ -168,7 +196,7 @@ spin_or_skip(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns, struct backof
         b->skip--;
         return ready(h);
     }
-    if (spin(h, ready, spin_ns)) {
+    if (spin(h, ready, spin_ns, mine, other)) {
         b->penalty = 1;
         return 1;
     }
@@ -278,11 +306,13 @@ Handoff_call(Handoff *h, PyObject *const *args, Py_ssize_t nargs)
     PyObject *result = NULL;
     Py_BEGIN_ALLOW_THREADS
     int64_t started = now_ns();
+    atomic_store_explicit(&h->caller_cpu, current_cpu(), memory_order_relaxed);
     /* Published with the GIL already released: a spinning worker gets it
      * uncontended. */
     atomic_store(&h->state, POSTED);
     wake(h, &h->worker_parked, &h->worker_cond);
-    int ok = spin_or_skip(h, is_done, spin_for, &h->caller_backoff);
+    int ok = spin_or_skip(h, is_done, spin_for, &h->caller_backoff, &h->caller_cpu,
+                          &h->worker_cpu);
     if (ok) {
         h->caller_spun++;
     }
@@ -341,7 +371,8 @@ static PyObject *
 take_item(Handoff *h, int64_t spin_for)
 {
     for (;;) {
-        if (spin_or_skip(h, has_work, spin_for, &h->worker_backoff)) {
+        if (spin_or_skip(h, has_work, spin_for, &h->worker_backoff, &h->worker_cpu,
+                         &h->caller_cpu)) {
             h->worker_spun++;
         }
         else {
@@ -356,6 +387,7 @@ take_item(Handoff *h, int64_t spin_for)
             /* The caller may detach POSTED meanwhile: then take POSTED_D. */
             int to = s == POSTED ? RUNNING : RUNNING_D;
             if (atomic_compare_exchange_strong(&h->state, &s, to)) {
+                atomic_store_explicit(&h->worker_cpu, current_cpu(), memory_order_relaxed);
                 PyObject *item = h->item;
                 h->item = NULL;
                 return item;
@@ -496,6 +528,8 @@ Handoff_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     atomic_init(&h->closed, 0);
     atomic_init(&h->caller_parked, 0);
     atomic_init(&h->worker_parked, 0);
+    atomic_init(&h->caller_cpu, -1);
+    atomic_init(&h->worker_cpu, -1);
     h->item = h->result = NULL;
     h->caller_backoff.skip = h->worker_backoff.skip = 0;
     h->caller_backoff.penalty = h->worker_backoff.penalty = 1;

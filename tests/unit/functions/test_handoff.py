@@ -161,7 +161,7 @@ def test_references_are_handed_over_not_leaked(kind: str) -> None:
     assert (sys.getrefcount(item), sys.getrefcount(result)) == counts
 
 
-def test_c_waits_spin_then_park_and_back_off_when_spinning_misses(kind: str) -> None:
+def test_c_waits_end_spinning_or_parked_and_are_counted(kind: str) -> None:
     if kind != "c":
         pytest.skip("the pure-Python hand-off does not spin")
     from reflow._handoff import Handoff as CHandoff
@@ -184,7 +184,8 @@ def test_c_waits_spin_then_park_and_back_off_when_spinning_misses(kind: str) -> 
         # The worker parked at least before the first call and during the sleep.
         assert figures["worker_parked"] >= 2
         assert figures["caller_spun"] + figures["caller_parked"] >= 1
-        assert figures["worker_spun"] + figures["worker_parked"] == 202
+        # Each wait counted once it ends (the last one may be spinning still).
+        assert figures["worker_spun"] + figures["worker_parked"] in (201, 202)
     finally:
         h.close()
         worker.join(2.0)
