@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from reflow.events.compiled import Runner, compile_bucket
-from reflow.events.conditions import Field, Path
+from reflow.events.conditions import Exists, Field, Numeric, Path
 from reflow.events.paths import PathIndex
 
 __all__ = ["Bucket", "Owner", "Slot"]
@@ -78,6 +78,51 @@ class Slot:
             values.clear()
             self.values_since = runs
         values[key] = kept
+
+    def number_table(self, everyone: int) -> tuple[list[float], list[int]] | None:
+        """What a number lets through, per place among this slot's own range bounds.
+
+        ``None`` unless every condition the slot lists is a numeric range
+        or ``exists`` (and one is a range). Otherwise the bounds, sorted,
+        and the alternatives let through by a number strictly below the
+        first bound (place 0), equal to bound ``i`` (place ``2 i + 1``),
+        strictly between bounds ``i`` and ``i + 1`` (place ``2 i + 2``), and
+        above the last. A range holds for a whole gap between two bounds
+        when it reaches both ends, so the answer is exact for any number in
+        the gap, however close its ends lie.
+        """
+        ranges: list[tuple[int, Numeric]] = []
+        present = 0
+        for condition, bit in self.index.bits.items():
+            if not bit & self.relevant:
+                continue
+            if type(condition) is Numeric:
+                ranges.append((bit, condition))
+            elif type(condition) is Exists:
+                present |= bit if condition.present else 0
+            else:
+                return None
+        if not ranges:
+            return None
+        points = sorted({b for _, c in ranges for b in (c.low, c.high) if b is not None})
+        kept: list[int] = []
+        for place in range(len(points) + 1):
+            below = points[place - 1] if place else None
+            above = points[place] if place < len(points) else None
+            seen = present
+            for bit, condition in ranges:
+                low, high = condition.low, condition.high
+                reaches_down = low is None or (below is not None and low <= below)
+                if reaches_down and (high is None or (above is not None and high >= above)):
+                    seen |= bit
+            kept.append(self.keep(seen, everyone))
+            if above is not None:
+                seen = present
+                for bit, condition in ranges:
+                    if condition.test(above):
+                        seen |= bit
+                kept.append(self.keep(seen, everyone))
+        return points, kept
 
     def keep(self, found: int, everyone: int) -> int:
         """The alternatives let through when the values at the path are of class ``found``.

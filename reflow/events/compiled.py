@@ -27,6 +27,7 @@ a bucket reached once or twice between changes would never earn back.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,6 +80,13 @@ def leaf_class(
                 found |= index.but_all & ~index.but_excluded.get(node, 0)
             return found
         return index.value_class(node) | index.present
+    if kind is list:
+        # An array of scalars at the end of a plain walk: its elements are the values.
+        for item in node:
+            if type(item) not in _SCALARS:
+                break
+        else:
+            return index.classify(node)
     values, members = leaf_entries(event, path)
     if members is not None:
         tied[path] = (values, members)
@@ -124,6 +132,7 @@ def compile_bucket(
         "TALLY": tally,
         "leaf_class": leaf_class,
         "one_element_each": one_element_each,
+        "bisect_left": bisect_left,
     }
     prefixes: dict[Path, str] = {(): "event"}  # path prefix -> the local holding its node
     body: list[str] = []
@@ -143,10 +152,29 @@ def compile_bucket(
         names[leaf] = path[-1]
         body += [f"    if alive & U{number}:"]
         body += _walk(path, number, prefixes, names)
-        body += [
-            f"        node = {_step(prefixes[path[:-1]], leaf)}",
+        body += [f"        node = {_step(prefixes[path[:-1]], leaf)}", "        kind = type(node)"]
+        table = slot.number_table(everyone)
+        if table is not None:
+            # Only ranges (and exists) here: a number's answer is its place
+            # among this slot's own bounds, found by bisection.
+            names[f"B{number}"], names[f"T{number}"] = table
+            body += [
+                "        if (kind is int or kind is float) and node == node:",
+                f"            position = bisect_left(B{number}, node)",
+                f"            if position < {len(table[0])} and B{number}[position] == node:",
+                f"                kept = T{number}[2 * position + 1]",
+                "            else:",
+                f"                kept = T{number}[2 * position]",
+                "            alive &= kept",
+                "            if not alive:",
+                "                return",
+                "        else:",
+            ]
+            indent = "    "
+        else:
+            indent = ""
+        general = [
             # A scalar (or nothing) is looked up in the slot's value memory first.
-            "        kind = type(node)",
             "        if kind is str or node is MISSING:",
             "            key = node",
             "        elif kind in PLAIN:",
@@ -176,6 +204,7 @@ def compile_bucket(
             "        if not alive:",
             "            return",
         ]
+        body += [indent + line for line in general]
     lines = ["def run(event, classes, tied, found):", "    TALLY[0] += 1", "    alive = EVERYONE"]
     # Every prefix node starts unread; read on first use by a slot that is evaluated.
     unread = [local for prefix, local in prefixes.items() if prefix]

@@ -13,6 +13,7 @@ checked against their plain definitions.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,15 +89,19 @@ def test_slot_value_memory_keeps_recurring_values_and_stops_on_fresh_ones() -> N
         rules = RuleSet()
         rules.add("ranged", {"source": ["s"], "detail": {"n": [{"numeric": [">", 500]}]}})
         rules.add("stated", {"source": ["s"], "detail": {"state": ["on"], "n": [{"exists": True}]}})
+        rules.add("named", {"source": ["s"], "detail": {"id": [{"prefix": "x1"}]}})
         bucket = rules._access[("source",)]["s"]
         slots = {slot.path: slot for slot in bucket.slots.values()}
         for index in range(2000):
-            event = {"source": "s", "detail": {"n": index, "state": ["on", "off"][index % 2]}}
+            state = ["on", "off"][index % 2]
+            event = {"source": "s", "detail": {"n": index, "state": state, "id": f"x{index}"}}
             expected = (["ranged"] if index > 500 else []) + (["stated"] if index % 2 == 0 else [])
+            expected += ["named"] if str(index).startswith("1") else []
             assert rules.match(event) == expected
-        numbers, states = slots[("detail", "n")], slots[("detail", "state")]
-        assert not numbers.values_on and not numbers.values  # every number was new
+        ids, states = slots[("detail", "id")], slots[("detail", "state")]
+        assert not ids.values_on and not ids.values  # every id was new
         assert states.values_on and set(states.values) == {"on", "off"}
+        assert not slots[("detail", "n")].values  # numbers are placed among the bounds instead
         # The memory is forgotten with the bucket's change, and answers follow the new rules.
         rules.add("off", {"source": ["s"], "detail": {"state": [{"prefix": "of"}]}})
         assert rules.match({"source": "s", "detail": {"n": 1, "state": "off"}}) == ["off"]
@@ -201,3 +206,42 @@ def test_cidr_tables_follow_additions_and_removals(
         found = index.classify([address])
         for condition in kept:
             assert bool(found & index.bits[condition]) == condition.test(address)
+
+
+_bounds = st.sampled_from([-5, 0, 0.5, 1, 2**53, 300, 300.0, 1e300])
+_numbers = st.one_of(
+    _bounds,
+    _bounds.map(lambda b: math.nextafter(b, math.inf)),
+    _bounds.map(lambda b: math.nextafter(b, -math.inf)),
+    st.sampled_from([2**53 + 1, -(10**400), 10**400, math.nan, math.inf, -math.inf, True, None]),
+    st.integers(-10, 400),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ranges=st.lists(
+        st.one_of(
+            st.builds(lambda op, n: [op, n], st.sampled_from(["<", "<=", "=", ">", ">="]), _bounds),
+            st.builds(lambda lo, hi: [">", lo, "<=", hi], _bounds, _bounds).filter(
+                lambda r: r[1] < r[3]
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    exists=st.booleans(),
+    values=st.lists(_numbers, min_size=1, max_size=8),
+)
+def test_numbers_find_their_answer_among_a_slots_own_bounds(
+    ranges: list[list[Any]], exists: bool, values: list[Any]
+) -> None:
+    with compiling_at_once():
+        rules = RuleSet()
+        for index, numeric in enumerate(ranges):
+            rules.add(f"r{index}", {"source": ["s"], "n": [{"numeric": numeric}]})
+        if exists:
+            rules.add("there", {"source": ["s"], "n": [{"exists": True}]})
+        for value in values:
+            event = {"source": "s", "n": value}
+            assert rules.match(event) == _expected(rules, event)
