@@ -145,7 +145,8 @@ current_cpu(void)
 #endif
 }
 
-/* Spin until `ready(h)` or `spin_ns` pass; 1 if ready. The clock is read
+/* Spin until `ready(h)` or `spin_ns` pass: 1 if ready, 0 if not, -1 if it
+ * stopped early because the other side is on this CPU (see below). The clock is read
  * every few rounds only: a read costs about as much as a few pauses. Then
  * too this side notes its CPU in `mine`, and stops if the other side last
  * waited on this same CPU: the other is then not running (two threads do not
@@ -165,7 +166,7 @@ spin(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns, _Atomic int *mine,
         int cpu = current_cpu();
         atomic_store_explicit(mine, cpu, memory_order_relaxed);
         if (cpu >= 0 && atomic_load_explicit(other, memory_order_relaxed) == cpu) {
-            return ready(h);
+            return ready(h) ? 1 : -1;
         }
         for (int i = 0; i < 16; i++) {
             cpu_relax();
@@ -196,9 +197,13 @@ spin_or_skip(Handoff *h, int (*ready)(Handoff *), int64_t spin_ns, struct backof
         b->skip--;
         return ready(h);
     }
-    if (spin(h, ready, spin_ns, mine, other)) {
+    int spun = spin(h, ready, spin_ns, mine, other);
+    if (spun == 1) {
         b->penalty = 1;
         return 1;
+    }
+    if (spun < 0) {
+        return 0; /* not a miss of the spin: it was cut short at once */
     }
     b->skip = b->penalty;
     if (b->penalty < MAX_SKIP) {
