@@ -154,5 +154,6 @@ def available() -> bool:
 
 def new_handoff(*, pure: bool = False) -> Handoff:
     """A hand-off: the C one if it was built (and not ``pure``), else :class:`PyHandoff`."""
-    factory: Callable[[], Handoff] = PyHandoff if pure or _CHandoff is None else _CHandoff
-    return factory()
+    if pure or _c_handoff is None:
+        return PyHandoff()
+    return _c_handoff()

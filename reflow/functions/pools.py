@@ -142,7 +142,16 @@ LOOP_SPIN = 60e-6
 # it parks: a busy function's calls then cost no wake-up either, and an idle
 # one costs at most this much CPU after its last call.
 HANDLER_SPIN = 100e-6
-if len(os.sched_getaffinity(0)) < 2:  # one CPU: a spinning thread only delays the other
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+if _cpus() < 2:  # one CPU: a spinning thread only delays the other
     LOOP_SPIN = HANDLER_SPIN = 0.0
 
 # What a handler thread's call ends with: its result, its exception, how long it ran.
@@ -347,7 +356,6 @@ class InlinePool(Pool):
         deadline = loop.time() + self.config.timeout
         thread = self._idle.pop() if self._idle else self._new_thread()
         handler = self.config.handler
-        future: asyncio.Future[_Outcome] = loop.create_future()
         if self._fast:
             # A bounded wait (the GIL released), with no await, so nothing
             # else can have taken the thread meanwhile. Not a spin on
@@ -356,8 +364,12 @@ class InlinePool(Pool):
             outcome = thread.call(handler, (payload, context), loop)
             if outcome is not None:
                 return self._collect(thread, outcome)
-            thread.future = future  # detached: the thread settles it
+            # Detached: the thread settles the future through the loop,
+            # which runs nothing of it before this coroutine next yields.
+            future: asyncio.Future[_Outcome] = loop.create_future()
+            thread.future = future
         else:
+            future = loop.create_future()
             thread.start_call(handler, (payload, context), future)
         try:
             async with asyncio.timeout_at(deadline):

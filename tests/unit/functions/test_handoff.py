@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -214,3 +215,28 @@ def _eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
     while not check():
         assert time.monotonic() < ends, "not within the timeout"
         time.sleep(0.001)
+
+
+def test_without_the_extension_the_pure_python_hand_off_is_chosen_and_works() -> None:
+    # As on a machine that had no C compiler at install time.
+    script = """
+import sys
+sys.modules["reflow._handoff"] = None  # makes the import fail
+from reflow import App
+from reflow.functions import handoff, pools
+app = App("fallback", root=".")
+
+@app.function
+def double(event, context):
+    return event * 2
+
+assert not handoff.available()
+assert isinstance(pools._HandlerThread().handoff, handoff.PyHandoff)
+assert app.invoke("double", 21) == 42
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
