@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests import hangdump
+
 # The machine is shared and noisy: a per-example deadline measures the
 # neighbours, not the code. Property tests bound their own sizes instead.
 settings.register_profile(
@@ -32,6 +34,10 @@ _HANG_FD = "reflow_hang_fd"
 def pytest_configure(config: pytest.Config) -> None:
     """Keep a copy of the real stderr, which output capturing replaces during tests."""
     setattr(config, _HANG_FD, os.dup(sys.stderr.fileno()))
+    # And a little before pytest-timeout ends a hung test, every asyncio
+    # task's chain of awaits: its thread dump shows a waiting loop as select().
+    if not config.pluginmanager.is_registered(hangdump):
+        config.pluginmanager.register(hangdump, "reflow-hangdump")
 
 
 @pytest.hookimpl(hookwrapper=True)
