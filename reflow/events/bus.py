@@ -231,36 +231,56 @@ class EventBus:
             await worker.stop()
 
     async def _dispatch(self, bus: str) -> None:
-        """Read the bus stream in batches and fan each batch out, then read again.
+        """Read the bus stream in batches and fan each batch out, reading ahead.
 
-        A batch's delivery records go out as one ``append_many`` per rule
-        stream; its acknowledgement is left to ``Acks``, which sends the acks
-        of one event-loop turn together while the next read is already on its
-        way, so only the appends stand between two reads.
+        The next read is started as soon as a batch is in hand, so it goes
+        out with the batch's appends (one pipeline on Redis, one turn of the
+        writer thread on SQLite) instead of after them: an event put while a
+        batch is being fanned out is already on its way in. Batches are still
+        fanned out one after the other, in order. A batch's delivery records
+        go out as one ``append_many`` per rule stream; its acknowledgement is
+        left to ``Acks``, which sends the acks of one event-loop turn
+        together, so only the appends stand between two batches.
         """
         stream = bus_stream(bus)
         acks = self._acks[bus] = Acks(self.backend.log, stream, DISPATCH_GROUP)
         trimmed_at = self.clock.monotonic()
-        while True:
-            try:
-                entries = await self.backend.log.read(
-                    stream,
-                    DISPATCH_GROUP,
-                    self.consumer,
-                    count=DISPATCH_BATCH,
-                    lease=self.lease,
-                    block=1.0,
-                )
-                if entries:
-                    await self._dispatch_batch(bus, entries, acks)
-                if self.clock.monotonic() - trimmed_at > 60.0:
-                    trimmed_at = self.clock.monotonic()
-                    await self.backend.log.trim(stream, max_age=self.retention)
-            except Exception:
-                # A backend hiccup must not end dispatching: what was read and
-                # not acked comes back after its lease.
-                _log.exception("bus %s: dispatching failed; retrying in 1 s", bus)
-                await asyncio.sleep(1.0)
+        ahead: asyncio.Task[list[LogEntry]] | None = None
+        try:
+            while True:
+                try:
+                    if ahead is None:
+                        ahead = asyncio.create_task(self._read_bus(stream))
+                    entries = await ahead
+                    ahead = asyncio.create_task(self._read_bus(stream))
+                    if entries:
+                        await self._dispatch_batch(bus, entries, acks)
+                    if self.clock.monotonic() - trimmed_at > 60.0:
+                        trimmed_at = self.clock.monotonic()
+                        await self.backend.log.trim(stream, max_age=self.retention)
+                except Exception:
+                    # A backend hiccup must not end dispatching: what was read
+                    # and not acked comes back after its lease. A read ahead
+                    # still running is kept: its entries are dispatched next.
+                    if ahead is not None and ahead.done():
+                        ahead = None
+                    _log.exception("bus %s: dispatching failed; retrying in 1 s", bus)
+                    await asyncio.sleep(1.0)
+        finally:
+            if ahead is not None:
+                # Entries it read come back after their lease, as any entry
+                # read and not dispatched does.
+                await _abandon(ahead)
+
+    async def _read_bus(self, stream: str) -> list[LogEntry]:
+        return await self.backend.log.read(
+            stream,
+            DISPATCH_GROUP,
+            self.consumer,
+            count=DISPATCH_BATCH,
+            lease=self.lease,
+            block=1.0,
+        )
 
     async def _dispatch_batch(self, bus: str, entries: list[LogEntry], acks: Acks) -> None:
         """Fan one batch out; have each entry acked whose delivery records are all durable."""
@@ -316,13 +336,24 @@ class EventBus:
         appended (the failure is logged); the rest are durable.
         """
         by_stream = _by_stream(records)
-        outcomes = await asyncio.gather(
-            *(
-                self.backend.log.append_many(stream, [records[p][1] for p in positions])
-                for stream, positions in by_stream.items()
-            ),
-            return_exceptions=True,
-        )
+        outcomes: list[object]
+        if len(by_stream) == 1:
+            # One rule stream (the common case): awaited directly, without the
+            # task ``gather`` would wrap it in (a loop turn and a task fewer
+            # between the dispatcher's read and its append).
+            [(stream, positions)] = by_stream.items()
+            try:
+                outcomes = [await self.backend.log.append_many(stream, [r for _, r in records])]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(
+                    self.backend.log.append_many(stream, [records[p][1] for p in positions])
+                    for stream, positions in by_stream.items()
+                ),
+                return_exceptions=True,
+            )
         failed: set[int] = set()
         for (stream, positions), outcome in zip(by_stream.items(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -383,6 +414,15 @@ class EventBus:
                 return name, queued
             ms, _, seq = batch[-1].id.partition("-")
             cursor = f"{ms}-{int(seq or 0) + 1}"
+
+
+async def _abandon(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task``, wait for it (cancelling again if need be), drop its outcome."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed read ahead is not reported as unhandled
 
 
 def _by_stream(records: list[tuple[str, bytes]]) -> dict[str, list[int]]:

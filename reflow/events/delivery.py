@@ -328,6 +328,38 @@ def error_of(exc: BaseException) -> dict[str, str]:
     return {"type": str(kind), "message": str(message)}
 
 
+class _Slots:
+    """How many more records a worker may hold; a read takes every free one at once.
+
+    A counter, not an ``asyncio.Semaphore`` acquired once per slot: with 128
+    slots and a record or two per read, taking and giving back the slots one
+    by one cost ~150 µs of CPU per read on the benchmark machine, spent
+    between the read's return and the first delivery's start.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._freed = asyncio.Event()
+
+    async def take_all(self) -> int:
+        """Wait until a slot is free; take every free slot and return how many."""
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+        taken, self.free = self.free, 0
+        return taken
+
+    def give(self, count: int = 1) -> None:
+        """Give ``count`` slots back."""
+        if count > 0:
+            self.free += count
+            self._freed.set()
+
+    def given(self, _: object) -> None:
+        """Give one slot back (a done callback of the task that held it)."""
+        self.give(1)
+
+
 class DeliveryWorker:
     """Consumes one rule's delivery stream and drives each record to an outcome."""
 
@@ -388,14 +420,10 @@ class DeliveryWorker:
         await self._acks.drain()
 
     async def _read(self) -> None:
-        free = asyncio.Semaphore(self.held)
+        free = _Slots(self.held)
         while True:
             # Take as many records as there are free slots in one read.
-            await free.acquire()
-            taken = 1
-            while taken < self.held and not free.locked():
-                await free.acquire()
-                taken += 1
+            taken = await free.take_all()
             try:
                 entries = await self.log.read(
                     self.stream,
@@ -408,24 +436,21 @@ class DeliveryWorker:
             except Exception:
                 # A backend hiccup must not end delivering: records read and
                 # not acked come back after their lease.
-                for _ in range(taken):
-                    free.release()
+                free.give(taken)
                 _log.exception(
                     "rule %s: reading deliveries failed; retrying in 1 s", self.rule.name
                 )
                 await asyncio.sleep(1.0)
                 continue
             except BaseException:
-                for _ in range(taken):
-                    free.release()
+                free.give(taken)
                 raise
-            for _ in range(taken - len(entries)):
-                free.release()
+            free.give(taken - len(entries))
             for entry in entries:
                 task = asyncio.create_task(self._guarded(entry))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
-                task.add_done_callback(lambda _: free.release())
+                task.add_done_callback(free.given)
             if self.trimmer.due():
                 await self.trim()
 
