@@ -524,10 +524,29 @@ async def cancelled(tasks: Sequence[asyncio.Task[Any]], patience: float = 10.0) 
     while pending:
         _, pending = await asyncio.wait(pending, timeout=0.5)
         if pending and loop.time() >= deadline:
-            _log.error("%d task(s) would not stop: %s", len(pending), sorted(map(str, pending)))
+            where = sorted(f"{task!r} suspended in {_suspended_in(task)}" for task in pending)
+            _log.error("%d task(s) would not stop:\n%s", len(pending), "\n".join(where))
             break
         for task in pending:
             task.cancel()
+
+
+def _suspended_in(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` waits: each coroutine of its await chain, outermost first.
+
+    ``repr(task)`` names only its own coroutine; the call that swallowed a
+    cancellation is at the end of the chain (``cr_await`` followed down).
+    """
+    places = []
+    awaitable: Any = task.get_coro()
+    for _ in range(100):  # a bound, in case of a cycle
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        places.append(f"{code.co_name} ({code.co_filename}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return " -> ".join(places) or "(not suspended in a coroutine)"
 
 
 def _stale(claim: bytes, clock: Clock) -> bool:
