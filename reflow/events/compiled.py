@@ -114,12 +114,15 @@ def compile_bucket(
     plan: tuple[tuple[int, Path, int, dict[int, int], Any], ...],
     owners: list[Any],
     tally: list[int],
+    forget: Callable[[], None],
 ) -> Runner:
     """Straight-line code for a bucket's ``plan`` (see :class:`~reflow.events.buckets.Bucket`).
 
     ``owners`` is who each bit stands for (bit n at n + 1); ``tally[0]``
     counts the runs of the generated code, which the slots' value memories
-    use to tell whether values recur.
+    use to tell whether values recur; ``forget`` drops the generated code
+    (a slot's memory switched itself off: the code is written again
+    without it).
     """
     names: dict[str, Any] = {
         "MISSING": MISSING,
@@ -130,6 +133,7 @@ def compile_bucket(
         "OWNERS": owners,
         "ONES": [0] + [1 << position for position in range(len(owners))],
         "TALLY": tally,
+        "FORGET": forget,
         "leaf_class": leaf_class,
         "one_element_each": one_element_each,
         "bisect_left": bisect_left,
@@ -173,38 +177,48 @@ def compile_bucket(
             indent = "    "
         else:
             indent = ""
-        general = [
+        # The general case, at 8 spaces (12 under the number test above).
+        general: list[str] = []
+        deeper = ""
+        if slot.values_on:
             # A scalar (or nothing) is looked up in the slot's value memory first.
-            "        if kind is str or node is MISSING:",
-            "            key = node",
-            "        elif kind in PLAIN:",
-            "            key = (kind, node)",
-            "        else:",
-            "            key = None",
-            f"        kept = V{number}.get(key)",
-            "        if kept is None:",
-            f"            found_class = classes.get(I{number})",
-            "            if found_class is None:",
-            f"                index = I{number}",
-            "                if kind is str and index.simple:",
-            "                    found_class = index.exact.get(node, 0) | index.present",
-            "                    if index.but_all:",
-            "                        excluded = index.but_excluded.get(node, 0)",
-            "                        found_class |= index.but_all & ~excluded",
-            "                else:",
-            f"                    found_class = leaf_class(index, node, event, P{number}, tied)",
-            f"                classes[I{number}] = found_class",
-            f"            seen = found_class & R{number}",
-            f"            kept = M{number}.get(seen)",
-            "            if kept is None:",
-            f"                kept = S{number}.keep(seen, EVERYONE)",
-            "            if key is not None:",
-            f"                S{number}.remember(key, kept, TALLY[0])",
-            "        alive &= kept",
-            "        if not alive:",
-            "            return",
+            general = [
+                "if kind is str or node is MISSING:",
+                "    key = node",
+                f"    kept = V{number}[key]",
+                "elif kind in PLAIN:",
+                "    key = (kind, node)",
+                f"    kept = V{number}[key]",
+                "else:",
+                "    key = kept = None",
+                "if kept is None:",
+            ]
+            deeper = "    "
+        classed = [
+            f"found_class = classes.get(I{number})",
+            "if found_class is None:",
+            f"    index = I{number}",
+            "    if kind is str and index.simple:",
+            "        found_class = index.exact.get(node, 0) | index.present",
+            "        if index.but_all:",
+            "            excluded = index.but_excluded.get(node, 0)",
+            "            found_class |= index.but_all & ~excluded",
+            "    else:",
+            f"        found_class = leaf_class(index, node, event, P{number}, tied)",
+            f"    classes[I{number}] = found_class",
+            f"seen = found_class & R{number}",
+            f"kept = M{number}.get(seen)",
+            "if kept is None:",
+            f"    kept = S{number}.keep(seen, EVERYONE)",
         ]
-        body += [indent + line for line in general]
+        if slot.values_on:
+            classed += [
+                f"if key is not None and S{number}.remember(key, kept, TALLY[0]):",
+                "    FORGET()",
+            ]
+        general += [deeper + line for line in classed]
+        general += ["alive &= kept", "if not alive:", "    return"]
+        body += ["        " + indent + line for line in general]
     lines = ["def run(event, classes, tied, found):", "    TALLY[0] += 1", "    alive = EVERYONE"]
     # Every prefix node starts unread; read on first use by a slot that is evaluated.
     unread = [local for prefix, local in prefixes.items() if prefix]
