@@ -74,6 +74,9 @@ def leaf_class(
         # A number on a path of ranges only: its slot's class (NaN is in no range).
         return (index.number_class(node) if node == node else 0) | index.present
     if kind in _SCALARS:
+        if kind is str and index.memo is None and not index.simple:
+            # Values here do not recur (paths, addresses): computed at once.
+            return index.compute(node) | index.present
         if kind is str and index.simple:
             found = index.exact.get(node, 0) | index.present
             if index.but_all:

@@ -74,15 +74,17 @@ def value_key(value: Any) -> Any:
 
 
 class _Texts:
-    """Texts (prefixes or suffixes) mapped to masks, probed through a character trie.
+    """Texts (prefixes or suffixes) mapped to masks, probed through a compressed trie.
 
-    A value is walked character by character from its start (``heads``) or
-    its end (``tails``) down a trie of the keys, collecting the mask of each
-    key it passes; the walk stops where no key continues. Probing a slice of
-    the value per key length would allocate and hash one new string per
-    length in use, which costs far more once keys have many lengths (the
-    section prefixes of paths). The trie is drawn again on the first probe
-    after a change.
+    A value is walked from its start (``heads``) or its end (``tails``)
+    down a trie of the keys whose single-child chains are merged into one
+    edge (``"/news/"`` then ``"2026/"``), collecting the mask of each key it
+    passes; the walk stops where no key continues. An edge costs one
+    probe of the next character and one ``startswith``, however long. Probing
+    a slice of the value per key length would allocate and hash one string
+    per length in use, which costs far more once keys have many lengths
+    (the section prefixes of paths). The trie is drawn again on the first
+    probe after a change.
     """
 
     __slots__ = ("keys", "reverse", "trie")
@@ -101,48 +103,69 @@ class _Texts:
         self.trie = None
 
     def _draw(self) -> _Node:
-        root: _Node = [0, {}]
+        # First one node per character ([mask, {char: node}]), then merged.
+        root: list[Any] = [0, {}]
         for text, mask in self.keys.items():
             node = root
-            for char in reversed(text) if self.reverse else text:
+            for char in text[::-1] if self.reverse else text:
                 following = node[1].get(char)
                 if following is None:
                     following = node[1][char] = [0, {}]
                 node = following
             node[0] |= mask
-        return root
+        return _merged(root)
 
     def heads(self, value: str) -> int:
         """The mask of every key ``value`` starts with."""
-        node = self.trie or self._redraw()
-        mask: int = node[0]  # an empty key
-        for char in value:
-            found = node[1].get(char)
-            if found is None:
-                break
-            node = found
-            mask |= node[0]
-        return mask
+        return _walk(self.trie or self._redraw(), value)
 
     def tails(self, value: str) -> int:
         """The mask of every key ``value`` ends with."""
-        node = self.trie or self._redraw()
-        mask: int = node[0]  # an empty key
-        for char in reversed(value):
-            found = node[1].get(char)
-            if found is None:
-                break
-            node = found
-            mask |= node[0]
-        return mask
+        return _walk(self.trie or self._redraw(), value[::-1])
 
     def _redraw(self) -> _Node:
         self.trie = self._draw()
         return self.trie
 
 
-_Node = list[Any]
-"""A trie node: ``[mask of the keys ending here, {next character: node}]``."""
+_Node = tuple[int, dict[str, tuple[str, Any]]]
+"""A trie node: the mask of the keys ending here, and per next character (label, node)."""
+
+
+def _merged(node: list[Any]) -> _Node:
+    """The character trie under ``node`` with single-child, key-less chains merged into edges."""
+    # Iterative, so that a long key cannot exhaust the recursion limit.
+    root_children: dict[str, tuple[str, Any]] = {}
+    result: _Node = (node[0], root_children)
+    stack: list[tuple[list[Any], dict[str, tuple[str, Any]]]] = [(node, root_children)]
+    while stack:
+        source, into = stack.pop()
+        for char, child in source[1].items():
+            label = char
+            while not child[0] and len(child[1]) == 1:
+                ((following, grandchild),) = child[1].items()
+                label += following
+                child = grandchild
+            children: dict[str, tuple[str, Any]] = {}
+            into[char] = (label, (child[0], children))
+            stack.append((child, children))
+    return result
+
+
+def _walk(node: _Node, text: str) -> int:
+    """The masks of the keys along ``text``'s path down the trie from ``node``."""
+    mask = node[0]  # an empty key
+    position, size = 0, len(text)
+    while position < size:
+        edge = node[1].get(text[position])
+        if edge is None:
+            break
+        label, node = edge
+        if not text.startswith(label, position):
+            break
+        position += len(label)
+        mask |= node[0]
+    return mask
 
 
 class PathIndex:
@@ -430,7 +453,7 @@ class PathIndex:
             return 0
         memo = self.memo
         if memo is None:
-            return self._compute(value)
+            return self.compute(value)
         kind = type(value)
         if kind is str:
             remembered: Any = value
@@ -439,12 +462,12 @@ class PathIndex:
             # equal in Python but not necessarily to every condition.
             remembered = (kind, value)
         else:
-            return self._compute(value)
+            return self.compute(value)
         hit = memo.get(remembered)
         if hit is not None:
             self.memo_hits += 1
             return hit
-        mask = self._compute(value)
+        mask = self.compute(value)
         if len(memo) >= _MEMO_SIZE:
             if self.memo_hits < _MEMO_SIZE:
                 self.memo = None  # values here do not recur: stop remembering them
@@ -454,7 +477,8 @@ class PathIndex:
         memo[remembered] = mask
         return mask
 
-    def _compute(self, value: Any) -> int:
+    def compute(self, value: Any) -> int:
+        """The conditions one leaf value satisfies, computed (``value_class`` may remember it)."""
         key = value if type(value) is str else typed_key(value)
         mask = self.exact.get(key, 0)
         if self.but_all:
