@@ -28,6 +28,10 @@ instead works in two steps, the way publish/subscribe matchers do
    the bucket. Slots that concern no surviving alternative are skipped,
    and a bucket stops as soon as none survives.
 
+A bucket that events keep reaching is compiled into straight-line code
+(:mod:`reflow.events.compiled`) that takes the same steps with less
+bookkeeping, and remembers per slot what recurring values let through.
+
 A field lists several conditions and holds when any of them holds for any
 value at its path, so a class (the OR over the values) is all a field
 needs, with one exception: EventBridge requires the fields of one
