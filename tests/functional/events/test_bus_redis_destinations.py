@@ -12,7 +12,9 @@ live in Redis Streams, and the flows service keeps its executions in Redis.
   the start and the ack) finds that execution and starts no second one;
 * a record whose reader was stopped before acknowledging it stays pending,
   leased to that reader, and another reader takes it over once the lease
-  has run out.
+  has run out;
+* a bus record redelivered after its event was put puts it again with the
+  same event id (the request id).
 """
 
 from __future__ import annotations
@@ -250,4 +252,39 @@ async def test_a_record_survives_its_reader_stopping_before_the_ack(tmp_path: Pa
             await platform.stop()
     assert starter.calls == ["req-held"]
     assert [row["name"] for row in executions] == ["req-held"]
+    assert pending == []
+
+
+class PutThenDie(EventBus):
+    """A bus whose first put is stored and then fails: the reader dies before its ack."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
+        self.puts = 0
+
+    async def put(self, entries: Any, *, bus: str = "default") -> list[str]:
+        ids = await super().put(entries, bus=bus)
+        self.puts += 1
+        if self.puts == 1:
+            raise RuntimeError("the reader died before its ack")
+        return ids
+
+
+async def test_a_redelivered_bus_record_puts_the_same_event_id(tmp_path: Path) -> None:
+    async with redis_backend("dest-bus-again", tmp_path) as backend:
+        bus = PutThenDie(backend)
+        reader = DestinationReader(backend, [BUS], bus=bus, lease=0.3)
+        try:
+            await reader.start()
+            await backend.log.append(BUS.stream, record("req-twice", "RetriesExhausted"))
+            await eventually(lambda: reader.delivered == 1, timeout=10.0)
+            stored = [
+                json.loads(e.data)["event"] for e in await backend.log.range(bus_stream("done"))
+            ]
+            pending = await backend.log.pending(BUS.stream, DESTINATIONS_GROUP)
+        finally:
+            await reader.stop()
+    assert bus.puts == 2
+    assert [event["id"] for event in stored] == ["req-twice", "req-twice"]
+    assert {event["type"] for event in stored} == {"Lambda Function Invocation Result - Failure"}
     assert pending == []
