@@ -59,18 +59,14 @@ class Slot:
         # path (a scalar, keyed as PathIndex keys its memory, or "missing")
         # -> the alternatives it let through, so a recurring value (a state,
         # a language) costs one probe; off on a path whose values do not recur.
-        self.values = Values()
+        self.values: dict[Any, int] = {}
         self.values_on = True
         self.values_since = 0  # the bucket's compiled runs when ``values`` was last emptied
 
-    def remember(self, key: Any, kept: int, runs: int) -> bool:
-        """Remember that the value keyed ``key`` lets ``kept`` through (``runs``: bucket runs).
-
-        Returns whether the memory just switched itself off (the generated
-        code is then written again without it).
-        """
+    def remember(self, key: Any, kept: int, runs: int) -> None:
+        """Remember that the value keyed ``key`` lets ``kept`` through (``runs``: bucket runs)."""
         if not self.values_on:
-            return False
+            return
         values = self.values
         if len(values) >= _VALUES_SIZE:
             # Filled in fewer than four runs per value: the values here seldom
@@ -78,11 +74,10 @@ class Slot:
             if runs - self.values_since < 4 * _VALUES_SIZE:
                 self.values_on = False
                 values.clear()
-                return True
+                return
             values.clear()
             self.values_since = runs
         values[key] = kept
-        return False
 
     def number_table(self, everyone: int) -> tuple[list[float], list[int]] | None:
         """What a number lets through, per place among this slot's own range bounds.
@@ -240,7 +235,7 @@ class Bucket:
         # Every remembered answer mentions ``everyone``: forget them all.
         for slot in self.slots.values():
             slot.memo = {}
-            slot.values, slot.values_on, slot.values_since = Values(), True, 0
+            slot.values, slot.values_on, slot.values_since = {}, True, 0
             slot.rank = 0 if slot.index.simple else 1
         # Cheap slots first (a probe or two), and among them the ones that
         # concern the most alternatives: they are the likeliest to leave
@@ -251,30 +246,14 @@ class Bucket:
 
     def compile(self) -> Runner:
         """The bucket's plan as generated code (kept until the bucket changes)."""
-        self.runner = compile_bucket(
-            self.everyone, self.plan, self.owners, self.tally, self._forget_runner
-        )
+        self.runner = compile_bucket(self.everyone, self.plan, self.owners, self.tally)
         return self.runner
-
-    def _forget_runner(self) -> None:
-        self.runner = None  # written again on the next run
 
     def __bool__(self) -> bool:
         return self.count > 0
 
 
 PathIndexes = dict[Path, PathIndex]
-
-
-class Values(dict[Any, "int | None"]):
-    """A slot's value memory: ``memory[key]`` is ``None`` for a value not remembered.
-
-    Indexing is cheaper than ``get`` in the generated code, which looks a
-    value up on every event.
-    """
-
-    def __missing__(self, key: Any) -> None:
-        return None
 
 
 _FREE: Owner = (-1, "", ())  # the owner of a bit no alternative uses

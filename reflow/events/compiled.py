@@ -112,20 +112,55 @@ def one_element_each(alternative: tuple[Field, ...], tied: dict[Path, Entry]) ->
     return len(options) < 2 or consistent_choice(options)
 
 
+def slot_answer(
+    slot: Any,
+    node: Any,
+    key: Any,
+    event: Mapping[str, Any],
+    classes: dict[PathIndex, int],
+    tied: dict[Path, Entry],
+    everyone: int,
+    runs: int,
+) -> int:
+    """What a slot lets through when its value memory does not know ``node``.
+
+    The class of the node (shared with the other slots and buckets of the
+    event through ``classes``), reduced to the slot's conditions, then the
+    slot's answer for that class; remembered under ``key`` unless it is
+    ``None`` (not a scalar).
+    """
+    index = slot.index
+    found = classes.get(index)
+    if found is None:
+        if type(node) is str and index.simple:
+            found = index.exact.get(node, 0) | index.present
+            if index.but_all:
+                found |= index.but_all & ~index.but_excluded.get(node, 0)
+        else:
+            found = leaf_class(index, node, event, slot.path, tied)
+        classes[index] = found
+    seen = found & slot.relevant
+    kept: int | None = slot.memo.get(seen)
+    if kept is None:
+        kept = slot.keep(seen, everyone)
+    if key is not None:
+        slot.remember(key, kept, runs)
+    return kept
+
+
 def compile_bucket(
     everyone: int,
     plan: tuple[tuple[int, Path, int, dict[int, int], Any], ...],
     owners: list[Any],
     tally: list[int],
-    forget: Callable[[], None],
 ) -> Runner:
     """Straight-line code for a bucket's ``plan`` (see :class:`~reflow.events.buckets.Bucket`).
 
     ``owners`` is who each bit stands for (bit n at n + 1); ``tally[0]``
     counts the runs of the generated code, which the slots' value memories
-    use to tell whether values recur; ``forget`` drops the generated code
-    (a slot's memory switched itself off: the code is written again
-    without it).
+    use to tell whether values recur. What a value memory does not know is
+    worked out by :func:`slot_answer`, outside the generated code, which
+    keeps the code short (it is compiled for every hot bucket).
     """
     names: dict[str, Any] = {
         "MISSING": MISSING,
@@ -136,25 +171,14 @@ def compile_bucket(
         "OWNERS": owners,
         "ONES": [0] + [1 << position for position in range(len(owners))],
         "TALLY": tally,
-        "FORGET": forget,
-        "leaf_class": leaf_class,
+        "answer": slot_answer,
         "one_element_each": one_element_each,
         "bisect_left": bisect_left,
     }
     prefixes: dict[Path, str] = {(): "event"}  # path prefix -> the local holding its node
     body: list[str] = []
-    for number, (users, path, relevant, memo, slot) in enumerate(plan):
-        names.update(
-            {
-                f"U{number}": users,
-                f"R{number}": relevant,
-                f"M{number}": memo,
-                f"S{number}": slot,
-                f"V{number}": slot.values,
-                f"I{number}": slot.index,
-                f"P{number}": path,
-            }
-        )
+    for number, (users, path, _relevant, _memo, slot) in enumerate(plan):
+        names.update({f"U{number}": users, f"S{number}": slot, f"V{number}": slot.values})
         leaf = f"K{number}_{len(path) - 1}"
         names[leaf] = path[-1]
         body += [f"    if alive & U{number}:"]
@@ -172,56 +196,28 @@ def compile_bucket(
                 f"                kept = T{number}[2 * position + 1]",
                 "            else:",
                 f"                kept = T{number}[2 * position]",
-                "            alive &= kept",
-                "            if not alive:",
-                "                return",
-                "        else:",
+                "        el",
             ]
-            indent = "    "
         else:
-            indent = ""
-        # The general case, at 8 spaces (12 under the number test above).
-        general: list[str] = []
-        deeper = ""
-        if slot.values_on:
-            # A scalar (or nothing) is looked up in the slot's value memory first.
-            general = [
-                "if kind is str or node is MISSING:",
-                "    key = node",
-                f"    kept = V{number}[key]",
-                "elif kind in PLAIN:",
-                "    key = (kind, node)",
-                f"    kept = V{number}[key]",
-                "else:",
-                "    key = kept = None",
-                "if kept is None:",
-            ]
-            deeper = "    "
-        classed = [
-            f"found_class = classes.get(I{number})",
-            "if found_class is None:",
-            f"    index = I{number}",
-            "    if kind is str and index.simple:",
-            "        found_class = index.exact.get(node, 0) | index.present",
-            "        if index.but_all:",
-            "            excluded = index.but_excluded.get(node, 0)",
-            "            found_class |= index.but_all & ~excluded",
-            "    else:",
-            f"        found_class = leaf_class(index, node, event, P{number}, tied)",
-            f"    classes[I{number}] = found_class",
-            f"seen = found_class & R{number}",
-            f"kept = M{number}.get(seen)",
-            "if kept is None:",
-            f"    kept = S{number}.keep(seen, EVERYONE)",
+            body += ["        "]
+        # A scalar (or nothing) is looked up in the slot's value memory first.
+        answer = f"answer(S{number}, node, {{}}, event, classes, tied, EVERYONE, TALLY[0])"
+        body[-1] += "if kind is str or node is MISSING:"
+        body += [
+            f"            kept = V{number}.get(node)",
+            "            if kept is None:",
+            f"                kept = {answer.format('node')}",
+            "        elif kind in PLAIN:",
+            "            key = (kind, node)",
+            f"            kept = V{number}.get(key)",
+            "            if kept is None:",
+            f"                kept = {answer.format('key')}",
+            "        else:",
+            f"            kept = {answer.format('None')}",
+            "        alive &= kept",
+            "        if not alive:",
+            "            return",
         ]
-        if slot.values_on:
-            classed += [
-                f"if key is not None and S{number}.remember(key, kept, TALLY[0]):",
-                "    FORGET()",
-            ]
-        general += [deeper + line for line in classed]
-        general += ["alive &= kept", "if not alive:", "    return"]
-        body += ["        " + indent + line for line in general]
     lines = ["def run(event, classes, tied, found):", "    TALLY[0] += 1", "    alive = EVERYONE"]
     # Every prefix node starts unread; read on first use by a slot that is evaluated.
     unread = [local for prefix, local in prefixes.items() if prefix]
@@ -251,11 +247,12 @@ def compile_bucket(
     return runner
 
 
+_UNREAD = object()  # a prefix node not fetched yet
+
+
 # Scalars other than strings, remembered under (type, value): True, 1 and 1.0
 # are equal in Python but not to every condition.
 _PLAIN = frozenset({int, float, bool, type(None)})
-
-_UNREAD = object()  # a prefix node not fetched yet
 
 
 def _step(parent: str, key: str) -> str:
