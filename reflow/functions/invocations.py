@@ -256,7 +256,12 @@ class AsyncInvocations:
         slots = asyncio.Semaphore(self._concurrency(function))
         stream = events_stream(function)
         lease = self._lease(function)
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # A client call returned normally though this reader was
+                # cancelled (see redis_log._keeping_cancellation): stop now.
+                raise asyncio.CancelledError
             await held.acquire()
             try:
                 entries = await self.log.read(
