@@ -18,8 +18,15 @@ client is proxied generically once its subsystem registers it
 becomes a call of the server-side client's ``get`` with the same JSON
 arguments, its result (dataclasses as dicts) sent back. Synchronous handlers
 use ``context.<client>.sync.<method>(...)``, as with blobs. The first use of
-a client asks the runtime whether it can serve it, so an unregistered one
-raises :class:`NotAvailableError` where it is reached, as inline.
+a client probes whether the runtime can serve it, so an unregistered one
+raises :class:`NotAvailableError` where it is reached, as inline. The probe
+costs no round trip for the clients the runtime named available in the
+invocation's ``INVOKE`` frame (:func:`available_clients`): the worker answers
+it itself. Only a client missing from that list is asked about, and the
+runtime's answer gives the error its inline message. A client that stops
+between the frame and the call is still refused, with the same error, at its
+first method call, because every call is performed through the runtime's
+own context.
 A refusal, an unavailable client and the errors a handler may catch by type
 (the flows and secrets clients', a malformed argument's ``ValueError``) are
 raised in the worker as the same classes; anything else as
@@ -41,16 +48,20 @@ from reflow.errors import (
     NotAvailableError,
     PermissionDeniedError,
 )
-from reflow.functions.context import CLIENT_NAMES
+from reflow.functions.context import CLIENT_NAMES, registered_client
 
 if TYPE_CHECKING:
     from reflow.backends.protocols import Blob, BlobInfo
     from reflow.functions.context import Context
 
 PROBE = "__probe__"  # asks whether the runtime can serve a client at all
+# The clients whose first use probes (blobs has its own typed proxy, which
+# does not): what available_clients() reports on.
+_PROBED = tuple(name for name in CLIENT_NAMES if name != "blobs")
 
 __all__ = [
     "PROBE",
+    "available_clients",
     "PlatformCallError",
     "RemoteBlobs",
     "RemoteClient",
@@ -68,6 +79,18 @@ class PlatformCallError(FunctionError):
         self.error_type = error_type
         self.error_message = error_message
         super().__init__(f"platform call failed: {error_type}: {error_message}")
+
+
+def available_clients() -> list[str]:
+    """The probed clients the runtime's context would build now, for an ``INVOKE`` frame.
+
+    A worker answers the probe for these itself, saving a round trip per
+    invocation. Computed per invocation (a few dictionary lookups) rather
+    than cached, so that a subsystem stopping or starting while a worker
+    lives is seen by that worker's next invocation.
+    """
+    # secrets is built in (files need no subsystem), so it is always served.
+    return [name for name in _PROBED if name == "secrets" or registered_client(name) is not None]
 
 
 def _info_to_json(info: BlobInfo) -> dict[str, Any]:

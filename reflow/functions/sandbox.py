@@ -29,6 +29,7 @@ from typing import Any
 
 from reflow.errors import FunctionError
 from reflow.functions import wire
+from reflow.functions.remote import available_clients
 
 __all__ = ["SandboxError", "Worker", "Zygote"]
 
@@ -74,7 +75,11 @@ class Worker:
         Platform calls the handler makes meanwhile (``CALL`` frames) are
         answered with ``on_call``'s result.
         """
-        self.writer.write(wire.encode(wire.INVOKE, {"r": request_id, "t": timeout, "p": payload}))
+        frame: dict[str, Any] = {"r": request_id, "t": timeout, "p": payload}
+        if on_call is not None:
+            # The clients the worker may take as served without probing.
+            frame["k"] = available_clients()
+        self.writer.write(wire.encode(wire.INVOKE, frame))
         while True:
             header = await self.reader.readexactly(wire.HEADER.size)
             length, kind = wire.HEADER.unpack(header)

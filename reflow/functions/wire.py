@@ -9,7 +9,9 @@ is one frame each way over a Unix socket.
 Frames:
 
 * ``HELLO`` (worker → runtime, once): ``{"id": token, "pid": pid}``
-* ``INVOKE`` (runtime → worker): ``{"r": request_id, "t": timeout_s, "p": payload}``
+* ``INVOKE`` (runtime → worker): ``{"r": request_id, "t": timeout_s, "p": payload,
+  "k": [client, ...]}`` — ``k``, when present, names the platform clients the
+  runtime serves now, so the worker need not ask (``remote.available_clients``)
 * ``RESULT`` (worker → runtime): the handler's return value
 * ``ERROR`` (worker → runtime): Lambda's error shape ``{"errorType",
   "errorMessage", "stackTrace"}`` plus ``"retire": true`` when the worker

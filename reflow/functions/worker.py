@@ -30,7 +30,7 @@ from typing import Any
 from reflow.app import FunctionConfig
 from reflow.functions import wire
 from reflow.functions.context import Context, log_stream_for
-from reflow.functions.remote import raise_remote
+from reflow.functions.remote import PROBE, raise_remote
 
 __all__ = ["connect", "limit_memory", "main", "serve"]
 
@@ -78,7 +78,14 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
         },
     )
 
+    # The clients the current invocation's INVOKE frame says the runtime serves.
+    available: list[str] = []
+
     def remote(client: str, method: str, args: dict[str, Any]) -> Any:
+        if method == PROBE and client in available:
+            # Answered from the frame: no round trip. Should the client stop
+            # before it is called, the runtime refuses that call instead.
+            return None
         sock.sendall(wire.encode(wire.CALL, {"c": client, "m": method, "a": args}))
         frame = wire.read_frame(sock)
         if frame is None:
@@ -94,6 +101,7 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
             if frame is None:
                 return
             _, body = frame
+            available = body.get("k") or []
             context = Context(
                 function,
                 request_id=body["r"],
