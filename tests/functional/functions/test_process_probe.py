@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from reflow.errors import HandlerError, NotAvailableError
-from reflow.functions import Context, Runtime, pools, register_client
+from reflow.functions import Context, Runtime, register_client
 from reflow.functions.context import unregister_client
-from reflow.functions.remote import PROBE
+from reflow.functions.remote import PROBE, serve_call
 from tests.functional.functions import clients_app, sample_app
 
 
@@ -25,13 +25,12 @@ from tests.functional.functions import clients_app, sample_app
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every platform call the runtime serves for a worker, as (client, method)."""
     seen: list[tuple[str, str]] = []
-    real = pools.serve_call
 
     async def counting(context: Context, body: Any) -> dict[str, Any]:
         seen.append((body["c"], body["m"]))
-        return await real(context, body)
+        return await serve_call(context, body)
 
-    monkeypatch.setattr(pools, "serve_call", counting)
+    monkeypatch.setattr("reflow.functions.pools.serve_call", counting)
     return seen
 
 
@@ -124,14 +123,13 @@ async def test_a_client_unregistered_while_the_worker_lives_is_not_available_nex
 async def test_a_client_that_stops_after_the_frame_is_refused_at_its_first_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = pools.serve_call
 
     async def stopping_first(context: Context, body: Any) -> dict[str, Any]:
         # The subsystem stops after the runtime sent the frame naming it.
         unregister_client("events", _bus)
-        return await real(context, body)
+        return await serve_call(context, body)
 
-    monkeypatch.setattr(pools, "serve_call", stopping_first)
+    monkeypatch.setattr("reflow.functions.pools.serve_call", stopping_first)
     register_client("events", _bus)
     try:
         async with Runtime(sample_app.app) as runtime:
