@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from reflow.backends import Backend
 from reflow.backends.protocols import Blobs, Message
 from reflow.backends.redis_batch import Batcher
+from reflow.backends.redis_client import CancelSafeRedis
 from reflow.backends.redis_keys import Namespace
 from reflow.backends.redis_kv import RedisKV
 from reflow.backends.redis_log import RedisLog
@@ -205,7 +206,8 @@ async def open_redis(url: BackendURL, *, data_dir: Path, clock: Clock) -> Backen
     Raises :class:`BackendUnavailableError` naming the URL (without password)
     when the server cannot be reached within a few seconds.
     """
-    client = aioredis.Redis(
+    # Every command and pipeline keeps its caller's cancellation (redis_client.py).
+    client = CancelSafeRedis(
         host=url.host,
         port=url.port,
         db=url.db,

@@ -26,9 +26,8 @@ server's clock, which stamps them.
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -37,6 +36,7 @@ from redis.exceptions import ResponseError
 
 from reflow.backends.protocols import LogEntry, PendingEntry, entry_id_key
 from reflow.backends.redis_batch import Batcher
+from reflow.backends.redis_client import keeping_cancellation
 from reflow.backends.redis_keys import Namespace, load_script
 from reflow.clock import Clock, SystemClock
 
@@ -49,25 +49,6 @@ _FAKE_CLOCK_POLL = 0.05
 # Lua's unpack() takes a few thousand values at most, so one read returns at
 # most this many entries and acks are sent in chunks of this size.
 MAX_BATCH = 1000
-
-
-async def _keeping_cancellation(call: Awaitable[Any]) -> Any:
-    """Await a redis-py call; raise the cancellation it may have lost.
-
-    redis-py 8 has a default 5 s socket timeout, so it sends each command
-    under ``asyncio.wait_for``, and Python 3.11's ``wait_for`` returns the
-    inner result when the write completes as the caller is cancelled: the
-    call returns normally and the CancelledError is gone (measured: cancelled
-    one to three loop turns after an XREAD started, 300 of 300 lost). The
-    task's ``cancelling()`` count still shows the request, so it is raised
-    here; a reader loop would otherwise go on, and a stop wait, for ever.
-    """
-    task = asyncio.current_task()
-    requested = task.cancelling() if task is not None else 0
-    result = await call
-    if task is not None and task.cancelling() > requested:
-        raise asyncio.CancelledError
-    return result
 
 
 def _text(value: object) -> str:
@@ -179,7 +160,7 @@ class RedisLog:
             if not isinstance(clock, SystemClock):
                 wait = min(wait, _FAKE_CLOCK_POLL)
             block_ms = max(1, math.ceil(wait * 1000))
-            await _keeping_cancellation(self._client.xread({key: last_id}, count=1, block=block_ms))
+            await keeping_cancellation(self._client.xread({key: last_id}, count=1, block=block_ms))
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge entries (XACK); return how many were pending."""

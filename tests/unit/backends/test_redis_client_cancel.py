@@ -1,0 +1,132 @@
+"""A loop of Redis calls ends when its task is cancelled, whatever the call.
+
+redis-py 8 writes each command under ``asyncio.wait_for`` (its default 5 s
+socket timeout), and on Python 3.11 ``wait_for`` returns normally when the
+write completes as the caller is cancelled. The Redis engine's client
+(``CancelSafeRedis``) raises that lost cancellation after the reply, for
+direct commands and for pipelines alike; these loops would otherwise run on
+after ``cancel()``. Batched calls (``kv.get``) wait on a future, which keeps
+cancellations by itself: checked here too, so a change to the batcher that
+loses them fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reflow.backends import Backend, open_backend
+from reflow.testing.clock import FakeClock
+from tests.conftest import REDIS_URL, require_server
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    require_server(REDIS_URL, "the Redis server")
+    separator = "&" if "?" in REDIS_URL else "?"
+    url = f"{REDIS_URL}{separator}prefix=test-{uuid.uuid4().hex[:12]}:"
+    opened = await open_backend(url, data_dir=tmp_path, clock=FakeClock())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _spy(owner: Any, name: str, started: asyncio.Event) -> None:
+    """Make ``owner.name(...)`` set ``started`` each time it is called."""
+    real = getattr(owner, name)
+
+    def called(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        return real(*args, **kwargs)
+
+    setattr(owner, name, called)
+
+
+async def _cancel_after(
+    body: Callable[[], Awaitable[object]], started: asyncio.Event, turns: int
+) -> asyncio.Task[None]:
+    """Loop ``body`` in a task; cancel it ``turns`` loop turns after a call starts.
+
+    Without the fix, 2 and 3 turns lose the cancellation (redis-py 8.2, the
+    connection pooled): the write completes in between."""
+
+    async def loop() -> None:
+        while True:  # only a cancellation ends it
+            await body()
+
+    task = asyncio.create_task(loop())
+    # Let a few calls go by first, so the pool has a connection ready, as in a
+    # long-lived service loop.
+    for _ in range(3):
+        started.clear()
+        await asyncio.wait_for(started.wait(), timeout=3)
+    started.clear()
+    await asyncio.wait_for(started.wait(), timeout=3)
+    for _ in range(turns):  # the command's write completes meanwhile
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait({task}, timeout=3)
+    return task
+
+
+async def _outcome(task: asyncio.Task[None]) -> bool:
+    """Whether ``task`` ended cancelled; if it went on, stop it anyway."""
+    ended = task.cancelled()
+    for _ in range(50):  # never leave it polling the server
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    return ended
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 4])
+async def test_a_loop_of_direct_commands_ends_cancelled(backend: Backend, turns: int) -> None:
+    log: Any = backend.log
+    started = asyncio.Event()
+    _spy(log._client, "execute_command", started)
+    task = await _cancel_after(lambda: log.length("s"), started, turns)  # XLEN
+    assert await _outcome(task)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 4])
+async def test_a_loop_of_pipelines_ends_cancelled(backend: Backend, turns: int) -> None:
+    kv: Any = backend.kv
+    await kv.put("a", b"1")
+    started = asyncio.Event()
+    _spy(kv._client, "pipeline", started)
+    task = await _cancel_after(lambda: kv.get_many(["a", "b"]), started, turns)
+    assert await _outcome(task)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 4])
+async def test_a_loop_of_batched_gets_ends_cancelled(backend: Backend, turns: int) -> None:
+    kv: Any = backend.kv
+    started = asyncio.Event()
+    _spy(kv._batch, "command", started)
+    task = await _cancel_after(lambda: kv.get("a"), started, turns)
+    assert await _outcome(task)
+
+
+async def test_a_reply_read_after_a_lost_cancellation_leaves_the_connection_clean(
+    backend: Backend,
+) -> None:
+    # The cancellation is raised after the reply is read, so the next command
+    # on the pooled connection reads its own reply, not the cancelled one's.
+    kv: Any = backend.kv
+    await kv.put("k", b"v")
+    for turns in range(4):
+        started = asyncio.Event()
+        _spy(kv._client, "pipeline", started)
+        task = await _cancel_after(lambda: kv.get_many(["k"]), started, turns)
+        await _outcome(task)
+        del kv._client.pipeline  # the spy, back to the class's method
+        item = await kv.get("k")
+        assert item is not None and item.value == b"v"
+        assert await backend.log.length("none") == 0
