@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from reflow.backends import Backend
 from reflow.backends.protocols import Blobs, Message
 from reflow.backends.redis_batch import Batcher
-from reflow.backends.redis_client import CancelSafeRedis
+from reflow.backends.redis_client import CancelSafeRedis, keeping_cancellation
 from reflow.backends.redis_keys import Namespace
 from reflow.backends.redis_kv import RedisKV
 from reflow.backends.redis_log import RedisLog
@@ -69,7 +69,8 @@ class RedisSubscription:
         self.error: BaseException | None = None  # why it ended, when its connection failed
 
     async def _start(self, channels: list[str]) -> None:
-        await self._connection.subscribe(*channels)
+        # Pub/sub commands bypass the client's execute_command: keep cancellations here.
+        await keeping_cancellation(self._connection.subscribe(*channels))
         # Wait for the server to confirm every channel: only then is it
         # certain that a message published after subscribe() returns arrives.
         waiting = len(set(channels))
@@ -103,8 +104,8 @@ class RedisSubscription:
     async def _run_pump(self) -> None:
         try:
             while True:
-                raw = await self._connection.get_message(
-                    ignore_subscribe_messages=True, timeout=None
+                raw = await keeping_cancellation(
+                    self._connection.get_message(ignore_subscribe_messages=True, timeout=None)
                 )
                 if raw is not None:
                     self._enqueue(raw)

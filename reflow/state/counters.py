@@ -61,9 +61,9 @@ class Counters:
         url = backend.url
         if url.kind != "redis":
             return cls(backend.kv)
-        import redis.asyncio as aioredis  # only a Redis deployment loads redis-py
+        from reflow.backends.redis_client import CancelSafeRedis  # loads redis-py: Redis only
 
-        client = aioredis.Redis(
+        client = CancelSafeRedis(
             host=url.host or "127.0.0.1",
             port=url.port or 6379,
             db=url.db,

@@ -154,9 +154,9 @@ class RateLimiter:
         url = backend.url
         redis_client = None
         if url.kind == "redis":
-            import redis.asyncio as aioredis  # only a Redis deployment loads redis-py
+            from reflow.backends.redis_client import CancelSafeRedis  # loads redis-py: Redis only
 
-            redis_client = aioredis.Redis(
+            redis_client = CancelSafeRedis(
                 host=url.host or "127.0.0.1",
                 port=url.port or 6379,
                 db=url.db,

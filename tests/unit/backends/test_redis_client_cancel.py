@@ -130,3 +130,19 @@ async def test_a_reply_read_after_a_lost_cancellation_leaves_the_connection_clea
         item = await kv.get("k")
         assert item is not None and item.value == b"v"
         assert await backend.log.length("none") == 0
+
+
+async def test_the_state_helpers_own_clients_keep_cancellations_too(backend: Backend) -> None:
+    # Counters and RateLimiter open a client of their own for their scripts.
+    from reflow.backends.redis_client import CancelSafeRedis
+    from reflow.state.counters import Counters
+    from reflow.state.limits import RateLimiter
+
+    counters = Counters.for_backend(backend)
+    limiter = RateLimiter.for_backend(backend)
+    try:
+        assert isinstance(counters._redis, CancelSafeRedis)
+        assert isinstance(limiter._redis, CancelSafeRedis)
+    finally:
+        await counters.close()
+        await limiter.close()
