@@ -146,3 +146,24 @@ async def test_the_state_helpers_own_clients_keep_cancellations_too(backend: Bac
     finally:
         await counters.close()
         await limiter.close()
+
+
+async def test_a_timeout_around_a_loop_of_commands_ends_it(backend: Backend) -> None:
+    # asyncio.timeout cancels the task and turns the CancelledError into
+    # TimeoutError; a lost cancellation would leave the loop running.
+    log: Any = backend.log
+
+    async def timed_loop() -> None:
+        for deadline in (0.001, 0.002, 0.003, 0.005, 0.008) * 4:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    while True:  # only the timeout ends it
+                        await log.length("s")
+
+    runner = asyncio.create_task(timed_loop())
+    done, _ = await asyncio.wait({runner}, timeout=5)
+    if not done:  # it went on: stop it anyway
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=3)
+    assert runner in done
+    runner.result()
