@@ -20,13 +20,13 @@ arguments, its result (dataclasses as dicts) sent back. Synchronous handlers
 use ``context.<client>.sync.<method>(...)``, as with blobs. The first use of
 a client probes whether the runtime can serve it, so an unregistered one
 raises :class:`NotAvailableError` where it is reached, as inline. The probe
-costs no round trip for the clients the runtime named available in the
-invocation's ``INVOKE`` frame (:func:`available_clients`): the worker answers
-it itself. Only a client missing from that list is asked about, and the
-runtime's answer gives the error its inline message. A client that stops
-between the frame and the call is still refused, with the same error, at its
-first method call, because every call is performed through the runtime's
-own context.
+costs no round trip for the clients the runtime named available
+(:func:`available_clients`, in an ``INVOKE`` frame whenever the list differs
+from what that worker was last told): the worker answers it itself. Only a
+client missing from that list is asked about, and the runtime's answer
+gives the error its inline message. A client that stops between the frame
+and the call is still refused, with the same error, at its first method
+call, because every call is performed through the runtime's own context.
 A refusal, an unavailable client and the errors a handler may catch by type
 (the flows and secrets clients', a malformed argument's ``ValueError``) are
 raised in the worker as the same classes; anything else as
@@ -87,7 +87,8 @@ def available_clients() -> list[str]:
     A worker answers the probe for these itself, saving a round trip per
     invocation. Computed per invocation (a few dictionary lookups) rather
     than cached, so that a subsystem stopping or starting while a worker
-    lives is seen by that worker's next invocation.
+    lives is seen by that worker's next invocation: the runtime sends the
+    list whenever it differs from the one that worker holds.
     """
     # secrets is built in (files need no subsystem), so it is always served.
     return [name for name in _PROBED if name == "secrets" or registered_client(name) is not None]

@@ -62,6 +62,7 @@ class Worker:
         self.init_seconds = init_seconds
         self.invocations = 0
         self.last_used = 0.0  # on the runtime's clock, set by the pool
+        self.told: list[str] = []  # the clients the worker was last told are served
 
     async def call(
         self,
@@ -76,9 +77,12 @@ class Worker:
         answered with ``on_call``'s result.
         """
         frame: dict[str, Any] = {"r": request_id, "t": timeout, "p": payload}
-        if on_call is not None:
-            # The clients the worker may take as served without probing.
-            frame["k"] = available_clients()
+        # The clients the worker may take as served without probing, sent
+        # only when they differ from what this worker was last told (it
+        # keeps the last list), so a steady state costs the frame nothing.
+        available = available_clients() if on_call is not None else []
+        if available != self.told:
+            frame["k"] = self.told = available
         self.writer.write(wire.encode(wire.INVOKE, frame))
         while True:
             header = await self.reader.readexactly(wire.HEADER.size)

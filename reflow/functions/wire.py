@@ -10,8 +10,9 @@ Frames:
 
 * ``HELLO`` (worker → runtime, once): ``{"id": token, "pid": pid}``
 * ``INVOKE`` (runtime → worker): ``{"r": request_id, "t": timeout_s, "p": payload,
-  "k": [client, ...]}`` — ``k``, when present, names the platform clients the
-  runtime serves now, so the worker need not ask (``remote.available_clients``)
+  "k": [client, ...]}`` — ``k`` names the platform clients the runtime serves
+  now, so the worker need not ask (``remote.available_clients``); it is sent
+  only when it differs from the worker's last list, which holds until then
 * ``RESULT`` (worker → runtime): the handler's return value
 * ``ERROR`` (worker → runtime): Lambda's error shape ``{"errorType",
   "errorMessage", "stackTrace"}`` plus ``"retire": true`` when the worker

@@ -78,7 +78,7 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
         },
     )
 
-    # The clients the current invocation's INVOKE frame says the runtime serves.
+    # The clients the runtime said it serves, in the last INVOKE frame that said.
     available: list[str] = []
 
     def remote(client: str, method: str, args: dict[str, Any]) -> Any:
@@ -101,7 +101,8 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
             if frame is None:
                 return
             _, body = frame
-            available = body.get("k") or []
+            if "k" in body:  # sent when it changes; otherwise the last list holds
+                available = body["k"]
             context = Context(
                 function,
                 request_id=body["r"],

@@ -83,16 +83,29 @@ def test_a_client_the_frame_does_not_name_is_probed_and_refused_as_the_runtime_s
     assert "it arrives with the tables service" in error["errorMessage"]
 
 
-def test_the_list_is_per_invocation_and_a_frame_without_one_probes(
+def test_a_frame_without_a_list_keeps_the_last_one_and_a_new_list_replaces_it(
     runtime_side: socket.socket,
 ) -> None:
-    named = {"r": "r1", "t": 5.0, "p": "k1", "k": ["tables"]}
     replies = {PROBE: {"ok": None}, "get": {"ok": 2}}
-    assert _invoke(runtime_side, named, replies) == [("tables", "get"), (wire.RESULT, 2)]
-    # The next frame omits the client: the same worker must ask again.
-    bare = {"r": "r2", "t": 5.0, "p": "k2"}
-    assert _invoke(runtime_side, bare, replies) == [
+    first = {"r": "r1", "t": 5.0, "p": "k1", "k": ["tables"]}
+    assert _invoke(runtime_side, first, replies) == [("tables", "get"), (wire.RESULT, 2)]
+    # The runtime sends the list only when it changed: the last one holds.
+    same = {"r": "r2", "t": 5.0, "p": "k2"}
+    assert _invoke(runtime_side, same, replies) == [("tables", "get"), (wire.RESULT, 2)]
+    # The client stopped: the next frame says so, and the worker asks again.
+    gone = {"r": "r3", "t": 5.0, "p": "k3", "k": ["secrets"]}
+    assert _invoke(runtime_side, gone, replies) == [
         ("tables", PROBE),
         ("tables", "get"),
         (wire.RESULT, 2),
+    ]
+
+
+def test_a_worker_never_told_asks(runtime_side: socket.socket) -> None:
+    replies = {PROBE: {"ok": None}, "get": {"ok": 3}}
+    bare = {"r": "r1", "t": 5.0, "p": "k1"}
+    assert _invoke(runtime_side, bare, replies) == [
+        ("tables", PROBE),
+        ("tables", "get"),
+        (wire.RESULT, 3),
     ]
