@@ -157,3 +157,20 @@ def test_the_frame_names_registered_clients_and_the_built_in_secrets() -> None:
     finally:
         unregister_client("tables", tables)
     assert available_clients() == before
+
+
+async def test_a_client_registered_while_the_worker_lives_is_served_without_a_probe(
+    calls: list[tuple[str, str]],
+) -> None:
+    async with Runtime(sample_app.app) as runtime:
+        with pytest.raises(HandlerError):
+            await runtime.invoke("emits", {"n": 1})
+        register_client("events", _bus)
+        try:
+            assert await runtime.invoke("emits", {"n": 2}) == {"first": 1, "second": 1}
+            assert await runtime.invoke("emits", {"n": 3}) == {"first": 1, "second": 1}
+        finally:
+            unregister_client("events", _bus)
+        cold_starts = runtime.pools["emits"].metrics.cold_starts
+    assert calls == [("events", PROBE)] + [("events", "put_events")] * 4
+    assert cold_starts == 1
