@@ -92,7 +92,16 @@ class Worker:
                 self.invocations += 1
                 return kind, body
             if on_call is None:
-                reply: Any = {"error": {"type": "NotAvailableError", "message": "no clients"}}
+                # The fields let the worker raise the same NotAvailableError as inline.
+                client = str(body.get("c", "platform")) if isinstance(body, dict) else "platform"
+                reason = "this invocation has no platform clients (no runtime to serve them)"
+                reply: Any = {
+                    "error": {
+                        "type": "NotAvailableError",
+                        "message": f"{client}: {reason}",
+                        "fields": {"client": client, "reason": reason},
+                    }
+                }
             else:
                 reply = await on_call(body)
             self.writer.write(wire.encode(wire.REPLY, reply))

@@ -174,3 +174,21 @@ async def test_a_client_registered_while_the_worker_lives_is_served_without_a_pr
         cold_starts = runtime.pools["emits"].metrics.cold_starts
     assert calls == [("events", PROBE)] + [("events", "put_events")] * 4
     assert cold_starts == 1
+
+
+async def test_a_worker_called_without_a_platform_door_raises_the_inline_error_type() -> None:
+    """``Worker.call`` without ``on_call`` (no runtime behind it) answers every
+    platform call with a ``NotAvailableError`` the worker can raise as such."""
+    from reflow.functions import wire
+
+    async with Runtime(sample_app.app) as runtime:
+        zygote = runtime.zygote
+        assert zygote is not None
+        worker = await zygote.new_worker("emits")
+        try:
+            kind, body = await worker.call("r-1", 10.0, {"n": 1})
+        finally:
+            await worker.close()
+    assert kind == wire.ERROR, (kind, body)
+    assert body["errorType"] == "NotAvailableError", body
+    assert "context.events is not available" in body["errorMessage"]
