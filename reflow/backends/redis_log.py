@@ -36,7 +36,6 @@ from redis.exceptions import ResponseError
 
 from reflow.backends.protocols import LogEntry, PendingEntry, entry_id_key
 from reflow.backends.redis_batch import Batcher
-from reflow.backends.redis_client import keeping_cancellation
 from reflow.backends.redis_keys import Namespace, load_script
 from reflow.clock import Clock, SystemClock
 
@@ -160,7 +159,8 @@ class RedisLog:
             if not isinstance(clock, SystemClock):
                 wait = min(wait, _FAKE_CLOCK_POLL)
             block_ms = max(1, math.ceil(wait * 1000))
-            await keeping_cancellation(self._client.xread({key: last_id}, count=1, block=block_ms))
+            # The engine's client (CancelSafeRedis) keeps a cancellation redis-py loses here.
+            await self._client.xread({key: last_id}, count=1, block=block_ms)
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge entries (XACK); return how many were pending."""

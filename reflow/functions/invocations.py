@@ -259,8 +259,8 @@ class AsyncInvocations:
         me = asyncio.current_task()
         while True:
             if me is not None and me.cancelling():
-                # A client call returned normally though this reader was
-                # cancelled (see redis_log._keeping_cancellation): stop now.
+                # A Log call returned normally though this reader was cancelled
+                # (redis-py can lose one; see backends/redis_client.py): stop now.
                 raise asyncio.CancelledError
             await held.acquire()
             try:

@@ -167,3 +167,26 @@ async def test_a_timeout_around_a_loop_of_commands_ends_it(backend: Backend) -> 
         await asyncio.wait({runner}, timeout=3)
     assert runner in done
     runner.result()
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+async def test_a_blocking_log_read_cancelled_as_its_xread_is_sent_ends_cancelled(
+    backend: Backend, turns: int
+) -> None:
+    """RedisLog.read polls for ever on a clock that never moves: the hang CI met."""
+    log: Any = backend.log
+    await log.create_group("s", "g")
+    started = asyncio.Event()
+    _spy(log._client, "xread", started)
+    reader = asyncio.create_task(log.read("s", "g", "c", block=5.0))
+    await started.wait()
+    for _ in range(turns):  # the command's write completes meanwhile
+        await asyncio.sleep(0)
+    reader.cancel()
+    done, _ = await asyncio.wait({reader}, timeout=3)
+    for _ in range(50):  # if it went on, stop it anyway: never leave it polling
+        if reader.done():
+            break
+        reader.cancel()
+        await asyncio.wait({reader}, timeout=0.1)
+    assert reader in done and reader.cancelled()
