@@ -51,8 +51,9 @@ class CancelSafeRedis(aioredis.Redis):
     """``redis.asyncio.Redis`` whose commands and pipelines keep cancellations.
 
     Every command method (and so every registered Lua script) goes through
-    ``execute_command``; pipelines come from :meth:`pipeline`. Pub/sub reads
-    use ``asyncio.timeout``, which keeps cancellations on its own.
+    ``execute_command``; pipelines come from :meth:`pipeline`. Pub/sub
+    commands bypass both: the subscription in reflow.backends.redis wraps
+    them in :func:`keeping_cancellation` itself.
     """
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
