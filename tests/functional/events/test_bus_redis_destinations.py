@@ -1,13 +1,8 @@
 """Functions' ``bus:`` and ``flow:`` destinations on a real Redis server.
 
-The memory and SQLite tests (``test_bus_destinations.py``,
-``tests/unit/events/test_destinations.py``) are repeated here where the
-engine matters: the destination streams, their consumer group and leases
-live in Redis Streams, and the flows service keeps its executions in Redis.
+The plain end-to-end cases run on every engine in ``test_bus_destinations.py``;
+these are the ones where Redis's streams, consumer group and leases matter:
 
-* a ``bus:`` destination reaches a rule on that bus as Lambda's "Function
-  Invocation Result" event, with the request id as the event id;
-* a ``flow:`` destination starts an execution named after the request id;
 * a record redelivered after its flow was started (the reader died between
   the start and the ack) finds that execution and starts no second one;
 * a record whose reader was stopped before acknowledging it stays pending,
@@ -29,8 +24,7 @@ from reflow.backends import Backend
 from reflow.config import Settings
 from reflow.events.bus import EventBus, bus_stream
 from reflow.events.destinations import DESTINATIONS_GROUP, DestinationReader
-from reflow.events.service import EventsService, flow_starter
-from reflow.functions import Runtime
+from reflow.events.service import flow_starter
 from reflow.functions.invocations import Destination
 from reflow.platform import Platform
 from tests.functional.events.helpers import eventually
@@ -67,96 +61,6 @@ async def platform_on(app: App, backend: Backend, tmp_path: Path) -> Platform:
     platform = Platform(app, settings, backend=backend)
     await platform.start(admin=False)
     return platform
-
-
-async def test_bus_destination_reaches_a_rule_as_lambdas_event(tmp_path: Path) -> None:
-    seen: list[dict[str, Any]] = []
-    app = App("outcomes-redis")
-
-    @app.function(retries=0, on_success="bus:results", on_failure="bus:results")
-    async def render(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        if event.get("fail"):
-            raise ValueError("bad page")
-        return {"rendered": event["id"]}
-
-    @app.on({"source": ["lambda"]}, name="audit", bus="results")
-    async def audit(event: dict[str, Any], context: Any) -> None:
-        seen.append(event)
-
-    async with redis_backend("dest-bus", tmp_path) as backend:
-        runtime = Runtime(app.freeze(), backend=backend)
-        events = EventsService(app, backend, runtime=runtime)
-        await runtime.start()
-        await events.start()
-        try:
-            ok = await runtime.invoke_async("render", {"id": 7})
-            failed = await runtime.invoke_async("render", {"id": 8, "fail": True})
-            await eventually(lambda: len(seen) == 2, timeout=15.0)
-            stream = Destination("bus", "results").stream
-            pending = await backend.log.pending(stream, DESTINATIONS_GROUP)
-            on_bus = await backend.log.range(bus_stream("results"))
-        finally:
-            await events.stop()
-            await runtime.stop()
-    by_id = {event["id"]: event for event in seen}
-    assert set(by_id) == {ok, failed}
-    success, failure = by_id[ok], by_id[failed]
-    assert success["source"] == "lambda"
-    assert success["detail-type"] == "Lambda Function Invocation Result - Success"
-    assert success["detail"]["requestContext"]["requestId"] == ok
-    assert success["detail"]["requestContext"]["condition"] == "Success"
-    assert success["detail"]["requestPayload"] == {"id": 7}
-    assert success["detail"]["responsePayload"] == {"rendered": 7}
-    assert success["resources"] == [success["detail"]["requestContext"]["functionArn"]]
-    assert failure["detail-type"] == "Lambda Function Invocation Result - Failure"
-    assert failure["detail"]["requestContext"]["condition"] == "RetriesExhausted"
-    assert failure["detail"]["responsePayload"]["errorType"] == "ValueError"
-    # Each record was acknowledged, and its event put on the bus exactly once.
-    assert pending == []
-    assert len(on_bus) == 2
-
-
-async def test_flow_destination_starts_an_execution_named_after_the_request(
-    tmp_path: Path,
-) -> None:
-    app = App("outcomes-flow-redis")
-
-    @app.function(on_success="flow:after")
-    async def render(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return {"rendered": event["id"]}
-
-    @app.function()
-    def shout(event: dict[str, Any], context: Any) -> Any:
-        return {"page": event["responsePayload"]["rendered"]}
-
-    app.flow(
-        "after",
-        {
-            "StartAt": "Shout",
-            "States": {"Shout": {"Type": "Task", "Resource": "reflow:function:shout", "End": True}},
-        },
-    )
-    async with redis_backend("dest-flow", tmp_path) as backend:
-        platform = await platform_on(app, backend, tmp_path)
-        try:
-            flows: Any = platform.service("flows")
-            functions: Any = platform.service("functions")
-            request_id = await functions.invoke_async("render", {"id": 9})
-            rows: list[Any] = []
-            for _ in range(750):
-                rows = await flows.flows.list_executions(flow="after", status="SUCCEEDED")
-                if rows:
-                    break
-                await asyncio.sleep(0.02)
-            described = await flows.flows.describe(request_id)
-            everything = await flows.flows.list_executions(flow="after")
-            pending = await backend.log.pending(FLOW.stream, DESTINATIONS_GROUP)
-        finally:
-            await platform.stop()
-    assert described["status"] == "SUCCEEDED" and described["output"] == {"page": 9}
-    assert described["input"]["requestContext"]["requestId"] == request_id
-    assert len(everything) == 1
-    assert pending == []
 
 
 class CrashAfterStart:
