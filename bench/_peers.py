@@ -2,9 +2,15 @@
 
 LocalStack's EventBridge matcher and ASL interpreter are the peers for the
 pattern and flow benchmarks; they must never enter reflow's own environment,
-so they are installed under ``bench/.venv-peers`` on first use (BENCHMARKS.md:
-its Step Functions modules import only on Python >= 3.13). Benchmarks drive a
-peer through a small adapter script run with that environment's interpreter.
+so they are installed under ``bench/.venv-peers`` on first use. That
+environment is made with Python >= 3.13 when the machine has one
+(BENCHMARKS.md: LocalStack's Step Functions modules import only there). A
+peer that runs on an older Python (its events engine works on 3.11) says so
+with ``minimum``; on a machine without 3.13 it gets an environment of its
+own, ``bench/.venv-peers-3.11`` say, made with the newest Python found, so
+the pattern benchmark does not fail for want of an interpreter only the flow
+benchmark needs. Benchmarks drive a peer through a small adapter script run
+with that environment's interpreter.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".venv-peers"
 LOCALSTACK = "localstack-core"
+PREFERRED = (3, 13)  # what every LocalStack module imports on
 
 
-def find_python(minimum: tuple[int, int] = (3, 13)) -> str:
-    """An interpreter of at least ``minimum``: python3.13 on PATH, or a pyenv version."""
+def find_python(minimum: tuple[int, int] = PREFERRED) -> str:
+    """An interpreter of at least ``minimum``: pythonX.Y on PATH, or a pyenv version."""
     candidates = [
         f"python{minimum[0]}.{minor}" for minor in range(minimum[1] + 2, minimum[1] - 1, -1)
     ]
@@ -55,16 +62,40 @@ def _version_of(python: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def peer_python(packages: tuple[str, ...] = (LOCALSTACK,)) -> str:
-    """The interpreter of ``bench/.venv-peers``, created and filled on first use."""
-    python = PEERS_VENV / "bin" / "python"
-    stamp = PEERS_VENV / (".installed-" + "-".join(sorted(packages)).replace("/", "_"))
-    if python.exists() and stamp.exists():
+def peer_venv(minimum: tuple[int, int] = PREFERRED) -> tuple[Path, str | None]:
+    """Where a peer needing Python >= ``minimum`` lives, and the Python to create it with.
+
+    The shared ``bench/.venv-peers`` (made with Python >= 3.13) when it exists
+    or can be made; otherwise, for a peer content with less, an environment
+    named after the newest Python found. The Python is ``None`` when the
+    environment already exists.
+    """
+    if (PEERS_VENV / "bin" / "python").exists():
+        return PEERS_VENV, None
+    try:
+        return PEERS_VENV, find_python(PREFERRED)
+    except RuntimeError:
+        if minimum >= PREFERRED:
+            raise
+    python = find_python(minimum)
+    major, minor = _version_of(python)
+    venv = HERE / f".venv-peers-{major}.{minor}"
+    return venv, None if (venv / "bin" / "python").exists() else python
+
+
+def peer_python(
+    packages: tuple[str, ...] = (LOCALSTACK,), minimum: tuple[int, int] = PREFERRED
+) -> str:
+    """The interpreter of the peers' environment, created and filled on first use."""
+    venv, creator = peer_venv(minimum)
+    python = venv / "bin" / "python"
+    stamp = venv / (".installed-" + "-".join(sorted(packages)).replace("/", "_"))
+    if creator is None and stamp.exists():
         return str(python)
-    if not python.exists():
-        print(f"creating {PEERS_VENV} for the peers", file=sys.stderr, flush=True)
-        subprocess.run([find_python(), "-m", "venv", str(PEERS_VENV)], check=True)
-    print(f"installing {', '.join(packages)} into {PEERS_VENV}", file=sys.stderr, flush=True)
+    if creator is not None:
+        print(f"creating {venv} for the peers", file=sys.stderr, flush=True)
+        subprocess.run([creator, "-m", "venv", str(venv)], check=True)
+    print(f"installing {', '.join(packages)} into {venv}", file=sys.stderr, flush=True)
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", *packages],
         check=True,
@@ -81,10 +112,12 @@ class PeerProcess:
     environment.
     """
 
-    def __init__(self, script: Path, packages: tuple[str, ...]) -> None:
+    def __init__(
+        self, script: Path, packages: tuple[str, ...], minimum: tuple[int, int] = PREFERRED
+    ) -> None:
         self.script = script
         self.process = subprocess.Popen(
-            [peer_python(packages), str(script)],
+            [peer_python(packages, minimum), str(script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

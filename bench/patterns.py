@@ -304,7 +304,8 @@ class Peer(PeerProcess):
     """LocalStack's matcher in bench/.venv-peers, behind bench/_patterns_peer.py."""
 
     def __init__(self) -> None:
-        super().__init__(HERE / "_patterns_peer.py", PEER_PACKAGES)
+        # LocalStack's events engine imports on 3.11, unlike its Step Functions.
+        super().__init__(HERE / "_patterns_peer.py", PEER_PACKAGES, minimum=(3, 11))
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         answer = super().ask(request)
