@@ -25,11 +25,21 @@ flows the app declares.
 
 Every call passes the authorisation hook first: ``start_execution`` as
 ``flows:start`` on ``flow/<flow>``; ``describe_execution`` and
-``get_execution_history`` as ``flows:read`` on ``execution/<name>``;
+``get_execution_history`` as ``flows:read`` on ``execution/<flow>/<name>``;
 ``list_executions`` as ``flows:read`` on ``flow/<flow>`` (``flow/*`` when
 it lists every flow's); ``stop_execution`` as ``flows:stop`` on
-``execution/<name>``; ``send_task_success``, ``send_task_failure`` and
+``execution/<flow>/<name>``; ``send_task_success``, ``send_task_failure`` and
 ``send_task_heartbeat`` as ``flows:callback`` on ``token``.
+
+An execution's resource names its flow (as Step Functions' execution ARN
+does), so ``flows:read:execution/orders/*`` covers the executions of
+``orders`` only. The flow is read from the store, never taken from the
+caller, so a caller cannot claim another flow's execution as its own. An
+execution that does not exist is authorised as ``execution/*/<name>`` — any
+flow's — so only a caller allowed to read every flow's executions learns
+that it is missing; anyone else is refused exactly as for an execution of a
+flow they may not touch. (Names cannot contain ``/``, so the resource splits
+one way only.)
 
 A task token is itself the credential for its task, and must not end up in
 a refusal's message or a log, so the callbacks are authorised on the fixed
@@ -81,12 +91,12 @@ class FlowsClient:
 
     async def describe_execution(self, name: str) -> dict[str, Any]:
         """Status, input, output or error of execution ``name``."""
-        self._authorize("flows:read", f"execution/{name}")
+        await self._authorize_execution("flows:read", name)
         return await self._service.describe(name)
 
     async def get_execution_history(self, name: str) -> list[dict[str, Any]]:
         """Execution ``name``'s events, oldest first."""
-        self._authorize("flows:read", f"execution/{name}")
+        await self._authorize_execution("flows:read", name)
         return await self._service.history(name)
 
     async def list_executions(
@@ -100,7 +110,7 @@ class FlowsClient:
         self, name: str, error: str | None = None, cause: str | None = None
     ) -> dict[str, Any]:
         """Abort RUNNING execution ``name``; its description (status ABORTED)."""
-        self._authorize("flows:stop", f"execution/{name}")
+        await self._authorize_execution("flows:stop", name)
         return await self._service.stop_execution(name, error=error, cause=cause)
 
     async def send_task_success(self, token: str, output: Any) -> None:
@@ -119,6 +129,11 @@ class FlowsClient:
         """The callback task holding ``token`` is alive: its heartbeat timeout starts again."""
         self._authorize("flows:callback", "token")
         await self._service.send_task_heartbeat(token)
+
+    async def _authorize_execution(self, action: str, name: str) -> None:
+        """Authorise ``action`` on execution ``name`` as ``execution/<flow>/<name>``."""
+        flow = await self._service.flow_of(name)
+        self._authorize(action, f"execution/{'*' if flow is None else flow}/{name}")
 
     def __repr__(self) -> str:
         return f"FlowsClient(flows={sorted(self._service.machines)})"

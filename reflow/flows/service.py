@@ -272,6 +272,14 @@ class FlowService:
             return run.describe()
         return (await self._load(name)).describe()
 
+    async def flow_of(self, name: str) -> str | None:
+        """The flow execution ``name`` runs, as stored; None when there is no such execution."""
+        run = self.express.get(name)
+        if run is not None:
+            return run.flow
+        loaded = await self.store.load(check_name(name))
+        return None if loaded is None else loaded[0].flow
+
     async def list_executions(
         self, *, flow: str | None = None, status: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +185,11 @@ async def test_a_handler_reads_beats_fails_and_stops_executions(
 # Each call, what it is authorised as, and the resource.
 CALLS: list[tuple[str, list[Any], str, str]] = [
     ("start_execution", ["greet", {}], "flows:start", "flow/greet"),
-    ("describe_execution", ["p1"], "flows:read", "execution/p1"),
-    ("get_execution_history", ["p1"], "flows:read", "execution/p1"),
+    ("describe_execution", ["p1"], "flows:read", "execution/parked/p1"),
+    ("get_execution_history", ["p1"], "flows:read", "execution/parked/p1"),
     ("list_executions", ["parked"], "flows:read", "flow/parked"),
     ("list_executions", [], "flows:read", "flow/*"),
-    ("stop_execution", ["p1"], "flows:stop", "execution/p1"),
+    ("stop_execution", ["p1"], "flows:stop", "execution/parked/p1"),
     ("send_task_success", ["tok", {}], "flows:callback", "token"),
     ("send_task_failure", ["tok"], "flows:callback", "token"),
     ("send_task_heartbeat", ["tok"], "flows:callback", "token"),
@@ -216,6 +217,62 @@ async def test_a_denying_hook_refuses_every_call_before_anything_happens(
     assert seen == [(function, action, resource) for _, _, action, resource in CALLS]
     # Nothing started, nothing stopped.
     assert [(row["name"], row["status"]) for row in listed] == [("p1", "RUNNING")]
+
+
+def _scoped(*granted: str) -> Authorizer:
+    """A hook allowing ``flows:`` calls only on resources matching one of ``granted``."""
+
+    def authorize(function: FunctionConfig, action: str, resource: str) -> None:
+        if action.startswith("flows:") and not any(fnmatch(resource, g) for g in granted):
+            raise PermissionDeniedError(function.name, action, resource)
+
+    return authorize
+
+
+@pytest.mark.parametrize("function", ["call_inline", "call_process"])
+async def test_a_permission_scoped_to_one_flows_executions_covers_only_that_flow(
+    tmp_path: Path, function: str
+) -> None:
+    async def outcome(op: str, name: str) -> str:
+        try:
+            await runtime.invoke(function, {"op": op, "args": [name]})
+        except HandlerError as error:
+            return error.error_type
+        return "ok"
+
+    async with running(tmp_path, _scoped("execution/parked/*")) as (runtime, flows):
+        await flows.flows.start_execution("parked", {}, name="p1")
+        await flows.flows.start_execution("waiting", {}, name="w1")
+        mine = [await outcome(op, "p1") for op in ("describe_execution", "get_execution_history")]
+        others = [
+            await outcome(op, "w1")
+            for op in ("describe_execution", "get_execution_history", "stop_execution")
+        ]
+        # A name that exists nowhere is refused the same way: its absence is not told.
+        missing = await outcome("describe_execution", "nowhere")
+        stopped = await outcome("stop_execution", "p1")
+        left = {row["name"]: row["status"] for row in await flows.flows.list_executions()}
+    assert mine == ["ok", "ok"] and stopped == "ok"
+    assert others == ["PermissionDeniedError"] * 3
+    assert missing == "PermissionDeniedError"
+    assert left == {"p1": "ABORTED", "w1": "RUNNING"}
+
+
+async def test_the_flow_in_an_executions_resource_comes_from_the_store(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def record(function: FunctionConfig, action: str, resource: str) -> None:
+        seen.append(resource)
+
+    async with running(tmp_path, record) as (runtime, flows):
+        await flows.flows.start_execution("waiting", {}, name="w1")
+        await runtime.invoke("call_inline", {"op": "describe_execution", "args": ["w1"]})
+        missing = await failure(
+            runtime, "call_inline", {"op": "describe_execution", "args": ["nowhere"]}
+        )
+    assert seen == ["execution/waiting/w1", "execution/*/nowhere"]
+    # Allowed to read every flow's executions, the caller learns it is missing.
+    assert missing.error_type == "ExecutionNotFoundError"
 
 
 async def test_a_blocking_call_from_an_async_inline_handler_is_refused_not_deadlocked(
