@@ -37,6 +37,8 @@ class TableClient:
         self._table = table
         self._authorize = authorize
         self.name = table.name
+        self.key = table.key
+        self.sort_key = table.sort_key
 
     async def get(self, key: KeyInput) -> Document | None:
         """See :meth:`Table.get`."""
@@ -89,6 +91,10 @@ class TableClient:
         self._authorize("tables:read", self.name)
         return await self._table.scan(limit=limit, cursor=cursor)
 
+    def cursor_after(self, key: KeyInput, *, query: bool = False) -> str:
+        """See :meth:`Table.cursor_after` (reads nothing: no authorisation)."""
+        return self._table.cursor_after(key, query=query)
+
     async def transact(self, operations: Sequence[WriteOp]) -> list[Document | None]:
         """See :meth:`Table.transact`."""
         self._authorize("tables:write", self.name)
@@ -135,6 +141,8 @@ class GlobalTableClient:
         self._table = table
         self._authorize = authorize
         self.name = table.name
+        self.key = table.table.key
+        self.sort_key = table.table.sort_key
 
     async def get(self, key: KeyInput) -> Document | None:
         """See :meth:`GlobalTable.get`."""
@@ -172,6 +180,10 @@ class GlobalTableClient:
         """See :meth:`GlobalTable.scan`."""
         self._authorize("tables:read", self.name)
         return await self._table.scan(limit=limit, cursor=cursor)
+
+    def cursor_after(self, key: KeyInput, *, query: bool = False) -> str:
+        """See :meth:`Table.cursor_after` (reads nothing: no authorisation)."""
+        return self._table.table.cursor_after(key, query=query)
 
     def __repr__(self) -> str:
         return f"GlobalTableClient({self.name!r})"

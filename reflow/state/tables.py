@@ -261,6 +261,8 @@ class Table:
         partition: str | int | float,
         *,
         between: tuple[Any, Any] | None = None,
+        after: Any = None,
+        before: Any = None,
         begins_with: str | None = None,
         limit: int | None = None,
         reverse: bool = False,
@@ -268,8 +270,12 @@ class Table:
     ) -> Page:
         """Items of one partition in sort-key order (descending with ``reverse``).
 
-        ``between=(low, high)`` is inclusive; ``begins_with`` applies to a
-        string sort key. ``limit`` caps the page; its ``cursor`` continues.
+        ``between=(low, high)`` is inclusive, and either end may be None (open);
+        ``after`` and ``before`` are exclusive bounds; ``begins_with`` applies
+        to a string sort key. Bounds combine (all must hold). When every bound
+        given is of one kind, only sort keys of that kind are in range:
+        ``after=5`` never yields a string sort key. ``limit`` caps the page;
+        its ``cursor`` continues.
         """
         pk = encode_key_value(self.name, self.key, partition)
         if self.sort_key is None:
@@ -277,27 +283,42 @@ class Table:
             return Page([item] if item is not None else [])
         base = f"{self._items}{pk}/"
         prefix = base
-        low = high = None
         if begins_with is not None:
             if not isinstance(begins_with, str):
                 raise InvalidKeyError(self.name, self.sort_key, "begins_with needs a string")
             prefix += "s" + begins_with.encode("utf-8").hex()
-        if between is not None:
-            low = base + encode_key_value(self.name, self.sort_key, between[0])
-            high = base + encode_key_value(self.name, self.sort_key, between[1])
+        low, high = between if between is not None else (None, None)
+        encoded = {
+            name: base + encode_key_value(self.name, self.sort_key, value)
+            for name, value in (("low", low), ("high", high), ("after", after), ("before", before))
+            if value is not None
+        }
+        kinds = {key[len(base)] for key in encoded.values()}
+        if len(kinds) == 1 and prefix == base:
+            prefix += kinds.pop()  # like with like: numbers and strings never compare
+        start = _latest(_just_before(encoded.get("low")), encoded.get("after"))
+        high_key = encoded.get("high")
+        below = encoded.get("before")
         bound = base + cursor if cursor is not None else None
         if not reverse:
-            start = _just_before(low)
-            if bound is not None and (start is None or bound > start):
-                start = bound
-            return await self._collect(prefix, start, high, None, limit, base)
+            start = _latest(start, bound)
+            return await self._collect(prefix, start, high_key, below, limit, base)
         # KV scans only go forward: a reverse page reads its range and flips it.
-        page = await self._collect(prefix, _just_before(low), high, bound, None, base)
+        below = bound if below is None or (bound is not None and bound < below) else below
+        page = await self._collect(prefix, start, high_key, below, None, base)
         items = list(reversed(page.items))
         if limit is not None and len(items) > limit:
             items = items[:limit]
             return Page(items, self._kv_key(items[-1])[len(base) :])
         return Page(items)
+
+    def cursor_after(self, key: KeyInput, *, query: bool = False) -> str:
+        """The cursor that resumes a scan (with ``query``: a query of the key's
+        partition) just after the item at ``key``, which need not exist."""
+        kv_key = self._locate(key)[0]
+        if query and self.sort_key is not None:
+            return kv_key.rsplit("/", 1)[1]
+        return kv_key[len(self._items) :]
 
     async def scan(self, *, limit: int | None = None, cursor: str | None = None) -> Page:
         """Every item, in key order, a page at a time."""
@@ -605,6 +626,12 @@ def _dumps_checked(table: str, doc: Mapping[str, Any]) -> None:
         _dumps(doc)
     except (TypeError, ValueError) as exc:
         raise InvalidItemError(table, "<item>", f"not storable as JSON: {exc}") from None
+
+
+def _latest(*bounds: str | None) -> str | None:
+    """The greatest of the exclusive lower bounds given (None: unbounded)."""
+    given = [bound for bound in bounds if bound is not None]
+    return max(given) if given else None
 
 
 def _just_before(kv_key: str | None) -> str | None:

@@ -87,3 +87,46 @@ def test_query_pages_agree_with_a_sorted_model(
         reverse=reverse,
     )
     assert asyncio.run(run()) == model
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    writes=st.lists(sort_values, max_size=25),
+    after=st.none() | sort_values,
+    before=st.none() | sort_values,
+    limit=st.integers(1, 4),
+    reverse=st.booleans(),
+)
+def test_exclusive_bounds_page_like_a_filtered_model(
+    writes: list[Any], after: Any, before: Any, limit: int, reverse: bool
+) -> None:
+    def order(value: Any) -> tuple[int, Any]:
+        return (0, value) if isinstance(value, int) else (1, value.encode())
+
+    async def run() -> list[Any]:
+        table = Table("m", memory_backend().kv, key="pk", sort_key="sk")
+        for sk in writes:
+            await table.put({"pk": "p", "sk": sk})
+        seen: list[Any] = []
+        cursor = None
+        while True:
+            page = await table.query(
+                "p", after=after, before=before, limit=limit, reverse=reverse, cursor=cursor
+            )
+            seen.extend(item["sk"] for item in page.items)
+            if page.cursor is None:
+                return seen
+            cursor = page.cursor
+
+    bounds = [b for b in (after, before) if b is not None]
+    kinds = {type(b) for b in bounds}
+
+    def in_range(sk: Any) -> bool:
+        if len(kinds) == 1 and type(sk) not in kinds:
+            return False  # one kind of bound: only sort keys of that kind compare
+        if after is not None and not order(sk) > order(after):
+            return False
+        return before is None or order(sk) < order(before)
+
+    model = sorted({sk for sk in writes if in_range(sk)}, key=order, reverse=reverse)
+    assert asyncio.run(run()) == model

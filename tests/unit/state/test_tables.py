@@ -218,6 +218,54 @@ async def test_numeric_sort_keys_sort_numerically_including_negatives(backend: B
     assert [i["t"] for i in page.items] == [-2.5, 0, 2.25, 3]
 
 
+async def test_query_one_sided_and_exclusive_bounds(backend: Backend) -> None:
+    table = Table("readings", backend.kv, key="sensor", sort_key="t")
+    for t in [1, 2, 3, 4, 5, "a", "b"]:
+        await table.put({"sensor": "s", "t": t})
+
+    async def sort_keys(**options: Any) -> list[Any]:
+        return [i["t"] for i in (await table.query("s", **options)).items]
+
+    assert await sort_keys(after=3) == [4, 5]
+    assert await sort_keys(before=3) == [1, 2]
+    assert await sort_keys(between=(3, None)) == [3, 4, 5]
+    assert await sort_keys(between=(None, 3)) == [1, 2, 3]
+    assert await sort_keys(after=1, before=5) == [2, 3, 4]
+    assert await sort_keys(after=3, reverse=True) == [5, 4]
+    assert await sort_keys(before="b") == ["a"]
+    assert await sort_keys(between=("a", None), reverse=True) == ["b", "a"]
+
+
+async def test_query_exclusive_bounds_page_forward_and_back(comments: Table) -> None:
+    for n in range(10):
+        await comments.put({"article": "a", "at": n})
+    for reverse in (False, True):
+        seen: list[int] = []
+        cursor = None
+        while True:
+            page = await comments.query(
+                "a", after=1, before=8, limit=2, reverse=reverse, cursor=cursor
+            )
+            seen.extend(i["at"] for i in page.items)
+            cursor = page.cursor
+            if cursor is None:
+                break
+        assert seen == ([7, 6, 5, 4, 3, 2] if reverse else [2, 3, 4, 5, 6, 7])
+
+
+async def test_cursor_after_resumes_just_past_a_key_present_or_not(comments: Table) -> None:
+    for n in (1, 3, 5):
+        await comments.put({"article": "a", "at": n})
+    await comments.put({"article": "b", "at": 0})
+    cursor = comments.cursor_after({"article": "a", "at": 3}, query=True)
+    assert [i["at"] for i in (await comments.query("a", cursor=cursor)).items] == [5]
+    reverse = await comments.query("a", cursor=cursor, reverse=True)
+    assert [i["at"] for i in reverse.items] == [1]
+    cursor = comments.cursor_after({"article": "a", "at": 4})
+    scanned = await comments.scan(cursor=cursor)
+    assert [(i["article"], i["at"]) for i in scanned.items] == [("a", 5), ("b", 0)]
+
+
 async def test_query_needs_both_keys_to_address_an_item(comments: Table) -> None:
     with pytest.raises(InvalidKeyError) as caught:
         await comments.get("a")
