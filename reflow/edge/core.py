@@ -402,12 +402,13 @@ class Edge:
                 f"{key}\x00{generation}",
                 lambda: self._fetch_origin(behaviour, route, request, query, []),
             )
-            if self.store.purged_since(generation, request.path, _tags(response.headers)):
+            tags = _tags(response.headers)  # once per response: the check and the entry
+            if self.store.purged_since(generation, request.path, tags):
                 continue  # purged while in flight: what came back may be the purged body
             entry = self.store.get(key, request.headers)
             if entry is not None and entry.freshness.response_time >= requested:
                 return entry, response  # stored by the collapsed leader
-            return self._store(behaviour, request, key, response, requested), response
+            return self._store(behaviour, request, key, response, requested, tags), response
         raise OriginError(behaviour.origin.name, "purged repeatedly while fetching; try again")
 
     def _store(
@@ -417,7 +418,9 @@ class Edge:
         key: str,
         response: OriginResponse,
         requested: float,
+        tags: frozenset[str],
     ) -> Entry | None:
+        """Store ``response`` if cacheable; ``tags``: its surrogate keys, parsed by the caller."""
         headers = [(k.lower(), v) for k, v in response.headers]
         verdict = assess(
             "GET",
@@ -430,7 +433,6 @@ class Edge:
         )
         if not verdict.store or verdict.freshness is None:
             return None
-        tags = _tags(headers)
         stored_headers = [
             (k, v) for k, v in response.headers if k.lower() not in _NOT_STORED_HEADERS
         ]
@@ -493,8 +495,8 @@ class Edge:
         if response.status >= 500 and entry.freshness.usable_on_error(self.clock.time()):
             self.metrics.stale += 1
             return entry, "Stale", response
-        tags = entry.surrogate_keys | _tags(response.headers)
-        if self.store.purged_since(generation, entry.path, tags):
+        tags = _tags(response.headers)
+        if self.store.purged_since(generation, entry.path, entry.surrogate_keys | tags):
             # Asked before a purge of this object: a 304 or a body from then must not
             # make the purged copy fresh again. Fetch it anew (a background refresh too).
             fresh, answer = await self._miss(behaviour, route, request, key, query)
@@ -504,7 +506,7 @@ class Edge:
             self.metrics.refresh_hits += 1
             return entry, "RefreshHit", response
         self.metrics.misses += 1
-        stored = self._store(behaviour, request, key, response, requested)
+        stored = self._store(behaviour, request, key, response, requested, tags)
         if stored is None:
             self.store.remove(entry)
         return stored, "Miss", response

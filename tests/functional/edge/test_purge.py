@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from typing import SupportsIndex
 
 import pytest
 
 from reflow.backends import memory_backend
+from reflow.edge.http import Request
 from reflow.edge.purge import PurgePlan, Purger
 from reflow.edge.store import Store
 from reflow.errors import EdgeError
@@ -32,6 +34,47 @@ async def test_purge_by_surrogate_key_counts_and_refetches(harness: Harness) -> 
     tagged(harness, "/a", b"a2", "article-1 home")
     assert (await client.get("/a")).body == b"a2"
     assert (await client.get("/c")).headers["x-cache"] == "Hit"
+
+
+class CountedTags(str):
+    """A ``Surrogate-Key`` value that counts how often the edge splits it into tags."""
+
+    splits = 0
+
+    def split(self, sep: str | None = None, maxsplit: SupportsIndex = -1) -> list[str]:
+        CountedTags.splits += 1
+        return str(self).split(sep, maxsplit)
+
+    def replace(self, old: str, new: str, count: SupportsIndex = -1, /) -> str:
+        # _tags splits the result of replace(): keep it a CountedTags.
+        return CountedTags(str(self).replace(old, new, count))
+
+
+def get(path: str) -> Request:
+    return Request("GET", path, "", [("host", "e")])
+
+
+async def test_a_miss_parses_the_origins_surrogate_keys_once(harness: Harness) -> None:
+    CountedTags.splits = 0
+    tagged(harness, "/once", b"o", CountedTags("article-1 home"))
+    await harness.edge.handle(get("/once"))
+    assert CountedTags.splits == 1
+    assert PurgePlan.of(["home"]).apply(harness.edge.store) == 1
+
+
+async def test_a_revalidation_answered_in_full_parses_its_surrogate_keys_once(
+    harness: Harness,
+) -> None:
+    headers = [("Cache-Control", "max-age=0"), ("ETag", '"v1"')]
+    harness.origin.serve("/re", b"v1", [*headers, ("Surrogate-Key", "old")])
+    await harness.edge.handle(get("/re"))
+    CountedTags.splits = 0
+    changed = [("Cache-Control", "max-age=0"), ("ETag", '"v2"')]
+    harness.origin.serve("/re", b"v2", [*changed, ("Surrogate-Key", CountedTags("new"))])
+    await harness.edge.handle(get("/re"))
+    assert harness.origin.fetches == 2
+    assert CountedTags.splits == 1
+    assert PurgePlan.of(["new"]).apply(harness.edge.store) == 1
 
 
 async def test_cache_tag_header_is_accepted_like_surrogate_key(harness: Harness) -> None:
