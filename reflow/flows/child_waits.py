@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from reflow.backends import KV, Put
 from reflow.errors import TransactionConflictError, VersionConflictError
 from reflow.flows import interpreter as core
-from reflow.flows.children import StartChild
+from reflow.flows.children import StartChild, StopChild
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, TIMEOUT
 from reflow.flows.history import History
 from reflow.flows.model import StateMachine
@@ -82,6 +82,7 @@ class Host(Protocol):
     store: ExecutionStore
     machines: Mapping[str, StateMachine]
     start_child: StartChild | None
+    stop_child: StopChild | None
 
     def calls(self, resource: str) -> bool:
         """Whether a callback task on ``resource`` (suffix removed) calls something."""

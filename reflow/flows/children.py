@@ -18,7 +18,18 @@ starting a second one.
   the DescribeExecution shape (see :mod:`reflow.flows.nested`), or
   ``States.TaskFailed`` with that shape as the cause. The task's
   ``TimeoutSeconds`` (from when the state was entered) ends the wait with
-  ``States.Timeout``; the child is left to finish.
+  ``States.Timeout`` and stops the child, as Step Functions stops the job a
+  ``.sync`` task managed (its policy for ``startExecution.sync`` grants
+  ``states:StopExecution`` on the child's executions for this).
+
+Stopping a child on the task's timeout comes *before* the parent's save:
+should the process die in between, the redo finds the child stopped with
+the cause :func:`timeout_cause` gives — the same on every redo — and times
+the task out again instead of reporting the stopped child as a failure. A
+parent that ends while it waits for ``.sync`` children (stopped, or its own
+``TimeoutSeconds``) writes an ``orphan`` timer per child with the save that
+ends it; the service stops each child that still runs when the timer fires
+(:func:`orphan_cause` names the parent and why).
 """
 
 from __future__ import annotations
@@ -33,9 +44,19 @@ from reflow.flows import interpreter as core
 from reflow.flows import nested
 from reflow.flows.errors import TASK_FAILED, TIMEOUT
 from reflow.flows.history import History
-from reflow.flows.store import RUNNING, ExecutionRecord, ExecutionStore
+from reflow.flows.store import ABORTED, RUNNING, TIMED_OUT, ExecutionRecord, ExecutionStore
 
-__all__ = ["POLL_SECONDS", "Pending", "StartChild", "durable_child", "handles"]
+__all__ = [
+    "POLL_SECONDS",
+    "Pending",
+    "StartChild",
+    "StopChild",
+    "durable_child",
+    "handles",
+    "orphan_cause",
+    "timeout_cause",
+    "waited_children",
+]
 
 # The fallback look at a running child: its end normally wakes the parent at once.
 POLL_SECONDS = 5.0
@@ -48,6 +69,13 @@ class StartChild(Protocol):
         self, flow: str, input: Any, name: str, parent: str | None = None
     ) -> Awaitable[Any]:
         """Start it (the service's start, with the parent recorded in the child)."""
+
+
+class StopChild(Protocol):
+    """Stops execution ``name`` with ``cause`` if it still runs (a no-op otherwise)."""
+
+    def __call__(self, name: str, cause: str) -> Awaitable[Any]:
+        """Abort it, as StopExecution does."""
 
 
 class Pending(NamedTuple):
@@ -66,6 +94,30 @@ def handles(resource: str) -> bool:
     return resource in _PATTERNS
 
 
+def timeout_cause(parent_id: str, state: str) -> str:
+    """The cause a child is stopped with when the ``.sync`` task ``state`` of execution
+    ``parent_id`` times out (the same on every redo of that transition)."""
+    return f"Stopped by execution {parent_id}: its Task state '{state}' timed out"
+
+
+def orphan_cause(parent: ExecutionRecord) -> str:
+    """The cause a child is stopped with when ``parent``, which waited for it, has ended."""
+    why = {ABORTED: "it was stopped", TIMED_OUT: "it timed out"}.get(
+        parent.status, f"it ended {parent.status}"
+    )
+    return f"Stopped by execution {parent.id}: {why}"
+
+
+def waited_children(wait: Mapping[str, Any] | None) -> list[str]:
+    """The nested executions a record's ``wait`` waits for (a .sync task's, or its
+    parked Map/Parallel children's)."""
+    if wait is None:
+        return []
+    if wait.get("child") is not None:
+        return [wait["child"]]
+    return list(wait.get("children", ()))
+
+
 def _child_name(record: ExecutionRecord, payload: Mapping[str, Any]) -> str:
     name = payload.get("Name")
     if isinstance(name, str):
@@ -82,8 +134,12 @@ async def durable_child(
     action: core.Invoke,
     history: History,
     now: float,
+    stop_child: StopChild | None = None,
 ) -> core.Outcome | Pending:
-    """The task's outcome, or :class:`Pending` while the child runs."""
+    """The task's outcome, or :class:`Pending` while the child runs.
+
+    ``stop_child`` stops the child when the task times out (None: it is left).
+    """
     state = record.state
     payload = action.payload
     if not isinstance(payload, dict) or not isinstance(payload.get("StateMachineArn"), str):
@@ -113,7 +169,10 @@ async def durable_child(
     child = loaded[0] if loaded is not None else None
     if child is not None and not pattern:
         return core.Result({"ExecutionArn": child.id, "StartDate": int(child.start_time * 1000)})
-    if child is not None and child.status != RUNNING:
+    stopped_here = timeout_cause(record.id, state)
+    # Stopped by this task's own timeout (a redo after a crash): it timed out.
+    ours = child is not None and child.status == ABORTED and child.cause == stopped_here
+    if child is not None and child.status != RUNNING and not ours:
         shape = nested.describe(child, child.flow, parsed=pattern == ".sync:2")
         if child.status == "SUCCEEDED":
             history.add("TaskSucceeded", now, name=state, output=shape)
@@ -123,7 +182,11 @@ async def durable_child(
         return core.Failure(TASK_FAILED, cause)
     if action.timeout is not None:
         ends = record.entered_at + action.timeout
-        if now >= ends:
+        if now >= ends or ours:
+            if child is not None and child.status == RUNNING and stop_child is not None:
+                # Before the parent's save: a crash in between finds it stopped with
+                # this cause on the redo, which times the task out again.
+                await stop_child(name, stopped_here)
             history.add("TaskTimedOut", now, name=state, error=TIMEOUT)
             return core.Failure(TIMEOUT, f"Task '{state}' ran past its TimeoutSeconds")
         return Pending(min(now + POLL_SECONDS, ends), name)

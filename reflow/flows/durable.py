@@ -38,7 +38,7 @@ from reflow.flows import child_waits, children, iterations, nested
 from reflow.flows import interpreter as core
 from reflow.flows.branches import replay, run_branches
 from reflow.flows.calls import ExecutionTimedOut
-from reflow.flows.children import StartChild
+from reflow.flows.children import StartChild, StopChild, waited_children
 from reflow.flows.errors import HEARTBEAT_TIMEOUT, RUNTIME, TASK_FAILED, TIMEOUT
 from reflow.flows.executor import Executor, reads_context
 from reflow.flows.history import History, iso_time
@@ -123,6 +123,8 @@ class DurableRunner:
         # Set by the service: starts a durable child execution (flow, input, name) for
         # a states:startExecution.waitForTaskToken task.
         self.start_child: StartChild | None = None
+        # Set by the service: stops a .sync child whose task timed out.
+        self.stop_child: StopChild | None = None
         self.functions = functions
         self.clock = clock
         self.on_persist = on_persist
@@ -336,7 +338,7 @@ class DurableRunner:
                     if self.start_child is not None and children.handles(action.resource):
                         found = await children.durable_child(
                             self.store, self.start_child, self.machines, record, action,
-                            history, self.clock.time(),
+                            history, self.clock.time(), self.stop_child,
                         )  # fmt: skip
                         if isinstance(found, children.Pending):
                             # The child still runs: its end wakes this one; until then a
@@ -610,8 +612,13 @@ class DurableRunner:
         self, record: ExecutionRecord, version: int, history: History
     ) -> tuple[ExecutionRecord, int]:
         record.error, record.cause = TIMEOUT, "The execution ran past its TimeoutSeconds"
-        history.add("ExecutionTimedOut", self.clock.time(), error=TIMEOUT, cause=record.cause)
-        return await self._finish(record, version, history, TIMED_OUT)
+        now = self.clock.time()
+        history.add("ExecutionTimedOut", now, error=TIMEOUT, cause=record.cause)
+        # .sync children it waited for are stopped by their timers (children.py), written
+        # with this save so that a crash right after it cannot leave them running.
+        orphans = [timer_key(now, child, "orphan") for child in waited_children(record.wait)]
+        record.status, record.stop_time, record.wait = TIMED_OUT, now, None
+        return await self._save(record, version, history, orphans)
 
     async def _finish(
         self, record: ExecutionRecord, version: int, history: History, status: str

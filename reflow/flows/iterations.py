@@ -767,7 +767,14 @@ class _ChildRun:
             attempts=list(cursor.attempts),
         )
         found = await children.durable_child(
-            host.store, start, host.machines, shim, action, self.pending, self.runner.clock.time()
+            host.store,
+            start,
+            host.machines,
+            shim,
+            action,
+            self.pending,
+            self.runner.clock.time(),
+            host.stop_child,
         )
         if isinstance(found, children.Pending):
             wait = {"kind": "child", "at": found.at, "child": found.child}

@@ -40,6 +40,7 @@ redrive, the task-token callbacks) and the machinery behind it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ from typing import Any
 from reflow.backends import Backend
 from reflow.backends.retention import AckedTrimmer
 from reflow.errors import ExecutionAlreadyExistsError, ExecutionNotFoundError
-from reflow.flows import child_waits, iterations
+from reflow.flows import child_waits, children, iterations
 from reflow.flows import interpreter as core
 from reflow.flows.durable import DurableRunner, PersistHook, events_of, execution_arn, runnable
 from reflow.flows.express import ExpressRuns
@@ -146,6 +147,7 @@ class FlowService:
         self.express_flows = frozenset(express)
         self.express = ExpressRuns(self.clock, flows=self.machines, blobs=backend.blobs)
         self.runner.start_child = self._start_child
+        self.runner.stop_child = self._stop_child
         self.trimmer = AckedTrimmer(backend.log, self.clock, keep=keep_acked, every=trim_every)
 
     @property
@@ -320,20 +322,49 @@ class FlowService:
         """Abort a RUNNING execution (status ABORTED, an ExecutionAborted event)."""
         self._not_express(name, "stopped")
 
-        def abort(record: ExecutionRecord, history: History) -> None:
+        orphans: list[str] = []
+
+        def abort(record: ExecutionRecord, history: History) -> list[str]:
             if record.status != RUNNING:
                 raise InvalidExecutionRequestError("name", f"execution {name!r} is {record.status}")
             now = self.clock.time()
+            # The .sync children it waits for are stopped too: their timers go with this
+            # save, so a crash before they are stopped below still stops them.
+            orphans[:] = children.waited_children(record.wait)
             record.status, record.stop_time, record.wait = ABORTED, now, None
             record.error, record.cause = error, cause
             history.add("ExecutionAborted", now, error=error, cause=cause)
+            return [timer_key(now, child, "orphan") for child in orphans]
 
         record = await self._update(name, abort)
         if record.parent is not None:
             await self._enqueue(record.parent)  # it waits for this one: wake it now
+        for child in orphans:
+            await self._stop_orphan(child)
         # A Map or Parallel state it stood in will not save again: drop its children.
         await iterations.forget(self.backend.kv, name)
         return record.describe()
+
+    async def _stop_child(self, name: str, cause: str) -> None:
+        """Abort child execution ``name`` with ``cause`` if it still runs."""
+        # Gone, or ended meanwhile: nothing to stop.
+        with contextlib.suppress(ExecutionNotFoundError, InvalidExecutionRequestError):
+            await self.stop_execution(name, cause=cause)
+
+    async def _stop_orphan(self, name: str) -> None:
+        """Stop ``.sync`` child ``name`` if it runs on while its parent has ended."""
+        loaded = await self.store.load(name)
+        child = loaded[0] if loaded is not None else None
+        if child is None or child.status != RUNNING or child.parent is None:
+            return
+        parent = await self.store.load(child.parent)
+        if parent is not None and parent[0].status == RUNNING:
+            return  # redriven meanwhile, say: it is no orphan
+        if parent is None:
+            cause = f"Stopped: execution {child.parent}, which started it, is gone"
+        else:
+            cause = children.orphan_cause(parent[0])
+        await self._stop_child(name, cause)
 
     async def redrive(self, name: str) -> dict[str, Any]:
         """Run a FAILED, TIMED_OUT or ABORTED execution again from the state it stopped in."""
@@ -527,6 +558,11 @@ class FlowService:
         fired = 0
         now = self.clock.time()
         for timer in await self.store.due_timers(now):
+            if timer.kind == "orphan":
+                await self._stop_orphan(timer.name)
+                await self.store.drop_timer(timer)
+                fired += 1
+                continue
             if timer.kind == "task":
                 await self.runner.expire_callback(timer.name)
             elif timer.kind == "wake" and await self._early(timer.name, now):
@@ -626,17 +662,18 @@ class FlowService:
         return loaded[0]
 
     async def _update(self, name: str, change: Any) -> ExecutionRecord:
-        """Apply ``change(record, history)`` with compare-and-set, retrying on conflicts."""
+        """Apply ``change(record, history)`` with compare-and-set, retrying on conflicts
+        (``change`` may return timer keys to write with the save)."""
         while True:
             loaded = await self.store.load(check_name(name))
             if loaded is None:
                 raise ExecutionNotFoundError(name)
             record, version = loaded
             history = History()
-            change(record, history)
+            timers = change(record, history) or ()
             record.seq += 1
             try:
-                await self.store.save(record, version, events_of(history))
+                await self.store.save(record, version, events_of(history), timers)
             except FencedError:
                 continue
             return record

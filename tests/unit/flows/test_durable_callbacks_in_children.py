@@ -557,7 +557,7 @@ async def test_fire_and_forget_and_token_started_children_in_iterations(store: B
     assert len(await flows.list_executions(flow="child")) == 2
 
 
-async def test_timeout_seconds_ends_a_sync_wait_in_a_branch_and_leaves_the_child_running(
+async def test_timeout_seconds_ends_a_sync_wait_in_a_branch_and_stops_the_child(
     store: Backend, clock: FakeClock
 ) -> None:
     approvals = Approvals()
@@ -573,8 +573,12 @@ async def test_timeout_seconds_ends_a_sync_wait_in_a_branch_and_leaves_the_child
         await flows.drain()
     described = await flows.describe("st")
     assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
-    [child] = await flows.list_executions(flow="child")
-    assert child["status"] == "RUNNING"
+    [row] = await flows.list_executions(flow="child")
+    child = await flows.describe(row["name"])
+    assert child["status"] == "ABORTED"
+    # The cause names the execution (here the branch's) whose task timed out.
+    assert child["cause"].startswith("Stopped by execution arn:")
+    assert child["cause"].endswith("its Task state 'Start' timed out")
 
 
 async def test_a_timer_due_while_the_state_still_runs_is_not_lost(
