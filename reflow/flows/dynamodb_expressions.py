@@ -12,7 +12,11 @@ The subset (anything else is an :class:`ExpressionError`, never ignored):
   ``if_not_exists(p, v)`` or ``list_append(x, y)``; ``REMOVE p, …``;
   ``ADD p :v`` (a number, or a set: union); ``DELETE p :v`` (set difference);
   each clause once, in any order;
-* projections: ``p, p, …``.
+* projections: ``p, p, …``;
+* key conditions (a Query's): ``k = :v``, optionally ``AND`` one of
+  ``s = | < | <= | > | >= :v``, ``s BETWEEN :a AND :b``,
+  ``begins_with(s, :v)``; parsed into :class:`KeyTerm` records, which the
+  query checks against the table's keys.
 
 Semantics follow DynamoDB's (and :mod:`reflow.state.conditions`): a
 comparison with a missing attribute is false, ``<>`` included; values of
@@ -27,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reflow.flows.dynamodb_parser import Parser
+from reflow.flows.dynamodb_parser import KeyTerm, Parser
 from reflow.flows.dynamodb_values import (
     MISSING,
     ExpressionError,
@@ -44,6 +48,7 @@ __all__ = [
     "MISSING",
     "Expressions",
     "ExpressionError",
+    "KeyTerm",
     "ParsedCondition",
     "Path",
     "Update",
@@ -106,6 +111,10 @@ class Expressions:
             paths.append(parser.path())
         parser.end()
         return paths
+
+    def key_condition(self, text: str) -> list[KeyTerm]:
+        """Parse a KeyConditionExpression into its terms (one or two)."""
+        return Parser(text, self).key_conditions()
 
     def update(self, text: str) -> Update:
         """Parse an UpdateExpression."""

@@ -8,7 +8,8 @@ values (a set becomes a list; binary ``B``/``BS`` is refused) and
 
 :func:`error` names a DynamoDB exception as Step Functions reports it:
 ``DynamoDB.<Exception>``, with a ``ValidationException`` reported as
-``DynamoDB.AmazonDynamoDBException`` whose cause carries the code.
+``DynamoDB.AmazonDynamoDBException`` whose cause carries the code;
+:func:`for_sdk` renames one for the AWS SDK integrations (``DynamoDb.…``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from reflow.flows.errors import StatesError
 
-__all__ = ["error", "invalid", "item", "marshal", "out", "unmarshal"]
+__all__ = ["error", "for_sdk", "invalid", "item", "marshal", "out", "unmarshal"]
 
 _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -30,6 +31,22 @@ def error(code: str, message: str) -> StatesError:
     name = "AmazonDynamoDBException" if code == "ValidationException" else code
     cause = f"{message} (Service: AmazonDynamoDBv2; Status Code: 400; Error Code: {code})"
     return StatesError(f"DynamoDB.{name}", cause)
+
+
+def for_sdk(error: StatesError) -> StatesError:
+    """``error`` as an ``aws-sdk:dynamodb:*`` task reports it.
+
+    Step Functions prefixes the AWS SDK integration's errors ``DynamoDb.``
+    (the optimized one's ``DynamoDB.``), and the SDK names an exception
+    without a class of its own, ValidationException included, by its
+    service-wide base ``DynamoDbException``.
+    """
+    service, _, name = error.name.partition(".")
+    if service != "DynamoDB":
+        return error
+    name = "DynamoDbException" if name == "AmazonDynamoDBException" else name
+    cause = error.cause.replace("Service: AmazonDynamoDBv2", "Service: DynamoDb")
+    return StatesError(f"DynamoDb.{name}", cause)
 
 
 def invalid(message: str) -> StatesError:

@@ -3,7 +3,9 @@
 It tokenises one expression (names, ``#name`` and ``:value`` placeholders,
 list indexes, operators and keywords, case-insensitive) and builds the
 closures a condition, an operand or an update action evaluates to, over the
-values of :mod:`reflow.flows.dynamodb_values`. Placeholders resolve against
+values of :mod:`reflow.flows.dynamodb_values` — or, for a Query's
+KeyConditionExpression, plain :class:`KeyTerm` records that the query turns
+into a key range. Placeholders resolve against
 the request's :class:`~reflow.flows.dynamodb_expressions.Expressions`, which
 records the ones used.
 """
@@ -11,6 +13,7 @@ records the ones used.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reflow.flows.dynamodb_values import (
@@ -27,13 +30,14 @@ from reflow.flows.dynamodb_values import (
     if_not_exists,
     list_append,
     resolve,
+    show,
     size,
 )
 
 if TYPE_CHECKING:
     from reflow.flows.dynamodb_expressions import Expressions
 
-__all__ = ["Parser"]
+__all__ = ["KeyTerm", "Parser"]
 
 _KEYWORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE", "ADD", "DELETE"})
 _TOKEN = re.compile(
@@ -301,3 +305,77 @@ class Parser:
         path = self.path()
         update.reads.append(path)
         return lambda item: existing(resolve(item, path), path)
+
+    # -- key conditions ---------------------------------------------------------------
+
+    def key_conditions(self) -> list[KeyTerm]:
+        """``term [AND term]``: the terms of a KeyConditionExpression."""
+        terms = [self.key_term()]
+        while self.is_keyword("AND"):
+            self.index += 1
+            terms.append(self.key_term())
+        kind, text = self.peek()
+        if kind == "word" and text.upper() in ("OR", "NOT", "IN"):
+            raise _key_operator(text.upper())
+        self.end()
+        return terms
+
+    def key_term(self) -> KeyTerm:
+        if self.take("("):
+            term = self.key_term()
+            self.expect(")")
+            return term
+        if self.is_keyword("NOT"):
+            raise _key_operator("NOT")
+        name = self.function_name()
+        if name is not None:
+            if name != "begins_with":
+                raise _key_operator(name)
+            self.index += 2
+            attribute = self.key_attribute()
+            self.expect(",")
+            prefix = self.value()
+            self.expect(")")
+            return KeyTerm(attribute, "begins_with", (prefix,))
+        attribute = self.key_attribute()
+        kind, text = self.peek()
+        if kind == "op" and text in _COMPARE:
+            if text == "<>":
+                raise _key_operator(text)
+            self.index += 1
+            return KeyTerm(attribute, text, (self.value(),))
+        if self.is_keyword("BETWEEN"):
+            self.index += 1
+            low = self.value()
+            if not self.is_keyword("AND"):
+                raise self.error("expected AND in BETWEEN")
+            self.index += 1
+            return KeyTerm(attribute, "BETWEEN", (low, self.value()))
+        if self.is_keyword("IN"):
+            raise _key_operator("IN")
+        raise self.error("expected =, <, <=, >, >=, BETWEEN or begins_with")
+
+    def key_attribute(self) -> str:
+        path = self.path()
+        if len(path) != 1:
+            raise ExpressionError(
+                f"a key condition names a key attribute, not the document path {show(path)}"
+            )
+        return str(path[0])
+
+
+@dataclass(frozen=True)
+class KeyTerm:
+    """One condition of a KeyConditionExpression: ``attribute op value(s)``.
+
+    ``op`` is ``=``, ``<``, ``<=``, ``>``, ``>=``, ``BETWEEN`` (two values) or
+    ``begins_with``; each value is ``(plain value, AttributeValue type)``.
+    """
+
+    attribute: str
+    op: str
+    values: tuple[tuple[Any, str], ...]
+
+
+def _key_operator(op: str) -> ExpressionError:
+    return ExpressionError(f"Invalid operator used in KeyConditionExpression: {op}")

@@ -14,7 +14,9 @@ Step Functions' request and response shapes:
   ``reflow:cache:purge`` — purging the edge (see :mod:`reflow.flows.integrations_cache`).
 * ``arn:aws:states:::dynamodb:putItem|getItem|updateItem|deleteItem`` —
   reflow tables with DynamoDB's typed shapes (see
-  :mod:`reflow.flows.integrations_dynamodb`).
+  :mod:`reflow.flows.integrations_dynamodb`);
+  ``arn:aws:states:::aws-sdk:dynamodb:query|scan`` read many items (see
+  :mod:`reflow.flows.integrations_dynamodb_reads`).
 
 Each integration is a task function keyed by its resource ARN
 (:func:`integration_functions`), so the in-memory executor and the durable
@@ -49,6 +51,7 @@ __all__ = [
     "CACHE_PURGE",
     "CLOUDFRONT_INVALIDATION",
     "DYNAMODB",
+    "DYNAMODB_SDK",
     "PUT_EVENTS",
     "ClientSource",
     "fixed_clients",
@@ -64,6 +67,7 @@ DYNAMODB = {
     f"arn:aws:states:::dynamodb:{verb}": verb
     for verb in ("putItem", "getItem", "updateItem", "deleteItem")
 }
+DYNAMODB_SDK = {f"arn:aws:states:::aws-sdk:dynamodb:{verb}": verb for verb in ("query", "scan")}
 
 ClientSource = Callable[[str, "TaskContext"], Any]
 """``source(name, task_context)``: the ``events``, ``tables`` or ``cache`` client
@@ -90,7 +94,7 @@ def _client_of(resource: str) -> str | None:
         return "events"
     if resource in (CLOUDFRONT_INVALIDATION, CACHE_PURGE):
         return "cache"
-    if resource in DYNAMODB:
+    if resource in DYNAMODB or resource in DYNAMODB_SDK:
         return "tables"
     return None
 
@@ -138,6 +142,7 @@ def fixed_clients(
 
 def integration_functions(source: ClientSource) -> dict[str, TaskFunction]:
     """A task function per integration resource, reaching clients through ``source``."""
+    from reflow.flows import integrations_dynamodb_reads
     from reflow.flows.integrations_cache import create_invalidation, purge
     from reflow.flows.integrations_dynamodb import operation
 
@@ -157,6 +162,8 @@ def integration_functions(source: ClientSource) -> dict[str, TaskFunction]:
     }
     for resource, verb in DYNAMODB.items():
         functions[resource] = bind(operation(verb), "tables")
+    for resource, verb in DYNAMODB_SDK.items():
+        functions[resource] = bind(integrations_dynamodb_reads.operation(verb), "tables")
     return functions
 
 

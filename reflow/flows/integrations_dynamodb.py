@@ -50,7 +50,7 @@ from reflow.flows.errors import StatesError
 if TYPE_CHECKING:
     from reflow.flows.tasks import TaskContext
 
-__all__ = ["operation"]
+__all__ = ["check_unused", "operation", "parse_field", "prepare", "project"]
 
 _RETRIES = 100
 _RETURN = {
@@ -76,25 +76,10 @@ def operation(verb: str) -> Operation:
     """The task body for ``dynamodb:VERB`` (called with the tables client and payload)."""
 
     async def run(tables: Any, payload: Any, context: TaskContext) -> Any:
-        if not isinstance(payload, Mapping):
-            raise typed.invalid(f"dynamodb:{verb} needs an object of parameters")
-        unknown = sorted(set(payload) - _PARAMETERS[verb] - _COMMON)
-        if unknown:
-            raise typed.invalid(f"dynamodb:{verb}: unsupported parameters {unknown}")
-        name = payload.get("TableName")
-        if not isinstance(name, str) or not name:
-            raise typed.invalid("TableName is required: a non-empty string")
-        try:
-            table = tables[name]
-        except KeyError:
-            raise typed.error(
-                "ResourceNotFoundException",
-                f"Requested resource not found: Table: {name} not found",
-            ) from None
+        table, exprs = prepare(f"dynamodb:{verb}", tables, payload, _PARAMETERS[verb])
         returns = payload.get("ReturnValues", "NONE")
         if _RETURN[verb] and returns not in _RETURN[verb]:
             raise typed.invalid(f"ReturnValues {returns!r} is not one of {list(_RETURN[verb])}")
-        exprs = _expressions(payload)
         try:
             return await _OPERATIONS[verb](table, payload, exprs, returns)
         except ExpressionError as error:
@@ -103,6 +88,30 @@ def operation(verb: str) -> Operation:
             raise typed.invalid(f"One or more parameter values were invalid: {error}") from None
 
     return run
+
+
+def prepare(api: str, tables: Any, payload: Any, parameters: set[str]) -> tuple[Any, Expressions]:
+    """The table a request names and its placeholders, once its parameters are checked.
+
+    ``parameters`` are the ones ``api`` takes besides ``TableName`` and the
+    ``ExpressionAttributeNames``/``Values``; any other is a ValidationException.
+    """
+    if not isinstance(payload, Mapping):
+        raise typed.invalid(f"{api} needs an object of parameters")
+    unknown = sorted(set(payload) - parameters - _COMMON)
+    if unknown:
+        raise typed.invalid(f"{api}: unsupported parameters {unknown}")
+    name = payload.get("TableName")
+    if not isinstance(name, str) or not name:
+        raise typed.invalid("TableName is required: a non-empty string")
+    try:
+        table = tables[name]
+    except KeyError:
+        raise typed.error(
+            "ResourceNotFoundException",
+            f"Requested resource not found: Table: {name} not found",
+        ) from None
+    return table, _expressions(payload)
 
 
 def _expressions(payload: Mapping[str, Any]) -> Expressions:
@@ -123,9 +132,10 @@ def _expressions(payload: Mapping[str, Any]) -> Expressions:
     return Expressions(names, values_typed)
 
 
-def _parse(
+def parse_field(
     exprs: Expressions, payload: Mapping[str, Any], field: str, parse: Callable[[str], Any]
 ) -> Any:
+    """The expression in ``payload[field]`` parsed by ``parse`` (None when absent)."""
     text = payload.get(field)
     if text is None:
         return None
@@ -137,7 +147,8 @@ def _parse(
         raise typed.invalid(f"{field}: {error}") from None
 
 
-def _check_unused(exprs: Expressions) -> None:
+def check_unused(exprs: Expressions) -> None:
+    """Refuse placeholders that no expression of the request used."""
     problem = exprs.unused()
     if problem is not None:
         raise typed.invalid(problem)
@@ -149,8 +160,8 @@ def _failed() -> StatesError:
 
 async def _put(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
     item = typed.item(payload.get("Item"), "Item")
-    condition = _parse(exprs, payload, "ConditionExpression", exprs.condition)
-    _check_unused(exprs)
+    condition = parse_field(exprs, payload, "ConditionExpression", exprs.condition)
+    check_unused(exprs)
     try:
         old = await table.put(item, condition=condition, return_old=returns == "ALL_OLD")
     except ConditionFailedError:
@@ -160,15 +171,15 @@ async def _put(table: Any, payload: Mapping[str, Any], exprs: Expressions, retur
 
 async def _get(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
     key = typed.item(payload.get("Key"), "Key")
-    paths = _parse(exprs, payload, "ProjectionExpression", exprs.projection)
-    _check_unused(exprs)
+    paths = parse_field(exprs, payload, "ProjectionExpression", exprs.projection)
+    check_unused(exprs)
     found = await table.get(key)
     if found is None:
         return {}
-    return {"Item": typed.out(found if paths is None else _project(found, paths))}
+    return {"Item": typed.out(found if paths is None else project(found, paths))}
 
 
-def _project(item: Mapping[str, Any], paths: list[Path]) -> dict[str, Any]:
+def project(item: Mapping[str, Any], paths: list[Path]) -> dict[str, Any]:
     """The parts of ``item`` at ``paths`` (list elements kept in their order, compacted)."""
     out: dict[str, Any] = {}
     for path in paths:
@@ -192,8 +203,8 @@ def _project(item: Mapping[str, Any], paths: list[Path]) -> dict[str, Any]:
 
 async def _delete(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
     key = typed.item(payload.get("Key"), "Key")
-    condition = _parse(exprs, payload, "ConditionExpression", exprs.condition)
-    _check_unused(exprs)
+    condition = parse_field(exprs, payload, "ConditionExpression", exprs.condition)
+    check_unused(exprs)
     try:
         old = await table.delete(key, condition=condition)
     except ConditionFailedError:
@@ -203,11 +214,11 @@ async def _delete(table: Any, payload: Mapping[str, Any], exprs: Expressions, re
 
 async def _update(table: Any, payload: Mapping[str, Any], exprs: Expressions, returns: str) -> Any:
     key = typed.item(payload.get("Key"), "Key")
-    update: Update = _parse(exprs, payload, "UpdateExpression", exprs.update) or Update()
-    condition: ParsedCondition | None = _parse(
+    update: Update = parse_field(exprs, payload, "UpdateExpression", exprs.update) or Update()
+    condition: ParsedCondition | None = parse_field(
         exprs, payload, "ConditionExpression", exprs.condition
     )
-    _check_unused(exprs)
+    check_unused(exprs)
     touched = sorted({str(path[0]) for path in [*update.targets, *update.reads]})
     for _ in range(_RETRIES):
         old = await table.get(key)

@@ -15,7 +15,8 @@ with one resource, or None when reflow can run it:
 * the service integrations under ``arn:aws:states:::`` that reflow runs
   (:func:`integrations_run`), each with the patterns Step Functions gives it:
   ``.sync``/``.sync:2`` for ``states:startExecution`` only, and
-  ``.waitForTaskToken`` for all but DynamoDB.
+  ``.waitForTaskToken`` for all but DynamoDB (the optimized ``dynamodb:*`` and
+  the ``aws-sdk:dynamodb:query``/``scan`` reads are request-response only).
 
 A function resource (a plain name, ``reflow:function:``, a Lambda ARN) may
 also end in ``.waitForTaskToken``: the durable runner strips it and hands
@@ -77,6 +78,8 @@ def integrations_run() -> dict[str, tuple[str, ...]]:
         integrations.PUT_EVENTS: ("", callback),
     }
     table.update({arn: ("",) for arn in integrations.DYNAMODB})
+    # Reads answer at once; waiting for a token after one has no use, so not offered.
+    table.update({arn: ("",) for arn in integrations.DYNAMODB_SDK})
     table[integrations.CLOUDFRONT_INVALIDATION] = ("", callback)
     return table
 
