@@ -32,11 +32,19 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reflow.errors import InvalidItemError, InvalidKeyError
 from reflow.flows import dynamodb_items as typed
-from reflow.flows.dynamodb_expressions import ExpressionError, Expressions, KeyTerm, Path, same
+from reflow.flows.dynamodb_expressions import (
+    ExpressionError,
+    Expressions,
+    KeyTerm,
+    ParsedCondition,
+    Path,
+    same,
+)
 from reflow.flows.dynamodb_values import compare
 from reflow.flows.errors import StatesError
 from reflow.flows.integrations_dynamodb import check_unused, parse_field, prepare, project
@@ -248,22 +256,15 @@ def _segment(table: Any, payload: Mapping[str, Any]) -> Callable[[Document], boo
 # -- what both share -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class _Options:
     """The parameters Query and Scan share, checked."""
 
-    def __init__(
-        self,
-        select: str,
-        paths: list[Path] | None,
-        condition: Any,
-        limit: int | None,
-        start: Document | None,
-    ) -> None:
-        self.select = select
-        self.paths = paths
-        self.condition = condition
-        self.limit = limit
-        self.start = start
+    select: str
+    paths: list[Path] | None
+    condition: ParsedCondition | None
+    limit: int | None
+    start: Document | None
 
 
 def _parse_common(table: Any, payload: Mapping[str, Any], exprs: Expressions) -> _Options:
