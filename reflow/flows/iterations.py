@@ -731,6 +731,7 @@ class _ChildRun:
         await self.kv.transact(
             [Put(token_key(token), self.key.encode())] + [Put(timer, b"") for timer in timers]
         )
+        host.store.noted(timers)
         await self._save()
         return await self._deliver(host, wait, cursor, context)
 

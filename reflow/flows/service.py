@@ -12,7 +12,12 @@ redrive, the task-token callbacks) and the machinery behind it:
 * **durable timers** — keys in ``KV`` sorted by due time (see
   :mod:`reflow.flows.store`), polled on the injected ``Clock``; a due timer
   puts its execution back on the queue (or fails a callback task whose
-  timeout or heartbeat ran out).
+  timeout or heartbeat ran out). Between polls the timer loop sleeps only
+  until the earliest timer it knows of — the next one its last look saw,
+  or one this process has stored since (the store tells it of each write;
+  an earlier one cuts the sleep short) — so a parked Wait ends on time in
+  the process that parked it; ``poll`` bounds the wait for timers that
+  other processes write.
 * **recovery** — on start, every RUNNING execution of a flow this service
   has, with work to do, is queued again, so a restarted server resumes at once
   rather than after a lease.
@@ -43,6 +48,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import uuid
@@ -149,6 +155,14 @@ class FlowService:
         self.runner.start_child = self._start_child
         self.runner.stop_child = self._stop_child
         self.trimmer = AckedTrimmer(backend.log, self.clock, keep=keep_acked, every=trim_every)
+        # The timer loop's sleep (see the module's "durable timers"): the earliest due
+        # time this process stored since the loop last looked, when it means to wake,
+        # and what cuts its sleep short.
+        self._noted: float | None = None
+        self._wake_at = math.inf
+        self._timer_added = asyncio.Event()
+        self._seen_next: float | None = None
+        self.store.on_timer = self._timer_stored
 
     @property
     def functions(self) -> dict[str, TaskFunction]:
@@ -393,7 +407,7 @@ class FlowService:
         record = await self._update(name, again)
         if record.deadline is not None:
             # The new deadline needs its timer (an older, stale one is harmless).
-            await self.backend.kv.put(timer_key(record.deadline, name, "deadline"), b"")
+            await self.store.put_timer(timer_key(record.deadline, name, "deadline"))
         await self._enqueue(name)
         return record.describe()
 
@@ -436,7 +450,7 @@ class FlowService:
                 ) from None
             if due is not None:
                 parent = child_waits.parent_of(name)
-                await self.backend.kv.put(timer_key(due, parent, "task"), b"")
+                await self.store.put_timer(timer_key(due, parent, "task"))
             return
 
         def beat(record: ExecutionRecord, history: History) -> None:
@@ -449,7 +463,7 @@ class FlowService:
         record = await self._update(name, beat)
         wait = record.wait or {}
         if wait.get("heartbeat_at") is not None:
-            await self.backend.kv.put(timer_key(wait["heartbeat_at"], name, "task"), b"")
+            await self.store.put_timer(timer_key(wait["heartbeat_at"], name, "task"))
 
     # -- running -----------------------------------------------------------------------
 
@@ -557,7 +571,8 @@ class FlowService:
         """Handle every timer due now; return how many."""
         fired = 0
         now = self.clock.time()
-        for timer in await self.store.due_timers(now):
+        due, self._seen_next = await self.store.timers_due(now)
+        for timer in due:
             if timer.kind == "orphan":
                 await self._stop_orphan(timer.name)
                 await self.store.drop_timer(timer)
@@ -609,6 +624,9 @@ class FlowService:
 
     async def _timers(self) -> None:
         while not self._stopping:
+            # Timers stored from here on are either seen by this look or noted for the
+            # sleep after it.
+            self._noted, self._wake_at = None, math.inf
             try:
                 await self.fire_due_timers()
                 if self.trimmer.due():
@@ -617,7 +635,40 @@ class FlowService:
                 raise
             except Exception:
                 _log.exception("flow timers")
-            await self.clock.sleep(self.poll)
+                self._seen_next = None
+            await self._sleep_to_next_timer()
+
+    def _timer_stored(self, due: float) -> None:
+        """A timer due at ``due`` was stored by this process (see ``_timers``)."""
+        if self._noted is None or due < self._noted:
+            self._noted = due
+        if due < self._wake_at:
+            self._timer_added.set()
+
+    async def _sleep_to_next_timer(self) -> None:
+        """Sleep until the earliest timer known (at most ``poll``), waking sooner when
+        an earlier one is stored meanwhile."""
+        until = self.clock.time() + self.poll
+        while True:
+            # Nothing awaits between here and the wait: a timer stored from now on
+            # either is counted below or sets the event.
+            self._timer_added.clear()
+            target = min(
+                [until] + [due for due in (self._seen_next, self._noted) if due is not None]
+            )
+            delay = target - self.clock.time()
+            if delay <= 0:
+                return
+            self._wake_at = target
+            sleeping = asyncio.ensure_future(self.clock.sleep(delay))
+            added = asyncio.ensure_future(self._timer_added.wait())
+            try:
+                await asyncio.wait((sleeping, added), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeping.cancel()
+                added.cancel()
+            if sleeping.done() and not sleeping.cancelled():
+                return
 
     async def _handoffs(self, consumer: str) -> None:
         """Take hand-offs every ``poll`` (at once again while there are more)."""

@@ -39,7 +39,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,6 +280,19 @@ class ExecutionStore:
 
     def __init__(self, kv: KV) -> None:
         self.kv = kv
+        # Told the earliest due time of the timers each write stores (the service's
+        # timer loop wakes for it rather than at its next poll).
+        self.on_timer: Callable[[float], None] | None = None
+
+    def noted(self, timers: Sequence[str]) -> None:
+        """Tell :attr:`on_timer` about ``timers`` (keys) just stored."""
+        if timers and self.on_timer is not None:
+            self.on_timer(min(_due_of(key) for key in timers))
+
+    async def put_timer(self, key: str) -> None:
+        """Store the timer ``key`` on its own."""
+        await self.kv.put(key, b"")
+        self.noted([key])
 
     async def load(self, name: str) -> tuple[ExecutionRecord, int] | None:
         """The record and its version, or None."""
@@ -358,9 +371,11 @@ class ExecutionStore:
             operations.extend(
                 Put(token_key(token), prepared.name.encode()) for token in prepared.tokens
             )
-            return (await self.kv.transact(operations))[0]
+            version = (await self.kv.transact(operations))[0]
         except (TransactionConflictError, VersionConflictError) as error:
             raise FencedError(prepared.name) from error
+        self.noted(prepared.timers)
+        return version
 
     async def save(
         self,
@@ -423,14 +438,19 @@ class ExecutionStore:
 
     async def due_timers(self, now: float, limit: int = 200) -> list[Timer]:
         """Timers due at or before ``now``, earliest first."""
+        return (await self.timers_due(now, limit))[0]
+
+    async def timers_due(self, now: float, limit: int = 200) -> tuple[list[Timer], float | None]:
+        """Timers due at or before ``now``, earliest first, and when the next one after
+        them is due (None: none seen — no more timers, or ``limit`` were all due)."""
         items = await self.kv.scan(_TIMERS, limit=limit)
         due: list[Timer] = []
         for item in items:
             timer = _parse_timer(item)
             if timer.due > now:
-                break
+                return due, timer.due
             due.append(timer)
-        return due
+        return due, None
 
     async def next_timer(self) -> float | None:
         """When the earliest timer is due, if any."""
@@ -459,6 +479,10 @@ def _event(stored: Any) -> dict[str, Any]:
         type, timestamp, name, key, value = stored
         return {"type": type, "timestamp": timestamp, "details": {"name": name, key: value}}
     return {"type": stored[0], "timestamp": stored[1], "details": stored[2]}
+
+
+def _due_of(key: str) -> float:
+    return int(key[len(_TIMERS) :].split("/", 1)[0]) / 1000
 
 
 def _parse_timer(item: Item) -> Timer:
