@@ -3,9 +3,12 @@
 **Membership.** Each running :class:`~reflow.edge.service.EdgeService` keeps
 one KV key, ``reflow.edge.members/<edge id>``, holding an
 :class:`EdgeMember` (id, app, host, pid, ports, start time) with a TTL
-(:data:`MEMBER_TTL`, 15 s) that it renews every :data:`MEMBER_REFRESH` (5 s)
+(:data:`MEMBER_TTL`, 15 s) that it renews every :data:`MEMBER_REFRESH` (1 s)
 on its clock, and deletes when it stops. An edge that dies without stopping
 drops out when its key expires. :func:`live_edges` lists the keys still alive.
+Each write stamps the member with its time and its refresh period: a member
+not renewed for :data:`STALE_AFTER` periods (3 s) is *stale* — listed until
+its key expires, but presumed dead by purges.
 A member also says whether its purge subscription is open (``listening``):
 while it is lost, the edge keeps renewing its key with ``listening`` false
 (:meth:`Membership.renew_soon` rewrites it at once when it changes).
@@ -18,7 +21,11 @@ edge live at publication has answered, or after ``timeout`` seconds on the
 clock, with the edges that had not answered in ``missing``. A live edge that
 is not listening cannot hear the purge: it is not waited for and is named in
 ``missing`` at once (when its subscription is back it marks its whole store
-stale). With no other listening edge it publishes and returns at once. The
+stale). A stale member is treated the same way: not waited for, named in
+``missing`` at once, so an edge that died without leaving delays purges only
+in the first seconds after its death rather than for its whole TTL. A live
+edge renews every period, however slow it is to answer, and is waited for up
+to the timeout. With no other listening edge it publishes and returns at once. The
 reply subscription is opened on the first purge that waits and kept until
 :meth:`FanOut.close` (opened again by the next purge if it was lost).
 
@@ -37,7 +44,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from reflow.backends.protocols import KV, PubSub, Subscription
@@ -53,6 +60,7 @@ __all__ = [
     "MEMBERS_PREFIX",
     "MEMBER_REFRESH",
     "MEMBER_TTL",
+    "STALE_AFTER",
     "EdgeMember",
     "FanOut",
     "Membership",
@@ -64,7 +72,10 @@ __all__ = [
 
 MEMBERS_PREFIX = "reflow.edge.members/"
 MEMBER_TTL = 15.0
-MEMBER_REFRESH = 5.0
+MEMBER_REFRESH = 1.0
+# Refresh periods without a renewal after which a member is presumed dead: one
+# missed write (a backend hiccup) is not enough, and a dead edge is found in 3 s.
+STALE_AFTER = 3
 DEFAULT_PURGE_TIMEOUT = 1.0
 
 _log = logging.getLogger("reflow.edge")
@@ -85,6 +96,14 @@ class EdgeMember:
     # Whether its purge subscription is open; an edge whose subscription is lost
     # stays a member (it still serves) but cannot answer purges.
     listening: bool = True
+    # When the member last renewed its key (its clock) and how often it does so;
+    # 0 for a member written without them (an older edge), never taken as stale.
+    renewed_at: float = 0.0
+    refresh: float = 0.0
+
+    def stale(self, now: float) -> bool:
+        """Whether it missed :data:`STALE_AFTER` renewals by ``now``: presumed dead."""
+        return self.refresh > 0 and now - self.renewed_at > STALE_AFTER * self.refresh
 
     def to_json(self) -> bytes:
         """The member as JSON bytes (its KV value)."""
@@ -108,6 +127,8 @@ class EdgeMember:
                 pid=int(raw.get("pid", 0)),
                 started_at=float(raw.get("started_at", 0.0)),
                 listening=listening,
+                renewed_at=float(raw.get("renewed_at", 0.0)),
+                refresh=float(raw.get("refresh", 0.0)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EdgeError(f"malformed edge member: {exc!r}") from None
@@ -159,7 +180,8 @@ class Membership:
 
     async def _put(self) -> None:
         async with self._writing:
-            await self.kv.put(self.key, self._describe().to_json(), ttl=self.ttl)
+            member = replace(self._describe(), renewed_at=self.clock.time(), refresh=self.refresh)
+            await self.kv.put(self.key, member.to_json(), ttl=self.ttl)
 
     async def start(self) -> None:
         """Register now (errors propagate), then renew in the background."""
@@ -243,12 +265,14 @@ class FanOut:
     async def publish(self, plan: PurgePlan, local: Mapping[str, int]) -> PurgeResult:
         """Send ``plan`` to the fleet; the result adds the answers to ``local``'s counts.
 
-        Live edges that are not listening are missing from the start: waiting
-        for an answer they cannot give would only delay the sender.
+        Live edges that are not listening, and stale ones (presumed dead), are
+        missing from the start: waiting for an answer they cannot give would
+        only delay the sender.
         """
+        now = self.clock.time()
         others = [m for m in await live_edges(self.kv) if m.id not in local]
-        expected = frozenset(m.id for m in others if m.listening)
-        deaf = frozenset(m.id for m in others if not m.listening)
+        expected = frozenset(m.id for m in others if m.listening and not m.stale(now))
+        deaf = frozenset(m.id for m in others) - expected
         if not expected:
             await self.pubsub.publish(self.channel, envelope(plan, self.sender))
             return PurgeResult(local, sorted(deaf))

@@ -19,6 +19,7 @@ from reflow.backends import Backend, memory_backend
 from reflow.edge.client import activate, deactivate
 from reflow.edge.fleet import (
     MEMBERS_PREFIX,
+    STALE_AFTER,
     EdgeMember,
     FanOut,
     Membership,
@@ -183,6 +184,26 @@ async def test_an_edge_that_stops_renewing_drops_out_after_its_ttl(
     assert [m.id for m in await live_edges(backend.kv)] == ["dead"]
     clock.advance(1)
     assert await live_edges(backend.kv) == []
+
+
+async def test_a_member_goes_stale_only_after_missing_three_renewals(
+    backend: Backend, clock: FakeClock
+) -> None:
+    membership = Membership(backend.kv, EdgeMember("e"), clock=clock, ttl=15, refresh=1)
+    await membership.start()
+    assert membership._task is not None
+    membership._task.cancel()  # stops renewing, as if SIGKILLed
+    await asyncio.sleep(0)
+    [member] = await live_edges(backend.kv)
+    assert (member.renewed_at, member.refresh) == (clock.time(), 1)
+    assert not member.stale(clock.time() + STALE_AFTER)  # a late renewal is not a death
+    assert member.stale(clock.time() + STALE_AFTER + 0.001)
+    assert EdgeMember.from_json(member.to_json()) == member
+
+
+def test_a_member_written_without_renewal_stamps_is_never_stale() -> None:
+    older = EdgeMember.from_json(b'{"id": "old"}')  # an edge from before the stamps
+    assert not older.stale(1e12)
 
 
 async def test_a_membership_reads_its_description_again_at_each_renewal(
