@@ -30,7 +30,9 @@ grow by that much, whoever it is.
 ``--smoke`` runs each side for a second or two; nginx, wrk and Varnish are
 installed with apt-get when missing. Everything listens on free ports of
 127.0.0.1 and lives in a temporary directory; every process started here is
-stopped.
+stopped, also when the run is stopped with SIGTERM or SIGINT (Ctrl-C): both
+raise ``SystemExit`` (status 128 + the signal) so that the cleanup runs, and
+are ignored while it does.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import http.server
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -199,24 +202,43 @@ def start_varnish(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15.0
     up = False
-    while not up and process.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                up = True
-        except OSError:
-            time.sleep(0.05)
+    try:
+        while not up and process.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.2):
+                    up = True
+            except OSError:
+                time.sleep(0.05)
+    except BaseException:
+        stop([process])  # stopped (a signal) before the caller could know of it
+        raise
     if not up:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop([process])
         tail = (tmp / "varnish.log").read_text(errors="replace").strip().splitlines()[-3:]
         why = " / ".join(tail) or f"exit status {process.returncode}"
         print(f"varnish: did not start ({why}); going on without it", flush=True)
         return None
     return process
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate ``processes``, then kill any still running 10 s later."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # SIGTERM's default would end the run without its cleanup, leaving the servers up.
+    raise SystemExit(128 + signum)
 
 
 def _which(tool: str) -> str | None:
@@ -398,6 +420,8 @@ def main() -> None:
         return
     seconds = 1.0 if args.smoke else args.seconds
     retries = 0 if args.smoke else args.retries  # a smoke run only checks that it runs
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _exit_on_signal)
     ensure_tools()
     varnishd = ensure_varnish()
     processes: list[subprocess.Popen[bytes]] = []
@@ -525,14 +549,9 @@ def main() -> None:
             smoke=bool(args.smoke),
         )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        stop(processes)
         origin.shutdown()
         origin.server_close()
         shutil.rmtree(tmp, ignore_errors=True)
