@@ -164,7 +164,7 @@ def edges(
         return
     table = Table(box=box.SIMPLE)
     table.add_column("edge", overflow="fold")  # whole, so it can be matched to `missing`
-    for column in ("app", "host", "pid", "port", "admin", "up", "listening"):
+    for column in ("app", "host", "pid", "port", "admin", "up", "renewed", "listening"):
         table.add_column(column)
     now = time.time()
     for member in members:
@@ -176,7 +176,16 @@ def edges(
             str(member.port),
             "" if member.admin_port is None else str(member.admin_port),
             f"{max(0.0, now - member.started_at):.0f}s",
+            _renewed(member, now),
             # A deaf edge may serve a purged body: make it stand out.
             "yes" if member.listening else "[bold yellow]no[/]",
         )
     console.print(table)
+
+
+def _renewed(member: EdgeMember, now: float) -> str:
+    """How long ago the member renewed its key; stale ones (presumed dead) stand out."""
+    if not member.refresh:
+        return ""  # written by an edge from before the stamps
+    ago = f"{max(0.0, now - member.renewed_at):.0f}s ago"
+    return f"[bold yellow]{ago}, stale[/]" if member.stale(now) else ago

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,9 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
         await backend.kv.put(MEMBERS_PREFIX + "e2", deaf.to_json(), ttl=60)
         legacy = {"id": "e3", "app": "site", "hostname": "h", "port": 9090}
         await backend.kv.put(MEMBERS_PREFIX + "e3", json.dumps(legacy).encode(), ttl=60)
+        # One that stopped renewing a minute ago: listed until its key expires, but stale.
+        dead = EdgeMember("e4", hostname="h", renewed_at=time.time() - 60, refresh=1.0)
+        await backend.kv.put(MEMBERS_PREFIX + "e4", dead.to_json(), ttl=60)
         result = await asyncio.to_thread(
             runner.invoke, cli, ["cache", "edges", "--backend", url], env={"COLUMNS": "200"}
         )
@@ -130,7 +134,7 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
         rows = {
             line.split()[0]: line.split()
             for line in lines
-            if line.split()[:1] in (["e1"], ["e2"], ["e3"])
+            if line.split()[:1] in (["e1"], ["e2"], ["e3"], ["e4"])
         }
         # The last column: e1 renews with its subscription open, e2 says it is down,
         # e3 has no field at all and counts as listening.
@@ -138,7 +142,12 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
             "e1": "yes",
             "e2": "no",
             "e3": "yes",
+            "e4": "yes",
         }
+        # The "renewed" column before it: e1 just now, e4 stale, e3 without the stamp.
+        assert rows["e1"][-2] == "ago" and "ago," not in rows["e1"]
+        assert rows["e4"][-4:-1] == ["60s", "ago,", "stale"]
+        assert "ago" not in rows["e3"]
         result = await asyncio.to_thread(
             runner.invoke, cli, ["cache", "edges", "--backend", url, "--json"]
         )
@@ -148,7 +157,9 @@ async def test_reflow_cache_edges_lists_the_live_members(tmp_path: Path) -> None
             "e1": True,
             "e2": False,
             "e3": True,
+            "e4": True,
         }
+        assert shown["e1"]["refresh"] == membership.refresh
     finally:
         await membership.stop()
         await backend.close()
