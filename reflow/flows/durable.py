@@ -617,14 +617,18 @@ class DurableRunner:
         # .sync children it waited for are stopped by their timers (children.py), written
         # with this save so that a crash right after it cannot leave them running.
         orphans = [timer_key(now, child, "orphan") for child in waited_children(record.wait)]
-        record.status, record.stop_time, record.wait = TIMED_OUT, now, None
-        return await self._save(record, version, history, orphans)
+        return await self._finish(record, version, history, TIMED_OUT, orphans)
 
     async def _finish(
-        self, record: ExecutionRecord, version: int, history: History, status: str
+        self,
+        record: ExecutionRecord,
+        version: int,
+        history: History,
+        status: str,
+        timers: list[str] | None = None,
     ) -> tuple[ExecutionRecord, int]:
         record.status, record.stop_time, record.wait = status, self.clock.time(), None
-        return await self._save(record, version, history)
+        return await self._save(record, version, history, timers)
 
     async def _save(
         self,
