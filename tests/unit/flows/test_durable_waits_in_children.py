@@ -13,31 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from reflow.backends import Backend, memory_backend, open_backend
+from reflow.backends import Backend
 from reflow.flows import TaskContext
 from reflow.flows.iterations import PARK_AFTER
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
-) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        opened = memory_backend(clock)
-    else:
-        opened = await open_backend(f"sqlite:///{tmp_path}/flows.db", clock=clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+@pytest.fixture
+def store(memory_or_sqlite: Backend) -> Backend:
+    """Each test on memory and on SQLite (conftest.py)."""
+    return memory_or_sqlite
 
 
 def waiting_map(seconds: Any = 600, **fan: Any) -> dict[str, Any]:

@@ -11,13 +11,11 @@ manual clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reflow.backends import Backend, memory_backend, open_backend
+from reflow.backends import Backend
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
 
@@ -42,18 +40,10 @@ class Died(BaseException):
     """Stands in for the process dying."""
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def backend(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
-) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        opened = memory_backend(clock)
-    else:
-        opened = await open_backend(f"sqlite:///{tmp_path}/flows.db", clock=clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+@pytest.fixture
+def backend(memory_or_sqlite: Backend) -> Backend:
+    """Each test on memory and on SQLite (conftest.py)."""
+    return memory_or_sqlite
 
 
 async def run_for(service: FlowService, clock: FakeClock, seconds: float) -> None:

@@ -9,13 +9,11 @@ in virtual time on a FakeClock without autojump; memory and SQLite.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reflow.backends import Backend, memory_backend, open_backend
+from reflow.backends import Backend
 from reflow.flows import TaskContext
 from reflow.flows.service import WORK_STREAM, FlowService, handoff_stream
 from reflow.testing import FakeClock
@@ -29,18 +27,10 @@ def work(event: Any, context: TaskContext) -> Any:
     return {"worked": event}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def shared(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
-) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        opened = memory_backend(clock)
-    else:
-        opened = await open_backend(f"sqlite:///{tmp_path}/flows.db", clock=clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+@pytest.fixture
+def shared(memory_or_sqlite: Backend) -> Backend:
+    """Each test on memory and on SQLite (conftest.py)."""
+    return memory_or_sqlite
 
 
 def service(backend: Backend, flows: dict[str, Any]) -> FlowService:

@@ -11,12 +11,11 @@ and SQLite.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from reflow.backends import Backend, memory_backend, open_backend
+from reflow.backends import Backend
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
 
@@ -34,18 +33,10 @@ def wait(seconds: int) -> dict[str, object]:
 FLOWS = {"short": wait(5), "long": wait(30)}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def backend(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
-) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        opened = memory_backend(clock)
-    else:
-        opened = await open_backend(f"sqlite:///{tmp_path}/flows.db", clock=clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+@pytest.fixture
+def backend(memory_or_sqlite: Backend) -> Backend:
+    """Each test on memory and on SQLite (conftest.py)."""
+    return memory_or_sqlite
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
