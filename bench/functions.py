@@ -26,6 +26,13 @@ warm process round trip ≤ 300 µs, inline overhead over a direct call ≤ 20 �
     python bench/functions.py            # 5 rounds
     python bench/functions.py --smoke    # tiny, one round (CI)
     python bench/functions.py --inline   # only the inline comparisons
+    taskset -c 1 python bench/functions.py   # every process on one CPU
+
+Unpinned, the ``process`` figures are bimodal from run to run on the 2-vCPU
+machine (a warm round trip near 80 µs or near 125 µs, a secret read adding
+about 110 µs or about 200 µs), presumably as the runtime and its worker
+share a CPU or not; ``taskset`` (the zygote and the workers inherit it)
+takes that choice away, which suits before/after comparisons.
 """
 
 from __future__ import annotations
