@@ -204,9 +204,15 @@ async def _serve_generic(
     result = getattr(target, method)(*args.get("args", ()), **args.get("kwargs", {}))
     if inspect.isawaitable(result):
         result = await result
+    if result is None or type(result) in _JSON_SCALARS:
+        return result  # a secret's text, a count: nothing to convert or check
     value = _plain(result)
     json.dumps(value)  # refuse here, as an error reply, what the frame could not carry
     return value
+
+
+# Results that JSON carries as they are (exact types: a subclass may not be).
+_JSON_SCALARS = frozenset({str, int, float, bool})
 
 
 def _plain(value: Any) -> Any:

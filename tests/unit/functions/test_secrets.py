@@ -51,6 +51,16 @@ async def test_get_reads_the_file_without_its_line_breaks_at_either_end(vault: P
     assert await context.secrets.get("spaced") == "  two words  "
 
 
+def test_inner_line_breaks_read_back_as_a_text_file_gives_them(vault: Path) -> None:
+    # Universal newlines, as open(..., encoding="utf-8").read() has always given:
+    # CRLF and a lone CR become LF inside, and no break is left at either end.
+    (vault / "crlf").write_bytes(b"\r\nline one\r\nline two\rline three\r\n\r")
+    (vault / "directory").mkdir()
+    (vault / "directory" / "db").write_bytes(b"given\n")
+    assert Context(CONFIG).secrets.sync.get("crlf") == "line one\nline two\nline three"
+    assert read_secret("db", vault / "directory") == "given"
+
+
 async def test_each_call_reads_the_file_again_so_a_rotation_is_seen(vault: Path) -> None:
     secrets = Context(CONFIG).secrets
     (vault / "db").write_text("old")
