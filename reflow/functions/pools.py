@@ -449,6 +449,8 @@ class ProcessPool(Pool):
         self.keep_alive = keep_alive
         self.spawn = spawn
         self._clock = clock
+        # The server-side contexts' stream (the worker names its own for the handler).
+        self._log_stream = log_stream_for(clock)
         self._idle: list[Worker] = []  # a stack: the most recently used is reused first
         self._workers: set[Worker] = set()
         self._topping: asyncio.Task[None] | None = None
@@ -566,6 +568,7 @@ class ProcessPool(Pool):
                         authorizer=self._authorizer,
                         blobs=self._blobs,
                         loop=asyncio.get_running_loop(),
+                        log_stream_name=self._log_stream,
                     )
                 )
             return await serve_call(server_side[0], body)

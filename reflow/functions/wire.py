@@ -37,6 +37,7 @@ __all__ = [
     "INVOKE",
     "REPLY",
     "RESULT",
+    "FrameReader",
     "decode",
     "encode",
     "read_frame",
@@ -56,7 +57,7 @@ def encode(kind: int, body: Any) -> bytes:
     return HEADER.pack(len(data), kind) + data
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | bytearray) -> Any:
     """A frame body back to Python values."""
     return _loads(data)
 
@@ -73,6 +74,50 @@ def read_frame(sock: socket.socket) -> tuple[int, Any] | None:
     if body is None:
         return None
     return kind, decode(body)
+
+
+class FrameReader:
+    """Frames from a blocking socket, each read in as few system calls as it arrived in.
+
+    :func:`read_frame` asks for the header and then the body, two ``recv``
+    calls per frame; this asks for whatever is there, usually a whole frame,
+    and keeps what follows it for the next :meth:`read`. A worker reads every
+    frame of its socket through one of these (a buffered byte would be lost
+    to any other reader).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def read(self) -> tuple[int, Any] | None:
+        """The next frame; None at end of stream."""
+        buffer = self._buffer
+        if len(buffer) < HEADER.size and not self._fill(HEADER.size):
+            return None
+        length, kind = HEADER.unpack_from(buffer)
+        if length > MAX_FRAME:
+            raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+        end = HEADER.size + length
+        if len(buffer) < end and not self._fill(end):
+            return None
+        body = buffer[HEADER.size : end]
+        del buffer[:end]
+        return kind, decode(body)
+
+    def _fill(self, size: int) -> bool:
+        """Receive until the buffer holds ``size`` bytes; False at end of stream."""
+        buffer = self._buffer
+        while len(buffer) < size:
+            chunk = self._sock.recv(max(_CHUNK, size - len(buffer)))
+            if not chunk:
+                return False
+            buffer += chunk
+        return True
+
+
+# What one recv asks for at least: more than a typical frame, so one call reads it.
+_CHUNK = 64 * 1024
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:

@@ -80,6 +80,8 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
 
     # The clients the runtime said it serves, in the last INVOKE frame that said.
     available: list[str] = []
+    # Every frame of the socket is read through this one buffered reader.
+    frames = wire.FrameReader(sock)
 
     def remote(client: str, method: str, args: dict[str, Any]) -> Any:
         if method == PROBE and client in available:
@@ -87,7 +89,7 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
             # before it is called, the runtime refuses that call instead.
             return None
         sock.sendall(wire.encode(wire.CALL, {"c": client, "m": method, "a": args}))
-        frame = wire.read_frame(sock)
+        frame = frames.read()
         if frame is None:
             raise ConnectionError("the runtime closed the connection during a platform call")
         reply = frame[1]
@@ -97,7 +99,7 @@ def serve(sock: socket.socket, function: FunctionConfig, region: str = "local") 
 
     try:
         while True:
-            frame = wire.read_frame(sock)
+            frame = frames.read()
             if frame is None:
                 return
             _, body = frame

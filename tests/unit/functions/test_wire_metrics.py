@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,6 +39,45 @@ def test_end_of_stream_mid_frame_reads_as_none() -> None:
         left.sendall(wire.encode(wire.RESULT, "abcdef")[:7])
         left.close()
         assert wire.read_frame(right) is None
+
+
+def test_a_frame_reader_reads_frames_that_arrive_together_one_at_a_time() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(wire.encode(wire.INVOKE, {"p": 1}) + wire.encode(wire.REPLY, {"ok": "x"}))
+        frames = wire.FrameReader(right)
+        assert frames.read() == (wire.INVOKE, {"p": 1})
+        assert frames.read() == (wire.REPLY, {"ok": "x"})
+
+
+def test_a_frame_reader_joins_a_frame_that_arrives_in_pieces() -> None:
+    left, right = socket.socketpair()
+    big = "x" * (3 * 64 * 1024)  # more than one recv asks for
+    data = wire.encode(wire.RESULT, big) + wire.encode(wire.RESULT, 7)
+    with left, right:
+        left.sendall(data[:3])  # part of the header
+        frames = wire.FrameReader(right)
+        sender = threading.Thread(target=left.sendall, args=(data[3:],))
+        sender.start()
+        assert frames.read() == (wire.RESULT, big)
+        assert frames.read() == (wire.RESULT, 7)
+        sender.join()
+
+
+def test_a_frame_reader_sees_the_end_of_stream_mid_frame_as_none() -> None:
+    left, right = socket.socketpair()
+    with right:
+        left.sendall(wire.encode(wire.RESULT, "abcdef")[:7])
+        left.close()
+        assert wire.FrameReader(right).read() is None
+
+
+def test_a_frame_reader_refuses_a_header_past_the_limit_before_reading_the_body() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(wire.HEADER.pack(wire.MAX_FRAME + 1, wire.RESULT))
+        with pytest.raises(ValueError, match="exceeds"):
+            wire.FrameReader(right).read()
 
 
 def test_percentile_by_nearest_rank() -> None:
