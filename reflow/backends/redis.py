@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from reflow.backends import Backend
 from reflow.backends.protocols import Blobs, Message
 from reflow.backends.redis_batch import Batcher
-from reflow.backends.redis_client import CancelSafeRedis, keeping_cancellation
+from reflow.backends.redis_client import CONNECT_TIMEOUT, CancelSafeRedis, keeping_cancellation
 from reflow.backends.redis_keys import Namespace
 from reflow.backends.redis_kv import RedisKV
 from reflow.backends.redis_log import RedisLog
@@ -44,7 +44,6 @@ from reflow.errors import BackendUnavailableError
 
 __all__ = ["RedisPubSub", "RedisSubscription", "open_redis"]
 
-CONNECT_TIMEOUT = 2.0  # seconds; an unreachable server fails fast, not after minutes
 _CLOSED = None  # what the pump puts in the queue when the subscription ends
 
 
