@@ -262,3 +262,18 @@ async def test_random_reads_acks_and_leases_match_the_memory_engine(
     finally:
         await backend.log.delete_stream("s")
         await backend.close()
+
+
+async def test_a_blocking_read_longer_than_a_commands_deadline_waits_it_out(
+    engine: Engine,
+) -> None:
+    # Under redis-py's 5 s socket timeout, an XREAD BLOCK of more than 5 s
+    # timed out, was retried (ten times) and raised after about a minute. The
+    # engine's own deadline gives a blocking XREAD its block time on top.
+    from reflow.backends.redis_client import COMMAND_TIMEOUT
+
+    log = engine.backend.log
+    await log.create_group("s", "g")
+    started = time.monotonic()
+    assert await log.read("s", "g", "c", block=COMMAND_TIMEOUT + 0.5) == []
+    assert COMMAND_TIMEOUT + 0.4 <= time.monotonic() - started < COMMAND_TIMEOUT + 3
