@@ -11,10 +11,11 @@ cancelled, and whoever awaits the task (a ``stop()``) waits for ever.
 
 So :class:`CancelSafeRedis` turns redis-py's socket timeout off and puts one
 deadline of its own around each command and each pipeline (``command_timeout``,
-5 s like redis-py's default; a blocking XREAD gets its block time on top):
-one ``asyncio.timeout`` instead of a task plus a timeout per reply, which
-measured 20–30 % less CPU per call, and no ``wait_for`` left to lose a
-cancellation. A call that outlives its deadline raises redis-py's own
+5 s like redis-py's default; a blocking XREAD gets its block time on top),
+kept by one timer for all calls in flight (:class:`_Deadlines`) instead of a
+task plus a timeout per reply: 20–30 % less CPU per call, and no
+``wait_for`` left to lose a cancellation. A deadline fires up to a second
+late (the timer's tick). A call that outlives its deadline raises redis-py's own
 ``TimeoutError`` (a ``RedisError``), as the socket timeout did; the
 connection it was using is closed, never handed back with a reply in flight.
 
