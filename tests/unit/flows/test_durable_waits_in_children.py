@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from reflow.flows import TaskContext
 from reflow.flows.iterations import PARK_AFTER
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
+from tests.unit.flows.helpers import until
 
 
 @pytest.fixture
@@ -68,15 +68,6 @@ class Work:
     def __call__(self, event: Any, context: TaskContext) -> Any:
         self.calls.append((event, self.clock.time()))
         return {"done": event}
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait (real time, briefly) until ``check()`` holds: the service's own loops run."""
-    for _ in range(1000):
-        if await check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never: {what}")
 
 
 async def status(service: FlowService, name: str) -> str:

@@ -10,7 +10,6 @@ and SQLite.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from reflow.backends import Backend
 from reflow.flows.service import FlowService
 from reflow.testing import FakeClock
+from tests.unit.flows.helpers import until
 
 
 def wait(seconds: int) -> dict[str, object]:
@@ -37,15 +37,6 @@ FLOWS = {"short": wait(5), "long": wait(30)}
 def backend(memory_or_sqlite: Backend) -> Backend:
     """Each test on memory and on SQLite (conftest.py)."""
     return memory_or_sqlite
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait (real time, at most ~5 s) until ``check()`` holds: the service's loops run."""
-    for _ in range(1000):
-        if await check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never: {what}")
 
 
 def status_is(service: FlowService, name: str, status: str) -> Callable[[], Awaitable[bool]]:
