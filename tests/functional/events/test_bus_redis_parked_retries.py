@@ -30,21 +30,10 @@ from tests.conftest import REDIS_URL, require_server
 from tests.functional.events.helpers import eventually
 from tests.functional.events.redis_prefix import fresh_prefix, redis_backend, unlink_prefix
 
+# The same app and moment as the memory and SQLite listing tests.
+from tests.unit.events.test_retries_listing import APP, NOW
+
 runner = CliRunner()
-NOW = 1_700_000_000.0
-APP = """
-from reflow import App
-
-app = App("site")
-
-@app.on({"source": ["cms"]}, name="render")
-def render(event, context):
-    return None
-
-@app.on({"source": ["shop"]}, name="bill", bus="orders")
-def bill(event, context):
-    return None
-"""
 
 
 class FailsOnce:
