@@ -496,12 +496,12 @@ class ProcessPool(Pool):
         """The most recently used idle worker that is still alive."""
         while self._idle:
             worker = self._idle.pop()
-            if not worker.reader.at_eof():
+            if not worker.at_eof():
                 return worker
             # It died while idle (killed from outside, the OOM killer): no
             # invocation should pay for that, so it is dropped before use.
             self._workers.discard(worker)
-            worker.writer.close()
+            worker.connection.close()
             self._schedule_top_up()
         return None
 
@@ -582,7 +582,7 @@ class ProcessPool(Pool):
             self.metrics.timeouts += 1
             await self._discard(worker, kill=True)
             raise FunctionTimeoutError(config.name, config.timeout) from None
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except ConnectionError:  # end of stream or a reset: the worker is gone
             await self._discard(worker, kill=True)
             self.metrics.crashes += 1
             cause = await self.zygote.exit_cause(worker.pid)

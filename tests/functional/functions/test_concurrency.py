@@ -65,7 +65,7 @@ async def test_a_provisioned_worker_that_dies_idle_is_skipped_and_replaced(
     dead = pool._idle[-1]
     dead.kill()
     for _ in range(100):  # until the runtime has seen the worker's socket close
-        if dead.reader.at_eof():
+        if dead.at_eof():
             break
         await asyncio.sleep(0.01)
     # The dead idle worker is skipped, not handed the invocation.
