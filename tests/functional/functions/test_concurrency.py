@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from reflow.errors import ThrottledError
+from reflow.errors import FunctionCrashedError, ThrottledError
 from reflow.functions import Runtime
 from reflow.functions.pools import ProcessPool
 from reflow.testing.clock import FakeClock
@@ -76,6 +76,24 @@ async def test_a_provisioned_worker_that_dies_idle_is_skipped_and_replaced(
             break
         await asyncio.sleep(0.02)
     assert (pool.workers, pool.idle) == (4, 4)
+
+
+async def test_closing_the_pool_ends_a_call_in_flight_as_a_crash_not_a_timeout(
+    runtime: Runtime,
+) -> None:
+    pool = runtime.pool("warm")
+    assert isinstance(pool, ProcessPool)
+    busy = asyncio.create_task(runtime.invoke("warm", {"hold": 4}))
+    for _ in range(200):  # until the call holds a worker and waits for its answer
+        if pool.idle == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert pool.idle == 3
+    await pool.close()
+    # The closed socket ends the wait for the answer at once (the timeout is 5 s).
+    async with asyncio.timeout(3):
+        with pytest.raises(FunctionCrashedError):
+            await busy
 
 
 async def test_idle_workers_beyond_provisioned_retire_after_keep_alive() -> None:
