@@ -50,8 +50,6 @@ START_TIMEOUT = 60.0  # importing a heavy app on a loaded machine can take a whi
 # How long accepting pauses after a failed accept (out of file descriptors),
 # as asyncio's own servers do, rather than spinning on the error.
 ACCEPT_RETRY = 1.0
-# What one recv asks for at least: more than a typical frame, so one call reads it.
-_CHUNK = 64 * 1024
 
 
 class SandboxError(FunctionError):
@@ -94,17 +92,14 @@ class Connection:
     async def read(self) -> tuple[int, Any]:
         """The next frame, as (kind, body)."""
         buffer = self._buffer
-        if len(buffer) < wire.HEADER.size:
-            await self._fill(wire.HEADER.size)
-        length, kind = wire.HEADER.unpack_from(buffer)
-        if length > wire.MAX_FRAME:
-            raise ConnectionError(f"a frame of {length} bytes: the stream is corrupt")
-        end = wire.HEADER.size + length
-        if len(buffer) < end:
-            await self._fill(end)
-        body = buffer[wire.HEADER.size : end]
-        del buffer[:end]
-        return kind, wire.decode(body)
+        while True:
+            try:
+                frame = wire.pop_frame(buffer)
+            except ValueError as exc:
+                raise ConnectionError(f"the stream is corrupt: {exc}") from None
+            if isinstance(frame, tuple):
+                return frame
+            await self._fill(frame)
 
     async def _fill(self, size: int) -> None:
         buffer = self._buffer
@@ -113,7 +108,9 @@ class Connection:
                 raise ConnectionError("the connection is closed")
             self._waits += 1
             try:
-                chunk = await self._loop.sock_recv(self._sock, max(_CHUNK, size - len(buffer)))
+                chunk = await self._loop.sock_recv(
+                    self._sock, max(wire.READ_SIZE, size - len(buffer))
+                )
             finally:
                 self._done_waiting()
             if not chunk:

@@ -36,10 +36,12 @@ __all__ = [
     "HELLO",
     "INVOKE",
     "REPLY",
+    "READ_SIZE",
     "RESULT",
     "FrameReader",
     "decode",
     "encode",
+    "pop_frame",
     "read_frame",
 ]
 
@@ -93,31 +95,40 @@ class FrameReader:
     def read(self) -> tuple[int, Any] | None:
         """The next frame; None at end of stream."""
         buffer = self._buffer
-        if len(buffer) < HEADER.size and not self._fill(HEADER.size):
-            return None
-        length, kind = HEADER.unpack_from(buffer)
-        if length > MAX_FRAME:
-            raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
-        end = HEADER.size + length
-        if len(buffer) < end and not self._fill(end):
-            return None
-        body = buffer[HEADER.size : end]
-        del buffer[:end]
-        return kind, decode(body)
-
-    def _fill(self, size: int) -> bool:
-        """Receive until the buffer holds ``size`` bytes; False at end of stream."""
-        buffer = self._buffer
-        while len(buffer) < size:
-            chunk = self._sock.recv(max(_CHUNK, size - len(buffer)))
-            if not chunk:
-                return False
-            buffer += chunk
-        return True
+        while not isinstance(frame := pop_frame(buffer), tuple):
+            while len(buffer) < frame:
+                chunk = self._sock.recv(max(READ_SIZE, frame - len(buffer)))
+                if not chunk:
+                    return None
+                buffer += chunk
+        return frame
 
 
 # What one recv asks for at least: more than a typical frame, so one call reads it.
-_CHUNK = 64 * 1024
+READ_SIZE = 64 * 1024
+
+
+def pop_frame(buffer: bytearray) -> tuple[int, Any] | int:
+    """The first frame of ``buffer``, taken out of it; or, while it has not all
+    arrived, how many bytes the buffer must hold before asking again.
+
+    A header announcing more than :data:`MAX_FRAME` raises ``ValueError``.
+    Both ends read through this: :class:`FrameReader` (the worker's blocking
+    socket) and ``sandbox.Connection`` (the runtime's non-blocking one).
+    """
+    if len(buffer) < HEADER.size:
+        return HEADER.size
+    length: int
+    kind: int
+    length, kind = HEADER.unpack_from(buffer)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    end = HEADER.size + length
+    if len(buffer) < end:
+        return end
+    body = buffer[HEADER.size : end]
+    del buffer[:end]
+    return kind, decode(body)
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
