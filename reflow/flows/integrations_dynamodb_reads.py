@@ -138,7 +138,7 @@ async def _query(table: Any, payload: Mapping[str, Any], exprs: Expressions) -> 
 
 def _key_range(table: Any, terms: list[KeyTerm]) -> tuple[Any, dict[str, Any]]:
     """The partition value and the sort-key bounds (``Table.query`` options) of ``terms``."""
-    keys = [table.key] + ([table.sort_key] if table.sort_key else [])
+    keys = _key_names(table)
     named = ", ".join(
         f"{role} {name!r}" for role, name in zip(("partition key", "sort key"), keys, strict=False)
     )
@@ -295,13 +295,18 @@ def _parse_common(table: Any, payload: Mapping[str, Any], exprs: Expressions) ->
     start = None
     if "ExclusiveStartKey" in payload:
         start = typed.item(payload["ExclusiveStartKey"], "ExclusiveStartKey")
-        keys = {table.key, *([table.sort_key] if table.sort_key else [])}
+        keys = set(_key_names(table))
         if set(start) != keys:
             raise typed.invalid(
                 "The provided starting key is invalid: ExclusiveStartKey must hold exactly "
                 f"the key attributes {sorted(keys)}, not {sorted(start)}"
             )
     return _Options(select, paths, condition, limit, start)
+
+
+def _key_names(table: Any) -> list[str]:
+    """The table's key attributes: the partition key, then the sort key if it has one."""
+    return [table.key] + ([table.sort_key] if table.sort_key else [])
 
 
 def _integer(value: Any) -> bool:
@@ -346,6 +351,5 @@ def _answer(
         ]
     answer |= {"Count": len(kept), "ScannedCount": len(read)}
     if last is not None:
-        keys = [table.key] + ([table.sort_key] if table.sort_key else [])
-        answer["LastEvaluatedKey"] = typed.out({name: last[name] for name in keys})
+        answer["LastEvaluatedKey"] = typed.out({name: last[name] for name in _key_names(table)})
     return answer
