@@ -52,7 +52,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from reflow.errors import NotAvailableError
+from reflow.errors import ExecutionNotFoundError, NotAvailableError
 from reflow.flows.store import InvalidExecutionRequestError
 
 if TYPE_CHECKING:
@@ -91,8 +91,15 @@ class FlowsClient:
 
     async def describe_execution(self, name: str) -> dict[str, Any]:
         """Status, input, output or error of execution ``name``."""
-        await self._authorize_execution("flows:read", name)
-        return await self._service.describe(name)
+        # One read: the description names the flow to authorise against, and
+        # nothing of it leaves here before the hook has said yes.
+        try:
+            described = await self._service.describe(name)
+        except ExecutionNotFoundError:
+            self._authorize("flows:read", f"execution/*/{name}")
+            raise
+        self._authorize("flows:read", f"execution/{described['flow']}/{name}")
+        return described
 
     async def get_execution_history(self, name: str) -> list[dict[str, Any]]:
         """Execution ``name``'s events, oldest first."""
